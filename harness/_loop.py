@@ -1,0 +1,127 @@
+"""An asyncio event loop in a background thread, for running the async servers from sync code.
+
+Every server in the harness is written once, as async code with ``async start()`` and
+``async stop()`` that runs inside whatever loop calls it. Sync callers (plain pytest tests, the
+CLI) get the same servers through :class:`LoopThread`, which owns one loop in one daemon thread
+and runs coroutines there with a deadline. Exceptions raised in the loop thread are carried back
+to the caller, never left to die in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from harness.errors import ServerError, StartTimeout
+
+__all__ = ["LoopThread"]
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """One event loop running in one background thread.
+
+    >>> with LoopThread(name="demo") as lt:
+    ...     lt.run(asyncio.sleep(0, result=42))
+    42
+    """
+
+    def __init__(self, *, name: str = "harness-loop") -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._crash: BaseException | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise ServerError(f"{self.name}: the loop thread is not started; call start() first")
+        return self._loop
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Start the thread and wait until its loop runs (at most *timeout* seconds)."""
+        if self.running:
+            return
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise StartTimeout(
+                f"{self.name}: the event loop thread did not start within {timeout} s; "
+                "the machine may be overloaded: try a larger timeout"
+            )
+        if self._crash is not None:
+            raise ServerError(f"{self.name}: the event loop thread failed to start") from self._crash
+
+    def _main(self) -> None:
+        try:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+        except BaseException as exc:  # pragma: no cover - only on a broken interpreter
+            self._crash = exc
+            self._ready.set()
+            return
+        loop.call_soon(self._ready.set)
+        try:
+            loop.run_forever()
+        finally:
+            # Cancel what is left so that no task is destroyed while pending (a warning, and an
+            # error under filterwarnings=error).
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run *coro* on the loop and return its result; its exception is raised here.
+
+        With a *timeout*, the coroutine is cancelled and :class:`StartTimeout` raised when it has
+        not finished in time.
+        """
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise StartTimeout(
+                f"{self.name}: {getattr(coro, '__qualname__', coro)!s} did not finish within "
+                f"{timeout} s"
+            ) from None
+
+    def call_soon(self, callback: Any, *args: Any) -> None:
+        """Schedule a plain callback on the loop from any thread."""
+        self.loop.call_soon_threadsafe(callback, *args)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop and join the thread (at most *timeout* seconds)."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout)
+            if thread.is_alive():
+                raise ServerError(f"{self.name}: the loop thread did not stop within {timeout} s")
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> LoopThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
