@@ -60,7 +60,8 @@ class LoopThread:
                 "the machine may be overloaded: try a larger timeout"
             )
         if self._crash is not None:
-            raise ServerError(f"{self.name}: the event loop thread failed to start") from self._crash
+            message = f"{self.name}: the event loop thread failed to start"
+            raise ServerError(message) from self._crash
 
     def _main(self) -> None:
         try:

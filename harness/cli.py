@@ -6,9 +6,9 @@ Subcommands live next to the code they drive and are imported only when invoked,
 =========  ====================================
 schema     harness.clevertap.cli:schema
 check      harness.clevertap.cli:check
-serve      harness.clevertap.cli:serve
+serve      harness.clevertap.serve:serve
 catalog    harness.smtp.cli:catalog
-dsn        harness.smtp.cli:dsn
+dsn        harness.smtp.dsn_cli:dsn
 run        harness.scenario.cli:run
 =========  ====================================
 
@@ -28,10 +28,10 @@ __all__ = ["main"]
 _COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("harness.smtp.cli", "catalog"),
     "check": ("harness.clevertap.cli", "check"),
-    "dsn": ("harness.smtp.cli", "dsn"),
+    "dsn": ("harness.smtp.dsn_cli", "dsn"),
     "run": ("harness.scenario.cli", "run"),
     "schema": ("harness.clevertap.cli", "schema"),
-    "serve": ("harness.clevertap.cli", "serve"),
+    "serve": ("harness.clevertap.serve", "serve"),
 }
 
 
