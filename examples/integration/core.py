@@ -1,0 +1,307 @@
+"""The gateway's state and decisions: queue, relay with retries, bounces, DSNs, unsubscribes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+from callbacks import Event, Reporter
+from classify import Verdict, classify_dsn_failure
+from dsn import RecipientBlock, parse_report, unfold
+from relay import Attempt, attempt_delivery, route
+from settings import Settings
+
+__all__ = ["Delivery", "Gateway", "decode_verp", "with_unsubscribe_headers"]
+
+log = logging.getLogger("gateway")
+
+MAX_PARALLEL_DELIVERIES = 50
+"""Outbound SMTP sessions at once; a big campaign queues behind them instead of opening
+thousands of sockets."""
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_REPLACED_HEADERS = {b"list-unsubscribe", b"list-unsubscribe-post"}
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One recipient's copy of one submitted message."""
+
+    queue_id: str
+    recipient: str
+    meta: str
+    token: str
+    reported: set[str] = field(default_factory=set)
+    """What was already reported for this copy ("bounce", "delivered"): each goes out once."""
+
+
+def new_token() -> str:
+    # Base32 in lower case: the token also travels in a mailto local part, and some MTAs fold
+    # the case of local parts; 120 random bits.
+    return base64.b32encode(secrets.token_bytes(15)).decode("ascii").lower()
+
+
+def encode_verp(recipient: str, domain: str) -> str:
+    local, _, rcpt_domain = recipient.rpartition("@")
+    return f"bounces+{local}={rcpt_domain}@{domain}"
+
+
+def decode_verp(address: str) -> str | None:
+    """``bounces+user=example.com@sut.test`` -> ``user@example.com``; None if not VERP."""
+    local = address.rpartition("@")[0]
+    prefix, plus, encoded = local.partition("+")
+    if prefix.lower() != "bounces" or not plus:
+        return None
+    # The recipient's own local part may contain "=" or "+"; a domain never contains "=".
+    user, equals, domain = encoded.rpartition("=")
+    if not equals or not user or not domain:
+        return None
+    return f"{user}@{domain}"
+
+
+def with_unsubscribe_headers(raw: bytes, url: str, mailto: str) -> bytes:
+    """Prepend RFC 2369 / RFC 8058 headers, replacing any the message already had.
+
+    The rest of the message stays byte for byte as submitted (X-CleverTap_META included): it is
+    prepended to, never re-serialised.
+    """
+    match = _HEADER_END.search(raw)
+    if match is None:
+        head, rest = raw, b""
+    else:
+        cut = match.start() + (2 if match.group().startswith(b"\r") else 1)
+        head, rest = raw[:cut], raw[cut:]
+    kept: list[bytes] = []
+    skipping = False
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):  # continuation of a folded header
+            if not skipping:
+                kept.append(line)
+            continue
+        skipping = line.split(b":", 1)[0].strip().lower() in _REPLACED_HEADERS
+        if not skipping:
+            kept.append(line)
+    added = (
+        f"List-Unsubscribe: <{url}>, <mailto:{mailto}>\r\n"
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    ).encode("ascii")
+    return added + b"".join(kept) + rest
+
+
+def clevertap_meta(raw: bytes) -> str | None:
+    # compat32: the value exactly as submitted, only unfolded.
+    value = BytesHeaderParser(policy=compat32).parsebytes(raw).get("X-CleverTap_META")
+    return unfold(str(value)) if value is not None else None
+
+
+class Gateway:
+    """Everything the listeners call into. One instance per process, used from one event loop."""
+
+    def __init__(self, settings: Settings, reporter: Reporter) -> None:
+        self.settings = settings
+        self.reporter = reporter
+        self.http_base = ""
+        """``http://host:port`` of the unsubscribe pages, set once the HTTP listener is bound."""
+        self._by_recipient: dict[str, list[Delivery]] = {}
+        self._by_token: dict[str, Delivery] = {}
+        self._unsubscribed: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_PARALLEL_DELIVERIES)
+
+    # -- submission --------------------------------------------------------------------------
+
+    def accept(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> str:
+        """Queue one submitted message for each recipient; returns the queue id."""
+        queue_id = uuid.uuid4().hex[:12]
+        meta = clevertap_meta(raw)
+        if meta is None:
+            log.warning(
+                "queued %s without an X-CleverTap_META header; v2 meta will be empty", queue_id
+            )
+        log.info("queued %s from %s for %d recipient(s)", queue_id, mail_from, len(recipients))
+        for recipient in recipients:
+            delivery = Delivery(queue_id, recipient, meta or "", new_token())
+            self._by_recipient.setdefault(recipient.lower(), []).append(delivery)
+            self._by_token[delivery.token] = delivery
+            message = with_unsubscribe_headers(
+                raw,
+                f"{self.http_base}/u/{delivery.token}",
+                f"unsubscribe+{delivery.token}@{self.settings.domain}",
+            )
+            task = asyncio.create_task(self._deliver(delivery, message), name=recipient)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return queue_id
+
+    async def _deliver(self, delivery: Delivery, message: bytes) -> None:
+        rcpt = delivery.recipient
+        sender = encode_verp(rcpt, self.settings.domain)
+        delays = self.settings.retry_delays
+        for attempt_no in range(len(delays) + 1):
+            target = route(self.settings, rcpt)
+            if target is None:
+                # Never resolve real DNS: a domain outside HARNESS_MX_MAP does not exist.
+                domain = rcpt.rpartition("@")[2]
+                outcome = Attempt(Verdict.HARD, f"550 5.1.2 no such domain: {domain}")
+            else:
+                async with self._slots:
+                    outcome = await attempt_delivery(self.settings, target, sender, rcpt, message)
+            if outcome.verdict is not Verdict.TEMPORARY:
+                break
+            if attempt_no < len(delays):
+                log.info(
+                    "deferred %s (attempt %d): %s; retry in %g s",
+                    rcpt,
+                    attempt_no + 1,
+                    outcome.description,
+                    delays[attempt_no],
+                )
+                await asyncio.sleep(delays[attempt_no])
+        where = f"{target[0]}:{target[1]}" if target else "nowhere"
+        if outcome.verdict is Verdict.DELIVERED:
+            log.info("relayed %s via %s: %s", rcpt, where, outcome.description)
+            self._delivered(delivery, outcome.description)
+            return
+        verdict = Verdict.SOFT if outcome.verdict is Verdict.TEMPORARY else outcome.verdict
+        self._bounce(delivery, verdict, outcome.description, int(time.time()), attempt_no + 1)
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def _delivered(self, delivery: Delivery, description: str) -> None:
+        if "delivered" in delivery.reported or self.settings.callback_format != "v2":
+            return  # legacy has no delivered event
+        delivery.reported.add("delivered")
+        self.reporter.report(
+            Event("delivered", delivery.recipient, int(time.time()), delivery.meta, description)
+        )
+
+    def _bounce(
+        self, delivery: Delivery, verdict: Verdict, description: str, ts: int, attempts: int
+    ) -> None:
+        if "bounce" in delivery.reported:
+            log.info("bounce for %s already reported; not again", delivery.recipient)
+            return
+        delivery.reported.add("bounce")
+        soft = verdict is Verdict.SOFT
+        # BUG(swapped_classes): soft reported as hard, hard as soft.
+        if self.settings.bug == "swapped_classes":
+            soft = not soft
+        kind = "softbounce" if soft else "hardbounce"
+        log.info(
+            "bounced %s %s after %d attempt(s): %s",
+            delivery.recipient,
+            "soft" if verdict is Verdict.SOFT else "hard",
+            attempts,
+            description,
+        )
+        self.reporter.report(Event(kind, delivery.recipient, ts, delivery.meta, description))
+
+    # -- bounce intake -----------------------------------------------------------------------
+
+    def handle_dsn(self, envelope_recipient: str, raw: bytes) -> None:
+        """Act on a DSN that arrived for *envelope_recipient* (a VERP address, normally)."""
+        observed = int(time.time())
+        report = parse_report(raw)
+        if report is None:
+            log.warning(
+                "intake: mail to %s is not a delivery status report; ignored", envelope_recipient
+            )
+            return
+        # VERP names the recipient we sent to, whatever aliasing happened on the way;
+        # Final-Recipient is only the fallback for reports sent to the plain bounce address.
+        verp = decode_verp(envelope_recipient)
+        for block in report.blocks:
+            address = verp or block.final_recipient or block.original_recipient
+            if address is None:
+                log.warning("intake: DSN block without any recipient ignored: %s", block)
+                continue
+            self._dsn_block(address, block, report.meta, observed)
+
+    def _dsn_block(
+        self, address: str, block: RecipientBlock, meta: str | None, observed: int
+    ) -> None:
+        category = "bounce" if block.action == "failed" else "delivered"
+        delivery = self._find(address, meta, category)
+        if delivery is None:
+            log.warning(
+                "intake: DSN (%s %s) for %s matches no unreported message; ignored",
+                block.action or "no Action",
+                block.status,
+                address,
+            )
+            return
+        description = block.diagnostic or f"{block.action} {block.status or ''}".strip()
+        if block.action == "failed":
+            verdict = classify_dsn_failure(block.status, block.diagnostic)
+            self._bounce(delivery, verdict, f"DSN: {description}", observed, 1)
+        elif block.action == "delayed":
+            log.info("intake: delivery to %s delayed (%s); not a bounce yet", address, description)
+        elif block.action in ("delivered", "relayed", "expanded"):
+            log.info("intake: DSN says %s %s", block.action, address)
+            self._delivered(delivery, f"DSN: {description}")
+        else:
+            log.warning(
+                "intake: DSN block with unknown Action %r for %s ignored", block.action, address
+            )
+
+    def _find(self, address: str, meta: str | None, category: str) -> Delivery | None:
+        """The copy a DSN is about: the returned META picks it, else the latest unreported."""
+        candidates = [
+            d for d in self._by_recipient.get(address.lower(), []) if category not in d.reported
+        ]
+        if meta is not None:
+            for delivery in candidates:
+                if delivery.meta == meta:
+                    return delivery
+        return candidates[-1] if candidates else None
+
+    # -- unsubscribes ------------------------------------------------------------------------
+
+    def lookup(self, token: str) -> Delivery | None:
+        return self._by_token.get(token.lower())
+
+    def unsubscribe(self, token: str, via: str) -> bool | None:
+        """True: unsubscribed now; False: already was (no second callback); None: bad token."""
+        delivery = self.lookup(token)
+        if delivery is None:
+            return None
+        key = delivery.recipient.lower()
+        if key in self._unsubscribed:
+            log.info("unsubscribe %s again via %s: already done, not reported", key, via)
+            return False
+        self._unsubscribed.add(key)
+        log.info("unsubscribed %s via %s", delivery.recipient, via)
+        self.reporter.report(
+            Event(
+                "unsubscribe",
+                delivery.recipient,
+                int(time.time()),
+                delivery.meta,
+                f"unsubscribed via {via}",
+            )
+        )
+        return True
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def abandon_deliveries(self) -> None:
+        """Cancel deliveries still in flight (waiting to retry); each is logged, none silently."""
+        pending = [t for t in self._tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            log.error(
+                "shutdown: %d delivery(ies) abandoned before a final outcome (not reported): %s",
+                len(pending),
+                ", ".join(sorted(t.get_name() for t in pending)),
+            )

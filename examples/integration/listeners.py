@@ -1,0 +1,126 @@
+"""The two SMTP listeners: submission (mail from CleverTap) and bounce intake (DSNs, mailto)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from core import Gateway
+from settings import Settings
+
+__all__ = ["start_intake", "start_submission"]
+
+log = logging.getLogger("gateway")
+
+
+class _Submission:
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        queue_id = self._gateway.accept(envelope.mail_from or "<>", envelope.rcpt_tos, raw)
+        # 250 only once the message is queued: from here on, losing it is our fault.
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+
+class _Intake:
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        local = address.rpartition("@")[0].lower()
+        if local.startswith("unsubscribe+"):
+            if self._gateway.lookup(local.partition("+")[2]) is None:
+                return "550 5.1.1 unknown unsubscribe token"
+        elif local != "bounces" and not local.startswith("bounces+"):
+            return "550 5.1.1 no such mailbox: this host takes bounces and unsubscribes only"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or b""
+        for rcpt in envelope.rcpt_tos:
+            local = rcpt.rpartition("@")[0]
+            if local.lower().startswith("unsubscribe+"):
+                self._gateway.unsubscribe(local.partition("+")[2], "mailto")
+            else:
+                self._gateway.handle_dsn(rcpt, raw)
+        return "250 2.0.0 Ok"
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    return context
+
+
+async def _serve(
+    factory: Any, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> asyncio.Server:
+    return await asyncio.get_running_loop().create_server(factory, host, port, ssl=ssl_context)
+
+
+async def start_submission(settings: Settings, gateway: Gateway) -> asyncio.Server:
+    """Bind the submission listener (AUTH, STARTTLS or implicit TLS as configured)."""
+    loop = asyncio.get_running_loop()
+    handler = _Submission(gateway)
+    user, password = settings.submission_user, settings.submission_password
+    tls = settings.submission_tls
+    context = _tls_context(settings) if tls != "none" else None
+
+    def authenticate(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and user is not None
+            and password is not None
+            and hmac.compare_digest(auth_data.login, user.encode())
+            and hmac.compare_digest(auth_data.password, password.encode())
+        )
+        if not ok:
+            log.warning("submission: AUTH %s failed", mechanism)
+        return AuthResult(success=ok)
+
+    def factory() -> SMTP:
+        return SMTP(
+            handler,
+            loop=loop,
+            hostname=settings.domain,
+            enable_SMTPUTF8=True,
+            authenticator=authenticate if user else None,
+            auth_required=user is not None,
+            # With implicit TLS the socket is already encrypted, but aiosmtpd only knows about
+            # TLS it negotiated itself (STARTTLS): tell it not to insist.
+            auth_require_tls=tls == "starttls",
+            tls_context=context if tls == "starttls" else None,
+            require_starttls=tls == "starttls",
+        )
+
+    return await _serve(
+        factory, settings.host, settings.smtp_port, context if tls == "implicit" else None
+    )
+
+
+async def start_intake(settings: Settings, gateway: Gateway) -> asyncio.Server:
+    """Bind the bounce intake: DSNs to VERP addresses and mailto unsubscribes. No AUTH."""
+    loop = asyncio.get_running_loop()
+    handler = _Intake(gateway)
+
+    def factory() -> SMTP:
+        return SMTP(handler, loop=loop, hostname=settings.domain, enable_SMTPUTF8=True)
+
+    return await _serve(factory, settings.host, settings.intake_port)

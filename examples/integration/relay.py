@@ -1,0 +1,96 @@
+"""Outbound SMTP: one attempt to hand one recipient's copy to its MX host or the relay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from classify import Verdict, classify_reply
+from settings import Settings
+
+__all__ = ["Attempt", "attempt_delivery", "route"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    verdict: Verdict
+    description: str
+    """The server's reply (``"550 5.1.1 ..."``) or what went wrong with the connection."""
+
+
+def route(settings: Settings, recipient: str) -> tuple[str, int] | None:
+    """Where mail for *recipient* goes: the relay, or its domain's MX; None for no such domain."""
+    if settings.relay is not None:
+        return settings.relay
+    domain = recipient.rpartition("@")[2].lower()
+    return settings.mx_map.get(domain)
+
+
+def _reply(code: int, message: str) -> Attempt:
+    text = " ".join(message.split())
+    return Attempt(classify_reply(code, text), f"{code} {text}")
+
+
+async def attempt_delivery(
+    settings: Settings, target: tuple[str, int], sender: str, recipient: str, message: bytes
+) -> Attempt:
+    """Try once; the verdict is TEMPORARY for 4xx replies and every connection failure."""
+    host, port = target
+    where = f"{host}:{port}"
+    relaying = settings.relay is not None
+    tls = settings.relay_tls if relaying else "opportunistic"
+    client = aiosmtplib.SMTP(
+        hostname=host,
+        port=port,
+        local_hostname=settings.domain,
+        timeout=settings.smtp_timeout,
+        use_tls=tls == "implicit",
+        # MX hosts get STARTTLS when they offer it (None); a relay gets exactly what was asked.
+        start_tls={"starttls": True, "none": False}.get(tls),
+        # The harness's servers use self-signed certificates.
+        validate_certs=False,
+        username=settings.relay_user if relaying else None,
+        password=settings.relay_password if relaying else None,
+    )
+    try:
+        return await _exchange(client, where, settings.smtp_timeout, sender, recipient, message)
+    finally:
+        # Whatever happened, the socket is closed here (close() is a no-op once QUIT ran).
+        client.close()
+
+
+async def _exchange(
+    client: aiosmtplib.SMTP,
+    where: str,
+    timeout: float,
+    sender: str,
+    recipient: str,
+    message: bytes,
+) -> Attempt:
+    try:
+        await client.connect()
+        await client.mail(sender)
+        await client.rcpt(recipient)
+        response = await client.data(message)
+    except aiosmtplib.SMTPTimeoutError:
+        return Attempt(Verdict.TEMPORARY, f"4.4.2 timed out after {timeout:g} s ({where})")
+    except aiosmtplib.SMTPConnectResponseError as exc:
+        # A refusal in the greeting is about the server, not the address (Postfix also treats a
+        # 5xx greeting as 4xx): retry.
+        return Attempt(Verdict.TEMPORARY, f"{exc.code} {' '.join(exc.message.split())}")
+    except aiosmtplib.SMTPConnectError as exc:
+        return Attempt(Verdict.TEMPORARY, f"4.4.1 cannot connect to {where}: {exc}")
+    except aiosmtplib.SMTPServerDisconnected:
+        # A drop after DATA may mean the message was delivered anyway; the retry risks a
+        # duplicate, which is what every MTA does too (RFC 5321 section 6.1).
+        return Attempt(Verdict.TEMPORARY, f"4.4.2 connection dropped by {where}")
+    except aiosmtplib.SMTPResponseException as exc:  # MAIL, RCPT or DATA refused
+        return _reply(exc.code, exc.message)
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        return Attempt(Verdict.TEMPORARY, f"4.4.0 {type(exc).__name__} with {where}: {exc}")
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError):
+        pass  # The message was accepted; a rude goodbye changes nothing.
+    return _reply(response.code, response.message)
