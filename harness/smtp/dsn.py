@@ -52,6 +52,7 @@ __all__ = [
     "deliver_dsn",
     "dsn_bytes",
     "dsn_for_mode",
+    "recipients_of",
 ]
 
 
@@ -477,10 +478,24 @@ def _per_recipient(ctx: _Context, report: RecipientReport) -> list[tuple[str, st
     return fields
 
 
+def _fold(name: str, value: str) -> str:
+    """*value* folded at 76 columns with a four-space indent, the way Postfix folds fields."""
+    lines = textwrap.wrap(
+        f"{name}: {value}",
+        width=76,
+        subsequent_indent="    ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return "\n".join(lines)[len(name) + 2 :]
+
+
 def _block(fields: Iterable[tuple[str, str]], policy: email.policy.Policy) -> Message:
     block: Message = Message(policy=policy)
     for name, value in fields:
-        block[name] = value
+        # Stored raw and pre-folded: the email package would otherwise move a long value whole
+        # onto a continuation line, leaving "Diagnostic-Code:" empty on the first one.
+        block.set_raw(name, _fold(name, value))
     return block
 
 
@@ -558,7 +573,8 @@ def build_dsn(
         # message: here the per-message block becomes its headers and the recipient blocks its
         # body. Building it the same way keeps memory and wire forms alike.
         first = _block(blocks[0], policy)
-        rest = "\n\n".join("\n".join(f"{k}: {v}" for k, v in b) for b in blocks[1:]) + "\n"
+        rest = "\n\n".join("\n".join(f"{k}: {_fold(k, v)}" for k, v in b) for b in blocks[1:])
+        rest += "\n"
         first.set_payload(_raw(rest.encode("utf-8")))
         status.set_payload([first])
     else:
@@ -654,16 +670,25 @@ def dsn_for_mode(
     mode = get_mode(mode_name)
     if action not in ACTIONS:
         raise ConfigError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    if mode.code is not None and mode.code < 400 and action in ("failed", "delayed"):
+        raise ConfigError(
+            f"mode {mode_name!r} delivers the message ({mode.code}); it can only be reported "
+            f"with action 'delivered' or 'relayed', not {action!r}"
+        )
     domain = recipient.rpartition("@")[2] or "example.com"
     mta = remote_mta or f"mx.{domain}"
     host = mta if "[" in mta else f"{mta}[127.0.0.1]"
-    reply = mode.reply(flavour, rcpt=recipient, host=host, peer=host)
+    # {peer} is the client the MX saw: the reporting MTA, on loopback like every fake host.
+    fill = {"rcpt": recipient, "host": host, "peer": "127.0.0.1"}
+    if mode.stage is Stage.CONNECT:
+        fill["host"] = f"{host}:25"  # Postfix names the port it could not connect to
+    reply = mode.reply(flavour, **fill)
     if reply is not None:
         diagnostic = str(reply)
         status = reply.enhanced or mode.enhanced or _fallback_status(reply.code, mode.stage)
     else:
         # The server said nothing: the diagnostic is the reporting MTA's own (Postfix) words.
-        diagnostic = mode.text("postfix", rcpt=recipient, host=host, peer=host)
+        diagnostic = mode.text("postfix", **fill)
         status = mode.enhanced or _fallback_status(None, mode.stage)
     # Remote-MTA names a host that was talked to: not when it refused the connection, and not
     # when the message expired in the reporting MTA's own queue.
@@ -672,8 +697,6 @@ def dsn_for_mode(
         status = "4" + status[1:]
     elif action in ("delivered", "relayed"):
         status = "2.0.0"
-    elif status.startswith("2"):
-        status = "5" + status[1:]
     report = RecipientReport(
         recipient=recipient,
         action=action,
