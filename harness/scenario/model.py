@@ -16,7 +16,7 @@ import re
 import shlex
 import string
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,7 +40,7 @@ from harness.clevertap.faults import FaultRule
 from harness.clevertap.inspect import Endpoint
 from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
 from harness.errors import did_you_mean
-from harness.smtp import rules
+from harness.smtp import rules as smtp_rules
 from harness.smtp.catalog import CATALOG, FLAVOURS
 
 __all__ = [
@@ -151,8 +151,8 @@ DURATION_SCHEMA: dict[str, Any] = {
 def parse_duration(value: Any) -> float:
     """Seconds from ``2``, ``1.5``, ``"500ms"``, ``"2s"``, ``"10m"``, ``"1h"`` or ``"1d"``."""
     try:
-        return rules.parse_duration(value)
-    except rules.RuleError as exc:
+        return smtp_rules.parse_duration(value)
+    except smtp_rules.RuleError as exc:
         raise _fail([_from_rule_error(exc)]) from None
 
 
@@ -224,13 +224,13 @@ def _rule_problems(data: Mapping[str, Any]) -> list[Problem]:
     problems = []
     for key, value in data.items():
         try:
-            rules.Rules.parse({key: value})
-        except rules.RuleError as exc:
+            smtp_rules.Rules.parse({key: value})
+        except smtp_rules.RuleError as exc:
             problems.append(_from_rule_error(exc))
     return problems
 
 
-def _from_rule_error(exc: rules.RuleError) -> Problem:
+def _from_rule_error(exc: smtp_rules.RuleError) -> Problem:
     seen = _shown(exc.seen)
     return Problem(
         exc.path, exc.reason, exc.expected, seen, key=exc.reason.startswith("unknown key")
@@ -808,7 +808,7 @@ class Expect(_Model):
 class DsnDefaults(_Model):
     """Defaults for DSNs sent by accept-then-bounce rules."""
 
-    dialect: Literal[rules.DSN_DIALECTS] = Field(  # type: ignore[valid-type]
+    dialect: Literal[smtp_rules.DSN_DIALECTS] = Field(  # type: ignore[valid-type]
         "postfix", description="generic RFC 3464, Postfix-like or Exim-like reports."
     )
     delay: Duration = Field(1.0, description="Time from acceptance to the DSN.")
@@ -859,7 +859,8 @@ class Scenario(_Model):
         for recipient domains nobody declared (when there is no relay), and the relay.
 
         Behaviours assigned by ``campaign.to.behaviours`` are merged in as exact-address rules
-        of the relay if there is one, else of the recipient's MX host.
+        of the relay if there is one, else of the recipient's MX host; ``accept_then_bounce``
+        rules that name no ``dsn`` or ``after`` get the scenario's ``dsn:`` defaults.
         """
         assigned = (
             self.campaign.to.assignments()
@@ -886,6 +887,8 @@ class Scenario(_Model):
             relay = HostPlan("relay", [], dict(self.relay.rules), self.relay)
             relay.rules.update(assigned)
             plans.append(relay)
+        for plan in plans:
+            plan.rules = {k: _dsn_defaults(v, self.dsn) for k, v in plan.rules.items()}
         return plans
 
 
@@ -900,7 +903,24 @@ class HostPlan:
     """Rule key -> behaviour, in the scenario's order, assignments from the campaign merged."""
     host: MailHost
     """The declared settings (server_down, tls, auth, flavour)."""
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def parsed_rules(self) -> smtp_rules.Rules:
+        """The rules parsed by the mail world (:class:`harness.smtp.rules.Rules`)."""
+        return smtp_rules.Rules.parse(self.rules, flavour=self.host.flavour or "postfix")
+
+
+def _dsn_defaults(behaviour: Any, dsn: DsnDefaults) -> Any:
+    if isinstance(behaviour, list):
+        return [_dsn_defaults(b, dsn) for b in behaviour]
+    if isinstance(behaviour, Mapping):
+        out = {
+            k: _dsn_defaults(v, dsn) if k in ("then", "else") else v for k, v in behaviour.items()
+        }
+        if "accept_then_bounce" in out:
+            out.setdefault("dsn", dsn.dialect)
+            out.setdefault("after", dsn.delay)
+        return out
+    return behaviour
 
 
 def _cross_problems(s: Scenario) -> Iterator[Problem]:
