@@ -547,6 +547,9 @@ class _Walk:
         if type(ts) is not int:
             if isinstance(ts, bool):
                 what = "a boolean"
+            elif isinstance(ts, float) and ts.is_integer() and abs(ts) >= 2**63:
+                # orjson turns integers beyond 64 bits into floats; none is a usable time anyway.
+                what = "a number beyond the 64-bit integer range"
             elif isinstance(ts, float):
                 what = "a number with a fraction or exponent"
             elif isinstance(ts, str):
