@@ -1,0 +1,603 @@
+"""The fake CleverTap as an ASGI app: three callback endpoints and the control API.
+
+:func:`create_app` returns a :class:`CleverTapApp` (a FastAPI app). Any ASGI server can run it;
+:class:`harness.clevertap.server.CleverTapServer` runs it under uvicorn on a real socket.
+
+The callback endpoints are the hot path (every callback an integration sends) and are served
+before FastAPI's routing and middleware: the app looks the path up in a dict, reads the body
+once (stopping at the size cap), calls :func:`~harness.clevertap.inspect.inspect`, appends ONE
+journal entry and sends a pre-encoded answer. The control API (``/_harness`` by default) is an
+ordinary FastAPI router with pydantic models, listed in the OpenAPI docs at ``/docs``.
+
+The journal entry of a callback (``Kind.CALLBACK``) is documented in ``docs/server.md``. It is
+appended *before* the answer is sent, so a client that has its answer can read its entry.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the annotations of the control
+# API's handlers at runtime, and they use names local to _control_router.
+import asyncio
+import base64
+import json
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from sys import intern
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from harness.checks import Severity
+from harness.clevertap.faults import FaultDecision, FaultPlan, FaultRule
+from harness.clevertap.inspect import DuplicateIndex, Endpoint, Inspection, inspect
+from harness.clevertap.settings import ServerSettings
+from harness.journal import Entry, Journal, Kind, MemoryJournal
+
+__all__ = ["CleverTapApp", "create_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# -- pre-encoded answers ---------------------------------------------------------------------------
+
+_JSON = b"application/json"
+V2_SUCCESS = b'{"status":"success","message":"Callback processed successfully"}'
+"""The v2 success body (one of the two bodies CleverTap's docs show; see docs/server.md)."""
+
+V2_MISSING = "Mandatory parameter missing"
+V2_TOO_MANY = "More than allowed events were sent"
+V2_INVALID = "invalid payload"
+
+
+def _headers(body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", _JSON), (b"content-length", str(len(body)).encode()), *extra]
+
+
+def _legacy_success(accepted: int) -> bytes:
+    return b'{"status":"success","accepted":' + str(accepted).encode() + b"}"
+
+
+def _error_body(message: str, **extra: Any) -> bytes:
+    return json.dumps({"status": "error", "message": message, **extra}).encode()
+
+
+def _v2_message(inspection: Inspection, max_events: int) -> str:
+    """Which of CleverTap's documented 400 messages fits a rejected v2 payload."""
+    payload = inspection.payload
+    if not isinstance(payload, dict):
+        return V2_INVALID
+    if len(inspection.events) > max_events:
+        return V2_TOO_MANY
+    events = payload.get("events")
+    if "version" not in payload or not isinstance(events, dict):
+        return V2_MISSING
+    for items in events.values():
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict) and not {"type", "email", "meta"} <= item.keys():
+                    return V2_MISSING
+    return V2_INVALID
+
+
+_SHARED: dict[str, str] = {}
+
+
+def _shared(value: str | None) -> str | None:
+    """One string object per distinct value (the few Content-Types clients send), bounded."""
+    if value is None:
+        return None
+    shared = _SHARED.get(value)
+    if shared is None:
+        if len(_SHARED) >= 64:
+            return value
+        shared = _SHARED.setdefault(value, value)
+    return shared
+
+
+def _body_text(body: bytes) -> tuple[str, bool]:
+    try:
+        return body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode("ascii"), True
+
+
+class _Callback:
+    """The raw ASGI handler of one callback endpoint (see the module docstring for why raw)."""
+
+    __slots__ = ("app", "endpoint", "name", "path")
+
+    def __init__(self, app: "CleverTapApp", endpoint: Endpoint, path: str) -> None:
+        self.app = app
+        self.endpoint = endpoint
+        self.name = endpoint.value  # one string object shared by every entry
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received = time.time()
+        app = self.app
+        settings = app.settings
+        cap = settings.max_body
+
+        content_type: str | None = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+                break
+
+        # Read the body once. Past the cap keep draining (and counting) so that the real size is
+        # journaled and the connection stays usable, but keep only the first `cap` bytes.
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        disconnected = message["type"] == "http.disconnect"
+        size = len(body)
+        if more:
+            chunks = [body[:cap]]
+            kept = len(chunks[0])
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected = True
+                    break
+                chunk = message.get("body", b"")
+                more = message.get("more_body", False)
+                size += len(chunk)
+                if kept < cap:
+                    chunks.append(chunk[: cap - kept])
+                    kept += len(chunks[-1])
+            body = b"".join(chunks)
+        elif size > cap:
+            body = body[:cap]
+
+        text, is_base64 = _body_text(body)
+        client = scope.get("client")
+        # Ten keys at most in the common case: a dict of 11 keys takes 464 bytes instead of 272,
+        # and this dict is kept for every callback. So the method is only recorded when it is not
+        # POST, and repeated strings (path, content type, event names) are shared, not copied.
+        data: dict[str, Any] = {
+            "endpoint": self.name,
+            "path": self.path,
+            "peer": f"{client[0]}:{client[1]}" if client else None,
+            "content_type": _shared(content_type),
+            "size": size,
+            "body": text,
+            "format": None,
+            "events": [],
+            "violations": [],
+            "status": None,
+        }
+        if is_base64:
+            data["body_base64"] = True
+        if size > cap:
+            data["truncated"] = True
+
+        method = scope["method"]
+        if method != "POST":
+            data["method"] = method
+        if disconnected:
+            data["disconnected"] = True
+            app.journal.append(Kind.CALLBACK, data, at=received)
+            return
+        if method != "POST":
+            answer = _error_body(f"method {method} not allowed; callbacks are POSTed")
+            data["status"] = 405
+            app.journal.append(Kind.CALLBACK, data, at=received)
+            await _send(send, 405, answer, ((b"allow", b"POST"),))
+            return
+        if size > cap:
+            answer = _error_body("payload too large", limit=cap, size=size)
+            data["status"] = 413
+            app.journal.append(Kind.CALLBACK, data, at=received)
+            await _send(send, 413, answer)
+            return
+
+        fault = app.faults.decide(self.endpoint)
+        # A faulted request was never processed, as far as the integration can tell: it must
+        # resend, and the resend is not a duplicate. So it does not enter the duplicate index.
+        history = app.duplicates if fault is None or fault.rule.action == "delay" else None
+        try:
+            inspection = inspect(
+                body,
+                endpoint=self.endpoint,
+                content_type=content_type,
+                config=settings.checks,
+                history=history,
+                now=received,
+            )
+        except Exception as exc:  # a bug in a check must not lose the request
+            data["error"] = f"inspect() raised {type(exc).__name__}: {exc}"
+            data["status"] = 500
+            app.journal.append(Kind.CALLBACK, data, at=received)
+            await _send(send, 500, _error_body("the harness failed to check this payload"))
+            return
+
+        data["format"] = inspection.format
+        data["events"] = [[intern(e.event), e.email, e.ts, e.meta] for e in inspection.events]
+        data["violations"] = [v.to_json() for v in inspection.violations]
+
+        if fault is not None and fault.rule.action != "delay":
+            await self._fault(fault, data, received, send)
+            return
+
+        if settings.strict and not inspection.ok:
+            status = 400
+            if self.endpoint is Endpoint.V2:
+                message_text = _v2_message(inspection, settings.checks.max_v2_events)
+            else:
+                message_text = V2_INVALID
+            answer = _error_body(message_text, violations=data["violations"])
+        else:
+            status = 200
+            if self.endpoint is Endpoint.V2:
+                answer = V2_SUCCESS
+            else:
+                answer = _legacy_success(len(inspection.events))
+        data["status"] = status
+        if fault is not None:
+            data["fault"] = fault.to_json()
+        app.journal.append(Kind.CALLBACK, data, at=received)
+        if fault is not None:
+            await asyncio.sleep(fault.rule.delay)
+        await _send(send, status, answer)
+
+    async def _fault(
+        self, fault: FaultDecision, data: dict[str, Any], received: float, send: Send
+    ) -> None:
+        rule = fault.rule
+        data["fault"] = fault.to_json()
+        if rule.action == "status":
+            status = rule.status if rule.status is not None else 500
+            data["status"] = status
+            self.app.journal.append(Kind.CALLBACK, data, at=received)
+            if rule.delay:
+                await asyncio.sleep(rule.delay)
+            extra: tuple[tuple[bytes, bytes], ...] = ()
+            if rule.retry_after is not None:
+                extra = ((b"retry-after", str(rule.retry_after).encode()),)
+            answer = _error_body(f"fault injected by the harness: {fault.rule.describe()}")
+            await _send(send, status, answer, extra)
+            return
+        self.app.journal.append(Kind.CALLBACK, data, at=received)
+        if rule.delay:
+            await asyncio.sleep(rule.delay)
+        await _drop_connection(send, reset=rule.action == "reset")
+
+
+async def _send(
+    send: Send, status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _headers(body, extra)})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drop_connection(send: Send, *, reset: bool) -> None:
+    """Close (FIN) or reset (RST) the client's TCP connection without answering a byte.
+
+    ASGI has no message for this, and raising from the app only makes uvicorn answer 500. Under
+    uvicorn the ``send`` callable is a method of the request cycle, which holds the connection's
+    asyncio transport, so the transport is closed directly. Under other servers the app raises
+    ConnectionAbortedError, which most servers turn into a dropped connection or a 500.
+    """
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if not isinstance(transport, asyncio.Transport):
+        raise ConnectionAbortedError("fault: drop the connection (no transport to close)")
+    if reset:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # SO_LINGER on with a zero timeout makes close() send RST instead of FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    else:
+        transport.close()
+    # Let connection_lost() run so that uvicorn marks the cycle disconnected and neither answers
+    # 500 nor logs "returned without starting response".
+    for _ in range(5):
+        if getattr(cycle, "disconnected", True):
+            break
+        await asyncio.sleep(0)
+
+
+# -- the control API -------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    callbacks: int = Field(description="Callbacks in the journal.")
+    last_seq: int = Field(description="Sequence number of the newest journal entry ever.")
+    strict: bool
+    paths: dict[str, str] = Field(description="Callback path of each endpoint.")
+
+
+class CallbackEntry(BaseModel):
+    seq: int
+    at: float = Field(description="Receive time, Unix seconds.")
+    data: dict[str, Any] = Field(description="The journaled request; see docs/server.md.")
+
+
+class CallbackPage(BaseModel):
+    last_seq: int = Field(description="Pass as `since` to get only newer callbacks next time.")
+    callbacks: list[CallbackEntry]
+
+
+class ViolationRecord(BaseModel):
+    seq: int = Field(description="The callback entry the violation was found in.")
+    at: float
+    endpoint: str
+    violation: dict[str, Any] = Field(description="Violation.to_json()")
+
+
+class ViolationPage(BaseModel):
+    last_seq: int
+    violations: list[ViolationRecord]
+
+
+class WaitTimeout(BaseModel):
+    detail: str
+    last_seq: int
+
+
+class Faults(BaseModel):
+    rules: list[dict[str, Any]] = Field(
+        description="The rules in order, each with its counters `seen` and `applied`."
+    )
+
+
+class FaultsIn(BaseModel):
+    rules: list[FaultRule]
+
+
+class ResetDone(BaseModel):
+    status: Literal["reset"] = "reset"
+    last_seq: int
+
+
+def _to_model(entry: Entry) -> CallbackEntry:
+    return CallbackEntry(seq=entry.seq, at=entry.at, data=dict(entry.data))
+
+
+def _callback_filter(
+    event: str | None, address: str | None, code: str | None, endpoint: str | None
+) -> Callable[[Entry], bool]:
+    wanted = address.casefold() if address is not None else None
+
+    def matches(entry: Entry) -> bool:
+        if entry.kind is not Kind.CALLBACK:
+            return False
+        data = entry.data
+        if endpoint is not None and data.get("endpoint") != endpoint:
+            return False
+        if code is not None and not any(v["code"] == code for v in data.get("violations", ())):
+            return False
+        if event is None and wanted is None:
+            return True
+        # event and address must match the same event of the payload
+        return any(
+            (event is None or e[0] == event)
+            and (wanted is None or (isinstance(e[1], str) and e[1].casefold() == wanted))
+            for e in data.get("events", ())
+        )
+
+    return matches
+
+
+def _control_router(app: "CleverTapApp") -> APIRouter:
+    settings = app.settings
+    bearer = HTTPBearer(auto_error=False, description="The token given to `harness serve`.")
+
+    async def authorize(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if settings.token is None:
+            return
+        if credentials is None or not secrets.compare_digest(
+            credentials.credentials.encode(), settings.token.encode()
+        ):
+            raise HTTPException(
+                401,
+                "the control API needs 'Authorization: Bearer <token>' (the --token of serve)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    open_router = APIRouter(prefix=settings.control_prefix, tags=["control"])
+    router = APIRouter(
+        prefix=settings.control_prefix, tags=["control"], dependencies=[Depends(authorize)]
+    )
+
+    @open_router.get("/health", response_model=Health, summary="Is the server up?")
+    async def health() -> Health:
+        return Health(
+            callbacks=len(app.journal.entries(Kind.CALLBACK)),
+            last_seq=app.journal.last_seq,
+            strict=settings.strict,
+            paths={e.value: p for e, p in settings.paths.items()},
+        )
+
+    Since = Annotated[int, Query(ge=0, description="Only entries with a larger seq.")]
+
+    @router.get("/callbacks", response_model=CallbackPage, summary="List journaled callbacks")
+    async def callbacks(
+        event: Annotated[str | None, Query(description="An event name or v2 type.")] = None,
+        address: Annotated[str | None, Query(description="A recipient (any case).")] = None,
+        code: Annotated[str | None, Query(description="A violation code, e.g. CT101.")] = None,
+        endpoint: Annotated[Endpoint | None, Query()] = None,
+        since: Since = 0,
+        limit: Annotated[int | None, Query(ge=1, description="At most this many.")] = None,
+    ) -> CallbackPage:
+        last = app.journal.last_seq
+        matches = _callback_filter(event, address, code, endpoint.value if endpoint else None)
+        found = [
+            _to_model(e) for e in app.journal.entries(Kind.CALLBACK, since=since) if matches(e)
+        ]
+        return CallbackPage(last_seq=last, callbacks=found[:limit] if limit else found)
+
+    @router.get("/violations", response_model=ViolationPage, summary="List violations found")
+    async def violations(
+        code: Annotated[str | None, Query(description="A check code, e.g. CT301.")] = None,
+        severity: Annotated[Severity | None, Query()] = None,
+        endpoint: Annotated[Endpoint | None, Query()] = None,
+        since: Since = 0,
+    ) -> ViolationPage:
+        last = app.journal.last_seq
+        out: list[ViolationRecord] = []
+        for entry in app.journal.entries(Kind.CALLBACK, since=since):
+            if endpoint is not None and entry.data.get("endpoint") != endpoint.value:
+                continue
+            for v in entry.data.get("violations", ()):
+                if code is not None and v["code"] != code:
+                    continue
+                if severity is not None and v["severity"] != severity.value:
+                    continue
+                out.append(
+                    ViolationRecord(
+                        seq=entry.seq, at=entry.at, endpoint=entry.data["endpoint"], violation=v
+                    )
+                )
+        return ViolationPage(last_seq=last, violations=out)
+
+    @router.get(
+        "/wait",
+        response_model=CallbackEntry,
+        summary="Wait for a callback (long poll)",
+        responses={
+            408: {"model": WaitTimeout, "description": "Nothing matched within the timeout."},
+            503: {"model": WaitTimeout, "description": "The server is stopping."},
+        },
+    )
+    async def wait(
+        event: Annotated[str | None, Query(description="An event name or v2 type.")] = None,
+        address: Annotated[str | None, Query(description="A recipient (any case).")] = None,
+        endpoint: Annotated[Endpoint | None, Query()] = None,
+        since: Since = 0,
+        timeout: Annotated[float, Query(gt=0, le=300, description="Seconds to wait.")] = 10.0,
+    ) -> CallbackEntry | JSONResponse:
+        """The first callback after `since` with an event matching `event` and `address`.
+
+        Callbacks already journaled count, so there is no race between sending and waiting.
+        """
+        matches = _callback_filter(event, address, None, endpoint.value if endpoint else None)
+        waiter = asyncio.ensure_future(app.journal.wait_for_async(matches, timeout, since=since))
+        stopping = asyncio.ensure_future(app.stopping.wait())
+        try:
+            await asyncio.wait({waiter, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, stopping):
+                task.cancel()
+            await asyncio.gather(waiter, stopping, return_exceptions=True)
+        if waiter.cancelled() or waiter.exception() is not None:
+            body = WaitTimeout(detail="the server is stopping", last_seq=app.journal.last_seq)
+            return JSONResponse(body.model_dump(), status_code=503)
+        found = waiter.result()
+        if found is None:
+            wanted = ", ".join(
+                f"{k}={v!r}"
+                for k, v in (("event", event), ("address", address), ("endpoint", endpoint))
+                if v is not None
+            )
+            body = WaitTimeout(
+                detail=f"no callback matching {wanted or 'anything'} after seq {since} "
+                f"within {timeout:g} s",
+                last_seq=app.journal.last_seq,
+            )
+            return JSONResponse(body.model_dump(), status_code=408)
+        return _to_model(found)
+
+    @router.post("/reset", response_model=ResetDone, summary="Forget everything")
+    async def reset() -> ResetDone:
+        """Clear the journal, the duplicate index and the fault counters (rules stay)."""
+        app.reset()
+        return ResetDone(last_seq=app.journal.last_seq)
+
+    @router.get("/faults", response_model=Faults, summary="The fault rules and their counters")
+    async def get_faults() -> Faults:
+        return Faults(rules=app.faults.snapshot())
+
+    @router.put("/faults", response_model=Faults, summary="Replace the fault rules")
+    async def put_faults(rules: FaultsIn) -> Faults:
+        app.set_faults(rules.rules)
+        return Faults(rules=app.faults.snapshot())
+
+    @router.delete("/faults", response_model=Faults, summary="Remove every fault rule")
+    async def delete_faults() -> Faults:
+        app.set_faults([])
+        return Faults(rules=app.faults.snapshot())
+
+    combined = APIRouter()
+    combined.include_router(open_router)
+    combined.include_router(router)
+    return combined
+
+
+class CleverTapApp(FastAPI):
+    """The fake CleverTap. Build it with :func:`create_app`."""
+
+    def __init__(self, settings: ServerSettings, journal: Journal) -> None:
+        super().__init__(
+            title="clevertap-harness: fake CleverTap",
+            summary="Receives CleverTap SMTP callbacks, checks them and journals them.",
+            version="1",
+        )
+        self.settings = settings
+        self.journal = journal
+        self.faults = FaultPlan(settings.faults)
+        self.duplicates = DuplicateIndex()
+        self._stopping: asyncio.Event | None = None
+        self._callbacks = {
+            path: _Callback(self, endpoint, path) for endpoint, path in settings.paths.items()
+        }
+        self.include_router(_control_router(self))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Callbacks skip FastAPI's middleware and routing: a dict lookup instead of a dozen
+        # layers, and the handler gets the server's own `send` (see _drop_connection).
+        if scope["type"] == "http":
+            handler = self._callbacks.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when the server stops, so that long polls end at once instead of holding it up."""
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
+
+    def begin_stop(self) -> None:
+        """End pending long polls (503); call in the serving loop before stopping the server."""
+        self.stopping.set()
+
+    def end_stop(self) -> None:
+        """Forget the stop, so the app can be served again (possibly in another event loop)."""
+        self._stopping = None
+
+    def reset(self) -> None:
+        """Clear the journal, the duplicate index and the fault counters (the rules stay)."""
+        self.journal.reset()
+        self.duplicates.clear()
+        self.faults.reset()
+
+    def set_faults(self, rules: list[FaultRule] | tuple[FaultRule, ...]) -> None:
+        """Replace the fault rules, and note the change in the journal (it orders the story)."""
+        self.faults.set(rules)
+        self.journal.append(
+            Kind.NOTE,
+            {"source": "clevertap", "what": "faults", "rules": [r.describe() for r in rules]},
+        )
+
+
+def create_app(
+    settings: ServerSettings | None = None, journal: Journal | None = None
+) -> CleverTapApp:
+    """The fake CleverTap app for *settings*, journaling into *journal* (in memory if None)."""
+    return CleverTapApp(
+        settings if settings is not None else ServerSettings(),
+        journal if journal is not None else MemoryJournal(),
+    )
