@@ -45,6 +45,7 @@ from harness.journal import Entry, Journal, Kind
 from harness.smtp.catalog import Stage, get_mode
 
 __all__ = [
+    "ACTIONS",
     "Dialect",
     "OriginalMessage",
     "RecipientReport",
@@ -52,6 +53,7 @@ __all__ = [
     "deliver_dsn",
     "dsn_bytes",
     "dsn_for_mode",
+    "get_dialect",
     "recipients_of",
 ]
 
@@ -518,7 +520,7 @@ def build_dsn(
     ``message/global-headers``. *now* (epoch seconds or a datetime) fixes every date, and with the
     same inputs the output is byte-identical.
     """
-    dialect = _dialect(dialect)
+    dialect = get_dialect(dialect)
     if not reports:
         raise ConfigError("build_dsn needs at least one RecipientReport; reports is empty")
     wanted = tuple(r for r in reports if r.wanted)
@@ -613,7 +615,8 @@ def build_dsn(
     return message
 
 
-def _dialect(value: Dialect | str) -> Dialect:
+def get_dialect(value: Dialect | str) -> Dialect:
+    """The dialect called *value*, or :class:`UnknownNameError` with a "did you mean"."""
     try:
         return Dialect(value)
     except ValueError:

@@ -1,0 +1,129 @@
+"""``harness dsn``: exact output and exit codes."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import datetime
+
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.smtp.dsn import dsn_bytes, dsn_for_mode
+
+DATE = "2024-05-01T12:00:00+00:00"
+
+
+def run(*args: str) -> tuple[int, bytes, str]:
+    result = CliRunner().invoke(main, ["dsn", *args])
+    return result.exit_code, result.stdout_bytes, result.stderr
+
+
+def test_prints_the_dsn_of_the_mode_byte_for_byte() -> None:
+    code, out, err = run(
+        "--mode",
+        "invalid_address",
+        "--dialect",
+        "postfix",
+        "--recipient",
+        "a@example.com",
+        "--sender",
+        "bounces+a=example.com@sender.test",
+        "--date",
+        DATE,
+    )
+    expected = dsn_for_mode(
+        "invalid_address",
+        "a@example.com",
+        dialect="postfix",
+        sender="bounces+a=example.com@sender.test",
+        now=datetime.fromisoformat(DATE),
+    )
+    assert (code, err) == (0, "")
+    assert out == dsn_bytes(expected, crlf=False)
+    assert out.startswith(
+        b"Auto-Submitted: auto-replied\n"
+        b"From: MAILER-DAEMON@mx.harness.test (Mail Delivery System)\n"
+        b"To: bounces+a=example.com@sender.test\n"
+        b"Subject: Undelivered Mail Returned to Sender\n"
+        b"Date: Wed, 01 May 2024 12:00:00 +0000\n"
+    )
+
+
+def test_crlf_option() -> None:
+    args = ("--mode", "mailbox_full", "--recipient", "a@example.com", "--date", DATE)
+    _, lf, _ = run(*args)
+    code, crlf, _ = run(*args, "--crlf")
+    assert code == 0
+    assert b"\r" not in lf
+    assert crlf == lf.replace(b"\n", b"\r\n")
+
+
+def test_rfc3461_options_reach_the_dsn() -> None:
+    code, out, _ = run(
+        "--mode",
+        "greylist",
+        "--dialect",
+        "exim",
+        "--recipient",
+        "a@example.com",
+        "--action",
+        "delayed",
+        "--ret",
+        "hdrs",
+        "--envid",
+        "ENV42",
+        "--orcpt",
+        "rfc822;x@y.test",
+        "--date",
+        DATE,
+    )
+    assert code == 0
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    parts = list(parsed.iter_parts())
+    assert [p.get_content_type() for p in parts] == [
+        "text/plain",
+        "message/delivery-status",
+        "text/rfc822-headers",
+    ]
+    per_message, block = parts[1].get_payload()
+    assert per_message["Original-Envelope-Id"] == "ENV42"
+    assert (block["Action"], block["Status"]) == ("delayed", "4.0.0")
+    assert block["Will-Retry-Until"] == "Mon, 06 May 2024 12:00:00 +0000"
+
+
+def test_unknown_mode_exits_2_with_a_suggestion() -> None:
+    code, out, err = run("--mode", "invalid_adress", "--recipient", "a@example.com")
+    assert (code, out) == (2, b"")
+    assert err.splitlines()[-1] == (
+        "Error: unknown failure mode 'invalid_adress'; did you mean 'invalid_address'?"
+    )
+
+
+def test_unknown_dialect_exits_2_with_a_suggestion() -> None:
+    code, out, err = run("--mode", "mailbox_full", "--recipient", "a@x.test", "--dialect", "exm")
+    assert (code, out) == (2, b"")
+    assert err.splitlines()[-1] == (
+        "Error: Invalid value for '--dialect': unknown DSN dialect 'exm'; did you mean 'exim'?"
+    )
+
+
+def test_mode_that_does_not_fail_exits_2() -> None:
+    code, _, err = run("--mode", "accept", "--recipient", "a@example.com")
+    assert code == 2
+    assert err.splitlines()[-1] == (
+        "Error: mode 'accept' delivers the message (250); it can only be reported with action "
+        "'delivered' or 'relayed', not 'failed'"
+    )
+
+
+def test_bad_date_exits_2() -> None:
+    code, _, err = run("--mode", "mailbox_full", "--recipient", "a@x.test", "--date", "May 1st")
+    assert code == 2
+    assert "expected an ISO 8601 date like 2024-05-01T12:00:00+00:00, seen 'May 1st'" in err
+
+
+def test_recipient_is_required() -> None:
+    code, _, err = run("--mode", "mailbox_full")
+    assert code == 2
+    assert "Missing option '--recipient'" in err
