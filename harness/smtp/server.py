@@ -1,0 +1,1320 @@
+"""Fake mail servers on aiosmtpd: MX hosts and relays that fail on cue and record everything.
+
+An :class:`MXHost` listens on 127.0.0.1 (port 0 by default; the real port is read back) and
+answers each recipient as its :class:`~harness.smtp.rules.Rules` say. It never delivers mail
+anywhere: accepted messages are journaled, and accept-then-bounce recipients get a DSN sent to the
+configured bounce intake after their delay (through :func:`harness.smtp.dsn.deliver_dsn`).
+
+A host can be taken down and brought back while it runs (:meth:`MXHost.down`,
+:meth:`MXHost.up`), always on the same port, since the integration under test holds the port in
+its transport map. The listening socket is created here, not by asyncio, so that while the host
+plays ``refused`` the port stays bound (but not listening, which makes the kernel answer a
+connect with RST, i.e. ECONNREFUSED) and nobody else can take it.
+
+Journal records (``Entry.data``), written when they happen:
+
+- :data:`~harness.journal.Kind.SMTP_SESSION`, when a connection ends (also when the server is
+  stopped under it)::
+
+    {"host", "session", "peer", "port", "variant", "ehlo", "tls", "auth",
+     "commands": ["EHLO c.test", "MAIL FROM:<a@b> RET=HDRS", "AUTH PLAIN ***", ...],
+     "replies": [{"stage": "rcpt", "reply": "452 4.2.2 ..."}, ...],
+     "decisions": [{"recipient", "sender", "stage", "code", "enhanced", "reply", "mode",
+                    "rule", "class", "attempt"}, ...],
+     "messages": ["<queue id>", ...], "dropped_message": {...} | None,
+     "end": "quit" | "client_dropped" | "server_dropped" | "timeout" | "server_stopped",
+     "started", "duration"}
+
+- :data:`~harness.journal.Kind.SMTP_MESSAGE`, for each message accepted with 250 after DATA::
+
+    {"host", "session", "id", "peer", "sender", "recipients": [{"address", "notify", "orcpt"}],
+     "ret", "envid", "body_type", "smtputf8", "size", "declared_size",
+     "headers": [[name, value], ...], "subject", "message_id",
+     "x_clevertap_meta", "list_unsubscribe", "list_unsubscribe_post",
+     "body", "body_truncated", "tls", "auth", "bounces": [{"recipient", "after", "status", ...}]}
+
+- :data:`~harness.journal.Kind.NOTE` for ``host_down``/``host_up`` and for DSNs that could not
+  be sent (no intake, null sender, NOTIFY=NEVER, stopped before the delay ran out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.parser import HeaderParser
+from pathlib import Path
+from typing import Any, ClassVar
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from harness.errors import ConfigError, ServerError, UnknownNameError
+from harness.journal import Journal, Kind, MemoryJournal
+from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Reply, Stage
+from harness.smtp.rules import Outcome, Rules
+from harness.smtp.tls import Certificate, make_certificate
+
+__all__ = ["SERVER_DOWN", "MXHost"]
+
+SERVER_DOWN = tuple(name for name, mode in CATALOG.items() if mode.server_down)
+"""The server-down variants: ``refused``, ``greeting_421``, ``tarpit``, ``drop_mid_data``,
+``drop_after_dot``, ``slow``, ``tls_broken``."""
+
+_IDENT = "ESMTP"
+_BODY_CAP = 64 * 1024
+_XTEXT_HEX = "0123456789ABCDEF"
+# A fatal TLS alert (handshake_failure), sent instead of a ServerHello by ``tls_broken``.
+_TLS_ALERT = b"\x15\x03\x03\x00\x02\x02\x28"
+_NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+
+Intake = tuple[str, int] | Path
+
+
+def _xtext_decode(value: str) -> str | None:
+    """Decode RFC 3461 xtext (``+HH`` escapes); None when malformed."""
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "+":
+            hexpart = value[i + 1 : i + 3].upper()
+            if len(hexpart) != 2 or any(c not in _XTEXT_HEX for c in hexpart):
+                return None
+            out.append(chr(int(hexpart, 16)))
+            i += 3
+            continue
+        if not "!" <= ch <= "~" or ch == "=":
+            return None
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _parse_path(arg: str | None, keyword: str) -> tuple[str, list[str]] | None:
+    """``FROM:<a@b> K=V ...`` -> (address, params); None on bad syntax.
+
+    Brackets are optional (Postfix accepts both); a source route (``<@a,@b:u@x>``) is dropped.
+    """
+    if arg is None or arg[: len(keyword)].upper() != keyword:
+        return None
+    rest = arg[len(keyword) :].lstrip()
+    if rest.startswith("<"):
+        end = rest.find(">")
+        if end < 0:
+            return None
+        address, params = rest[1:end], rest[end + 1 :]
+        if params and not params[0].isspace():
+            return None
+    else:
+        address, _, params = rest.partition(" ")
+    if ":" in address and address.startswith("@"):
+        address = address.partition(":")[2]
+    if any(c.isspace() or c in "<>" for c in address):
+        return None
+    return address, params.split()
+
+
+@dataclass(slots=True)
+class _Params:
+    values: dict[str, str | bool]
+    error: str | None = None
+
+
+def _split_params(params: list[str], allowed: tuple[str, ...]) -> _Params:
+    values: dict[str, str | bool] = {}
+    for param in params:
+        key, eq, value = param.partition("=")
+        key = key.upper()
+        if not key.isalnum() or (eq and not value):
+            return _Params(values, f"501 5.5.4 Bad parameter syntax: {param}")
+        if key not in allowed:
+            return _Params(values, f"555 5.5.4 Unsupported option: {key}")
+        if key in values:
+            return _Params(values, f"501 5.5.4 Duplicate parameter: {key}")
+        values[key] = value if eq else True
+    return _Params(values)
+
+
+class _Envelope(Envelope):
+    """aiosmtpd's envelope plus the per-transaction state of the rules.
+
+    Keeping it on the envelope means aiosmtpd's own resets (RSET, HELO/EHLO, after DATA) clear
+    it with everything else.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.params: dict[str, str | bool] = {}
+        self.recipients: list[dict[str, Any]] = []
+        self.later: list[tuple[str, Outcome]] = []
+        """Accepted recipients whose behaviour acts at DATA, end of DATA or by DSN."""
+
+
+class _Record:
+    """What one session did, kept as cheap appends and journaled once when it ends."""
+
+    __slots__ = (
+        "auth",
+        "commands",
+        "decisions",
+        "dropped",
+        "ehlo",
+        "end",
+        "id",
+        "messages",
+        "peer",
+        "replies",
+        "started",
+        "tls",
+        "variant",
+    )
+
+    def __init__(self, session_id: str, peer: str, variant: str | None) -> None:
+        self.id = session_id
+        self.peer = peer
+        self.variant = variant
+        self.started = time.time()
+        self.ehlo: str | None = None
+        self.tls: str | None = None
+        self.auth: str | None = None
+        self.commands: list[str] = []
+        self.replies: list[tuple[str, str]] = []
+        self.decisions: list[dict[str, Any]] = []
+        self.messages: list[str] = []
+        self.dropped: dict[str, Any] | None = None
+        self.end: str | None = None
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
+
+
+class _Handler:
+    """The aiosmtpd handler: hooks only, each handing over to the session that called it."""
+
+    async def handle_EHLO(
+        self,
+        server: _Session,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        lines: list[str],
+    ) -> list[str]:
+        return server.on_ehlo(hostname, lines)
+
+    async def handle_DATA(self, server: _Session, session: Session, envelope: Envelope) -> str:
+        return server.on_end_of_data()
+
+
+_HANDLER = _Handler()
+
+# Stage recorded for the reply to each command.
+_STAGES = {
+    "HELO": "ehlo",
+    "EHLO": "ehlo",
+    "MAIL": "mail",
+    "RCPT": "rcpt",
+    "DATA": "data",
+    "AUTH": "auth",
+    "STARTTLS": "starttls",
+}
+
+# aiosmtpd's own replies, in the form real servers give them (with enhanced codes).
+_REWRITE = {
+    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "503 Error: need RCPT command": "554 5.5.1 Error: no valid recipients",
+    "500 Command line too long": "500 5.5.2 Error: command line too long",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Error: line too long in message",
+}
+
+
+class _Session(SMTP):
+    """One SMTP connection: aiosmtpd's state machine plus rules, DSN parameters and recording."""
+
+    def __init__(self, host: MXHost, variant: str | None) -> None:
+        super().__init__(
+            _HANDLER,
+            hostname=host.hostname,
+            ident=_IDENT,
+            data_size_limit=host.size_limit,
+            enable_SMTPUTF8=host.smtputf8,
+            tls_context=host._starttls_context,
+            require_starttls=host.require_tls,
+            timeout=host.timeout,
+            # AUTH-required is enforced here (at MAIL) rather than by aiosmtpd, which warns when
+            # AUTH is required without TLS: a fine default for real servers, not for a fake one.
+            auth_required=False,
+            auth_require_tls=host.auth_require_tls,
+            authenticator=host._authenticate,
+            loop=host.loop,
+        )
+        self.host = host
+        self.variant = variant
+        self.record: _Record | None = None
+        self._stage = "greeting"
+        self._answered = False
+        self._silent = False
+        self._delay = host._slow_delay if variant == "slow" else 0.0
+        self._done: asyncio.Future[None] = host.loop.create_future()
+
+    # Methods, not properties: aiosmtpd's __init__ runs inspect.getmembers() on the session,
+    # which would evaluate properties before there is any state.
+    def env(self) -> _Envelope:
+        env = self.envelope
+        if not isinstance(env, _Envelope):  # pragma: no cover - set by _create_envelope
+            raise ServerError("the SMTP session has no envelope")
+        return env
+
+    def sess(self) -> Session:
+        session = self.session
+        if session is None:  # pragma: no cover - set in connection_made
+            raise ServerError("the SMTP session has no state")
+        return session
+
+    # -- connection --------------------------------------------------------------------------
+
+    def _create_envelope(self) -> _Envelope:
+        # aiosmtpd's documented-by-code factory for envelopes; ours carries the rules' state.
+        return _Envelope()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.record is None
+        super().connection_made(transport)
+        if first:
+            self.record = self.host._open_record(self, _peer(transport), self.variant)
+            if transport.get_extra_info("ssl_object") is not None:
+                self.record.tls = "implicit"
+        elif self.record is not None and self.sess().ssl is not None:
+            # aiosmtpd calls connection_made again once the STARTTLS handshake is done.
+            self.record.tls = "starttls"
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        # aiosmtpd cancels its per-connection task here; the host waits for it at stop so that
+        # no task is left pending when the loop closes.
+        task = getattr(self, "_handler_coroutine", None)
+        if isinstance(task, asyncio.Task) and not task.done():
+            self.host._unwinding.add(task)
+            task.add_done_callback(self.host._unwinding.discard)
+        record = self.record
+        if record is not None and record.end is None:
+            record.end = "client_dropped"
+        self.host._close_record(self, record)
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd's idle-timeout callback: note why the connection ends before it closes it.
+        if self.record is not None and self.record.end is None:
+            self.record.end = "timeout"
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    def drop(self, reason: str) -> None:
+        """Close the connection from the server side, without a reply."""
+        if self.record is not None and self.record.end is None:
+            self.record.end = reason
+        self._silent = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- replies -----------------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        if self._silent:
+            return
+        line = status if isinstance(status, str) else status.decode("utf-8", "replace")
+        line = _REWRITE.get(line, line)
+        if line == "552 Error: Too much mail data":
+            line = str(self.host._too_large)
+        record = self.record
+        line_recorded = False
+        if record is not None:
+            code = line[:3]
+            if code == "354":
+                record.replies.append(("data", line))
+                # The reply after the final dot answers no new command line.
+                self._stage = "end_of_data"
+                self._answered = False
+                line_recorded = True
+            elif code == "334" or line[3:4] == "-":
+                pass  # AUTH challenge or a continued multi-line reply: the command goes on
+            elif self._answered:
+                self._stage = "unrecognised"
+            else:
+                self._answered = True
+            if not line_recorded:
+                record.replies.append((self._stage, line))
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        await super().push(line)
+        if line.startswith("421"):
+            # 421 closes the transmission channel (RFC 5321 3.8).
+            self.drop("server_dropped")
+
+    def _command(self, verb: str, arg: str | None, shown: str | None = None) -> None:
+        self._stage = _STAGES.get(verb, verb.lower())
+        self._answered = False
+        if self.record is not None:
+            text = shown if shown is not None else (f"{verb} {arg}" if arg else verb)
+            self.record.commands.append(text)
+
+    async def _reply_outcome(self, outcome: Outcome, recipients: list[str], cause: str) -> None:
+        """Push a rules-decided reply and record the decision for each recipient it covers."""
+        reply = outcome.reply
+        if self.record is not None:
+            for rcpt in recipients:
+                self.record.decisions.append(_decision(outcome, rcpt, self._sender(), cause))
+        await self.push(str(reply))
+
+    def _sender(self) -> str:
+        env = self.env()
+        return "" if env is None or env.mail_from in (None, "<>") else str(env.mail_from)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    async def smtp_HELO(self, arg: str) -> None:
+        self._command("HELO", arg)
+        if arg and self.record is not None:
+            self.record.ehlo = arg
+        await super().smtp_HELO(arg)
+
+    async def smtp_EHLO(self, arg: str) -> None:
+        self._command("EHLO", arg)
+        if arg and self.record is not None:
+            self.record.ehlo = arg
+        await super().smtp_EHLO(arg)
+
+    def on_ehlo(self, hostname: str, lines: list[str]) -> list[str]:
+        self.sess().host_name = hostname
+        host = self.host
+        keywords = [line[4:] for line in lines[1:-1]]
+        if not host.auth_users:
+            keywords = [k for k in keywords if not k.startswith("AUTH")]
+        if self.variant == "tls_broken" and "STARTTLS" not in keywords:
+            keywords.append("STARTTLS")
+        keywords += ["PIPELINING", "DSN", "ENHANCEDSTATUSCODES"]
+        return [lines[0]] + [f"250-{k}" for k in keywords] + ["250 HELP"]
+
+    async def smtp_NOOP(self, arg: str) -> None:
+        self._command("NOOP", arg)
+        await super().smtp_NOOP(arg)
+
+    async def smtp_RSET(self, arg: str) -> None:
+        self._command("RSET", arg)
+        await super().smtp_RSET(arg)
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        self._command("VRFY", arg)
+        await super().smtp_VRFY(arg)
+
+    async def smtp_HELP(self, arg: str) -> None:
+        self._command("HELP", arg)
+        await super().smtp_HELP(arg)
+
+    async def smtp_EXPN(self, arg: str) -> None:
+        self._command("EXPN", arg)
+        await super().smtp_EXPN(arg)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        self._command("QUIT", arg)
+        if self.record is not None and not arg:
+            self.record.end = "quit"
+        await super().smtp_QUIT(arg)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        self._command("STARTTLS", arg)
+        if self.variant == "tls_broken" and not arg:
+            await self.push("220 2.0.0 Ready to start TLS")
+            # Answer the client's hello with a fatal alert: its handshake fails for certain.
+            if isinstance(self.transport, asyncio.WriteTransport):
+                self.transport.write(_TLS_ALERT)
+            self.drop("server_dropped")
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        mechanism = (arg or "").split(" ", 1)[0].upper()
+        self._command("AUTH", arg, shown=f"AUTH {mechanism} ***" if " " in (arg or "") else None)
+        if not self.host.auth_users:
+            await self.push("503 5.5.1 Error: authentication not enabled")
+            return
+        await super().smtp_AUTH(arg)
+        if self.sess().authenticated and self.record is not None:
+            self.record.auth = str(self.sess().auth_data)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self._command("MAIL", arg)
+        if await self.check_helo_needed():
+            return
+        host = self.host
+        if host.auth_required and not self.sess().authenticated:
+            await self.push("530 5.7.0 Authentication required")
+            return
+        env = self.env()
+        if env.mail_from is not None:
+            await self.push("503 5.5.1 Error: nested MAIL command")
+            return
+        parsed = _parse_path(arg, "FROM:")
+        if parsed is None:
+            await self.push("501 5.5.4 Syntax: MAIL FROM:<address>")
+            return
+        sender, raw = parsed
+        if raw and not self.sess().extended_smtp:
+            await self.push("555 5.5.4 MAIL parameters need EHLO")
+            return
+        params = _split_params(raw, ("SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH"))
+        if params.error:
+            await self.push(params.error)
+            return
+        values = params.values
+        error = _check_mail_params(values, smtputf8=host.smtputf8)
+        if error:
+            await self.push(error)
+            return
+        size = values.get("SIZE")
+        if isinstance(size, str) and host.size_limit and int(size) > host.size_limit:
+            await self.push(str(host._too_large))
+            return
+        if not sender.isascii() and "SMTPUTF8" not in values:
+            await self.push("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
+            return
+        # aiosmtpd uses mail_from as "a transaction is open"; the null sender is kept as "<>".
+        env.mail_from = sender or "<>"
+        env.mail_options.extend(raw)
+        env.smtp_utf8 = bool(values.get("SMTPUTF8"))
+        env.params = values
+        await self.push("250 2.1.0 Ok")
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self._command("RCPT", arg)
+        if await self.check_helo_needed():
+            return
+        host = self.host
+        env = self.env()
+        if host.auth_required and not self.sess().authenticated:
+            await self.push("530 5.7.0 Authentication required")
+            return
+        if env.mail_from is None:
+            await self.push("503 5.5.1 Error: need MAIL command")
+            return
+        parsed = _parse_path(arg, "TO:")
+        if parsed is None or not parsed[0]:
+            await self.push("501 5.5.4 Syntax: RCPT TO:<address>")
+            return
+        recipient, raw = parsed
+        if raw and not self.sess().extended_smtp:
+            await self.push("555 5.5.4 RCPT parameters need EHLO")
+            return
+        params = _split_params(raw, ("NOTIFY", "ORCPT"))
+        if params.error:
+            await self.push(params.error)
+            return
+        notify, orcpt, error = _check_rcpt_params(params.values)
+        if error:
+            await self.push(error)
+            return
+        if not recipient.isascii() and not env.smtp_utf8:
+            await self.push("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
+            return
+        if len(env.rcpt_tos) >= host.max_recipients:
+            outcome = host._limit_outcome(recipient, self._peer_ip())
+            await self._reply_outcome(outcome, [recipient], recipient)
+            return
+        outcome = host._decide(self._sender(), recipient, self._peer_ip())
+        if self.record is not None:
+            self.record.decisions.append(_decision(outcome, recipient, self._sender(), None))
+        if outcome.stage is Stage.RCPT:
+            await self.push(str(outcome.reply))
+            if not outcome.accepted:
+                return
+        else:
+            await self.push("250 2.1.5 Ok")
+            env.later.append((recipient, outcome))
+        env.rcpt_tos.append(recipient)
+        env.rcpt_options.extend(raw)
+        env.recipients.append({"address": recipient, "notify": notify, "orcpt": orcpt})
+
+    def _peer_ip(self) -> str:
+        peer = self.sess().peer
+        return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._command("DATA", arg)
+        env = self.env()
+        ready = self.sess().host_name and env.rcpt_tos and not arg
+        if ready and not (self.host.auth_required and not self.sess().authenticated):
+            for recipient, outcome in env.later:
+                if outcome.stage is Stage.DATA:
+                    await self._reply_outcome(outcome, list(env.rcpt_tos), recipient)
+                    self._set_rset_state()  # type: ignore[no-untyped-call]
+                    return
+            if self.variant == "drop_mid_data":
+                await self.push("354 End data with <CR><LF>.<CR><LF>")
+                # Wait for the message to start, then hang up before the final dot.
+                with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    await self._reader.readuntil(b"\n")
+                self._note_dropped(None)
+                self.drop("server_dropped")
+                return
+        if self.host.auth_required and not self.sess().authenticated:
+            await self.push("530 5.7.0 Authentication required")
+            return
+        await super().smtp_DATA(arg)
+
+    def _note_dropped(self, content: bytes | None) -> None:
+        env = self.env()
+        if self.record is not None:
+            self.record.dropped = {
+                "sender": self._sender(),
+                "recipients": list(env.rcpt_tos),
+                "after_dot": content is not None,
+                "size": len(content) if content is not None else None,
+            }
+
+    def on_end_of_data(self) -> str:
+        env = self.env()
+        content: bytes = env.original_content or b""
+        if self.variant == "drop_after_dot":
+            self._note_dropped(content)
+            self.drop("server_dropped")
+            return "451 4.3.0 never sent"
+        for recipient, outcome in env.later:
+            if outcome.stage is Stage.END_OF_DATA:
+                if self.record is not None:
+                    for rcpt in env.rcpt_tos:
+                        self.record.decisions.append(
+                            _decision(outcome, rcpt, self._sender(), recipient)
+                        )
+                return str(outcome.reply)
+        queue_id = self.host._accept(self, env, content)
+        if self.record is not None:
+            self.record.messages.append(queue_id)
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+
+def _check_mail_params(values: Mapping[str, str | bool], *, smtputf8: bool) -> str | None:
+    size = values.get("SIZE")
+    if size is not None and (not isinstance(size, str) or not size.isdigit()):
+        return "501 5.5.4 Bad SIZE parameter"
+    body = values.get("BODY")
+    if body is not None and (not isinstance(body, str) or body.upper() not in ("7BIT", "8BITMIME")):
+        return "501 5.5.4 BODY must be 7BIT or 8BITMIME"
+    utf8 = values.get("SMTPUTF8")
+    if utf8 is not None and (utf8 is not True or not smtputf8):
+        return "501 5.5.4 SMTPUTF8 takes no value" if smtputf8 else "555 5.5.4 SMTPUTF8 disabled"
+    ret = values.get("RET")
+    if ret is not None and (not isinstance(ret, str) or ret.upper() not in ("FULL", "HDRS")):
+        return "501 5.5.4 RET must be FULL or HDRS"
+    envid = values.get("ENVID")
+    if envid is not None and (
+        not isinstance(envid, str) or _xtext_decode(envid) is None or len(envid) > 100
+    ):
+        return "501 5.5.4 ENVID must be xtext of at most 100 characters"
+    return None
+
+
+def _check_rcpt_params(
+    values: Mapping[str, str | bool],
+) -> tuple[list[str] | None, str | None, str | None]:
+    notify: list[str] | None = None
+    raw_notify = values.get("NOTIFY")
+    if raw_notify is not None:
+        words = raw_notify.upper().split(",") if isinstance(raw_notify, str) else []
+        ok = bool(words) and (words == ["NEVER"] or set(words) <= _NOTIFY)
+        if not ok or len(set(words)) != len(words):
+            return None, None, "501 5.5.4 NOTIFY must be NEVER or SUCCESS, FAILURE, DELAY"
+        notify = words
+    orcpt = values.get("ORCPT")
+    if orcpt is not None:
+        if not isinstance(orcpt, str):
+            return None, None, "501 5.5.4 ORCPT must be addr-type;xtext (rfc822;a@x.test)"
+        kind, semi, address = orcpt.partition(";")
+        if not semi or not kind or not address or _xtext_decode(address) is None:
+            return None, None, "501 5.5.4 ORCPT must be addr-type;xtext (rfc822;a@x.test)"
+        return notify, orcpt, None
+    return notify, None, None
+
+
+def _decision(outcome: Outcome, recipient: str, sender: str, cause: str | None) -> dict[str, Any]:
+    reply = outcome.reply
+    data: dict[str, Any] = {
+        "recipient": recipient,
+        "sender": sender,
+        "stage": str(outcome.stage),
+        "code": reply.code,
+        "enhanced": reply.enhanced,
+        "reply": str(reply),
+        "mode": outcome.mode,
+        "rule": outcome.rule,
+        "class": str(outcome.bounce_class),
+        "attempt": outcome.attempt,
+    }
+    if cause is not None and cause != recipient:
+        data["cause"] = cause
+    if outcome.bounce is not None:
+        b = outcome.bounce
+        data["bounce"] = {
+            "after": b.after,
+            "status": b.status,
+            "diagnostic": b.diagnostic,
+            "dialect": b.dialect,
+            "action": b.action,
+        }
+    return data
+
+
+class _Silent(asyncio.Protocol):
+    """``tarpit`` (never a word) and ``greeting_421`` (one line, then hang up)."""
+
+    def __init__(self, host: MXHost, variant: str) -> None:
+        self.host = host
+        self.variant = variant
+        self.transport: asyncio.BaseTransport | None = None
+        self.record: _Record | None = None
+        self._done: asyncio.Future[None] = host.loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.record = self.host._open_record(self, _peer(transport), self.variant)
+        if self.variant == "greeting_421":
+            reply = self.host._greeting_421
+            self.record.replies.append(("greeting", str(reply)))
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(f"{reply}\r\n".encode())
+            self.drop("server_dropped")
+
+    def data_received(self, data: bytes) -> None:
+        if self.record is not None:
+            # Nobody answers, but what the client tried is worth keeping.
+            for line in data.decode("utf-8", "replace").splitlines():
+                if line and len(self.record.commands) < 100:
+                    self.record.commands.append(line[:512])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        record = self.record
+        if record is not None and record.end is None:
+            record.end = "client_dropped"
+        self.host._close_record(self, record)
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def drop(self, reason: str) -> None:
+        if self.record is not None and self.record.end is None:
+            self.record.end = reason
+        if self.transport is not None:
+            self.transport.close()
+
+
+_Conn = _Session | _Silent
+
+
+class MXHost:
+    """A fake MX host (or, with ``relay=True``, a smarthost that takes every domain).
+
+    *domains* are the domains it serves; a recipient elsewhere gets ``relay_denied`` (an MX with
+    no domains serves every domain). *rules* decide each recipient (default: accept all).
+    *flavour* picks the provider texts of its replies. TLS: ``tls="starttls"`` offers STARTTLS,
+    ``tls="implicit"`` speaks TLS from the first byte (a certificate is generated at start
+    unless one is given); ``require_tls`` refuses mail before STARTTLS. ``auth`` maps user names
+    to passwords (AUTH PLAIN and LOGIN); ``auth_required`` refuses MAIL without it.
+    *bounce_intake* is where accept-then-bounce DSNs go: ``(host, port)`` or a Maildir path.
+    *clock* (seconds, monotonic) times the rules' windows; tests pass a fake one.
+
+    Use it in a running loop (``await host.start()`` / ``await host.stop()`` or ``async
+    with``); sync code goes through :class:`harness.smtp.world.MailWorld`.
+    """
+
+    _ids: ClassVar[itertools.count[int]] = itertools.count(1)
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        domains: tuple[str, ...] | list[str] = (),
+        relay: bool = False,
+        rules: Rules | Mapping[str, Any] | None = None,
+        journal: Journal | None = None,
+        flavour: str = "postfix",
+        hostname: str | None = None,
+        bind: str = "127.0.0.1",
+        port: int = 0,
+        size_limit: int = 10 * 1024 * 1024,
+        max_recipients: int = 1000,
+        smtputf8: bool = True,
+        tls: str | None = None,
+        require_tls: bool = False,
+        certificate: Certificate | None = None,
+        auth: Mapping[str, str] | None = None,
+        auth_required: bool = False,
+        bounce_intake: Intake | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 300.0,
+        body_cap: int = _BODY_CAP,
+        server_down: str | None = None,
+        slow_delay: float = 1.0,
+    ) -> None:
+        if flavour not in FLAVOURS:
+            raise ConfigError(
+                f"MXHost flavour must be one of {', '.join(FLAVOURS)}, not {flavour!r}"
+            )
+        if tls not in (None, "starttls", "implicit"):
+            raise ConfigError(f"MXHost tls must be None, 'starttls' or 'implicit', not {tls!r}")
+        if require_tls and tls != "starttls":
+            raise ConfigError("MXHost require_tls=True needs tls='starttls'")
+        if size_limit < 0 or max_recipients < 1:
+            raise ConfigError(
+                f"MXHost size_limit must be >= 0 and max_recipients >= 1, not "
+                f"{size_limit!r} and {max_recipients!r}"
+            )
+        self.name = name
+        self.domains = tuple(d.lower() for d in domains)
+        self.relay = relay
+        self.rules = rules if isinstance(rules, Rules) else Rules.parse(rules, flavour=flavour)
+        self.journal = journal if journal is not None else MemoryJournal()
+        self.flavour = flavour
+        self.hostname = hostname or (f"{name}.{self.domains[0]}" if self.domains else name)
+        self.bind = bind
+        self.size_limit = size_limit
+        self.max_recipients = max_recipients
+        self.smtputf8 = smtputf8
+        self.tls = tls
+        self.require_tls = require_tls
+        self.certificate = certificate
+        self.auth_users = dict(auth or {})
+        self.auth_required = auth_required
+        # Over implicit TLS everything is encrypted already; over plain text a fake server may
+        # as well allow AUTH (the integration's own submission side is what is being tested).
+        self.auth_require_tls = tls == "starttls"
+        self.bounce_intake = bounce_intake
+        self.clock = clock
+        self.timeout = timeout
+        self.body_cap = body_cap
+        self._slow_delay = slow_delay
+        self._port = port
+        self._bound_port: int | None = None
+        self._variant: str | None = None
+        self._initial_variant = _check_variant(server_down, {}) if server_down else None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._server: asyncio.Server | None = None
+        self._serving: asyncio.Task[asyncio.Server] | None = None
+        self._old_servers: list[asyncio.Server] = []
+        self._live: set[_Conn] = set()
+        self._unwinding: set[asyncio.Task[Any]] = set()
+        self._pending_dsns: dict[asyncio.TimerHandle, dict[str, Any]] = {}
+        self._dsn_tasks: set[asyncio.Task[Any]] = set()
+        self._session_ids = itertools.count(1)
+        self._message_ids = itertools.count(1)
+        self._starttls_context: ssl.SSLContext | None = None
+        self._implicit_context: ssl.SSLContext | None = None
+        self._too_large = _mode_reply("too_large", flavour)
+        self._greeting_421 = _mode_reply("greeting_421", flavour, host=self.hostname)
+        self._relay_denied = CATALOG["relay_denied"]
+        self._too_many = CATALOG["too_many_recipients"]
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise ServerError(f"MX host {self.name!r} is not started")
+        return self._loop
+
+    @property
+    def port(self) -> int:
+        """The real port (known once started; kept while the host is down)."""
+        if self._bound_port is None:
+            raise ServerError(f"MX host {self.name!r} has no port yet: start it first")
+        return self._bound_port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.bind, self.port)
+
+    @property
+    def state(self) -> str:
+        """``"up"`` or the server-down variant it plays."""
+        return self._variant or "up"
+
+    @property
+    def running(self) -> bool:
+        return self._sock is not None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> MXHost:
+        """Bind (port 0 gives a free port, read back in :attr:`port`) and start serving."""
+        if self._sock is not None:
+            return self
+        self._loop = asyncio.get_running_loop()
+        if self.tls is not None:
+            cert = self.certificate or make_certificate((self.hostname, "localhost"))
+            self.certificate = cert
+            context = cert.server_context()
+            if self.tls == "starttls":
+                self._starttls_context = context
+            else:
+                self._implicit_context = context
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.bind, self._port))
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            raise ServerError(
+                f"MX host {self.name!r} cannot bind {self.bind}:{self._port}: {exc}; "
+                "use port=0 to get a free port"
+            ) from exc
+        self._sock = sock
+        self._bound_port = int(sock.getsockname()[1])
+        self._variant = self._initial_variant
+        if self._variant != "refused":
+            self._listen()
+        await self.settled()
+        return self
+
+    def _listen(self) -> None:
+        sock = self._sock
+        if sock is None:  # pragma: no cover - only called while started
+            raise ServerError(f"MX host {self.name!r} is not started")
+        # listen() now, so connections queue in the backlog even before asyncio starts
+        # accepting: the host is reachable the moment this returns.
+        sock.listen(128)
+        self._serving = self.loop.create_task(
+            self.loop.create_server(self._factory, sock=sock, ssl=self._implicit_context)
+        )
+
+    async def settled(self) -> None:
+        """Wait until the listener started by :meth:`start` or :meth:`up` accepts."""
+        task = self._serving
+        if task is not None:
+            try:
+                self._server = await task
+            except Exception as exc:
+                raise ServerError(f"MX host {self.name!r} could not listen: {exc}") from exc
+            finally:
+                if self._serving is task:
+                    self._serving = None
+
+    def _factory(self) -> asyncio.Protocol:
+        variant = self._variant
+        if variant in ("tarpit", "greeting_421"):
+            return _Silent(self, variant)
+        return _Session(self, variant)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening, end every open session (journaled as ``server_stopped``), give up
+        pending DSNs (journaled), and release the port."""
+        if self._sock is None:
+            return
+        await self.settled()
+        self._stop_listening()
+        for conn in list(self._live):
+            conn.drop("server_stopped")
+        for handle, info in list(self._pending_dsns.items()):
+            handle.cancel()
+            self.journal.append(
+                Kind.NOTE, {"event": "dsn_not_sent", "reason": "host stopped first", **info}
+            )
+        self._pending_dsns.clear()
+        waiting: list[asyncio.Future[Any]] = [c._done for c in self._live]
+        waiting += self._dsn_tasks
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
+        if self._unwinding:
+            await asyncio.wait(list(self._unwinding), timeout=timeout)
+        for server in self._old_servers:
+            await server.wait_closed()
+        self._old_servers.clear()
+        self._sock.close()
+        self._sock = None
+        if self._live:
+            left = len(self._live)
+            self._live.clear()
+            raise ServerError(
+                f"MX host {self.name!r}: {left} sessions did not end within {timeout} s"
+            )
+
+    def _stop_listening(self) -> None:
+        if self._server is not None:
+            # Closing the asyncio server closes our listening socket; bind a new one to the same
+            # port, without listen(), so the port stays ours while nothing answers on it.
+            self._server.close()
+            self._old_servers.append(self._server)
+            self._server = None
+            if self._sock is not None:
+                port = self.port
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((self.bind, port))
+                except OSError as exc:
+                    sock.close()
+                    raise ServerError(
+                        f"MX host {self.name!r} could not keep port {port}: {exc}"
+                    ) from exc
+                sock.setblocking(False)
+                self._sock = sock
+
+    async def __aenter__(self) -> MXHost:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- server down -------------------------------------------------------------------------
+
+    def down(self, variant: str, *, delay: float | None = None) -> None:
+        """Play the server-down *variant* from now on (same port). Call it in the host's loop.
+
+        ``refused`` also ends the open sessions (a host that goes away); the other variants
+        apply to new connections. *delay* sets the ``slow`` variant's delay per reply.
+        """
+        self._check_loop()
+        options: dict[str, Any] = {} if delay is None else {"delay": delay}
+        _check_variant(variant, options)
+        if delay is not None:
+            self._slow_delay = delay
+        if variant == "tls_broken" and self.tls == "implicit":
+            raise ConfigError(
+                f"MX host {self.name!r}: tls_broken plays a failing STARTTLS and needs a plain "
+                "listener; this host speaks implicit TLS"
+            )
+        previous = self._variant
+        self._variant = variant
+        if variant == "refused":
+            if self._server is not None or self._serving is not None:
+                self._serving_then(self._stop_listening)
+            for conn in list(self._live):
+                conn.drop("server_dropped")
+        elif previous == "refused":
+            self._listen()
+        self.journal.append(
+            Kind.NOTE,
+            {
+                "event": "host_down",
+                "host": self.name,
+                "variant": variant,
+                "port": self.port,
+                **options,
+            },
+        )
+
+    def up(self) -> None:
+        """Serve normally again, on the same port. Call it in the host's loop."""
+        self._check_loop()
+        previous = self._variant
+        self._variant = None
+        if previous == "refused":
+            self._listen()
+        self.journal.append(
+            Kind.NOTE, {"event": "host_up", "host": self.name, "port": self.port, "was": previous}
+        )
+
+    def _serving_then(self, action: Callable[[], None]) -> None:
+        task = self._serving
+        if task is None:
+            action()
+            return
+
+        def after(done: asyncio.Task[asyncio.Server]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._server = done.result()
+            if self._serving is done:
+                self._serving = None
+            action()
+
+        task.add_done_callback(after)
+
+    def _check_loop(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self.loop:
+            raise ServerError(
+                f"MX host {self.name!r}: down()/up() must run in the host's event loop; from "
+                "another thread use MailWorld.down()/up()"
+            )
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def _open_record(self, conn: _Conn, peer: str, variant: str | None) -> _Record:
+        self._live.add(conn)
+        return _Record(f"{self.name}-{next(self._session_ids)}", peer, variant)
+
+    def _close_record(self, conn: _Conn, record: _Record | None) -> None:
+        self._live.discard(conn)
+        if record is None:
+            return
+        self.journal.append(
+            Kind.SMTP_SESSION,
+            {
+                "host": self.name,
+                "session": record.id,
+                "peer": record.peer,
+                "port": self.port if self._sock is not None else None,
+                "variant": record.variant,
+                "ehlo": record.ehlo,
+                "tls": record.tls,
+                "auth": record.auth,
+                "commands": record.commands,
+                "replies": [{"stage": s, "reply": r} for s, r in record.replies],
+                "decisions": record.decisions,
+                "messages": record.messages,
+                "dropped_message": record.dropped,
+                "end": record.end,
+                "started": record.started,
+                "duration": time.time() - record.started,
+            },
+        )
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if isinstance(data, LoginPassword):
+            user = data.login.decode("utf-8", "replace")
+            password = data.password.decode("utf-8", "replace")
+            if user in self.auth_users and self.auth_users[user] == password:
+                return AuthResult(success=True, auth_data=user)
+        return AuthResult(success=False, handled=False)
+
+    def _decide(self, sender: str, recipient: str, peer: str) -> Outcome:
+        domain = recipient.rpartition("@")[2].lower()
+        values = {"rcpt": recipient, "peer": peer, "host": self.hostname}
+        if not self.relay and self.domains and domain not in self.domains:
+            reply = self._relay_denied.reply(self.flavour, **values)
+            if reply is None:  # pragma: no cover - the catalog row has a reply
+                raise AssertionError("relay_denied has no reply")
+            return Outcome(Stage.RCPT, reply, BounceClass.SOFT, "relay_denied")
+        return self.rules.decide(sender, recipient, now=self.clock(), values=values)
+
+    def _limit_outcome(self, recipient: str, peer: str) -> Outcome:
+        reply = self._too_many.reply(self.flavour, rcpt=recipient, peer=peer, host=self.hostname)
+        if reply is None:  # pragma: no cover - the catalog row has a reply
+            raise AssertionError("too_many_recipients has no reply")
+        return Outcome(Stage.RCPT, reply, BounceClass.SOFT, "too_many_recipients")
+
+    # -- accepted messages -------------------------------------------------------------------
+
+    def _accept(self, session: _Session, env: _Envelope, content: bytes) -> str:
+        queue_id = f"{self.name.upper()}{next(self._message_ids):06d}"
+        record = session.record
+        head, body = _split_message(content)
+        parsed = HeaderParser().parsestr(head.decode("utf-8", "replace"), headersonly=True)
+        headers = [[k, str(v)] for k, v in parsed.items()]
+        params = env.params
+        ret = params.get("RET")
+        envid = params.get("ENVID")
+        bounces = [(rcpt, o) for rcpt, o in env.later if o.bounce is not None]
+        data: dict[str, Any] = {
+            "host": self.name,
+            "session": record.id if record else None,
+            "id": queue_id,
+            "peer": record.peer if record else None,
+            "sender": session._sender(),
+            "recipients": env.recipients,
+            "ret": ret.upper() if isinstance(ret, str) else None,
+            "envid": _xtext_decode(envid) if isinstance(envid, str) else None,
+            "body_type": str(params.get("BODY", "7BIT")).upper(),
+            "smtputf8": env.smtp_utf8,
+            "size": len(content),
+            "declared_size": int(params["SIZE"]) if isinstance(params.get("SIZE"), str) else None,
+            "headers": headers,
+            "subject": parsed.get("Subject"),
+            "message_id": parsed.get("Message-ID"),
+            "x_clevertap_meta": parsed.get("X-CleverTap_META"),
+            "list_unsubscribe": parsed.get("List-Unsubscribe"),
+            "list_unsubscribe_post": parsed.get("List-Unsubscribe-Post"),
+            "body": body[: self.body_cap].decode("utf-8", "replace"),
+            "body_truncated": len(body) > self.body_cap,
+            "tls": record.tls if record else None,
+            "auth": record.auth if record else None,
+            "bounces": [
+                {"recipient": rcpt, **_decision(o, rcpt, session._sender(), None)["bounce"]}
+                for rcpt, o in bounces
+            ],
+        }
+        self.journal.append(Kind.SMTP_MESSAGE, data)
+        if session.record is not None:
+            for rcpt in env.rcpt_tos:
+                later = next((o for r, o in env.later if r == rcpt), None)
+                if later is None:
+                    session.record.decisions.append(
+                        {
+                            "recipient": rcpt,
+                            "sender": data["sender"],
+                            "stage": "end_of_data",
+                            "code": 250,
+                            "enhanced": "2.0.0",
+                            "reply": f"250 2.0.0 Ok: queued as {queue_id}",
+                            "mode": "accept",
+                            "rule": None,
+                            "class": "none",
+                            "attempt": 1,
+                        }
+                    )
+        if bounces:
+            self._schedule_bounces(queue_id, data, content, bounces)
+        return queue_id
+
+    def _schedule_bounces(
+        self,
+        queue_id: str,
+        data: Mapping[str, Any],
+        content: bytes,
+        bounces: list[tuple[str, Outcome]],
+    ) -> None:
+        groups: dict[tuple[float, str], list[tuple[str, Outcome]]] = {}
+        for rcpt, outcome in bounces:
+            if outcome.bounce is None:  # pragma: no cover - filtered by the caller
+                continue
+            groups.setdefault((outcome.bounce.after, outcome.bounce.dialect), []).append(
+                (rcpt, outcome)
+            )
+        for (after, dialect), members in groups.items():
+            info = {
+                "host": self.name,
+                "message": queue_id,
+                "recipients": [r for r, _ in members],
+                "sender": data["sender"],
+            }
+            if not data["sender"]:
+                self.journal.append(
+                    Kind.NOTE,
+                    {
+                        "event": "dsn_not_sent",
+                        "reason": "the message came from the null sender",
+                        **info,
+                    },
+                )
+                continue
+            if self.bounce_intake is None:
+                self.journal.append(
+                    Kind.NOTE,
+                    {"event": "dsn_not_sent", "reason": "no bounce intake is configured", **info},
+                )
+                continue
+            args = (queue_id, data, content, members, dialect, info)
+            handle = self.loop.call_later(after, self._fire_bounce, args)
+            self._pending_dsns[handle] = info
+
+    def _fire_bounce(self, args: tuple[Any, ...]) -> None:
+        for handle, info in list(self._pending_dsns.items()):
+            if info is args[5]:
+                del self._pending_dsns[handle]
+        task = self.loop.create_task(self._send_bounce(*args))
+        self._dsn_tasks.add(task)
+        task.add_done_callback(self._dsn_tasks.discard)
+
+    async def _send_bounce(
+        self,
+        queue_id: str,
+        data: Mapping[str, Any],
+        content: bytes,
+        members: list[tuple[str, Outcome]],
+        dialect: str,
+        info: dict[str, Any],
+    ) -> None:
+        # Imported here: the DSN module is only needed once a bounce is due.
+        from harness.smtp.dsn import OriginalMessage, RecipientReport, build_dsn, deliver_dsn
+
+        by_address = {r["address"]: r for r in data["recipients"]}
+        try:
+            original = OriginalMessage(
+                envelope_sender=data["sender"],
+                content=content,
+                envid=data["envid"],
+                ret=data["ret"],
+                smtputf8=bool(data["smtputf8"]),
+            )
+            reports = []
+            for rcpt, outcome in members:
+                bounce = outcome.bounce
+                if bounce is None:  # pragma: no cover - filtered when scheduled
+                    continue
+                status = bounce.status
+                if bounce.action == "delayed" and status.startswith("5"):
+                    status = "4" + status[1:]  # a delay is temporary by definition
+                params = by_address.get(rcpt, {})
+                notify = params.get("notify")
+                reports.append(
+                    RecipientReport(
+                        recipient=rcpt,
+                        action=bounce.action,
+                        status=status,
+                        diagnostic=bounce.diagnostic,
+                        orcpt=params.get("orcpt"),
+                        notify=frozenset(notify) if notify else None,
+                        in_reply_to=_IN_REPLY_TO.get(CATALOG[outcome.mode].stage)
+                        if outcome.mode in CATALOG
+                        else "RCPT TO",
+                    )
+                )
+            message = build_dsn(original, reports, dialect=dialect, reporting_mta=self.hostname)
+        except ConfigError as exc:
+            self.journal.append(
+                Kind.NOTE, {"event": "dsn_not_sent", "reason": f"cannot build it: {exc}", **info}
+            )
+            return
+        if message is None:
+            self.journal.append(
+                Kind.NOTE,
+                {"event": "dsn_not_sent", "reason": "NOTIFY asks for no report", **info},
+            )
+            return
+        intake = self.bounce_intake
+        if intake is None:  # pragma: no cover - checked when scheduled
+            return
+        await deliver_dsn(
+            message,
+            envelope_to=data["sender"],
+            intake=intake,
+            journal=self.journal,
+            context=info,
+        )
+
+    def reset(self) -> None:
+        """Forget the rules' attempt counters and windows (between tests)."""
+        self.rules.reset()
+
+
+_IN_REPLY_TO = {Stage.RCPT: "RCPT TO", Stage.DATA: "DATA", Stage.END_OF_DATA: "end of DATA"}
+
+
+def _mode_reply(name: str, flavour: str, **values: str) -> Reply:
+    reply = CATALOG[name].reply(flavour, **values)
+    if reply is None:  # pragma: no cover - these catalog rows all have replies
+        raise AssertionError(f"catalog mode {name} has no reply")
+    return reply
+
+
+def _check_variant(variant: str, options: Mapping[str, Any]) -> str:
+    if variant not in SERVER_DOWN:
+        raise UnknownNameError("server-down variant", variant, SERVER_DOWN)
+    if options and variant != "slow":
+        raise ConfigError(
+            f"server-down variant {variant!r} takes no options, got {dict(options)!r}"
+        )
+    delay = options.get("delay")
+    if delay is not None and (not isinstance(delay, int | float) or delay < 0):
+        raise ConfigError(f"slow delay must be a number of seconds >= 0, not {delay!r}")
+    return variant
+
+
+def _split_message(content: bytes) -> tuple[bytes, bytes]:
+    """Header block and body (split at the first empty line; either line ending)."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = content.find(sep)
+        if i >= 0:
+            return content[: i + len(sep) // 2], content[i + len(sep) :]
+    return content, b""
