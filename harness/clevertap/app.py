@@ -201,6 +201,11 @@ class _Callback:
         # A faulted request was never processed, as far as the integration can tell: it must
         # resend, and the resend is not a duplicate. So it does not enter the duplicate index.
         history = app.duplicates if fault is None or fault.rule.action == "delay" else None
+        # The duplicate index stores the journal seq of each event as evidence for later
+        # duplicates, but the seq is only known after the append. Nothing in this loop can
+        # append in between (no await), so the next seq is right unless another thread (an SMTP
+        # server sharing the journal) appends first; _append_callback() repairs that case.
+        predicted = app.journal.last_seq + 1
         try:
             inspection = inspect(
                 body,
@@ -209,6 +214,7 @@ class _Callback:
                 config=settings.checks,
                 history=history,
                 now=received,
+                seq=predicted,
             )
         except Exception as exc:  # a bug in a check must not lose the request
             data["error"] = f"inspect() raised {type(exc).__name__}: {exc}"
@@ -241,7 +247,10 @@ class _Callback:
         data["status"] = status
         if fault is not None:
             data["fault"] = fault.to_json()
-        app.journal.append(Kind.CALLBACK, data, at=received)
+        entry = app.journal.append(Kind.CALLBACK, data, at=received)
+        if entry.seq != predicted and history is not None and inspection.ok:
+            keys = [(e.event, e.email.lower()) for e in inspection.events]
+            history.record(keys, received, entry.seq)
         if fault is not None:
             await asyncio.sleep(fault.rule.delay)
         await _send(send, status, answer)

@@ -209,7 +209,9 @@ class CleverTapServer:
             await self._halt()
         finally:
             self._port = None
-            if self._owns_journal and not self._journal_closed:
+            # Only a journal file is closed (and reopened by the next start): an owned memory
+            # journal stays readable and keeps its entries across restarts.
+            if self._owns_journal and self.settings.journal_path and not self._journal_closed:
                 self._journal.close()
                 self._journal_closed = True
 

@@ -1,0 +1,149 @@
+"""``harness serve``: run the fake CleverTap until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import click
+
+from harness.clevertap.faults import FaultRule, parse_fault
+from harness.clevertap.inspect import Endpoint
+from harness.clevertap.server import CleverTapServer
+from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
+from harness.errors import ConfigError, ServerError
+
+__all__ = ["serve"]
+
+
+def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[FaultRule]:
+    try:
+        return [parse_fault(text) for text in value]
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port to bind; 0 picks a free one (printed at start).",
+)
+@click.option(
+    "--token",
+    envvar="HARNESS_TOKEN",
+    default=None,
+    help="Bearer token the control API requires (env HARNESS_TOKEN); required when --host is "
+    "not a loopback address.",
+)
+@click.option(
+    "--journal",
+    "journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SQLite journal file: a restart on the same file keeps every callback. "
+    "Default: in memory.",
+)
+@click.option(
+    "--strict/--lenient",
+    default=True,
+    show_default=True,
+    help="Strict answers 400 to payloads with errors; lenient answers 200 and only records them.",
+)
+@click.option("--bounce-path", default=DEFAULT_PATHS[Endpoint.BOUNCE], show_default=True)
+@click.option("--unsubscribe-path", default=DEFAULT_PATHS[Endpoint.UNSUBSCRIBE], show_default=True)
+@click.option("--v2-path", default=DEFAULT_PATHS[Endpoint.V2], show_default=True)
+@click.option("--control-prefix", default="/_harness", show_default=True)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1),
+    default=1024 * 1024,
+    show_default=True,
+    help="Bodies over this many bytes get 413 (journaled truncated).",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    callback=_faults,
+    metavar="SPEC",
+    help="A callback fault, repeatable, in order: '503,first=3', "
+    "'429,retry_after=10,p=0.2,seed=1', 'close,first=1', 'reset', 'delay=0.5', "
+    "'...,endpoints=v2'.",
+)
+def serve(
+    host: str,
+    port: int,
+    token: str | None,
+    journal: Path | None,
+    strict: bool,
+    bounce_path: str,
+    unsubscribe_path: str,
+    v2_path: str,
+    control_prefix: str,
+    max_body: int,
+    faults: list[FaultRule],
+) -> None:
+    """Run the fake CleverTap: callback endpoints and the control API (OpenAPI docs at /docs).
+
+    Binds 127.0.0.1 by default. Prints its URLs, then serves until Ctrl-C or SIGTERM.
+    """
+    try:
+        settings = ServerSettings(
+            host=host,
+            port=port,
+            token=token,
+            journal_path=journal,
+            strict=strict,
+            bounce_path=bounce_path,
+            unsubscribe_path=unsubscribe_path,
+            v2_path=v2_path,
+            control_prefix=control_prefix,
+            max_body=max_body,
+            faults=tuple(faults),
+        )
+        server = CleverTapServer(settings)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        asyncio.run(_run(server))
+    except ServerError as exc:
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise click.ClickException(f"{exc}{cause}") from None
+
+
+async def _run(server: CleverTapServer) -> None:
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        await server.start()
+        try:
+            _print_banner(server)
+            await done.wait()
+            click.echo("stopping")
+        finally:
+            await server.stop()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _print_banner(server: CleverTapServer) -> None:
+    s, urls = server.settings, server.urls
+    journal = f"journal {s.journal_path}" if s.journal_path else "journal in memory"
+    mode = "strict" if s.strict else "lenient"
+    click.echo(f"fake CleverTap on {urls.base} ({mode}, {journal})")
+    click.echo(f"  bounce       {urls.bounce}")
+    click.echo(f"  unsubscribe  {urls.unsubscribe}")
+    click.echo(f"  v2           {urls.v2}")
+    auth = ", token required" if s.token else ""
+    click.echo(f"  control      {urls.control}  (docs {urls.base}/docs{auth})")
+    for rule in s.faults:
+        click.echo(f"  fault        {rule.describe()}")
+    click.echo("Ctrl-C to stop")

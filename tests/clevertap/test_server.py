@@ -1,0 +1,349 @@
+"""The fake CleverTap's callback endpoints, over real HTTP to uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from harness.clevertap.inspect import CheckConfig
+from harness.clevertap.server import CleverTapServer
+from harness.clevertap.settings import ServerSettings
+from harness.cli import main
+from harness.errors import ConfigError, ServerError
+from harness.journal import Entry, Kind
+
+NOW = int(time.time())
+JSON = {"content-type": "application/json"}
+
+
+def legacy(event: str, *emails: str) -> bytes:
+    data = [{"e": e, "ts": NOW} for e in emails]
+    return json.dumps([{"event": event, "data": data}]).encode()
+
+
+def v2(*items: tuple[str, str]) -> bytes:
+    success = [{"type": t, "email": e, "meta": f"{e}|1|2|"} for t, e in items]
+    return json.dumps({"version": "v2", "events": {"success": success}}).encode()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[CleverTapServer]:
+    with CleverTapServer() as ct:
+        yield ct
+
+
+@pytest.fixture
+def ct(server: CleverTapServer) -> CleverTapServer:
+    server.reset()
+    return server
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as c:
+        yield c
+
+
+def only_callback(ct: CleverTapServer) -> Entry:
+    entries = ct.journal.entries(Kind.CALLBACK)
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+def codes(entry: Entry) -> set[str]:
+    return {v["code"] for v in entry.data["violations"]}
+
+
+def test_binds_loopback_on_a_real_port(ct: CleverTapServer) -> None:
+    assert ct.port > 0
+    assert ct.url == f"http://127.0.0.1:{ct.port}"
+    assert ct.urls.bounce == f"{ct.url}/callbacks/bounce"
+    assert ct.urls.unsubscribe == f"{ct.url}/callbacks/unsubscribe"
+    assert ct.urls.v2 == f"{ct.url}/callbacks/v2"
+    assert ct.urls.control == f"{ct.url}/_harness"
+
+
+def test_legacy_bounce_is_accepted_and_journaled_once(
+    ct: CleverTapServer, client: httpx.Client
+) -> None:
+    body = legacy("softbounce", "full@example.com", "other@example.com")
+    response = client.post(ct.urls.bounce, content=body, headers=JSON)
+    assert response.status_code == 200
+    assert response.content == b'{"status":"success","accepted":2}'
+    entry = only_callback(ct)
+    peer = entry.data["peer"]
+    assert peer.startswith("127.0.0.1:")
+    assert dict(entry.data) == {
+        "endpoint": "bounce",
+        "path": "/callbacks/bounce",
+        "peer": peer,
+        "content_type": "application/json",
+        "size": len(body),
+        "body": body.decode(),
+        "format": "legacy",
+        "events": [
+            ["softbounce", "full@example.com", NOW, None],
+            ["softbounce", "other@example.com", NOW, None],
+        ],
+        "violations": [],
+        "status": 200,
+    }
+
+
+def test_unsubscribe_endpoint(ct: CleverTapServer, client: httpx.Client) -> None:
+    body = legacy("unsubscribe", "bye@example.com")
+    response = client.post(ct.urls.unsubscribe, content=body, headers=JSON)
+    assert response.json() == {"status": "success", "accepted": 1}
+    entry = only_callback(ct)
+    assert entry.data["endpoint"] == "unsubscribe"
+    assert entry.data["events"] == [["unsubscribe", "bye@example.com", NOW, None]]
+
+
+def test_v2_success_body(ct: CleverTapServer, client: httpx.Client) -> None:
+    response = client.post(ct.urls.v2, content=v2(("delivered", "ok@example.com")), headers=JSON)
+    assert response.status_code == 200
+    assert response.json() == {"status": "success", "message": "Callback processed successfully"}
+    entry = only_callback(ct)
+    assert entry.data["format"] == "v2"
+    assert entry.data["events"] == [["delivered", "ok@example.com", None, "ok@example.com|1|2|"]]
+
+
+def test_non_json_body_is_rejected_with_ct101(ct: CleverTapServer, client: httpx.Client) -> None:
+    response = client.post(ct.urls.bounce, content=b"not json", headers=JSON)
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["status"] == "error"
+    assert answer["message"] == "invalid payload"
+    assert "CT101" in {v["code"] for v in answer["violations"]}
+    entry = only_callback(ct)
+    assert entry.data["status"] == 400
+    assert entry.data["format"] is None
+    assert entry.data["body"] == "not json"
+    assert entry.data["violations"] == answer["violations"]
+
+
+def test_v2_invalid_json_uses_the_documented_message(
+    ct: CleverTapServer, client: httpx.Client
+) -> None:
+    response = client.post(ct.urls.v2, content=b"{", headers=JSON)
+    assert (response.status_code, response.json()["message"]) == (400, "invalid payload")
+
+
+def test_v2_without_version_is_mandatory_parameter_missing(
+    ct: CleverTapServer, client: httpx.Client
+) -> None:
+    body = json.dumps({"events": {"success": []}}).encode()
+    response = client.post(ct.urls.v2, content=body, headers=JSON)
+    assert response.status_code == 400
+    assert response.json()["message"] == "Mandatory parameter missing"
+    assert only_callback(ct).data["status"] == 400
+
+
+def test_v2_over_the_event_limit(client: httpx.Client) -> None:
+    settings = ServerSettings(checks=CheckConfig(max_v2_events=2))
+    with CleverTapServer(settings) as ct:
+        three = v2(*(("delivered", f"u{i}@example.com") for i in range(3)))
+        response = client.post(ct.urls.v2, content=three, headers=JSON)
+        assert response.status_code == 400
+        assert response.json()["message"] == "More than allowed events were sent"
+        two = v2(*(("delivered", f"u{i}@example.com") for i in range(2)))
+        assert client.post(ct.urls.v2, content=two, headers=JSON).status_code == 200
+
+
+def test_lenient_answers_200_and_still_records_violations(client: httpx.Client) -> None:
+    with CleverTapServer(ServerSettings(strict=False)) as ct:
+        response = client.post(ct.urls.bounce, content=b"not json", headers=JSON)
+        assert response.status_code == 200
+        assert response.json() == {"status": "success", "accepted": 0}
+        entry = only_callback(ct)
+        assert entry.data["status"] == 200
+        assert "CT101" in codes(entry)
+
+
+def test_undecodable_body_is_journaled_as_base64(ct: CleverTapServer, client: httpx.Client) -> None:
+    raw = b"\xff\xfe[garbage\x00"
+    response = client.post(ct.urls.bounce, content=raw, headers=JSON)
+    assert response.status_code == 400
+    entry = only_callback(ct)
+    assert entry.data["body_base64"] is True
+    assert base64.b64decode(entry.data["body"]) == raw
+    assert entry.data["size"] == len(raw)
+
+
+def test_body_over_the_cap_gets_413_and_is_journaled_truncated(client: httpx.Client) -> None:
+    with CleverTapServer(ServerSettings(max_body=100)) as ct:
+        body = legacy("softbounce", *(f"user{i}@example.com" for i in range(10)))
+        response = client.post(ct.urls.bounce, content=body, headers=JSON)
+        assert response.status_code == 413
+        assert response.json() == {
+            "status": "error",
+            "message": "payload too large",
+            "limit": 100,
+            "size": len(body),
+        }
+
+        # The same body streamed in chunks (no Content-Length): the real size is still counted.
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, len(body), 10):
+                yield body[start : start + 10]
+
+        streamed = client.post(ct.urls.bounce, content=chunks(), headers=JSON)
+        assert streamed.status_code == 413
+        # The connection stays usable: the whole body was read.
+        ok = client.post(
+            ct.urls.bounce, content=legacy("softbounce", "a@example.com"), headers=JSON
+        )
+        assert ok.status_code == 200
+
+        first, second, third = ct.journal.entries(Kind.CALLBACK)
+        for entry in (first, second):
+            assert entry.data["status"] == 413
+            assert entry.data["truncated"] is True
+            assert entry.data["size"] == len(body)
+            assert entry.data["body"] == body[:100].decode()
+            assert entry.data["violations"] == []
+        assert "truncated" not in third.data
+
+
+def test_wrong_method_gets_405_and_is_journaled(ct: CleverTapServer, client: httpx.Client) -> None:
+    response = client.get(ct.urls.bounce)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    entry = only_callback(ct)
+    assert (entry.data["method"], entry.data["status"]) == ("GET", 405)
+
+
+def test_unknown_path_is_not_a_callback(ct: CleverTapServer, client: httpx.Client) -> None:
+    assert client.post(ct.url + "/callbacks/other", content=b"[]").status_code == 404
+    assert ct.journal.entries(Kind.CALLBACK) == []
+
+
+def test_custom_paths(client: httpx.Client) -> None:
+    settings = ServerSettings(bounce_path="/ct/b", unsubscribe_path="/ct/u", v2_path="/ct/v2")
+    with CleverTapServer(settings) as ct:
+        assert ct.urls.bounce.endswith("/ct/b")
+        body = legacy("hardbounce", "gone@example.com")
+        assert client.post(ct.url + "/ct/b", content=body, headers=JSON).status_code == 200
+        assert client.post(ct.url + "/callbacks/bounce", content=body).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"host": "0.0.0.0"}, "not a loopback address: set a token"),
+        ({"bounce_path": "bounce"}, "bounce_path must start with '/'"),
+        ({"v2_path": "/callbacks/bounce"}, "callback paths must differ"),
+        ({"bounce_path": "/_harness/b"}, "lies under control_prefix"),
+        ({"max_body": 0}, "max_body must be at least 1 byte, got 0"),
+        ({"port": 70000}, "port must be between 0 and 65535, got 70000"),
+    ],
+)
+def test_bad_settings_are_named(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ServerSettings(**changes)  # type: ignore[arg-type]
+
+
+def test_non_loopback_host_is_allowed_with_a_token() -> None:
+    assert ServerSettings(host="0.0.0.0", token="s3cret").token == "s3cret"
+
+
+def test_port_before_start_is_an_error() -> None:
+    with pytest.raises(ServerError, match="not running: start it first"):
+        _ = CleverTapServer().port
+
+
+def test_a_port_in_use_is_a_server_error_with_its_cause() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = CleverTapServer(ServerSettings(port=port))
+        with pytest.raises(ServerError, match=f"cannot listen on 127.0.0.1:{port}") as info:
+            server.start_sync()
+        assert isinstance(info.value.__cause__, OSError)
+        assert not server.running
+
+
+def test_starting_twice_is_an_error(server: CleverTapServer) -> None:
+    with pytest.raises(ServerError, match="already running"):
+        server.start_sync()
+
+
+@pytest.mark.asyncio
+async def test_async_start_stop_leaves_signals_alone() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    async with CleverTapServer() as ct:
+        assert signal.getsignal(signal.SIGINT) is before
+        async with httpx.AsyncClient() as client:
+            body = legacy("softbounce", "a@example.com")
+            response = await client.post(ct.urls.bounce, content=body, headers=JSON)
+        assert response.status_code == 200
+        assert len(ct.journal.entries(Kind.CALLBACK)) == 1
+    assert not ct.running
+    with pytest.raises(ServerError):
+        _ = ct.url
+
+
+def test_restart_of_the_same_object_keeps_the_memory_journal(client: httpx.Client) -> None:
+    ct = CleverTapServer()
+    with ct:
+        client.post(ct.urls.bounce, content=legacy("softbounce", "a@example.com"), headers=JSON)
+    with ct:
+        client.post(ct.urls.bounce, content=legacy("softbounce", "b@example.com"), headers=JSON)
+    assert [e.data["events"][0][1] for e in ct.journal.entries(Kind.CALLBACK)] == [
+        "a@example.com",
+        "b@example.com",
+    ]
+
+
+# -- harness serve ---------------------------------------------------------------------------------
+
+
+def test_serve_refuses_a_public_host_without_token() -> None:
+    result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert "host '0.0.0.0' is not a loopback address: set a token" in result.output
+
+
+def test_serve_rejects_a_bad_fault() -> None:
+    result = CliRunner().invoke(main, ["serve", "--fault", "teapot"])
+    assert result.exit_code == 2
+    assert "fault 'teapot': unknown action 'teapot'" in result.output
+
+
+def test_serve_prints_its_urls_serves_and_stops_on_sigterm(client: httpx.Client) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "harness", "serve", "--lenient", "--fault", "503,first=1"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline() for _ in range(7)]
+            assert lines[0].startswith("fake CleverTap on http://127.0.0.1:")
+            assert "(lenient, journal in memory)" in lines[0]
+            urls = dict(line.split()[:2] for line in lines[1:5])
+            assert urls["bounce"].endswith("/callbacks/bounce")
+            assert lines[5].split() == ["fault", "503,first=1"]
+            assert lines[6] == "Ctrl-C to stop\n"
+            body = legacy("softbounce", "a@example.com")
+            assert client.post(urls["bounce"], content=body, headers=JSON).status_code == 503
+            assert client.post(urls["bounce"], content=body, headers=JSON).status_code == 200
+            listed = client.get(urls["control"] + "/callbacks").json()
+            assert [c["data"]["status"] for c in listed["callbacks"]] == [503, 200]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert out == "stopping\n"
