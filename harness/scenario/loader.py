@@ -55,7 +55,9 @@ class _Document:
         if isinstance(node, CommentedMap):
             out: dict[Any, Any] = {}
             for key, value in node.items():
-                key_plain = self._scalar(key)
+                # Keys are text in a scenario; `7: greylist` gives an int key, and JSON (the
+                # schema's world) has only text keys, so make them agree.
+                key_plain = str(self._scalar(key))
                 try:
                     kline, kcol = node.lc.key(key)
                     vline, vcol = node.lc.value(key)
@@ -138,7 +140,7 @@ def _match_key(mapping: dict[Any, Any], element: Any) -> Any:
     if element in mapping:
         return element
     for key in mapping:
-        if str(key) == str(element):  # `7:` in YAML is an int key; the model saw "7"
+        if str(key) == str(element):
             return key
     return _MISSING
 
@@ -322,6 +324,9 @@ def parse_scenario(text: str, *, source: str | os.PathLike[str] = "<scenario>") 
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         problem = " ".join(str(exc.problem or exc.context or "bad YAML").split())
+        if exc.problem and exc.context and exc.context_mark is not None:
+            start = exc.context_mark
+            problem += f" ({exc.context} at {start.line + 1}:{start.column + 1})"
         raise ScenarioError([f"{where}:{line}:{col}: YAML: {problem}"]) from None
     except YAMLError as exc:
         raise ScenarioError([f"{where}:1:1: YAML: {' '.join(str(exc).split())}"]) from None
@@ -335,8 +340,8 @@ def parse_scenario(text: str, *, source: str | os.PathLike[str] = "<scenario>") 
     doc = _Document(root)
     data = doc.data
     path = Path(where)
-    if "name" not in data and path.suffix in SUFFIXES:
-        data["name"] = path.stem
+    if "name" not in data:
+        data["name"] = path.stem if path.suffix in SUFFIXES else "scenario"
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:

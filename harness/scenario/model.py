@@ -452,6 +452,7 @@ class MailHost(_Model):
                         (first,),
                         f"rules on a host that is down ({self.server_down}) never apply",
                         "no rules, or server_down: slow",
+                        key=True,
                     )
                 ]
             )
@@ -509,6 +510,7 @@ class RecipientGenerator(_Model):
                         "bad recipient range",
                         f'"n" or "a-b" with {self.start} <= a <= b <= {last}',
                         repr(key),
+                        key=True,
                     )
                 )
                 continue
@@ -518,6 +520,7 @@ class RecipientGenerator(_Model):
                         Problem(
                             ("behaviours", key),
                             f"recipient {n} already has a behaviour (from {taken[n]!r})",
+                            key=True,
                         )
                     )
                     break
@@ -796,8 +799,12 @@ class Expect(_Model):
     """What must (and must not) happen before the deadline."""
 
     within: Duration = Field(30.0, description="Deadline for every expected callback.")
-    callbacks: list[ExpectedCallback] = Field(default_factory=list)
-    absent: list[AbsentCallback] = Field(default_factory=list)
+    callbacks: list[ExpectedCallback] = Field(
+        default_factory=list, description="Callbacks that must arrive before the deadline."
+    )
+    absent: list[AbsentCallback] = Field(
+        default_factory=list, description="Callbacks that must not arrive."
+    )
     nothing_else: bool = Field(False, description="Fail on any callback not listed.")
     violations: ViolationPolicy = Field(
         default_factory=ViolationPolicy,
