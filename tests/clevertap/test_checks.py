@@ -1070,3 +1070,20 @@ def test_documented_example_triggers_its_code(entry: DocEntry) -> None:
     assert example.rstrip("\n") == get_check(entry.code).example.rstrip("\n")
     result = replay(example)
     assert entry.code in {v.code for v in result.violations}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    e=st.sampled_from(["a@example.com", "A@example.com", "a@@x", "", "δ@δ.δοκιμή"])
+    | st.integers()
+    | st.none(),
+    ts=st.integers(min_value=NOW - 31 * 86400, max_value=NOW + 400)
+    | st.sampled_from([NOW * 1000, 10**11 - 1, 10**11, -1, 0, True, 1.0, "1"]),
+)
+def test_fast_path_agrees_with_the_full_walk(e: Any, ts: Any) -> None:
+    # inspect() takes a shortcut for two-key items; an extra key forces the full walk, which
+    # must then report the same violations plus the CT206 for the extra key.
+    plain = run(legacy("hardbounce", item(e, ts), item(e, ts)))
+    forced = run(legacy("hardbounce", item(e, ts, x=1), item(e, ts, x=1)))
+    assert [v for v in forced.violations if v.code != "CT206"] == plain.violations
+    assert forced.events == plain.events
