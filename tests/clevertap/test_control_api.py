@@ -1,0 +1,264 @@
+"""The control API (/_harness) of the fake CleverTap, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from harness.clevertap.faults import parse_fault
+from harness.clevertap.server import CleverTapServer
+from harness.clevertap.settings import ServerSettings
+from harness.journal import Kind
+
+NOW = int(time.time())
+JSON = {"content-type": "application/json"}
+
+
+def legacy(event: str, *emails: str) -> bytes:
+    return json.dumps([{"event": event, "data": [{"e": e, "ts": NOW} for e in emails]}]).encode()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[CleverTapServer]:
+    with CleverTapServer() as ct:
+        yield ct
+
+
+@pytest.fixture
+def ct(server: CleverTapServer) -> CleverTapServer:
+    server.set_faults()
+    server.reset()
+    return server
+
+
+@pytest.fixture
+def client(ct: CleverTapServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=ct.urls.control, timeout=10) as c:
+        yield c
+
+
+def post(ct: CleverTapServer, url: str, body: bytes) -> int:
+    return httpx.post(url, content=body, headers=JSON).status_code
+
+
+@pytest.fixture
+def three(ct: CleverTapServer) -> list[int]:
+    """A soft bounce, an unsubscribe and a non-JSON body; returns their journal seqs."""
+    assert post(ct, ct.urls.bounce, legacy("softbounce", "Full@Example.com")) == 200
+    assert post(ct, ct.urls.unsubscribe, legacy("unsubscribe", "bye@example.com")) == 200
+    assert post(ct, ct.urls.bounce, b"nope") == 400
+    return [e.seq for e in ct.journal.entries(Kind.CALLBACK)]
+
+
+def seqs(response: httpx.Response) -> list[int]:
+    assert response.status_code == 200, response.text
+    return [c["seq"] for c in response.json()["callbacks"]]
+
+
+def test_health(ct: CleverTapServer, client: httpx.Client, three: list[int]) -> None:
+    assert client.get("/health").json() == {
+        "status": "ok",
+        "callbacks": 3,
+        "last_seq": ct.journal.last_seq,
+        "strict": True,
+        "paths": {
+            "bounce": "/callbacks/bounce",
+            "unsubscribe": "/callbacks/unsubscribe",
+            "v2": "/callbacks/v2",
+        },
+    }
+
+
+def test_list_callbacks_with_filters(client: httpx.Client, three: list[int]) -> None:
+    bounce, unsub, garbage = three
+    assert seqs(client.get("/callbacks")) == [bounce, unsub, garbage]
+    assert seqs(client.get("/callbacks", params={"event": "softbounce"})) == [bounce]
+    assert seqs(client.get("/callbacks", params={"address": "full@example.COM"})) == [bounce]
+    assert seqs(client.get("/callbacks", params={"address": "nobody@example.com"})) == []
+    assert seqs(client.get("/callbacks", params={"code": "CT101"})) == [garbage]
+    assert seqs(client.get("/callbacks", params={"endpoint": "unsubscribe"})) == [unsub]
+    assert seqs(client.get("/callbacks", params={"since": bounce})) == [unsub, garbage]
+    assert seqs(client.get("/callbacks", params={"limit": 1})) == [bounce]
+    # event and address must match the same event
+    both = {"event": "unsubscribe", "address": "full@example.com"}
+    assert seqs(client.get("/callbacks", params=both)) == []
+
+
+def test_listed_callback_is_the_journal_entry(
+    ct: CleverTapServer, client: httpx.Client, three: list[int]
+) -> None:
+    page = client.get("/callbacks", params={"since": three[0] - 1, "limit": 1}).json()
+    assert page["last_seq"] == ct.journal.last_seq
+    entry = ct.journal.entries(Kind.CALLBACK)[0]
+    assert page["callbacks"] == [{"seq": entry.seq, "at": entry.at, "data": dict(entry.data)}]
+
+
+def test_bad_filter_values_get_422(client: httpx.Client) -> None:
+    response = client.get("/callbacks", params={"endpoint": "bounces"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "endpoint"]
+    assert client.get("/callbacks", params={"since": -1}).status_code == 422
+
+
+def test_list_violations_with_filters(client: httpx.Client, three: list[int]) -> None:
+    garbage = three[2]
+    listed = client.get("/violations", params={"code": "CT101"}).json()["violations"]
+    assert len(listed) == 1
+    assert listed[0]["seq"] == garbage
+    assert listed[0]["endpoint"] == "bounce"
+    assert listed[0]["violation"]["code"] == "CT101"
+    assert listed[0]["violation"]["severity"] == "error"
+    errors = client.get("/violations", params={"severity": "error"}).json()["violations"]
+    assert {v["seq"] for v in errors} == {garbage}
+    on_unsub = client.get("/violations", params={"endpoint": "unsubscribe"}).json()
+    assert on_unsub["violations"] == []
+
+
+def test_wait_returns_a_callback_already_there(client: httpx.Client, three: list[int]) -> None:
+    response = client.get("/wait", params={"event": "unsubscribe", "address": "bye@example.com"})
+    assert response.status_code == 200
+    assert response.json()["seq"] == three[1]
+
+
+def test_wait_returns_a_callback_that_arrives_during_the_wait(
+    ct: CleverTapServer, client: httpx.Client
+) -> None:
+    # The callback is sent once the long poll is known to be waiting: the journal subscription
+    # made by wait_for_async shows up as a listener.
+    def send_when_waiting() -> None:
+        deadline = time.monotonic() + 10
+        while not ct.journal._listeners and time.monotonic() < deadline:
+            time.sleep(0.005)
+        post(ct, ct.urls.bounce, legacy("hardbounce", "late@example.com"))
+
+    sender = threading.Thread(target=send_when_waiting)
+    sender.start()
+    params = {"event": "hardbounce", "address": "late@example.com", "timeout": 20}
+    response = client.get("/wait", params=params)
+    sender.join()
+    assert response.status_code == 200
+    assert response.json()["data"]["events"] == [["hardbounce", "late@example.com", NOW, None]]
+
+
+def test_wait_times_out_with_408_and_a_reason(ct: CleverTapServer, client: httpx.Client) -> None:
+    params = {"event": "softbounce", "address": "x@example.com", "timeout": 0.05}
+    response = client.get("/wait", params=params)
+    assert response.status_code == 408
+    assert response.json() == {
+        "detail": "no callback matching event='softbounce', address='x@example.com' after seq 0 "
+        "within 0.05 s",
+        "last_seq": ct.journal.last_seq,
+    }
+
+
+def test_wait_since_skips_older_callbacks(client: httpx.Client, three: list[int]) -> None:
+    params = {"event": "softbounce", "since": three[0], "timeout": 0.05}
+    assert client.get("/wait", params=params).status_code == 408
+
+
+def test_stopping_ends_a_long_poll_with_503() -> None:
+    ct = CleverTapServer()
+    ct.start_sync()
+    result: list[httpx.Response] = []
+
+    def poll() -> None:
+        result.append(httpx.get(ct.urls.control + "/wait", params={"timeout": 60}, timeout=30))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    deadline = time.monotonic() + 10
+    while not ct.journal._listeners and time.monotonic() < deadline:
+        time.sleep(0.005)
+    ct.stop_sync()
+    poller.join(10)
+    assert result[0].status_code == 503
+    assert result[0].json()["detail"] == "the server is stopping"
+
+
+def test_reset_clears_journal_duplicates_and_fault_counters(
+    ct: CleverTapServer, client: httpx.Client
+) -> None:
+    body = legacy("hardbounce", "twice@example.com")
+    assert post(ct, ct.urls.bounce, body) == 200
+    assert post(ct, ct.urls.bounce, body) == 200
+    first, again = ct.journal.entries(Kind.CALLBACK)
+    assert first.data["violations"] == []
+    assert {v["code"] for v in again.data["violations"]} == {"CT402"}  # resent: a duplicate
+    ct.set_faults(parse_fault("503,first=1"))
+    assert post(ct, ct.urls.v2, b"{}") == 503
+    assert client.get("/faults").json()["rules"][0]["applied"] == 1
+
+    response = client.post("/reset")
+    assert response.json() == {"status": "reset", "last_seq": ct.journal.last_seq}
+    assert client.get("/callbacks").json()["callbacks"] == []
+    assert client.get("/faults").json()["rules"][0]["applied"] == 0
+    assert post(ct, ct.urls.v2, b"{}") == 503  # the rule is armed again
+    assert post(ct, ct.urls.bounce, body) == 200
+    (_, after) = ct.journal.entries(Kind.CALLBACK)
+    assert after.data["violations"] == []  # not a duplicate any more
+
+
+def test_faults_can_be_read_set_and_removed(ct: CleverTapServer, client: httpx.Client) -> None:
+    rules = [{"action": "status", "status": 429, "retry_after": 5, "first": 1}]
+    response = client.put("/faults", json={"rules": rules})
+    assert response.status_code == 200
+    assert response.json() == {
+        "rules": [
+            {
+                "action": "status",
+                "status": 429,
+                "retry_after": 5,
+                "delay": 0.0,
+                "first": 1,
+                "probability": None,
+                "seed": 0,
+                "endpoints": None,
+                "seen": 0,
+                "applied": 0,
+            }
+        ]
+    }
+    answer = httpx.post(ct.urls.bounce, content=legacy("softbounce", "a@example.com"))
+    assert (answer.status_code, answer.headers["retry-after"]) == (429, "5")
+    assert client.get("/faults").json()["rules"][0]["applied"] == 1
+    assert client.delete("/faults").json() == {"rules": []}
+    assert ct.faults.rules == []
+    notes = [e.data["rules"] for e in ct.journal.entries(Kind.NOTE)]
+    assert notes == [["429,retry_after=5,first=1"], []]
+
+
+def test_invalid_fault_rules_get_422_naming_the_field(client: httpx.Client) -> None:
+    response = client.put("/faults", json={"rules": [{"action": "status"}]})
+    assert response.status_code == 422
+    assert "action 'status' needs a status" in response.json()["detail"][0]["msg"]
+    response = client.put("/faults", json={"rules": [{"action": "status", "status": 200}]})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "rules", 0, "status"]
+
+
+def test_openapi_docs_list_the_control_api(ct: CleverTapServer) -> None:
+    assert httpx.get(ct.url + "/docs").status_code == 200
+    paths = httpx.get(ct.url + "/openapi.json").json()["paths"]
+    assert {"/_harness/callbacks", "/_harness/wait", "/_harness/faults"} <= paths.keys()
+    assert "408" in paths["/_harness/wait"]["get"]["responses"]
+
+
+def test_a_token_guards_everything_but_health() -> None:
+    with CleverTapServer(ServerSettings(token="s3cret")) as ct:
+        base = ct.urls.control
+        assert httpx.get(base + "/health").status_code == 200
+        refused = httpx.get(base + "/callbacks")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+        wrong = httpx.get(base + "/callbacks", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        right = httpx.post(base + "/reset", headers={"authorization": "Bearer s3cret"})
+        assert right.status_code == 200
+        # callbacks themselves never need the token (CleverTap's callback auth is not public)
+        body = legacy("softbounce", "a@example.com")
+        assert httpx.post(ct.urls.bounce, content=body, headers=JSON).status_code == 200
