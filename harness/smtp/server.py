@@ -529,7 +529,8 @@ class _Session(SMTP):
             await self._reply_outcome(outcome, [recipient], recipient)
             return
         outcome = host._decide(self._sender(), recipient, self._peer_ip())
-        if self.record is not None:
+        # DATA and end-of-DATA outcomes are recorded when they fire, for every recipient.
+        if self.record is not None and outcome.stage in (Stage.RCPT, Stage.LATER):
             self.record.decisions.append(_decision(outcome, recipient, self._sender(), None))
         if outcome.stage is Stage.RCPT:
             await self.push(str(outcome.reply))
