@@ -93,7 +93,8 @@ async def start_submission(settings: Settings, gateway: Gateway) -> asyncio.Serv
         )
         if not ok:
             log.warning("submission: AUTH %s failed", mechanism)
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd itself answers 235 or 535.
+        return AuthResult(success=ok, handled=False)
 
     def factory() -> SMTP:
         return SMTP(
