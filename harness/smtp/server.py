@@ -353,7 +353,14 @@ class _Session(SMTP):
             if not line_recorded:
                 record.replies.append((self._stage, line))
         if self._delay:
-            await asyncio.sleep(self._delay)
+            try:
+                await asyncio.sleep(self._delay)
+            except asyncio.CancelledError:
+                # The client hung up while we dawdled. aiosmtpd closes the writer on
+                # cancellation only inside its command loop, not around the greeting.
+                if self.transport is not None:
+                    self.transport.close()
+                raise
         await super().push(line)
         if line.startswith("421"):
             # 421 closes the transmission channel (RFC 5321 3.8).
@@ -433,7 +440,10 @@ class _Session(SMTP):
         self._command("STARTTLS", arg)
         if self.variant == "tls_broken" and not arg:
             await self.push("220 2.0.0 Ready to start TLS")
-            # Answer the client's hello with a fatal alert: its handshake fails for certain.
+            # Read the client's hello, then answer it with a fatal alert: its handshake fails
+            # for certain. (Closing with the hello unread would send a reset instead.)
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(self._reader.read(65536), self.host.timeout)
             if isinstance(self.transport, asyncio.WriteTransport):
                 self.transport.write(_TLS_ALERT)
             self.drop("server_dropped")
