@@ -1,0 +1,62 @@
+"""A fake CleverTap on an SQLite journal file: a restart loses nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+
+from harness.clevertap.server import CleverTapServer
+from harness.clevertap.settings import ServerSettings
+from harness.journal import Kind, SQLiteJournal
+
+NOW = int(time.time())
+JSON = {"content-type": "application/json"}
+
+
+def legacy(event: str, email: str) -> bytes:
+    return json.dumps([{"event": event, "data": [{"e": email, "ts": NOW}]}]).encode()
+
+
+def test_restart_on_the_same_file_keeps_every_callback(tmp_path: Path) -> None:
+    settings = ServerSettings(journal_path=tmp_path / "journal.db")
+    with CleverTapServer(settings) as first, httpx.Client() as client:
+        client.post(first.urls.bounce, content=legacy("softbounce", "a@example.com"), headers=JSON)
+        client.post(first.urls.bounce, content=b"garbage", headers=JSON)
+        before = client.get(first.urls.control + "/callbacks").json()["callbacks"]
+    assert [c["data"]["status"] for c in before] == [200, 400]
+
+    with CleverTapServer(settings) as second, httpx.Client() as client:
+        body = legacy("unsubscribe", "b@example.com")
+        client.post(second.urls.unsubscribe, content=body, headers=JSON)
+        after = client.get(second.urls.control + "/callbacks").json()["callbacks"]
+        violations = client.get(second.urls.control + "/violations?code=CT101").json()
+    # The old entries come back exactly, and numbering goes on after them.
+    assert after[:2] == before
+    assert after[2]["seq"] == before[1]["seq"] + 1
+    assert after[2]["data"]["events"] == [["unsubscribe", "b@example.com", NOW, None]]
+    assert [v["seq"] for v in violations["violations"]] == [before[1]["seq"]]
+
+
+def test_the_server_closes_the_file_it_opened_and_reopens_it_on_restart(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    ct = CleverTapServer(ServerSettings(journal_path=path))
+    with ct:
+        httpx.post(ct.urls.bounce, content=legacy("hardbounce", "a@example.com"), headers=JSON)
+    with ct:
+        httpx.post(ct.urls.bounce, content=legacy("hardbounce", "b@example.com"), headers=JSON)
+        assert len(ct.journal.entries(Kind.CALLBACK)) == 2
+    with SQLiteJournal(path) as reopened:
+        emails = [e.data["events"][0][1] for e in reopened.entries(Kind.CALLBACK)]
+    assert emails == ["a@example.com", "b@example.com"]
+
+
+def test_reset_empties_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    with CleverTapServer(ServerSettings(journal_path=path)) as ct:
+        httpx.post(ct.urls.bounce, content=legacy("hardbounce", "a@example.com"), headers=JSON)
+        assert httpx.post(ct.urls.control + "/reset").status_code == 200
+    with SQLiteJournal(path) as reopened:
+        assert reopened.entries() == []
