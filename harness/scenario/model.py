@@ -685,7 +685,8 @@ class ReadyProbe(_Model):
 class Integration(_Model):
     """The integration under test: a command the harness starts, or addresses of one running.
 
-    Left out, the runner starts the bundled example integration.
+    Left out (or with neither ``command`` nor ``addresses``), the runner starts the bundled
+    example integration; ``env`` and ``cwd`` still apply to it.
     """
 
     command: list[str] | None = Field(
@@ -729,10 +730,9 @@ class Integration(_Model):
     @model_validator(mode="after")
     def _which(self) -> Integration:
         problems: list[Problem] = []
-        if (self.command is None) == (self.addresses is None):
-            problems.append(
-                Problem((), "give command or addresses", "exactly one", "both or neither")
-            )
+        # Neither is fine: the bundled example, tuned by `env` (e.g. its EXAMPLE_* knobs).
+        if self.command is not None and self.addresses is not None:
+            problems.append(Problem((), "give command or addresses", "at most one", "both"))
         elif self.addresses is not None:
             for key in ("cwd", "env"):
                 if getattr(self, key):
