@@ -131,6 +131,7 @@ def _load_builtin_checks() -> None:
     # Importing the modules that define checks registers them. Deferred so that importing this
     # module stays cheap and free of cycles.
     import harness.clevertap.checks  # noqa: F401
+    import harness.scenario.crosschecks  # noqa: F401
 
 
 def all_checks() -> list[Check]:
