@@ -1,0 +1,844 @@
+"""The pytest plugin: the fake world as fixtures, assertions that wait, checks after every test.
+
+Registered through the ``pytest11`` entry point as ``ctharness`` (switch it off with
+``-p no:ctharness``). Documented in ``docs/pytest.md``; the short version::
+
+    def test_hardbounce_is_reported(ct_world):
+        httpx.post(ct_world.urls.bounce, json=[...])
+        ct_world.expect_callback("hardbounce", "gone@example.com", within=5)
+
+How it is built, and why:
+
+- The servers are session-scoped (``harness_world``: one per pytest process, so one per xdist
+  worker, every port 0). A test uses the function-scoped ``ct_world``, which only *resets* the
+  session world before the test (journal, duplicate index, fault counters, attempt counters),
+  so a test pays well under a millisecond for it.
+- After the test body ran (in a ``pytest_runtest_call`` wrapper, so a failure fails the test
+  rather than erroring its teardown) the plugin checks what the test left behind: errors logged
+  inside the server threads, error-level check violations journaled during the test, and, for
+  ``harness_scenario``, the scenario's expectations. If the test body already failed, none of
+  that is raised: the real error stays the one shown, and server errors are attached to its
+  report as a section.
+- Settings come from the command line, then the ini file, then ``HARNESS_*`` environment
+  variables, then defaults; the ``harness_settings`` fixture holds the result and can be
+  overridden in a conftest.
+
+This module stays cheap to import (pytest imports it in every run that has the package
+installed): the servers, the checks and the scenario code are imported inside the fixtures.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pytest
+
+if TYPE_CHECKING:
+    from harness.checks import Severity, Violation
+    from harness.clevertap.faults import FaultRule
+    from harness.clevertap.server import CleverTapServer, ServerUrls
+    from harness.journal import Entry, Journal, Kind
+    from harness.scenario.judge import Verdict
+    from harness.scenario.model import Scenario
+    from harness.smtp.world import MailWorld
+    from harness.world import World
+
+__all__ = ["HarnessSettings", "ScenarioFixture", "WorldFixture"]
+
+PLUGIN_NAME = "ctharness"
+ENV_PREFIX = "HARNESS_"
+
+Strictness = Literal["strict", "lenient"]
+CallbackFormat = Literal["legacy", "v2"]
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HarnessSettings:
+    """What the plugin's session world is built from. Immutable; use :meth:`with_`.
+
+    Resolved once per run from, in order of precedence, the command line
+    (``--harness-timeout``), the ini file (``harness_timeout``), the environment
+    (``HARNESS_TIMEOUT``) and these defaults. Override the ``harness_settings`` fixture to change
+    them from a conftest.
+    """
+
+    host: str = "127.0.0.1"
+    """Where every fake server listens."""
+    clevertap_port: int = 0
+    """Port of the fake CleverTap; 0 takes a free one (the only sane choice with xdist)."""
+    relay_port: int = 0
+    """Port of the default accept-all relay; 0 takes a free one."""
+    journal: Path | None = None
+    """An SQLite journal file (kept across tests); None keeps the journal in memory. Under xdist
+    the worker id is appended to the file name (``run-gw0.sqlite``)."""
+    strictness: Strictness = "strict"
+    """strict: payloads with error-level violations are answered 400; lenient: 200."""
+    timeout: float = 5.0
+    """Default ``within`` of the waiting assertions, in seconds."""
+    callback_format: CallbackFormat = "legacy"
+    """The callback format ``sut_env()`` tells the integration to send."""
+
+    def with_(self, **changes: Any) -> HarnessSettings:
+        """A copy with *changes* applied."""
+        return replace(self, **changes)
+
+    def journal_for(self, worker: str | None) -> Path | None:
+        """The journal file of one xdist *worker* (None: not under xdist)."""
+        if self.journal is None or worker is None:
+            return self.journal
+        return self.journal.with_name(f"{self.journal.stem}-{worker}{self.journal.suffix}")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError
+        return text
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    name: str
+    """Settings field; the option is ``--harness-<name>``, ini ``harness_<name>``, env
+    ``HARNESS_<NAME>`` (dashes and underscores as each form wants)."""
+    parse: Callable[[str], Any]
+    metavar: str
+    expected: str
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--harness-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "harness_" + self.name
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+_OPTIONS = (
+    _Option("host", str, "HOST", "an address", "address every fake server listens on (127.0.0.1)"),
+    _Option(
+        "clevertap_port", _port, "PORT", "a port 0-65535", "port of the fake CleverTap (0: free)"
+    ),
+    _Option(
+        "relay_port", _port, "PORT", "a port 0-65535", "port of the accept-all relay (0: free)"
+    ),
+    _Option("journal", Path, "PATH", "a file path", "SQLite journal file (default: in memory)"),
+    _Option(
+        "strictness",
+        _choice("strict", "lenient"),
+        "MODE",
+        "strict or lenient",
+        "strict: answer 400 to payloads with error-level violations; lenient: 200",
+    ),
+    _Option(
+        "timeout",
+        _positive_float,
+        "SECONDS",
+        "a positive number of seconds",
+        "default 'within' of the waiting assertions, seconds (5)",
+    ),
+    _Option(
+        "callback_format",
+        _choice("legacy", "v2"),
+        "FORMAT",
+        "legacy or v2",
+        "callback format the integration is told to send (legacy)",
+    ),
+)
+
+
+def _resolve_settings(config: pytest.Config) -> HarnessSettings:
+    """CLI > ini > env > default; a bad value is a usage error naming where it came from."""
+    values: dict[str, Any] = {}
+    for option in _OPTIONS:
+        cli = config.getoption(option.flag)
+        ini = config.getini(option.ini)
+        env = os.environ.get(option.env)
+        for source, raw in ((option.flag, cli), (option.ini, ini), (option.env, env)):
+            if raw is None or raw == "":
+                continue
+            try:
+                values[option.name] = option.parse(str(raw).strip())
+            except ValueError:
+                raise pytest.UsageError(
+                    f"clevertap-harness: {source} must be {option.expected}, got {raw!r}"
+                ) from None
+            break
+    return HarnessSettings(**values)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("clevertap-harness", "clevertap-harness (fake mail world + CleverTap)")
+    for option in _OPTIONS:
+        group.addoption(
+            option.flag,
+            default=None,
+            metavar=option.metavar,
+            help=f"{option.help} [env {option.env}]",
+        )
+        parser.addini(option.ini, f"clevertap-harness: {option.help}", default=None)
+
+
+_SETTINGS = pytest.StashKey[HarnessSettings]()
+_CALL_FIXTURES = pytest.StashKey[list["WorldFixture"]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "scenario(path): the scenario file the harness_scenario fixture builds its world from "
+        "(relative paths resolve against the test file's directory)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "harness(allow_violations=False, allow=(), check_scenario=True): opt out of the checks "
+        "the harness runs after the test (all violations, some codes, the scenario verdict)",
+    )
+    config.stash[_SETTINGS] = _resolve_settings(config)
+
+
+# -- errors inside the servers ---------------------------------------------------------------------
+
+# Where server code reports exceptions it caught: uvicorn ("Exception in ASGI application"),
+# aiosmtpd ("SMTP session exception", then it answers 500) and asyncio (a task or callback in
+# the world's loop that raised). None of them reaches the test by itself.
+_SERVER_LOGGERS = ("uvicorn.error", "mail.log", "asyncio")
+
+
+class _ErrorTrap(logging.Handler):
+    """Collects error records logged by the server threads, to raise them in the right test."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self._found: list[str] = []
+        self._guard = threading.Lock()
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # a record that cannot be formatted is still an error worth showing
+            text = f"{record.name}: {record.msg!r}"
+        with self._guard:
+            self._found.append(text)
+
+    def take(self) -> list[str]:
+        with self._guard:
+            found, self._found = self._found, []
+        return found
+
+    def install(self) -> None:
+        for name in _SERVER_LOGGERS:
+            logging.getLogger(name).addHandler(self)
+
+    def remove(self) -> None:
+        for name in _SERVER_LOGGERS:
+            logging.getLogger(name).removeHandler(self)
+
+
+def _server_errors(trap: _ErrorTrap, journal: Journal, since: int) -> list[str]:
+    from harness.journal import Kind
+
+    found = trap.take()
+    # The fake CleverTap journals a check that crashed (and answers 500) instead of logging it.
+    for entry in journal.entries(Kind.CALLBACK, since=since):
+        error = entry.data.get("error")
+        if error:
+            found.append(f"fake CleverTap, journal seq {entry.seq}: {error}")
+    return found
+
+
+def _format_server_errors(errors: list[str], when: str) -> str:
+    lines = [f"{len(errors)} error(s) inside the harness servers {when}:"]
+    for error in errors:
+        lines.extend("  " + line for line in error.splitlines())
+    return "\n".join(lines)
+
+
+# -- the session: one journal, one default world, scenario worlds on demand ------------------------
+
+
+def _worker(config: pytest.Config) -> str | None:
+    workerinput = getattr(config, "workerinput", None)
+    return None if workerinput is None else str(workerinput["workerid"])
+
+
+@dataclass(slots=True)
+class _Defaults:
+    """What a world looked like right after it started, so that a reset can restore it."""
+
+    faults: tuple[FaultRule, ...]
+    intake: Any
+
+
+class _Session:
+    """The per-process state of the plugin (a session fixture owns it; no module globals)."""
+
+    def __init__(self, settings: HarnessSettings, worker: str | None) -> None:
+        from harness.journal import open_journal
+
+        self.settings = settings
+        path = settings.journal_for(worker)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # One journal per process: every world of the session appends to it, so it reads as
+        # one ordered story of the run, and a journal file gets everything.
+        self.journal = open_journal(path)
+        self.keep_journal = path is not None
+        self.trap = _ErrorTrap()
+        self.trap.install()
+        self.defaults: dict[int, _Defaults] = {}
+        self.scenario_worlds: dict[Path, tuple[Scenario, World]] = {}
+
+    def remember(self, world: World) -> None:
+        self.defaults[id(world)] = _Defaults(
+            tuple(world.clevertap.faults.rules), world.bounce_intake
+        )
+
+    def reset(self, world: World) -> None:
+        """Put *world* back as it started; the hot path of every test (target < 1 ms)."""
+        defaults = self.defaults.get(id(world))
+        if defaults is not None:
+            faults = world.clevertap.faults
+            if tuple(faults.rules) != defaults.faults:
+                faults.set(defaults.faults)
+            if world.bounce_intake != defaults.intake:
+                world.bounce_intake = defaults.intake
+        if self.keep_journal and world.journal is self.journal:
+            # A journal file keeps the whole run; tests read only what came after their start.
+            world.clevertap.app.duplicates.clear()
+            world.clevertap.faults.reset()
+            world.mail.reset()
+        else:
+            world.reset()
+
+    def scenario_world(self, path: Path) -> tuple[Scenario, World]:
+        """The started world of the scenario at *path*, built once per session."""
+        cached = self.scenario_worlds.get(path)
+        if cached is None:
+            from harness.scenario.loader import load_scenario
+            from harness.world import World
+
+            scenario = load_scenario(path)
+            world = World.from_scenario(scenario, journal=self.journal)
+            world.start_sync()
+            self.remember(world)
+            cached = self.scenario_worlds[path] = (scenario, world)
+        return cached
+
+    def close(self) -> None:
+        try:
+            for _, world in self.scenario_worlds.values():
+                world.stop_sync()
+        finally:
+            self.trap.remove()
+            self.journal.close()
+
+
+@pytest.fixture(scope="session")
+def harness_settings(pytestconfig: pytest.Config) -> HarnessSettings:
+    """The resolved settings (CLI > ini > env > default). Override in a conftest to change them."""
+    return pytestconfig.stash[_SETTINGS]
+
+
+@pytest.fixture(scope="session")
+def _harness_session(
+    harness_settings: HarnessSettings, pytestconfig: pytest.Config
+) -> Iterator[_Session]:
+    session = _Session(harness_settings, _worker(pytestconfig))
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture(scope="session")
+def harness_world(harness_settings: HarnessSettings, _harness_session: _Session) -> Iterator[World]:
+    """The session's world: an accept-all relay and the fake CleverTap, started once.
+
+    Use ``ct_world`` in tests (it resets this world first and checks it after); override this
+    fixture to build another world (yield it started, on the ``_harness_session`` journal is not
+    required but the function fixtures read the world's own journal).
+    """
+    from harness.clevertap.settings import ServerSettings
+    from harness.smtp.world import MailWorld
+    from harness.world import World
+
+    s = harness_settings
+    journal = _harness_session.journal
+    mail = MailWorld(journal=journal)
+    mail.add_relay("relay", bind=s.host, port=s.relay_port)
+    clevertap = ServerSettings(host=s.host, port=s.clevertap_port, strict=s.strictness == "strict")
+    world = World(
+        journal=journal, mail=mail, clevertap=clevertap, callback_format=s.callback_format
+    )
+    world.start_sync()
+    _harness_session.remember(world)
+    try:
+        yield world
+    finally:
+        world.stop_sync()
+
+
+# -- what a test holds -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _OptOut:
+    all_violations: bool = False
+    codes: set[str] = field(default_factory=set)
+    check_scenario: bool = True
+
+
+class WorldFixture:
+    """What ``ct_world`` gives a test: the session world, reset, with waiting assertions.
+
+    Every reader and assertion looks only at journal entries recorded since this test started
+    (:attr:`since`); ``within`` defaults to the ``harness_timeout`` setting.
+    """
+
+    def __init__(
+        self, world: World, session: _Session, node: pytest.Item, *, timeout: float
+    ) -> None:
+        self.world = world
+        self.timeout = timeout
+        self._session = session
+        self._node = node
+        self._optout = _OptOut()
+        marker = node.get_closest_marker("harness")
+        if marker is not None:
+            self._apply_marker(marker)
+        stray = session.trap.take()
+        session.reset(world)
+        self.since = world.journal.last_seq
+        """Sequence number of the last journal entry before this test."""
+        self.started = time.time()
+        if stray:
+            # Logged after the previous test's teardown: nobody has seen them yet, and dropping
+            # them would hide a server bug. They fail this test's setup, saying when they came.
+            when = "between the previous test's teardown and this test's start"
+            pytest.fail(_format_server_errors(stray, when), pytrace=False)
+
+    def _apply_marker(self, marker: pytest.Mark) -> None:
+        known = {"allow_violations", "allow", "check_scenario"}
+        unknown = set(marker.kwargs) - known
+        if marker.args or unknown:
+            what = f"arguments {marker.args!r}" if marker.args else f"{sorted(unknown)}"
+            raise pytest.UsageError(
+                f"@pytest.mark.harness takes only keyword arguments {sorted(known)}; "
+                f"got {what} on {self._node.nodeid}"
+            )
+        self._optout.all_violations = bool(marker.kwargs.get("allow_violations", False))
+        allow = marker.kwargs.get("allow", ())
+        self._optout.codes.update([allow] if isinstance(allow, str) else allow)
+        self._optout.check_scenario = bool(marker.kwargs.get("check_scenario", True))
+
+    # -- the parts ---------------------------------------------------------------------------
+
+    @property
+    def journal(self) -> Journal:
+        return self.world.journal
+
+    @property
+    def clevertap(self) -> CleverTapServer:
+        """The fake CleverTap server (``.urls``, ``.set_faults(...)``, ``.faults``)."""
+        return self.world.clevertap
+
+    @property
+    def mx(self) -> MailWorld:
+        """The mail world (its hosts, ``transport_map()``)."""
+        return self.world.mail
+
+    @property
+    def urls(self) -> ServerUrls:
+        """The fake CleverTap's callback URLs: ``.bounce``, ``.unsubscribe``, ``.v2``."""
+        return self.world.clevertap.urls
+
+    def sut_env(self) -> dict[str, str]:
+        """The ``HARNESS_*`` variables that tell an integration where this world is."""
+        return self.world.sut_env()
+
+    def entries(self, kind: Kind | None = None) -> list[Entry]:
+        """Journal entries recorded during this test, of one kind or all."""
+        return self.journal.entries(kind, since=self.since)
+
+    def callbacks(self) -> list[Entry]:
+        """The callbacks received during this test (``Kind.CALLBACK`` entries)."""
+        from harness.journal import Kind
+
+        return self.entries(Kind.CALLBACK)
+
+    # -- assertions --------------------------------------------------------------------------
+
+    def expect_callback(
+        self,
+        event: str,
+        email: str,
+        *,
+        within: float | None = None,
+        ts: tuple[float, float] | None = None,
+    ) -> Entry:
+        """Wait for a callback reporting *event* for *email*; its journal entry.
+
+        Raises :class:`~harness.errors.ExpectationError` showing the nearest callbacks that did
+        arrive, the checks that fired and their journal seqs.
+        """
+        __tracebackhide__ = True
+        from harness.errors import ExpectationError
+        from harness.expect import expect_callback
+
+        within = self.timeout if within is None else within
+        try:
+            return expect_callback(
+                self.journal, event, email, within=within, since=self.since, ts=ts
+            )
+        except ExpectationError as exc:
+            raise _short(exc) from None
+
+    async def expect_callback_async(
+        self,
+        event: str,
+        email: str,
+        *,
+        within: float | None = None,
+        ts: tuple[float, float] | None = None,
+    ) -> Entry:
+        """:meth:`expect_callback` for async tests: waits without blocking the test's loop."""
+        __tracebackhide__ = True
+        from harness.errors import ExpectationError
+        from harness.expect import expect_callback_async
+
+        within = self.timeout if within is None else within
+        try:
+            return await expect_callback_async(
+                self.journal, event, email, within=within, since=self.since, ts=ts
+            )
+        except ExpectationError as exc:
+            raise _short(exc) from None
+
+    def expect_no_callbacks(
+        self, *, within: float = 0.0, event: str | None = None, email: str | None = None
+    ) -> None:
+        """No callback (or none for *event* / *email*) arrived, waiting *within* seconds first."""
+        __tracebackhide__ = True
+        from harness.errors import ExpectationError
+        from harness.expect import expect_no_callbacks
+
+        try:
+            expect_no_callbacks(
+                self.journal, within=within, since=self.since, event=event, email=email
+            )
+        except ExpectationError as exc:
+            raise _short(exc) from None
+
+    async def expect_no_callbacks_async(
+        self, *, within: float = 0.0, event: str | None = None, email: str | None = None
+    ) -> None:
+        """:meth:`expect_no_callbacks` for async tests: waits without blocking the test's loop."""
+        __tracebackhide__ = True
+        from harness.errors import ExpectationError
+        from harness.expect import expect_no_callbacks_async
+
+        try:
+            await expect_no_callbacks_async(
+                self.journal, within=within, since=self.since, event=event, email=email
+            )
+        except ExpectationError as exc:
+            raise _short(exc) from None
+
+    def expect_no_violations(
+        self, *, allow: Iterable[str] = (), severity: Severity | None = None
+    ) -> None:
+        """No violation of *severity* (default: error) was found during this test."""
+        __tracebackhide__ = True
+        from harness.checks import Severity
+        from harness.errors import ExpectationError
+        from harness.expect import expect_no_violations
+
+        try:
+            expect_no_violations(
+                self.journal,
+                since=self.since,
+                allow=allow,
+                severity=Severity.ERROR if severity is None else severity,
+            )
+        except ExpectationError as exc:
+            raise _short(exc) from None
+
+    def violations(self) -> list[Violation]:
+        """Every violation found during this test (in callbacks and cross-checks)."""
+        from harness.expect import violations
+
+        return violations(self.journal, since=self.since)
+
+    def allow_violations(self, *codes: str) -> None:
+        """Opt out of the after-test violation check: for *codes*, or for every code if none."""
+        if codes:
+            self._optout.codes.update(codes)
+        else:
+            self._optout.all_violations = True
+
+    # -- after the test ----------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Run after a test body that passed; fails the test with what it left unmet."""
+        errors = _server_errors(self._session.trap, self.journal, self.since)
+        if errors:
+            pytest.fail(_format_server_errors(errors, "during this test"), pytrace=False)
+        problem = self._unmet_expectations()
+        if problem is None and not self._optout.all_violations:
+            problem = self._unallowed_violations()
+        if problem is not None:
+            # Raised outside the except blocks above, so pytest shows no "during handling of
+            # the above exception" chain: the message is the whole story.
+            pytest.fail(problem, pytrace=False)
+
+    def _unallowed_violations(self) -> str | None:
+        from harness.errors import ConfigError, ExpectationError
+
+        try:
+            self.expect_no_violations(allow=self._allowed())
+        except ConfigError as exc:
+            return f"{self._node.nodeid}: @pytest.mark.harness(allow=...): {exc}"
+        except ExpectationError as exc:
+            return (
+                f"error-level check violations were recorded during this test:\n{exc}\n"
+                "(opt out with @pytest.mark.harness(allow=[...]) or "
+                "allow_violations=True, or call ct_world.allow_violations() in the test)"
+            )
+        return None
+
+    def _allowed(self) -> set[str]:
+        return set(self._optout.codes)
+
+    def _unmet_expectations(self) -> str | None:
+        """Scenario expectations; a plain world has none."""
+        return None
+
+    def _attach_errors(self, item: pytest.Item) -> None:
+        """After a failed test body: show server errors next to the real failure."""
+        errors = _server_errors(self._session.trap, self.journal, self.since)
+        if errors:
+            item.add_report_section(
+                "call", "harness", _format_server_errors(errors, "during this test")
+            )
+
+    def _finish(self) -> None:
+        """Fixture teardown: errors logged after the body ended still belong to this test."""
+        errors = self._session.trap.take()
+        if errors:
+            pytest.fail(_format_server_errors(errors, "after this test's body"), pytrace=False)
+
+
+class ScenarioFixture(WorldFixture):
+    """What ``harness_scenario`` gives a test: a :class:`WorldFixture` on the world of the
+    test's ``@pytest.mark.scenario`` file, plus :attr:`scenario` and :meth:`expect_scenario`.
+
+    After a passing test body the scenario's expectations are judged (waiting for them up to
+    the scenario's ``expect.within`` from the test's start) unless the test already called
+    :meth:`expect_scenario` or opted out with ``@pytest.mark.harness(check_scenario=False)``.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        world: World,
+        session: _Session,
+        node: pytest.Item,
+        *,
+        timeout: float,
+    ) -> None:
+        super().__init__(world, session, node, timeout=timeout)
+        self.scenario = scenario
+        self.verdict: Verdict | None = None
+        self._deadline = time.monotonic() + scenario.expect.within
+
+    def _allowed(self) -> set[str]:
+        return {*self._optout.codes, *self.scenario.expect.violations.allow}
+
+    def expect_scenario(self, *, within: float | None = None) -> Verdict:
+        """Wait until the scenario's expectations are decided, judge them, fail if unmet.
+
+        Waits until nothing is pending any more, or for *within* seconds (default: what is
+        left of the scenario's ``expect.within`` since the test started).
+        """
+        __tracebackhide__ = True
+        from harness.scenario.judge import pending
+
+        deadline = self._deadline if within is None else time.monotonic() + within
+        while pending(self.scenario, self.journal):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # Wake on the next entry; the cap makes a verdict that turns on time alone (an
+            # expected-absent callback) come no later than a quarter second after it is due.
+            self.journal.wait_for(_anything, min(remaining, 0.25), since=self.journal.last_seq)
+        return self._judge()
+
+    async def expect_scenario_async(self, *, within: float | None = None) -> Verdict:
+        """:meth:`expect_scenario` for async tests: never blocks the test's event loop."""
+        __tracebackhide__ = True
+        from harness.scenario.judge import pending
+
+        deadline = self._deadline if within is None else time.monotonic() + within
+        while pending(self.scenario, self.journal):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self.journal.wait_for_async(
+                _anything, min(remaining, 0.25), since=self.journal.last_seq
+            )
+        return self._judge()
+
+    def _judge(self) -> Verdict:
+        __tracebackhide__ = True
+        from harness.errors import ExpectationError
+        from harness.scenario.judge import judge
+        from harness.scenario.report import render_text
+
+        verdict = judge(self.scenario, self.journal, started=self.started, finished=time.time())
+        self.verdict = verdict
+        if not verdict.passed:
+            raise ExpectationError(render_text(verdict))
+        return verdict
+
+    def _unmet_expectations(self) -> str | None:
+        if self.verdict is not None or not self._optout.check_scenario:
+            return None
+        from harness.errors import ExpectationError
+
+        try:
+            self.expect_scenario()
+        except ExpectationError as exc:
+            return (
+                f"scenario expectations not met after the test:\n{exc}\n"
+                "(opt out with @pytest.mark.harness(check_scenario=False))"
+            )
+        return None
+
+
+def _short(exc: BaseException) -> BaseException:
+    """*exc* without the frames of the assertion helpers: pytest then shows the test's line and
+    the message (the message is the diff; the helpers' insides are noise)."""
+    return exc.with_traceback(None)
+
+
+def _anything(entry: Entry) -> bool:
+    return True
+
+
+def _register(request: pytest.FixtureRequest, fixture: WorldFixture) -> None:
+    node = request.node
+    node.stash.setdefault(_CALL_FIXTURES, []).append(fixture)
+
+
+@pytest.fixture
+def ct_world(
+    harness_world: World,
+    harness_settings: HarnessSettings,
+    _harness_session: _Session,
+    request: pytest.FixtureRequest,
+) -> Iterator[WorldFixture]:
+    """The session world, reset for this test and checked after it (see :class:`WorldFixture`)."""
+    if id(harness_world) not in _harness_session.defaults:
+        _harness_session.remember(harness_world)  # a world from an overriding fixture
+    fixture = WorldFixture(
+        harness_world, _harness_session, request.node, timeout=harness_settings.timeout
+    )
+    _register(request, fixture)
+    yield fixture
+    fixture._finish()
+
+
+@pytest.fixture
+def clevertap(ct_world: WorldFixture) -> CleverTapServer:
+    """The fake CleverTap of the (reset) session world."""
+    return ct_world.clevertap
+
+
+@pytest.fixture
+def mx(ct_world: WorldFixture) -> MailWorld:
+    """The mail world of the (reset) session world: its accept-all relay."""
+    return ct_world.mx
+
+
+@pytest.fixture
+def harness_scenario(
+    harness_settings: HarnessSettings,
+    _harness_session: _Session,
+    request: pytest.FixtureRequest,
+) -> Iterator[ScenarioFixture]:
+    """The world of the test's ``@pytest.mark.scenario("file.yaml")``, reset and checked."""
+    from harness.errors import ScenarioError
+
+    node = request.node
+    marker = node.get_closest_marker("scenario")
+    if marker is None or len(marker.args) != 1 or marker.kwargs:
+        pytest.fail(
+            f"{node.nodeid}: the harness_scenario fixture needs "
+            "@pytest.mark.scenario('path/to/scenario.yaml') on the test, its class or module",
+            pytrace=False,
+        )
+    path = Path(marker.args[0])
+    if not path.is_absolute():
+        path = Path(node.path).parent / path
+    try:
+        scenario, world = _harness_session.scenario_world(path.resolve())
+    except ScenarioError as exc:
+        pytest.fail(f"{node.nodeid}: scenario {str(path)!r} does not load:\n{exc}", pytrace=False)
+    fixture = ScenarioFixture(
+        scenario, world, _harness_session, node, timeout=harness_settings.timeout
+    )
+    _register(request, fixture)
+    yield fixture
+    fixture._finish()
+
+
+# -- the after-test check --------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    try:
+        result = yield
+    except BaseException:
+        # The body failed: that is the error to show. Server errors go beside it, and no
+        # "expectations not met" is raised on top of it.
+        for fixture in item.stash.get(_CALL_FIXTURES, ()):
+            fixture._attach_errors(item)
+        raise
+    for fixture in item.stash.get(_CALL_FIXTURES, ()):
+        fixture._check()
+    return result
