@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -70,11 +71,33 @@ class ScriptedMX:
     of DATA, ``"accept"`` takes the message. Recipients not in the script are accepted.
     """
 
-    def __init__(self, script: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self,
+        script: Mapping[str, Sequence[str]] | None = None,
+        *,
+        tls: tuple[Path, Path] | None = None,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         self.script = {k.lower(): list(v) for k, v in (script or {}).items()}
         self.attempts: Counter[str] = Counter()
         self.received: list[Received] = []
+        self.logins: list[tuple[str, bool]] = []
+        """(user, over TLS) of each successful AUTH."""
+        self._tls = tls
+        self._credentials = credentials
         self._server: asyncio.Server | None = None
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(data, LoginPassword)
+            and self._credentials is not None
+            and (data.login.decode(), data.password.decode()) == self._credentials
+        )
+        if ok:
+            self.logins.append((data.login.decode(), session.ssl is not None))
+        return AuthResult(success=ok, handled=False)
 
     def _reply(self, rcpt: str) -> str:
         replies = self.script.get(rcpt.lower(), ["accept"])
@@ -102,9 +125,23 @@ class ScriptedMX:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: SMTP(self, loop=loop, hostname="mx.example.com"), HOST, 0
-        )
+        context = None
+        if self._tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self._tls)
+
+        def factory() -> SMTP:
+            return SMTP(
+                self,
+                loop=loop,
+                hostname="mx.example.com",
+                tls_context=context,
+                require_starttls=context is not None,
+                authenticator=self._authenticate if self._credentials else None,
+                auth_required=self._credentials is not None,
+            )
+
+        self._server = await loop.create_server(factory, HOST, 0)
 
     @property
     def address(self) -> str:

@@ -56,8 +56,10 @@ class World:
         self._suts: list[SUT] = []
         self._peers: list[ScriptedMX | RawServer | CallbackReceiver] = []
 
-    async def mx(self, script: Mapping[str, Sequence[str]] | None = None) -> ScriptedMX:
-        server = ScriptedMX(script)
+    async def mx(
+        self, script: Mapping[str, Sequence[str]] | None = None, **options: Any
+    ) -> ScriptedMX:
+        server = ScriptedMX(script, **options)
         await server.start()
         self._peers.append(server)
         return server
@@ -82,10 +84,19 @@ class World:
         return sut
 
     async def close(self) -> None:
-        for sut in self._suts:
-            await sut.stop()
-        for peer in reversed(self._peers):
-            await peer.stop()
+        problems = []
+        try:
+            for sut in self._suts:
+                # Every run ends the way the harness ends it: SIGTERM, clean exit, no crash on
+                # the way (an exception inside a handler would show as a traceback).
+                code = await sut.stop()
+                if code != 0 or "Traceback" in sut.log():
+                    problems.append(f"SUT exit code {code}; its log:\n{sut.log()}")
+        finally:
+            for peer in reversed(self._peers):
+                await peer.stop()
+        if problems:
+            raise AssertionError("\n".join(problems))
 
 
 @pytest_asyncio.fixture
@@ -702,6 +713,25 @@ async def test_relay_mode_sends_everything_to_the_smarthost(world: World) -> Non
 
     assert sorted(r.rcpt for r in relay.received) == ["a@example.com", "b@nowhere.test"]
     assert [(e, a) for e, a, _ in legacy_items(receiver)] == [("hardbounce", "bad@elsewhere.test")]
+
+
+async def test_relay_with_starttls_and_auth(world: World, tmp_path: Path) -> None:
+    relay = await world.mx(tls=self_signed_certificate(tmp_path), credentials=("gw", "relay-pw"))
+    receiver = await world.receiver()
+    sut = await world.sut(
+        legacy(
+            receiver,
+            HARNESS_RELAY=relay.address,
+            HARNESS_RELAY_TLS="starttls",
+            HARNESS_RELAY_USER="gw",
+            HARNESS_RELAY_PASSWORD="relay-pw",
+        )
+    )
+    await submit(sut, ["a@example.com"])
+    await eventually(lambda: len(relay.received) == 1, sut.log)
+
+    assert relay.logins == [("gw", True)]
+    assert relay.received[0].mail_from == "bounces+a=example.com@sut.test"
 
 
 # -- configuration errors ---------------------------------------------------------------------
