@@ -1,0 +1,187 @@
+"""The campaign driver: plays CleverTap, submitting a scenario's campaign to the integration.
+
+One message per recipient (as CleverTap sends them), each with its own ``X-CleverTap_META``
+from the scenario's template, over SMTP with AUTH and STARTTLS or implicit TLS as the scenario's
+``integration`` block says, ``campaign.per_connection`` messages per connection, several
+connections at once. Every message is journaled as one :data:`~harness.journal.Kind.SENT` entry
+(documented in docs/runner.md)::
+
+    {"message_id", "from", "to": [recipient], "meta", "subject", "n",
+     "ok": bool, "reply": "250 ..." | None, "error": str | None}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate
+
+import aiosmtplib
+
+from harness.journal import Journal, Kind
+from harness.scenario.model import Campaign, Credentials
+
+__all__ = ["Submission", "build_message", "submit_campaign"]
+
+# Headers are never folded below the RFC 5321 line limit: an X-CleverTap_META value has no
+# spaces to fold at, and the integration must echo it byte for byte.
+_POLICY = SMTP_POLICY.clone(max_line_length=998)
+UNSUBSCRIBE_PLACEHOLDER = "*|UNSUBSCRIBE|*"
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """How to reach the integration's SMTP submission port."""
+
+    host: str
+    port: int
+    tls: str = "none"
+    """none | starttls | implicit"""
+    auth: Credentials | None = None
+    tls_context: ssl.SSLContext | None = None
+    """Trusts the integration's certificate (the runner made it); None skips verification."""
+    timeout: float = 30.0
+
+
+def build_message(campaign: Campaign, recipient: str, n: int, ts: int, token: str) -> EmailMessage:
+    """The message CleverTap would submit for recipient number *n* (from 1)."""
+    message = EmailMessage(policy=_POLICY)
+    message["From"] = campaign.sender
+    message["To"] = recipient
+    message["Subject"] = campaign.subject
+    message["Date"] = formatdate(ts, localtime=False, usegmt=True)
+    message["Message-ID"] = f"<{campaign.campaign_id}.{n}.{token}@harness.invalid>"
+    message["X-CleverTap_META"] = campaign.meta_for(recipient, n, ts)
+    for name, value in campaign.headers.items():
+        message[name] = value
+    message.set_content(campaign.text)
+    return message
+
+
+async def submit_campaign(
+    campaign: Campaign,
+    submission: Submission,
+    journal: Journal,
+    *,
+    connections: int = 8,
+    on_sent: Callable[[int], None] | None = None,
+) -> int:
+    """Submit every message of *campaign*; returns how many the integration accepted.
+
+    Failures never raise: each message's outcome (the reply, or what went wrong) is journaled.
+    *on_sent* is called with the running count of messages submitted (for progress).
+    """
+    recipients = campaign.recipients
+    per = campaign.per_connection
+    batches = [
+        list(enumerate(recipients[i : i + per], start=i + 1))
+        for i in range(0, len(recipients), per)
+    ]
+    queue: asyncio.Queue[list[tuple[int, str]]] = asyncio.Queue()
+    for batch in batches:
+        queue.put_nowait(batch)
+    run = secrets.token_hex(4)
+    counts = {"done": 0, "ok": 0}
+
+    def record(n: int, recipient: str, meta: str, message_id: str, **outcome: object) -> None:
+        journal.append(
+            Kind.SENT,
+            {
+                "message_id": message_id,
+                "from": campaign.sender,
+                "to": [recipient],
+                "meta": meta,
+                "subject": campaign.subject,
+                "n": n,
+                "ok": outcome.get("ok", False),
+                "reply": outcome.get("reply"),
+                "error": outcome.get("error"),
+            },
+        )
+        counts["done"] += 1
+        if outcome.get("ok"):
+            counts["ok"] += 1
+        if on_sent is not None:
+            on_sent(counts["done"])
+
+    async def worker() -> None:
+        while not queue.empty():
+            batch = queue.get_nowait()
+            await _send_batch(campaign, submission, batch, run, record)
+
+    workers = max(1, min(connections, len(batches)))
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return counts["ok"]
+
+
+def _client(submission: Submission) -> aiosmtplib.SMTP:
+    return aiosmtplib.SMTP(
+        hostname=submission.host,
+        port=submission.port,
+        timeout=submission.timeout,
+        use_tls=submission.tls == "implicit",
+        start_tls=submission.tls == "starttls",
+        validate_certs=submission.tls_context is not None,
+        tls_context=submission.tls_context,
+        username=submission.auth.username if submission.auth else None,
+        password=submission.auth.password if submission.auth else None,
+        local_hostname="harness.invalid",
+    )
+
+
+async def _send_batch(
+    campaign: Campaign,
+    submission: Submission,
+    batch: list[tuple[int, str]],
+    run: str,
+    record: Callable[..., None],
+) -> None:
+    client: aiosmtplib.SMTP | None = None
+    try:
+        for n, recipient in batch:
+            ts = int(time.time())
+            message = build_message(campaign, recipient, n, ts, f"{run}{n:x}")
+            meta = str(message["X-CleverTap_META"])
+            message_id = str(message["Message-ID"])
+            if client is None or not client.is_connected:
+                client = _client(submission)
+                try:
+                    await client.connect()
+                except (aiosmtplib.SMTPException, OSError) as exc:
+                    record(n, recipient, meta, message_id, error=_describe(exc, submission))
+                    client = None
+                    continue
+            try:
+                await client.mail(campaign.sender)
+                await client.rcpt(recipient)
+                response = await client.data(message.as_bytes(policy=_POLICY))
+            except aiosmtplib.SMTPResponseException as exc:  # MAIL, RCPT or DATA refused
+                record(n, recipient, meta, message_id, reply=f"{exc.code} {exc.message}")
+                try:
+                    await client.rset()  # the next message starts a clean transaction
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
+                    client = None
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                record(n, recipient, meta, message_id, error=_describe(exc, submission))
+                client.close()
+                client = None
+            else:
+                reply = f"{response.code} {response.message}"
+                record(n, recipient, meta, message_id, ok=True, reply=reply)
+    finally:
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+
+
+def _describe(exc: BaseException, submission: Submission) -> str:
+    return f"{type(exc).__name__} with {submission.host}:{submission.port}: {exc}"

@@ -1,0 +1,298 @@
+"""The World: every fake server of a test run (mail world + fake CleverTap) on one journal.
+
+::
+
+    world = World.from_scenario(load_scenario("scenarios/mailbox-full.yaml"))
+    with world:                          # sync code: one background event loop for everything
+        env = world.sut_env()            # tell the integration under test where things are
+        ...
+        world.expect_callback("softbounce", "full@example.com")
+
+    async with World() as world:          # inside a running event loop (async tests, the runner)
+        ...
+
+The world owns no integration: the runner (:mod:`harness.scenario.runner`) or the user starts
+one and gives it :meth:`World.sut_env`. The integration's bounce intake is only known once it is
+ready, so :attr:`World.bounce_intake` may be set after the world started.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from harness._loop import LoopThread
+from harness.checks import Severity, Violation
+from harness.clevertap.server import CleverTapServer
+from harness.clevertap.settings import ServerSettings
+from harness.errors import ConfigError, ServerError
+from harness.journal import Entry, Journal, MemoryJournal
+from harness.smtp.server import Intake, MXHost
+from harness.smtp.world import MailWorld
+
+if TYPE_CHECKING:
+    from harness.scenario.model import HostPlan, Scenario
+
+__all__ = ["World"]
+
+CallbackFormat = Literal["legacy", "v2"]
+
+_TLS = {"none": (None, False), "starttls": ("starttls", False), "required": ("starttls", True)}
+
+
+class World:
+    """The fake mail world and the fake CleverTap, sharing one :class:`~harness.journal.Journal`.
+
+    *mail* defaults to an empty :class:`~harness.smtp.world.MailWorld`; *clevertap* is a
+    :class:`~harness.clevertap.server.CleverTapServer` or its settings (default settings when
+    None). Both must journal into *journal* (a new in-memory one when None).
+    *callback_format* is what :meth:`sut_env` tells the integration to send.
+    """
+
+    def __init__(
+        self,
+        *,
+        journal: Journal | None = None,
+        mail: MailWorld | None = None,
+        clevertap: CleverTapServer | ServerSettings | None = None,
+        callback_format: CallbackFormat = "legacy",
+        start_timeout: float = 10.0,
+    ) -> None:
+        if callback_format not in ("legacy", "v2"):
+            raise ConfigError(f"callback_format must be 'legacy' or 'v2', not {callback_format!r}")
+        if journal is None:
+            journal = mail.journal if mail is not None else MemoryJournal()
+        if mail is not None and mail.journal is not journal:
+            raise ConfigError("World(mail=...): the mail world must journal into the same journal")
+        if isinstance(clevertap, CleverTapServer):
+            if clevertap.journal is not journal:
+                raise ConfigError(
+                    "World(clevertap=...): the server must journal into the same journal; "
+                    "pass CleverTapServer(settings, journal=journal), or pass the settings"
+                )
+            server = clevertap
+        else:
+            server = CleverTapServer(clevertap, journal=journal)
+        self.journal: Journal = journal
+        self.mail: MailWorld = mail if mail is not None else MailWorld(journal=journal)
+        self.clevertap: CleverTapServer = server
+        self.callback_format: CallbackFormat = callback_format
+        self.start_timeout = start_timeout
+        self._thread: LoopThread | None = None
+        self._started = False
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario, *, journal: Journal | None = None) -> World:
+        """The world a scenario describes: its MX hosts and relay, its fake CleverTap."""
+        journal = journal if journal is not None else MemoryJournal()
+        mail = MailWorld(journal=journal)
+        for plan in scenario.hosts():
+            _add_host(mail, plan)
+        return cls(
+            journal=journal,
+            mail=mail,
+            clevertap=scenario.clevertap.server_settings(),
+            callback_format=scenario.clevertap.format,
+        )
+
+    # -- lifecycle (async) -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._started
+
+    async def start(self) -> World:
+        """Start every server in the running event loop."""
+        if self._started:
+            return self
+        await self.clevertap.start()
+        try:
+            await self.mail.start()
+        except BaseException:
+            await self.clevertap.stop()
+            raise
+        self._started = True
+        return self
+
+    async def stop(self) -> None:
+        """Stop every server (mail first: a DSN in flight still finds its intake journaled)."""
+        if not self._started:
+            return
+        self._started = False
+        try:
+            await self.mail.stop()
+        finally:
+            await self.clevertap.stop()
+
+    async def __aenter__(self) -> World:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- lifecycle (sync) ------------------------------------------------------------------------
+
+    def start_sync(self) -> World:
+        """Start every server in one background thread with its own event loop."""
+        if self._thread is not None:
+            return self
+        if self._started:
+            raise ServerError("this world is already running in an event loop")
+        thread = LoopThread(name="harness-world")
+        thread.start()
+        try:
+            thread.run(self.start(), timeout=self.start_timeout)
+        except BaseException:
+            thread.stop()
+            raise
+        self._thread = thread
+        return self
+
+    def stop_sync(self) -> None:
+        """Stop a world started with :meth:`start_sync` and join its thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._thread = None
+        try:
+            # The fake CleverTap may wait up to its stop_timeout for requests in flight.
+            thread.run(self.stop(), timeout=self.clevertap.settings.stop_timeout + 10.0)
+        finally:
+            thread.stop()
+
+    def __enter__(self) -> World:
+        return self.start_sync()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_sync()
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    @property
+    def bounce_intake(self) -> Intake | None:
+        """Where accept-then-bounce DSNs go: the integration's intake ``(host, port)``."""
+        return self.mail.bounce_intake
+
+    @bounce_intake.setter
+    def bounce_intake(self, intake: Intake | None) -> None:
+        # Settable after start: the integration starts after the world and reports its intake
+        # port only when ready. DSNs are scheduled after a message is accepted, so setting it
+        # before the campaign is submitted is early enough.
+        self.mail.bounce_intake = intake
+
+    def sut_env(self) -> dict[str, str]:
+        """The ``HARNESS_*`` variables of docs/integration-contract.md that describe the world.
+
+        The mail side (``HARNESS_MX_MAP`` and/or ``HARNESS_RELAY`` with its credentials and TLS),
+        the callback side (format and URLs) and ``HARNESS_HOST``. What only the runner knows (the
+        ready file, submission credentials and TLS) is not here.
+        """
+        if not self._started:
+            raise ServerError("start the world first: its ports are known once it runs")
+        urls = self.clevertap.urls
+        env = {
+            "HARNESS_HOST": "127.0.0.1",
+            "HARNESS_CALLBACK_FORMAT": self.callback_format,
+            "HARNESS_BOUNCE_URL": urls.bounce,
+            "HARNESS_UNSUBSCRIBE_URL": urls.unsubscribe,
+            "HARNESS_V2_URL": urls.v2,
+        }
+        mx_map = {k: v for k, v in self.mail.transport_map().items() if k != "*"}
+        if mx_map:
+            env["HARNESS_MX_MAP"] = json.dumps(mx_map, sort_keys=True, separators=(",", ":"))
+        relay = self.mail.relay
+        if relay is not None:
+            env["HARNESS_RELAY"] = f"{relay.bind}:{relay.port}"
+            env["HARNESS_RELAY_TLS"] = relay.tls or "none"
+            if relay.auth_users:
+                user, password = next(iter(relay.auth_users.items()))
+                env["HARNESS_RELAY_USER"] = user
+                env["HARNESS_RELAY_PASSWORD"] = password
+        return env
+
+    def reset(self) -> None:
+        """Forget everything recorded and counted: the journal, the duplicate index, the fault
+        counters and the mail rules' per-(sender, recipient) attempts. Servers keep running."""
+        self.clevertap.reset()  # the journal, duplicates and fault counters
+        self.mail.reset()
+
+    # -- expectations (see harness.expect) -------------------------------------------------------
+
+    def expect_callback(
+        self,
+        event: str,
+        email: str,
+        *,
+        within: float = 5.0,
+        since: int = 0,
+        ts: tuple[float, float] | None = None,
+    ) -> Entry:
+        """:func:`harness.expect.expect_callback` on this world's journal."""
+        from harness.expect import expect_callback
+
+        return expect_callback(self.journal, event, email, within=within, since=since, ts=ts)
+
+    def expect_no_callbacks(
+        self,
+        *,
+        within: float = 0.0,
+        since: int = 0,
+        event: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        """:func:`harness.expect.expect_no_callbacks` on this world's journal."""
+        from harness.expect import expect_no_callbacks
+
+        expect_no_callbacks(self.journal, within=within, since=since, event=event, email=email)
+
+    def expect_no_violations(
+        self,
+        *,
+        since: int = 0,
+        allow: Iterable[str] = (),
+        severity: Severity = Severity.ERROR,
+    ) -> None:
+        """:func:`harness.expect.expect_no_violations` on this world's journal."""
+        from harness.expect import expect_no_violations
+
+        expect_no_violations(self.journal, since=since, allow=allow, severity=severity)
+
+    def violations(self, *, since: int = 0) -> list[Violation]:
+        """:func:`harness.expect.violations` on this world's journal."""
+        from harness.expect import violations
+
+        return violations(self.journal, since=since)
+
+
+def _add_host(mail: MailWorld, plan: HostPlan) -> MXHost:
+    declared = plan.host
+    options: dict[str, Any] = {"rules": plan.parsed_rules()}
+    if declared.flavour is not None:
+        options["flavour"] = declared.flavour
+    if declared.tls == "implicit":
+        options["tls"] = "implicit"
+    else:
+        options["tls"], options["require_tls"] = _TLS[declared.tls]
+    if declared.auth is not None:
+        options["auth"] = {declared.auth.username: declared.auth.password}
+        options["auth_required"] = True
+    if declared.server_down is not None:
+        options["server_down"] = declared.server_down
+    if plan.role == "relay":
+        return mail.add_relay("relay", **options)
+    # Named after its first domain: the journal's "host" field then reads like the scenario.
+    return mail.add_host(
+        plan.domains[0], domains=plan.domains, hostname=f"mx.{plan.domains[0]}", **options
+    )
