@@ -494,6 +494,26 @@ class Facts:
         last = failure if failure is not None else history[-1]
         return (history[0].start, last.end, last.seq)
 
+    def real_event(self, event: ReportedEvent) -> tuple[float, float, int] | None:
+        """The span of the one real event *event* reports: (start, end, evidence seq).
+
+        An unsubscribe: the first click before it. A bounce: the last failure before it (a
+        reply, a DSN, a drop; for a host that was down all along, from the start of the run up
+        to the callback, since its refused connections leave no trace). Delivered: the last
+        acceptance before it. None when there is none.
+        """
+        if event.what == "unsubscribe":
+            click = self.click_before(event.email, event.at)
+            return None if click is None else (click.at, click.at, click.seq)
+        if event.what == "delivered":
+            accepted = self.accepted_before(event.email, event.at)
+            return None if accepted is None else (accepted.start, accepted.end, accepted.seq)
+        failure = self.failure_before(event.email, event.at)
+        if failure is None:
+            return None
+        end = event.at if failure.kind == "host_down" else failure.end
+        return (failure.start, end, failure.seq)
+
 
 def _variant_class(variant: Any) -> str:
     mode = CATALOG.get(str(variant))
