@@ -456,9 +456,10 @@ class WorldFixture:
         unknown = set(marker.kwargs) - known
         if marker.args or unknown:
             what = f"arguments {marker.args!r}" if marker.args else f"{sorted(unknown)}"
-            raise pytest.UsageError(
+            pytest.fail(
                 f"@pytest.mark.harness takes only keyword arguments {sorted(known)}; "
-                f"got {what} on {self._node.nodeid}"
+                f"got {what} on {self._node.nodeid}",
+                pytrace=False,
             )
         self._optout.all_violations = bool(marker.kwargs.get("allow_violations", False))
         allow = marker.kwargs.get("allow", ())

@@ -1,0 +1,49 @@
+"""Fixtures for the plugin tests: a pytester project configured as strictly as this suite."""
+
+from __future__ import annotations
+
+import pytest
+
+# What every inner run gets: warnings are errors (as in this suite), pytest-asyncio's loop
+# scope set (it warns otherwise), and no cache directory left in the test's tmp dir.
+INI = """
+[pytest]
+filterwarnings = error
+asyncio_default_fixture_loop_scope = function
+addopts = -p no:cacheprovider
+"""
+
+# The plugin's settings in the environment: removed so the developer's shell cannot leak in.
+ENV_NAMES = (
+    "HARNESS_HOST",
+    "HARNESS_CLEVERTAP_PORT",
+    "HARNESS_RELAY_PORT",
+    "HARNESS_JOURNAL",
+    "HARNESS_STRICTNESS",
+    "HARNESS_TIMEOUT",
+    "HARNESS_CALLBACK_FORMAT",
+)
+
+# Callback bodies the inner tests post; `ts` is filled in with the current time by the tests.
+HELPERS = """
+import json
+import time
+
+
+def legacy(event, email, ts=None):
+    ts = int(time.time()) if ts is None else ts
+    return json.dumps([{"event": event, "data": [{"e": email, "ts": ts}]}])
+
+
+JSON = {"content-type": "application/json"}
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester project with the strict ini and a ``bodies`` helper module."""
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    pytester.makeini(INI)
+    pytester.makepyfile(bodies=HELPERS)
+    return pytester
