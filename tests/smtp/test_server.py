@@ -131,6 +131,20 @@ def test_ehlo_advertises_the_extensions(mx: Callable[..., MailWorld]) -> None:
         assert c.esmtp_features["size"] == "5000"
         assert not c.has_extn("auth")
         assert not c.has_extn("starttls")
+    (session,) = wait_session(world)
+    assert [r for r in session.data["replies"] if r["stage"] == "ehlo"] == [
+        {"stage": "ehlo", "reply": line}
+        for line in (
+            "250-mx1.example.com",
+            "250-SIZE 5000",
+            "250-8BITMIME",
+            "250-SMTPUTF8",
+            "250-PIPELINING",
+            "250-DSN",
+            "250-ENHANCEDSTATUSCODES",
+            "250 HELP",
+        )
+    ]
 
 
 def test_sequence_by_attempt_over_real_retries(mx: Callable[..., MailWorld]) -> None:
