@@ -257,10 +257,15 @@ def _record(
     journal: Journal, scenario: Scenario, entries: Sequence[Entry], found: Sequence[Violation]
 ) -> None:
     """Append each cross-check violation once (judging the same run twice adds nothing)."""
+    if not found:
+        return
+    # Violations are journaled when found, after the run's entries and maybe after `finished`:
+    # look at every one recorded since the run began.
+    since = entries[0].seq - 1 if entries else journal.last_seq
     done = {
         (e.data.get("code"), e.data.get("path"), tuple(e.data.get("evidence") or ()))
-        for e in entries
-        if e.kind is Kind.VIOLATION and e.data.get("source") == "judge"
+        for e in journal.entries(Kind.VIOLATION, since=since)
+        if e.data.get("source") == "judge"
     }
     for violation in found:
         if (violation.code, violation.path, violation.evidence) in done:
@@ -377,12 +382,10 @@ def _nearest(
     with the same event, then the rest; accepted before refused."""
     skip = {(e.seq, e.index) for e in exclude}
 
-    def score(e: ReportedEvent) -> tuple[float, int, int]:
-        same_address = e.address == address
-        likeness = difflib.SequenceMatcher(None, e.address, address).ratio()
-        same_event = event is None or e.event == event
-        rank = (0.0 if same_address else 1.0 - likeness) + (0.0 if same_event else 0.5)
-        return (rank, 0 if e.accepted else 1, e.seq)
+    def score(e: ReportedEvent) -> tuple[float, bool, bool, int]:
+        unlike = 1.0 - difflib.SequenceMatcher(None, e.address, address).ratio()
+        other_event = event is not None and e.event != event
+        return (unlike, other_event, not e.accepted, e.seq)
 
     candidates = [e for e in facts.events if (e.seq, e.index) not in skip]
     return tuple(sorted(candidates, key=score)[:_NEAREST])
