@@ -1,0 +1,143 @@
+"""Settings from the command line, the ini file and HARNESS_* variables; switching the plugin off."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.journal import Kind, SQLiteJournal
+
+SHOW_SETTINGS = """
+def test_show(harness_settings):
+    print("SETTINGS", harness_settings.timeout, harness_settings.strictness,
+          harness_settings.callback_format)
+"""
+
+
+def settings_line(result: pytest.RunResult) -> str:
+    [line] = [line for line in result.outlines if line.startswith("SETTINGS")]
+    return line
+
+
+def test_defaults(project: pytest.Pytester) -> None:
+    project.makepyfile(SHOW_SETTINGS)
+    result = project.runpytest("-rP")
+    result.assert_outcomes(passed=1)
+    assert settings_line(result) == "SETTINGS 5.0 strict legacy"
+
+
+def test_precedence_is_cli_then_ini_then_env(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project.makepyfile(SHOW_SETTINGS)
+    monkeypatch.setenv("HARNESS_TIMEOUT", "7")
+    monkeypatch.setenv("HARNESS_STRICTNESS", "lenient")
+    monkeypatch.setenv("HARNESS_CALLBACK_FORMAT", "v2")
+    assert settings_line(project.runpytest("-rP")) == "SETTINGS 7.0 lenient v2"
+
+    project.makeini(
+        """
+        [pytest]
+        addopts = -p no:cacheprovider
+        asyncio_default_fixture_loop_scope = function
+        harness_timeout = 2.5
+        harness_strictness = strict
+        """
+    )
+    assert settings_line(project.runpytest("-rP")) == "SETTINGS 2.5 strict v2"
+    result = project.runpytest("-rP", "--harness-timeout=0.25", "--harness-callback-format=legacy")
+    assert settings_line(result) == "SETTINGS 0.25 strict legacy"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["--harness-timeout=soon"],
+            {},
+            "--harness-timeout must be a positive number of seconds, got 'soon'",
+        ),
+        ([], {"HARNESS_TIMEOUT": "-1"}, "HARNESS_TIMEOUT must be a positive number of seconds"),
+        (["--harness-strictness=loose"], {}, "--harness-strictness must be strict or lenient"),
+        ([], {"HARNESS_RELAY_PORT": "70000"}, "HARNESS_RELAY_PORT must be a port 0-65535"),
+    ],
+)
+def test_bad_values_are_usage_errors_naming_their_source(
+    project: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    project.makepyfile(SHOW_SETTINGS)
+    result = project.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: clevertap-harness: {message}*"])
+
+
+def test_timeout_is_the_default_within_and_lenient_answers_200(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        """
+        import httpx
+        import pytest
+
+        from bodies import JSON, legacy
+
+
+        @pytest.mark.harness(allow=["CT303"])
+        def test_lenient(ct_world):
+            r = httpx.post(ct_world.urls.bounce,
+                           content=legacy("hardbounce", "a@example.com", ts=1_700_000_000_000),
+                           headers=JSON)
+            assert r.status_code == 200
+
+
+        def test_default_within(ct_world):
+            ct_world.expect_callback("softbounce", "nobody@example.com")
+        """
+    )
+    result = project.runpytest("--harness-timeout=0.1", "--harness-strictness=lenient")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["E * expected a softbounce callback for nobody@example.com within 0.1 s *"]
+    )
+
+
+def test_journal_file_keeps_the_whole_run(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import httpx
+
+        from bodies import JSON, legacy
+
+
+        def test_one(ct_world):
+            httpx.post(ct_world.urls.bounce, content=legacy("hardbounce", "one@example.com"),
+                       headers=JSON)
+            assert len(ct_world.callbacks()) == 1
+
+
+        def test_two(ct_world):
+            httpx.post(ct_world.urls.bounce, content=legacy("hardbounce", "two@example.com"),
+                       headers=JSON)
+            assert [e.data["events"][0][1] for e in ct_world.callbacks()] == ["two@example.com"]
+        """
+    )
+    path = project.path / "runs" / "journal.sqlite"
+    project.runpytest(f"--harness-journal={path}").assert_outcomes(passed=2)
+    with SQLiteJournal(path) as journal:
+        emails = [e.data["events"][0][1] for e in journal.entries(Kind.CALLBACK)]
+    assert emails == ["one@example.com", "two@example.com"]
+
+
+def test_p_no_switches_the_plugin_off(project: pytest.Pytester) -> None:
+    project.makepyfile("def test_uses_it(ct_world):\n    pass\n")
+    result = project.runpytest("-p", "no:ctharness")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'ct_world' not found*"])
+    result = project.runpytest("-p", "no:ctharness", "--harness-timeout=1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unrecognized arguments: --harness-timeout=1*"])
