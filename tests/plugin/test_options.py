@@ -1,4 +1,4 @@
-"""Settings from the command line, the ini file and HARNESS_* variables; switching the plugin off."""
+"""Settings from the command line, the ini file and HARNESS_* variables; turning it off."""
 
 from __future__ import annotations
 
