@@ -699,7 +699,7 @@ class ScenarioFixture(WorldFixture):
         from harness.scenario.judge import pending
 
         deadline = self._deadline if within is None else time.monotonic() + within
-        while pending(self.scenario, self.journal):
+        while pending(self.scenario, self.journal, started=self.started):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -714,7 +714,7 @@ class ScenarioFixture(WorldFixture):
         from harness.scenario.judge import pending
 
         deadline = self._deadline if within is None else time.monotonic() + within
-        while pending(self.scenario, self.journal):
+        while pending(self.scenario, self.journal, started=self.started):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
