@@ -273,7 +273,10 @@ expect: {nothing_else: true}
     failure = root.find("testsuite/testcase/failure")
     assert failure is not None
     assert failure.text == render_text(verdict)
-    assert "<bounce & co> a@example.com (seq 1, 200, CT202" in " ".join(failure.text.split())
+    assert (
+        "1 unexpected: <bounce & co> a@example.com (seq 1, 200, CT202"
+        in (failure.attrib["message"])
+    )
 
 
 def test_exit_code_and_summary(failed: Verdict, passed: Verdict) -> None:
