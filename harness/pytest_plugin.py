@@ -367,6 +367,22 @@ class _Session:
             self.journal.close()
 
 
+def _default_world(settings: HarnessSettings, journal: Journal) -> World:
+    """The world ``harness_world`` starts: an accept-all relay and the fake CleverTap."""
+    from harness.clevertap.settings import ServerSettings
+    from harness.smtp.world import MailWorld
+    from harness.world import World
+
+    mail = MailWorld(journal=journal)
+    mail.add_relay("relay", bind=settings.host, port=settings.relay_port)
+    clevertap = ServerSettings(
+        host=settings.host, port=settings.clevertap_port, strict=settings.strictness == "strict"
+    )
+    return World(
+        journal=journal, mail=mail, clevertap=clevertap, callback_format=settings.callback_format
+    )
+
+
 @pytest.fixture(scope="session")
 def harness_settings(pytestconfig: pytest.Config) -> HarnessSettings:
     """The resolved settings (CLI > ini > env > default). Override in a conftest to change them."""
@@ -388,22 +404,11 @@ def _harness_session(
 def harness_world(harness_settings: HarnessSettings, _harness_session: _Session) -> Iterator[World]:
     """The session's world: an accept-all relay and the fake CleverTap, started once.
 
-    Use ``ct_world`` in tests (it resets this world first and checks it after); override this
-    fixture to build another world (yield it started, on the ``_harness_session`` journal is not
-    required but the function fixtures read the world's own journal).
+    Use ``ct_world`` in tests (it resets this world first and checks it after). Override this
+    fixture in a conftest to yield another started world (``with World(mail=...) as w: yield
+    w``); ``ct_world`` resets and checks whatever world it yields.
     """
-    from harness.clevertap.settings import ServerSettings
-    from harness.smtp.world import MailWorld
-    from harness.world import World
-
-    s = harness_settings
-    journal = _harness_session.journal
-    mail = MailWorld(journal=journal)
-    mail.add_relay("relay", bind=s.host, port=s.relay_port)
-    clevertap = ServerSettings(host=s.host, port=s.clevertap_port, strict=s.strictness == "strict")
-    world = World(
-        journal=journal, mail=mail, clevertap=clevertap, callback_format=s.callback_format
-    )
+    world = _default_world(harness_settings, _harness_session.journal)
     world.start_sync()
     _harness_session.remember(world)
     try:
