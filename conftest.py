@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis profiles: "ci" (the default) keeps the property tests to a few seconds; "thorough"
+# digs deeper before a release: HARNESS_HYPOTHESIS_PROFILE=thorough pytest tests/test_strategies.py
+# deadline=None: run times vary too much on shared CI runners (and under xdist) for a deadline.
+settings.register_profile("ci", max_examples=50, deadline=None)
+settings.register_profile("thorough", max_examples=1000, deadline=None)
+settings.load_profile(os.environ.get("HARNESS_HYPOTHESIS_PROFILE", "ci"))
 
 pytest_plugins = ["pytester"]
 
