@@ -134,7 +134,8 @@ def _render_one(console: Console, verdict: Verdict, table_box: box.Box) -> None:
         head.append(f" ({verdict.path})")
     plural = "" if verdict.callbacks == 1 else "s"
     head.append(f"  {verdict.duration:.1f} s, {verdict.callbacks} callback{plural}")
-    console.print(head)
+    # Lines outside the tables are never wrapped: a long path or address stays searchable.
+    console.print(head, soft_wrap=True)
 
     table = Table(box=table_box, show_edge=False, pad_edge=False, expand=False)
     table.add_column("expectation", overflow="fold")
@@ -178,12 +179,12 @@ def _render_one(console: Console, verdict: Verdict, table_box: box.Box) -> None:
 
 def _render_diff(console: Console, result: ExpectationResult) -> None:
     """Expected next to the nearest callbacks that did arrive, as a diff."""
-    console.print(Text(f"{result.path}: expected vs seen", style="bold"))
-    console.print(Text(f"  - expected  {result.description}", style="green"))
+    console.print(Text(f"{result.path}: expected vs seen", style="bold"), soft_wrap=True)
+    console.print(Text(f"  - expected  {result.description}", style="green"), soft_wrap=True)
     if not result.nearest:
-        console.print(Text("  + seen      no callback at all", style="red"))
+        console.print(Text("  + seen      no callback at all", style="red"), soft_wrap=True)
     for event in result.nearest:
-        console.print(Text(f"  + seen      {event.describe()}", style="red"))
+        console.print(Text(f"  + seen      {event.describe()}", style="red"), soft_wrap=True)
 
 
 # -- JSON ----------------------------------------------------------------------------------------
