@@ -1,0 +1,21 @@
+import json
+import smtplib
+import time
+
+import httpx
+import pytest
+
+
+@pytest.mark.scenario("scenarios/mailbox-full.yaml")
+def test_full_mailbox_is_a_softbounce(harness_scenario):
+    env = harness_scenario.sut_env()
+    host, port = json.loads(env["HARNESS_MX_MAP"])["example.com"].split(":")
+
+    # What your integration would do: try to deliver, get 452, report a soft bounce.
+    with smtplib.SMTP(host, int(port)) as smtp, pytest.raises(smtplib.SMTPRecipientsRefused):
+        smtp.sendmail("bounces@gw.test", ["full@example.com"], "Subject: x\r\n\r\nx\r\n")
+    payload = [{"event": "softbounce", "data": [{"e": "full@example.com", "ts": int(time.time())}]}]
+    httpx.post(env["HARNESS_BOUNCE_URL"], json=payload)
+
+    verdict = harness_scenario.expect_scenario()  # also judged after the test if not called
+    assert verdict.passed
