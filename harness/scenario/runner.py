@@ -32,7 +32,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.journal import Entry, Journal, Kind, MemoryJournal
 from harness.scenario.campaign import Submission, submit_campaign
 from harness.scenario.clicks import perform_click
-from harness.scenario.judge import Verdict, judge, pending
+from harness.scenario.judge import ExpectationResult, Verdict, judge, pending
 from harness.scenario.model import ReadyProbe, Scenario
 from harness.scenario.sut import (
     SutAddresses,
@@ -53,6 +53,7 @@ __all__ = [
     "run_scenario",
     "run_scenarios",
     "run_scenarios_sync",
+    "verdict_of",
 ]
 
 
@@ -385,6 +386,40 @@ class _Settled:
         elif entry.kind is Kind.SENT and not data.get("ok"):
             for rcpt in data.get("to") or ():
                 self.open.discard(str(rcpt).lower())
+
+
+def verdict_of(result: ScenarioResult) -> Verdict:
+    """The result's verdict; for a run that failed before it could be judged, a failed verdict
+    whose one unmet expectation (at path ``integration``) says why, with the integration's
+    output, so that every report format shows it."""
+    if result.verdict is not None:
+        return result.verdict
+    scenario = result.scenario
+    reason = result.error or "the run did not finish"
+    if result.sut_log.strip() and result.sut_log.strip() not in reason:
+        reason += "\n--- its output ---\n" + result.sut_log.rstrip()
+    started = result.started_at or time.time()
+    return Verdict(
+        scenario=scenario.name,
+        path=str(scenario.source) if scenario.source is not None else None,
+        passed=False,
+        expectations=[
+            ExpectationResult(
+                kind="violations",
+                path="integration",
+                description="the integration under test starts and takes the campaign",
+                met=False,
+                reason=reason,
+            )
+        ],
+        violations=[],
+        unexpected=[],
+        allowed=(),
+        started=started,
+        finished=started + result.timings.get("total", 0.0),
+        deadline=started + scenario.expect.within,
+        notes=[reason],
+    )
 
 
 async def run_scenarios(
