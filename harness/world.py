@@ -19,7 +19,7 @@ ready, so :attr:`World.bounce_intake` may be set after the world started.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -84,8 +84,18 @@ class World:
         self._started = False
 
     @classmethod
-    def from_scenario(cls, scenario: Scenario, *, journal: Journal | None = None) -> World:
-        """The world a scenario describes: its MX hosts and relay, its fake CleverTap."""
+    def from_scenario(
+        cls,
+        scenario: Scenario,
+        *,
+        journal: Journal | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> World:
+        """The world a scenario describes: its MX hosts and relay, its fake CleverTap.
+
+        *settings* override the fake CleverTap's :class:`ServerSettings` fields (host, port,
+        token, ...) on top of what the scenario says.
+        """
         journal = journal if journal is not None else MemoryJournal()
         mail = MailWorld(journal=journal)
         for plan in scenario.hosts():
@@ -93,7 +103,7 @@ class World:
         return cls(
             journal=journal,
             mail=mail,
-            clevertap=scenario.clevertap.server_settings(),
+            clevertap=scenario.clevertap.server_settings(**(settings or {})),
             callback_format=scenario.clevertap.format,
         )
 

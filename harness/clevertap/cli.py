@@ -24,8 +24,22 @@ __all__ = ["check", "schema"]
     show_default=True,
     help="Which callback format.",
 )
-def schema(fmt: Literal["legacy", "v2"]) -> None:
-    """Print the JSON Schema (draft 2020-12) of a CleverTap callback format."""
+@click.option(
+    "--scenario",
+    is_flag=True,
+    help="Print the schema of scenario files instead (for editors' YAML language servers).",
+)
+@click.pass_context
+def schema(ctx: click.Context, fmt: Literal["legacy", "v2"], scenario: bool) -> None:
+    """Print the JSON Schema (draft 2020-12) of a CleverTap callback format, or of scenarios."""
+    if scenario:
+        if ctx.get_parameter_source("fmt") is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("--format is about callbacks; it cannot go with --scenario")
+        # Imported here: the scenario model is not needed for the callback schemas.
+        from harness.scenario.schema import scenario_json_schema
+
+        click.echo(json.dumps(scenario_json_schema(), indent=2, ensure_ascii=False))
+        return
     click.echo(json.dumps(json_schema(fmt), indent=2, ensure_ascii=False))
 
 

@@ -25,6 +25,9 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
 
 
 @click.command()
+@click.argument(
+    "scenario", required=False, type=click.Path(dir_okay=False, path_type=Path), default=None
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
     "--port",
@@ -75,7 +78,16 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     "'429,retry_after=10,p=0.2,seed=1', 'close,first=1', 'reset', 'delay=0.5', "
     "'...,endpoints=v2'.",
 )
+@click.option(
+    "--intake",
+    metavar="HOST:PORT",
+    default=None,
+    help="With SCENARIO: the integration's bounce intake, where accept-then-bounce DSNs go.",
+)
+@click.pass_context
 def serve(
+    ctx: click.Context,
+    scenario: Path | None,
     host: str,
     port: int,
     token: str | None,
@@ -87,11 +99,24 @@ def serve(
     control_prefix: str,
     max_body: int,
     faults: list[FaultRule],
+    intake: str | None,
 ) -> None:
     """Run the fake CleverTap: callback endpoints and the control API (OpenAPI docs at /docs).
 
+    With SCENARIO, run that scenario's whole world instead (fake MX hosts or relay too, callback
+    paths, strictness and faults from the scenario), print every address and the environment an
+    integration needs, and keep running: a staging environment without a runner.
+
     Binds 127.0.0.1 by default. Prints its URLs, then serves until Ctrl-C or SIGTERM.
     """
+    if scenario is not None:
+        # Imported here: the scenario machinery is only needed in this mode.
+        from harness.scenario.staging import serve_command
+
+        serve_command(ctx, scenario, intake)
+        return
+    if intake is not None:
+        raise click.UsageError("--intake only applies with a SCENARIO")
     try:
         settings = ServerSettings(
             host=host,

@@ -1,0 +1,147 @@
+"""``harness serve SCENARIO``: a scenario's whole world for a staging environment, no runner.
+
+The fake MX hosts or relay and the fake CleverTap of the scenario start and keep running until
+Ctrl-C or SIGTERM; every address is printed, with the environment an integration needs as
+``export`` lines. Nothing is submitted and nothing is judged: the staging integration sends real
+mail into the fake world, its callbacks are checked and journaled, and the control API serves
+the journal (``/_harness``, OpenAPI docs at ``/docs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.errors import ConfigError, ScenarioError, ServerError
+from harness.journal import open_journal
+from harness.scenario.loader import load_scenario
+from harness.scenario.model import Scenario
+from harness.world import World
+
+__all__ = ["banner", "build_world", "serve_command", "serve_scenario"]
+
+
+def build_world(
+    scenario: Scenario, overrides: dict[str, Any], journal_path: Path | None = None
+) -> World:
+    """The scenario's world, with the server settings *overrides* (host, port, token, ...)."""
+    journal = open_journal(journal_path)
+    return World.from_scenario(scenario, journal=journal, settings=overrides)
+
+
+def banner(world: World, scenario: Scenario) -> list[str]:
+    """What ``harness serve SCENARIO`` prints once the world runs."""
+    urls = world.clevertap.urls
+    settings = world.clevertap.settings
+    lines = [f"scenario {scenario.name}" + (f" ({scenario.source})" if scenario.source else "")]
+    lines.append("mail world:")
+    for host in world.mail.hosts.values():
+        what = "relay (every domain)" if host.relay else ", ".join(host.domains)
+        extra = []
+        if host.state != "up":
+            extra.append(host.state)
+        if host.tls:
+            extra.append(f"tls {host.tls}")
+        if host.auth_users:
+            extra.append("auth")
+        suffix = f"  [{', '.join(extra)}]" if extra else ""
+        lines.append(f"  {host.bind}:{host.port}  {what}{suffix}")
+    intake = world.bounce_intake
+    lines.append(
+        f"  DSNs go to {intake[0]}:{intake[1]}"
+        if isinstance(intake, tuple)
+        else f"  DSNs go to {intake}"
+        if intake is not None
+        else "  DSNs: no bounce intake (give --intake HOST:PORT); accept-then-bounce DSNs are "
+        "journaled as not sent"
+    )
+    lines.append(f"fake CleverTap on {urls.base} ({scenario.clevertap.format})")
+    lines.append(f"  bounce       {urls.bounce}")
+    lines.append(f"  unsubscribe  {urls.unsubscribe}")
+    lines.append(f"  v2           {urls.v2}")
+    auth = ", token required" if settings.token else ""
+    lines.append(f"  control      {urls.control}  (docs {urls.base}/docs{auth})")
+    for rule in settings.faults:
+        lines.append(f"  fault        {rule.describe()}")
+    lines.append("environment for the integration (docs/integration-contract.md):")
+    for name, value in world.sut_env().items():
+        lines.append(f"export {name}={shlex.quote(value)}")
+    lines.append("Ctrl-C to stop")
+    return lines
+
+
+def serve_scenario(world: World, scenario: Scenario, echo: Callable[[str], None]) -> None:
+    """Run *world* until SIGINT/SIGTERM, printing :func:`banner` with *echo*."""
+    asyncio.run(_serve(world, scenario, echo))
+
+
+async def _serve(world: World, scenario: Scenario, echo: Callable[[str], None]) -> None:
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        async with world:
+            for line in banner(world, scenario):
+                echo(line)
+            await done.wait()
+            echo("stopping")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        world.journal.close()
+
+
+_SCENARIO_OWNED = {
+    "strict": "clevertap.strictness",
+    "bounce_path": "clevertap.endpoints",
+    "unsubscribe_path": "clevertap.endpoints",
+    "v2_path": "clevertap.endpoints",
+    "faults": "clevertap.faults",
+}
+
+
+def serve_command(ctx: click.Context, path: Path, intake: str | None) -> None:
+    """The SCENARIO branch of ``harness serve`` (options in ``ctx.params``)."""
+    for name, key in _SCENARIO_OWNED.items():
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
+            option = "--fault" if name == "faults" else "--" + name.replace("_", "-")
+            raise click.UsageError(
+                f"{option} cannot be combined with SCENARIO: the scenario's {key} decides it"
+            )
+    try:
+        scenario = load_scenario(path)
+    except ScenarioError as exc:
+        for line in exc.problems:
+            click.echo(line, err=True)
+        raise SystemExit(2) from None
+    params = ctx.params
+    overrides = {
+        "host": params["host"],
+        "port": params["port"],
+        "token": params["token"],
+        "control_prefix": params["control_prefix"],
+        "max_body": params["max_body"],
+    }
+    try:
+        world = build_world(scenario, overrides, params["journal"])
+        if intake is not None:
+            host, sep, port = intake.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise click.BadParameter(
+                    f"expected HOST:PORT like 127.0.0.1:2526, got {intake!r}", param_hint="--intake"
+                )
+            world.bounce_intake = (host, int(port))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        serve_scenario(world, scenario, click.echo)
+    except ServerError as exc:
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        raise click.ClickException(f"{exc}{cause}") from None
