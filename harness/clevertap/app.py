@@ -23,8 +23,9 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from sys import intern
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
@@ -32,12 +33,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from harness.checks import Severity
-from harness.clevertap.faults import FaultDecision, FaultPlan, FaultRule
+from harness.clevertap.faults import FaultPlan, FaultRule
 from harness.clevertap.inspect import DuplicateIndex, Endpoint, Inspection, inspect
 from harness.clevertap.settings import ServerSettings
 from harness.journal import Entry, Journal, Kind, MemoryJournal
 
-__all__ = ["CleverTapApp", "create_app"]
+__all__ = ["CallbackResult", "CallbackState", "CleverTapApp", "create_app", "process_callback"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -85,6 +86,15 @@ def _v2_message(inspection: Inspection, max_events: int) -> str:
     return V2_INVALID
 
 
+class CallbackState(Protocol):
+    """What :func:`process_callback` needs of a fake CleverTap (the app, or the respx mock)."""
+
+    settings: ServerSettings
+    journal: Journal
+    faults: FaultPlan
+    duplicates: DuplicateIndex
+
+
 _SHARED: dict[str, str] = {}
 
 
@@ -107,22 +117,168 @@ def _body_text(body: bytes) -> tuple[str, bool]:
         return base64.b64encode(body).decode("ascii"), True
 
 
+@dataclass(slots=True)
+class CallbackResult:
+    """What to do with one callback request, decided by :func:`process_callback`."""
+
+    action: Literal["answer", "close", "reset", "none"]
+    """``answer``: send ``status`` and ``body``; ``close``/``reset``: drop the connection (a
+    fault); ``none``: send nothing (the client is gone)."""
+    status: int | None
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    """Headers beyond Content-Type and Content-Length (``Allow``, ``Retry-After``)."""
+    delay: float
+    """Seconds to wait (a fault's delay) before acting; the entry is already journaled."""
+    entry: Entry
+
+
+_NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def process_callback(
+    app: "CallbackState",
+    endpoint: Endpoint,
+    path: str,
+    body: bytes,
+    *,
+    size: int,
+    method: str = "POST",
+    content_type: str | None,
+    peer: str | None,
+    received: float,
+    disconnected: bool = False,
+) -> CallbackResult:
+    """Check one callback request, journal it and decide the answer, whatever the transport.
+
+    The ASGI handler (real HTTP under uvicorn) and the respx mock (in-process httpx) both call
+    this, so that the same request gets the same status, body and journal entry from both.
+    *body* is the request body (only its first ``max_body`` bytes are kept), *size* its real
+    length; the caller sends the answer, after ``delay``.
+    """
+    settings = app.settings
+    cap = settings.max_body
+    if size > cap and len(body) > cap:
+        body = body[:cap]
+    text, is_base64 = _body_text(body)
+    # Ten keys at most in the common case: a dict of 11 keys takes 464 bytes instead of 272,
+    # and this dict is kept for every callback. So the method is only recorded when it is not
+    # POST, and repeated strings (path, content type, event names) are shared, not copied.
+    data: dict[str, Any] = {
+        "endpoint": endpoint.value,
+        "path": path,
+        "peer": peer,
+        "content_type": _shared(content_type),
+        "size": size,
+        "body": text,
+        "format": None,
+        "events": [],
+        "violations": [],
+        "status": None,
+    }
+    if is_base64:
+        data["body_base64"] = True
+    if size > cap:
+        data["truncated"] = True
+
+    journal = app.journal
+    if method != "POST":
+        data["method"] = method
+    if disconnected:
+        data["disconnected"] = True
+        entry = journal.append(Kind.CALLBACK, data, at=received)
+        return CallbackResult("none", None, b"", _NO_HEADERS, 0.0, entry)
+    if method != "POST":
+        data["status"] = 405
+        entry = journal.append(Kind.CALLBACK, data, at=received)
+        answer = _error_body(f"method {method} not allowed; callbacks are POSTed")
+        return CallbackResult("answer", 405, answer, ((b"allow", b"POST"),), 0.0, entry)
+    if size > cap:
+        data["status"] = 413
+        entry = journal.append(Kind.CALLBACK, data, at=received)
+        answer = _error_body("payload too large", limit=cap, size=size)
+        return CallbackResult("answer", 413, answer, _NO_HEADERS, 0.0, entry)
+
+    fault = app.faults.decide(endpoint)
+    # A faulted request was never processed, as far as the integration can tell: it must
+    # resend, and the resend is not a duplicate. So it does not enter the duplicate index.
+    history = app.duplicates if fault is None or fault.rule.action == "delay" else None
+    # The duplicate index stores the journal seq of each event as evidence for later
+    # duplicates, but the seq is only known after the append. Nothing here can append in
+    # between (no await), so the next seq is right unless another thread (an SMTP server
+    # sharing the journal) appends first; the record() after the append repairs that case.
+    predicted = journal.last_seq + 1
+    try:
+        inspection = inspect(
+            body,
+            endpoint=endpoint,
+            content_type=content_type,
+            config=settings.checks,
+            history=history,
+            now=received,
+            seq=predicted,
+        )
+    except Exception as exc:  # a bug in a check must not lose the request
+        data["error"] = f"inspect() raised {type(exc).__name__}: {exc}"
+        data["status"] = 500
+        entry = journal.append(Kind.CALLBACK, data, at=received)
+        answer = _error_body("the harness failed to check this payload")
+        return CallbackResult("answer", 500, answer, _NO_HEADERS, 0.0, entry)
+
+    data["format"] = inspection.format
+    data["events"] = [[intern(e.event), e.email, e.ts, e.meta] for e in inspection.events]
+    data["violations"] = [v.to_json() for v in inspection.violations]
+
+    if fault is not None and fault.rule.action != "delay":
+        rule = fault.rule
+        data["fault"] = fault.to_json()
+        if rule.action == "status":
+            status = rule.status if rule.status is not None else 500
+            data["status"] = status
+            entry = journal.append(Kind.CALLBACK, data, at=received)
+            extra = _NO_HEADERS
+            if rule.retry_after is not None:
+                extra = ((b"retry-after", str(rule.retry_after).encode()),)
+            answer = _error_body(f"fault injected by the harness: {rule.describe()}")
+            return CallbackResult("answer", status, answer, extra, rule.delay, entry)
+        entry = journal.append(Kind.CALLBACK, data, at=received)
+        drop: Literal["close", "reset"] = "reset" if rule.action == "reset" else "close"
+        return CallbackResult(drop, None, b"", _NO_HEADERS, rule.delay, entry)
+
+    if settings.strict and not inspection.ok:
+        status = 400
+        if endpoint is Endpoint.V2:
+            message_text = _v2_message(inspection, settings.checks.max_v2_events)
+        else:
+            message_text = V2_INVALID
+        answer = _error_body(message_text, violations=data["violations"])
+    else:
+        status = 200
+        answer = V2_SUCCESS if endpoint is Endpoint.V2 else _legacy_success(len(inspection.events))
+    data["status"] = status
+    if fault is not None:
+        data["fault"] = fault.to_json()
+    entry = journal.append(Kind.CALLBACK, data, at=received)
+    if entry.seq != predicted and history is not None and inspection.ok:
+        keys = [(e.event, e.email.lower()) for e in inspection.events]
+        history.record(keys, received, entry.seq)
+    delay = fault.rule.delay if fault is not None else 0.0
+    return CallbackResult("answer", status, answer, _NO_HEADERS, delay, entry)
+
+
 class _Callback:
     """The raw ASGI handler of one callback endpoint (see the module docstring for why raw)."""
 
-    __slots__ = ("app", "endpoint", "name", "path")
+    __slots__ = ("app", "endpoint", "path")
 
     def __init__(self, app: "CleverTapApp", endpoint: Endpoint, path: str) -> None:
         self.app = app
         self.endpoint = endpoint
-        self.name = endpoint.value  # one string object shared by every entry
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = time.time()
-        app = self.app
-        settings = app.settings
-        cap = settings.max_body
+        cap = self.app.settings.max_body
 
         content_type: str | None = None
         for key, value in scope["headers"]:
@@ -152,130 +308,26 @@ class _Callback:
                     chunks.append(chunk[: cap - kept])
                     kept += len(chunks[-1])
             body = b"".join(chunks)
-        elif size > cap:
-            body = body[:cap]
 
-        text, is_base64 = _body_text(body)
         client = scope.get("client")
-        # Ten keys at most in the common case: a dict of 11 keys takes 464 bytes instead of 272,
-        # and this dict is kept for every callback. So the method is only recorded when it is not
-        # POST, and repeated strings (path, content type, event names) are shared, not copied.
-        data: dict[str, Any] = {
-            "endpoint": self.name,
-            "path": self.path,
-            "peer": f"{client[0]}:{client[1]}" if client else None,
-            "content_type": _shared(content_type),
-            "size": size,
-            "body": text,
-            "format": None,
-            "events": [],
-            "violations": [],
-            "status": None,
-        }
-        if is_base64:
-            data["body_base64"] = True
-        if size > cap:
-            data["truncated"] = True
-
-        method = scope["method"]
-        if method != "POST":
-            data["method"] = method
-        if disconnected:
-            data["disconnected"] = True
-            app.journal.append(Kind.CALLBACK, data, at=received)
-            return
-        if method != "POST":
-            answer = _error_body(f"method {method} not allowed; callbacks are POSTed")
-            data["status"] = 405
-            app.journal.append(Kind.CALLBACK, data, at=received)
-            await _send(send, 405, answer, ((b"allow", b"POST"),))
-            return
-        if size > cap:
-            answer = _error_body("payload too large", limit=cap, size=size)
-            data["status"] = 413
-            app.journal.append(Kind.CALLBACK, data, at=received)
-            await _send(send, 413, answer)
-            return
-
-        fault = app.faults.decide(self.endpoint)
-        # A faulted request was never processed, as far as the integration can tell: it must
-        # resend, and the resend is not a duplicate. So it does not enter the duplicate index.
-        history = app.duplicates if fault is None or fault.rule.action == "delay" else None
-        # The duplicate index stores the journal seq of each event as evidence for later
-        # duplicates, but the seq is only known after the append. Nothing in this loop can
-        # append in between (no await), so the next seq is right unless another thread (an SMTP
-        # server sharing the journal) appends first; _append_callback() repairs that case.
-        predicted = app.journal.last_seq + 1
-        try:
-            inspection = inspect(
-                body,
-                endpoint=self.endpoint,
-                content_type=content_type,
-                config=settings.checks,
-                history=history,
-                now=received,
-                seq=predicted,
-            )
-        except Exception as exc:  # a bug in a check must not lose the request
-            data["error"] = f"inspect() raised {type(exc).__name__}: {exc}"
-            data["status"] = 500
-            app.journal.append(Kind.CALLBACK, data, at=received)
-            await _send(send, 500, _error_body("the harness failed to check this payload"))
-            return
-
-        data["format"] = inspection.format
-        data["events"] = [[intern(e.event), e.email, e.ts, e.meta] for e in inspection.events]
-        data["violations"] = [v.to_json() for v in inspection.violations]
-
-        if fault is not None and fault.rule.action != "delay":
-            await self._fault(fault, data, received, send)
-            return
-
-        if settings.strict and not inspection.ok:
-            status = 400
-            if self.endpoint is Endpoint.V2:
-                message_text = _v2_message(inspection, settings.checks.max_v2_events)
-            else:
-                message_text = V2_INVALID
-            answer = _error_body(message_text, violations=data["violations"])
-        else:
-            status = 200
-            if self.endpoint is Endpoint.V2:
-                answer = V2_SUCCESS
-            else:
-                answer = _legacy_success(len(inspection.events))
-        data["status"] = status
-        if fault is not None:
-            data["fault"] = fault.to_json()
-        entry = app.journal.append(Kind.CALLBACK, data, at=received)
-        if entry.seq != predicted and history is not None and inspection.ok:
-            keys = [(e.event, e.email.lower()) for e in inspection.events]
-            history.record(keys, received, entry.seq)
-        if fault is not None:
-            await asyncio.sleep(fault.rule.delay)
-        await _send(send, status, answer)
-
-    async def _fault(
-        self, fault: FaultDecision, data: dict[str, Any], received: float, send: Send
-    ) -> None:
-        rule = fault.rule
-        data["fault"] = fault.to_json()
-        if rule.action == "status":
-            status = rule.status if rule.status is not None else 500
-            data["status"] = status
-            self.app.journal.append(Kind.CALLBACK, data, at=received)
-            if rule.delay:
-                await asyncio.sleep(rule.delay)
-            extra: tuple[tuple[bytes, bytes], ...] = ()
-            if rule.retry_after is not None:
-                extra = ((b"retry-after", str(rule.retry_after).encode()),)
-            answer = _error_body(f"fault injected by the harness: {fault.rule.describe()}")
-            await _send(send, status, answer, extra)
-            return
-        self.app.journal.append(Kind.CALLBACK, data, at=received)
-        if rule.delay:
-            await asyncio.sleep(rule.delay)
-        await _drop_connection(send, reset=rule.action == "reset")
+        result = process_callback(
+            self.app,
+            self.endpoint,
+            self.path,
+            body,
+            size=size,
+            method=scope["method"],
+            content_type=content_type,
+            peer=f"{client[0]}:{client[1]}" if client else None,
+            received=received,
+            disconnected=disconnected,
+        )
+        if result.delay:
+            await asyncio.sleep(result.delay)
+        if result.action == "answer":
+            await _send(send, result.status or 500, result.body, result.headers)
+        elif result.action != "none":
+            await _drop_connection(send, reset=result.action == "reset")
 
 
 async def _send(
