@@ -235,16 +235,29 @@ def pytest_configure(config: pytest.Config) -> None:
 # aiosmtpd ("SMTP session exception", then it answers 500) and asyncio (a task or callback in
 # the world's loop that raised). None of them reaches the test by itself.
 _SERVER_LOGGERS = ("uvicorn.error", "mail.log", "asyncio")
+_WORLD_THREAD = "harness-world"  # the name World.start_sync gives its LoopThread
 
 
 class _ErrorTrap(logging.Handler):
-    """Collects error records logged by the server threads, to raise them in the right test."""
+    """Collects error records logged by the server threads, to raise them in the right test.
+
+    Only records from the threads of this session's worlds count: the same loggers also serve
+    servers that other tests in this process start by themselves, and their errors are theirs.
+    """
 
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
         self._found: list[str] = []
         self._guard = threading.Lock()
+        self.threads: set[int] = set()
+        self.any_world_thread = False
+        """Also count every thread named like a world's loop (for a world started elsewhere)."""
         self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread in self.threads:
+            return True
+        return self.any_world_thread and (record.threadName or "").startswith(_WORLD_THREAD)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -322,6 +335,16 @@ class _Session:
         self.defaults: dict[int, _Defaults] = {}
         self.scenario_worlds: dict[Path, tuple[Scenario, World]] = {}
 
+    def start(self, world: World) -> None:
+        """Start *world* in its own thread and trap the errors logged in that thread."""
+        # World does not expose its loop thread; the thread that start_sync() starts is it.
+        before = {t.ident for t in threading.enumerate()}
+        world.start_sync()
+        self.trap.threads.update(
+            t.ident for t in threading.enumerate() if t.ident is not None and t.ident not in before
+        )
+        self.remember(world)
+
     def remember(self, world: World) -> None:
         self.defaults[id(world)] = _Defaults(
             tuple(world.clevertap.faults.rules), world.bounce_intake
@@ -353,8 +376,7 @@ class _Session:
 
             scenario = load_scenario(path)
             world = World.from_scenario(scenario, journal=self.journal)
-            world.start_sync()
-            self.remember(world)
+            self.start(world)
             cached = self.scenario_worlds[path] = (scenario, world)
         return cached
 
@@ -409,8 +431,7 @@ def harness_world(harness_settings: HarnessSettings, _harness_session: _Session)
     w``); ``ct_world`` resets and checks whatever world it yields.
     """
     world = _default_world(harness_settings, _harness_session.journal)
-    world.start_sync()
-    _harness_session.remember(world)
+    _harness_session.start(world)
     try:
         yield world
     finally:
@@ -779,7 +800,9 @@ def ct_world(
 ) -> Iterator[WorldFixture]:
     """The session world, reset for this test and checked after it (see :class:`WorldFixture`)."""
     if id(harness_world) not in _harness_session.defaults:
-        _harness_session.remember(harness_world)  # a world from an overriding fixture
+        # A world from an overriding fixture, started there: its thread is not known.
+        _harness_session.remember(harness_world)
+        _harness_session.trap.any_world_thread = True
     fixture = WorldFixture(
         harness_world, _harness_session, request.node, timeout=harness_settings.timeout
     )

@@ -229,3 +229,33 @@ def test_server_errors_surface_in_the_test_that_caused_them(project: pytest.Pyte
         ]
     )
     result.stdout.fnmatch_lines(["*::test_next_test_is_clean PASSED*"])
+
+
+def test_errors_of_servers_the_harness_does_not_own_are_not_blamed_on_it(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        """
+        import logging
+        import threading
+
+
+        def log_elsewhere():
+            logging.getLogger("mail.log").error("a server of another test failed")
+
+
+        def test_starts_the_world(ct_world):
+            pass
+
+
+        def test_own_server_fails_in_its_thread():
+            thread = threading.Thread(target=log_elsewhere, name="harness-world-not")
+            thread.start()
+            thread.join()
+
+
+        def test_next_harness_test(ct_world):
+            log_elsewhere()
+        """
+    )
+    project.runpytest().assert_outcomes(passed=3)
