@@ -1,0 +1,369 @@
+"""The fake CleverTap in-process, for integrations that call CleverTap with httpx: no sockets.
+
+::
+
+    from harness.respx_mock import CleverTapMock
+
+    with CleverTapMock() as ct:                       # or: async with, or @CleverTapMock()
+        my_integration.report_bounce(url=ct.urls.bounce, ...)   # posts with httpx
+        ct.expect_callback("hardbounce", "gone@example.com")
+        ct.expect_no_violations()
+
+respx routes every httpx request to the mock's base URL to
+:func:`harness.clevertap.app.process_callback`, the same function the real server's ASGI handler
+calls: the same checks, the same status codes and bodies, the same journal entries (with
+``peer`` null, as there is no socket), the same fault rules. Faults that drop the connection
+raise what httpx raises against the real server: :class:`httpx.RemoteProtocolError` for
+``close``, :class:`httpx.ReadError` for ``reset``.
+
+A request to the base URL whose path is not a callback URL is answered 404, as the server
+does, and also fails the block: leaving it raises :class:`~harness.errors.ExpectationError`
+naming the request (unless the block is already failing with another exception). Requests to
+other hosts are respx's business: with the mock's own router they fail as not mocked; pass
+``router=`` to add the callback routes to a router of your own (e.g. respx's ``respx_mock``
+fixture) and keep its rules for other hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect as pyinspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+import httpx
+import respx
+
+from harness import expect as _expect
+from harness.checks import Severity, Violation
+from harness.clevertap.app import CallbackResult, process_callback
+from harness.clevertap.faults import FaultPlan, FaultRule
+from harness.clevertap.inspect import DuplicateIndex, Endpoint
+from harness.clevertap.settings import ServerSettings
+from harness.errors import ConfigError, ExpectationError, did_you_mean
+from harness.journal import Entry, Journal, Kind, MemoryJournal
+
+__all__ = ["CleverTapMock", "MockUrls"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_NOT_FOUND = b'{"detail":"Not Found"}'
+"""What the real server (FastAPI) answers for a path it does not serve."""
+
+
+@dataclass(frozen=True, slots=True)
+class MockUrls:
+    """The callback URLs the mock answers."""
+
+    base: str
+    bounce: str
+    unsubscribe: str
+    v2: str
+
+    def for_endpoint(self, endpoint: Endpoint) -> str:
+        """The callback URL of *endpoint*."""
+        return {Endpoint.BOUNCE: self.bounce, Endpoint.UNSUBSCRIBE: self.unsubscribe}.get(
+            endpoint, self.v2
+        )
+
+
+class _Late(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body that arrives after a fault's delay, or a connection dropped after it.
+
+    respx resolves a request the same way for sync and async clients, so the side effect
+    cannot sleep itself: the client reads this stream, with time.sleep() in a sync client and
+    asyncio.sleep() in an async one, so that a delayed answer never blocks an event loop.
+    """
+
+    def __init__(self, body: bytes, delay: float, error: Exception | None) -> None:
+        self.body = body
+        self.delay = delay
+        self.error = error
+
+    def __iter__(self) -> Iterator[bytes]:
+        time.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        yield self.body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        yield self.body
+
+
+def _base(url: str) -> httpx.URL:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ConfigError(f"base_url {url!r} is not a URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"base_url must be an http:// or https:// URL with a host, got {url!r}")
+    if parsed.query or parsed.fragment:
+        raise ConfigError(f"base_url must have no query or fragment, got {url!r}")
+    return parsed
+
+
+class CleverTapMock:
+    """The fake CleverTap as a respx mock. See the module docstring.
+
+    *settings* are the server's (paths, strictness, size cap, check config, faults; host and
+    port are unused); *strict*, when given, overrides ``settings.strict``. *journal* defaults to
+    a new in-memory one. Nothing is cleared when a block starts: call :meth:`reset`.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "https://callbacks.clevertap.test",
+        *,
+        strict: bool | None = None,
+        settings: ServerSettings | None = None,
+        journal: Journal | None = None,
+        router: respx.MockRouter | None = None,
+    ) -> None:
+        base = _base(base_url)
+        if strict is not None and not isinstance(strict, bool):
+            raise ConfigError(f"strict must be True, False or None, got {strict!r}")
+        if settings is not None and not isinstance(settings, ServerSettings):
+            raise ConfigError(f"settings must be a ServerSettings, got {settings!r}")
+        settings = settings if settings is not None else ServerSettings()
+        if strict is not None and strict != settings.strict:
+            settings = settings.with_(strict=strict)
+        self.settings = settings
+        self.journal: Journal = journal if journal is not None else MemoryJournal()
+        self.faults = FaultPlan(settings.faults)
+        self.duplicates = DuplicateIndex()
+        self.unmatched: list[httpx.Request] = []
+        """Requests to the base URL that matched no callback URL (answered 404)."""
+
+        self._scheme, self._host, self._port = base.scheme, base.host, base.port
+        prefix = base.path.rstrip("/")
+        root = str(base.copy_with(path="/")).rstrip("/")
+        self._paths = {prefix + path: endpoint for endpoint, path in settings.paths.items()}
+        self.urls = MockUrls(
+            base=root + prefix,
+            bounce=root + prefix + settings.bounce_path,
+            unsubscribe=root + prefix + settings.unsubscribe_path,
+            v2=root + prefix + settings.v2_path,
+        )
+        self._owns_router = router is None
+        self.router: respx.MockRouter = (
+            router
+            if router is not None
+            else respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
+        )
+        self.route = self.router.route(name=f"clevertap-mock {self.urls.base}").mock(
+            side_effect=self._handle
+        )
+
+    # -- the transport-free server ---------------------------------------------------------
+
+    def _ours(self, url: httpx.URL) -> bool:
+        return url.scheme == self._scheme and url.host == self._host and url.port == self._port
+
+    def _handle(self, request: httpx.Request) -> httpx.Response | None:
+        if not self._ours(request.url):
+            return None  # not this mock's host: respx tries its other routes
+        path = request.url.path
+        endpoint = self._paths.get(path)
+        if endpoint is None:
+            self.unmatched.append(request)
+            return httpx.Response(
+                404, headers={"content-type": "application/json"}, content=_NOT_FOUND
+            )
+        received = time.time()
+        body = request.read()
+        # The first Content-Type header as sent, like the ASGI handler reads it.
+        content_type = next(
+            (v.decode("latin-1") for k, v in request.headers.raw if k.lower() == b"content-type"),
+            None,
+        )
+        result = process_callback(
+            self,
+            endpoint,
+            path,
+            body,
+            size=len(body),
+            method=request.method,
+            content_type=content_type,
+            peer=None,
+            received=received,
+        )
+        return self._response(request, result)
+
+    @staticmethod
+    def _response(request: httpx.Request, result: CallbackResult) -> httpx.Response:
+        error: Exception | None = None
+        if result.action == "close":
+            error = httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        elif result.action == "reset":
+            error = httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
+        if error is not None and not result.delay:
+            raise error
+        headers = [
+            ("content-type", "application/json"),
+            ("content-length", str(len(result.body))),
+            *((k.decode("latin-1"), v.decode("latin-1")) for k, v in result.headers),
+        ]
+        status = result.status if result.status is not None else 200
+        if result.delay:
+            return httpx.Response(
+                status, headers=headers, stream=_Late(result.body, result.delay, error)
+            )
+        return httpx.Response(status, headers=headers, content=result.body)
+
+    # -- control, as on the server ---------------------------------------------------------
+
+    def set_faults(self, *rules: FaultRule) -> None:
+        """Replace the fault rules; with no rules, remove them all (journaled as a NOTE)."""
+        self.faults.set(rules)
+        self.journal.append(
+            Kind.NOTE,
+            {"source": "clevertap", "what": "faults", "rules": [r.describe() for r in rules]},
+        )
+
+    def reset(self) -> None:
+        """Clear the journal, the duplicate index, the fault counters and unmatched requests."""
+        self.journal.reset()
+        self.duplicates.clear()
+        self.faults.reset()
+        self.unmatched.clear()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start routing httpx requests (done by ``with``/``async with``/the decorator)."""
+        if self._owns_router:
+            self.router.start()
+
+    def stop(self, *, check: bool = True) -> None:
+        """Stop routing; with *check*, raise if a request matched no callback URL."""
+        if self._owns_router:
+            self.router.stop(quiet=True)
+        if check:
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`ExpectationError` for requests to the base URL that matched no path."""
+        if not self.unmatched:
+            return
+        unmatched, self.unmatched = self.unmatched, []
+        known = [self.urls.bounce, self.urls.unsubscribe, self.urls.v2]
+        lines = [
+            f"{len(unmatched)} request{'s' if len(unmatched) != 1 else ''} to {self.urls.base} "
+            "matched no callback URL (answered 404):"
+        ]
+        for request in unmatched:
+            hint = did_you_mean(request.url.path, list(self._paths))
+            lines.append(
+                f"  {request.method} {request.url}" + (f"; did you mean {hint}?" if hint else "")
+            )
+        lines.append("the callback URLs: " + ", ".join(known))
+        raise ExpectationError("\n".join(lines))
+
+    def __enter__(self) -> CleverTapMock:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # When the block already fails, its own error is the one to see.
+        self.stop(check=exc_type is None)
+
+    async def __aenter__(self) -> CleverTapMock:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    @overload
+    def __call__(self, func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]: ...
+    @overload
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]: ...
+    def __call__(self, func: Callable[P, Any]) -> Callable[P, Any]:
+        """Use as a decorator: the mock is active while *func* (sync or async) runs."""
+        if pyinspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                async with self:
+                    return await func(*args, **kwargs)
+
+            return run_async
+
+        @functools.wraps(func)
+        def run(*args: P.args, **kwargs: P.kwargs) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return run
+
+    # -- assertions (harness.expect over this mock's journal) -------------------------------
+
+    def expect_callback(
+        self,
+        event: str,
+        email: str,
+        *,
+        within: float = 5.0,
+        since: int = 0,
+        ts: tuple[float, float] | None = None,
+    ) -> Entry:
+        """:func:`harness.expect.expect_callback` on this mock's journal."""
+        return _expect.expect_callback(
+            self.journal, event, email, within=within, since=since, ts=ts
+        )
+
+    async def expect_callback_async(
+        self,
+        event: str,
+        email: str,
+        *,
+        within: float = 5.0,
+        since: int = 0,
+        ts: tuple[float, float] | None = None,
+    ) -> Entry:
+        """:func:`harness.expect.expect_callback_async` on this mock's journal."""
+        return await _expect.expect_callback_async(
+            self.journal, event, email, within=within, since=since, ts=ts
+        )
+
+    def expect_no_callbacks(
+        self,
+        *,
+        within: float = 0.0,
+        since: int = 0,
+        event: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        """:func:`harness.expect.expect_no_callbacks` on this mock's journal."""
+        _expect.expect_no_callbacks(
+            self.journal, within=within, since=since, event=event, email=email
+        )
+
+    def expect_no_violations(
+        self, *, since: int = 0, allow: Iterable[str] = (), severity: Severity = Severity.ERROR
+    ) -> None:
+        """:func:`harness.expect.expect_no_violations` on this mock's journal."""
+        _expect.expect_no_violations(self.journal, since=since, allow=allow, severity=severity)
+
+    def violations(self, *, since: int = 0) -> list[Violation]:
+        """:func:`harness.expect.violations` on this mock's journal."""
+        return _expect.violations(self.journal, since=since)
