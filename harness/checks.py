@@ -130,7 +130,7 @@ def register(check: Check) -> Check:
 def _load_builtin_checks() -> None:
     # Importing the modules that define checks registers them. Deferred so that importing this
     # module stays cheap and free of cycles.
-    import harness.clevertap.checks  # noqa: F401
+    import harness.clevertap.checks
     import harness.scenario.crosschecks  # noqa: F401
 
 
