@@ -12,7 +12,6 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
 from harness.errors import ConfigError, ScenarioError
 from harness.scenario.loader import load_scenarios
@@ -94,7 +93,7 @@ def run(
         scenarios = load_scenarios(paths)
     except ScenarioError as exc:
         for line in exc.problems:
-            err.print(line, markup=False)
+            click.echo(line, err=True)
         raise SystemExit(2) from None
     argv: list[str] | None = None
     if sut is not None:
@@ -104,7 +103,7 @@ def run(
             raise click.BadParameter(f"cannot split {sut!r}: {exc}", param_hint="--sut") from None
         if not argv:
             raise click.BadParameter("empty command", param_hint="--sut")
-    _check_commands(scenarios, argv, err)
+    _check_commands(scenarios, argv)
     # The fake servers run in this process; aiosmtpd logs every misbehaving client (which is
     # what the scenarios are made of) as warnings. The journal has all of it.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
@@ -119,7 +118,7 @@ def run(
     verdicts = [verdict_of(r) for r in results]
     print_report(verdicts, console=Console(highlight=False))
     for result in results:
-        _print_output(result, err)
+        _print_output(result)
     if json_path is not None:
         write_json(verdicts, json_path)
     if junit_path is not None:
@@ -127,7 +126,7 @@ def run(
     raise SystemExit(exit_code(verdicts))
 
 
-def _check_commands(scenarios: list[Scenario], argv: list[str] | None, err: Console) -> None:
+def _check_commands(scenarios: list[Scenario], argv: list[str] | None) -> None:
     """A missing program is a usage error (2), found before anything starts."""
     problems = []
     for scenario in scenarios:
@@ -140,17 +139,23 @@ def _check_commands(scenarios: list[Scenario], argv: list[str] | None, err: Cons
             problems.append(f"{where}: {exc}")
     if problems:
         for line in dict.fromkeys(problems):
-            err.print(line, markup=False)
+            click.echo(line, err=True)
         raise SystemExit(2)
 
 
-def _print_output(result: ScenarioResult, err: Console) -> None:
-    """The integration's output, for the scenarios that failed: often the quickest clue."""
-    if result.passed or not result.sut_log.strip():
+def _print_output(result: ScenarioResult) -> None:
+    """Why a run failed before it was judged, and the integration's output for every failed
+    scenario (often the quickest clue), unwrapped on stderr."""
+    if result.passed:
+        return
+    if result.error is not None:
+        click.echo(f"--- {result.name}: the run failed ---\n{result.error}", err=True)
+        return
+    if not result.sut_log.strip():
         return
     exit_text = "killed" if result.sut_killed else f"exit code {result.sut_exit}"
-    err.print(Text(f"--- {result.name}: output of the integration ({exit_text}) ---", style="bold"))
-    err.print(result.sut_log.rstrip(), markup=False, highlight=False)
+    click.echo(f"--- {result.name}: output of the integration ({exit_text}) ---", err=True)
+    click.echo(result.sut_log.rstrip(), err=True)
 
 
 @contextmanager

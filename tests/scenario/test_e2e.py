@@ -1,0 +1,286 @@
+"""``harness run`` end to end: real fake servers, the example integration as a subprocess, real
+SMTP (AUTH, STARTTLS, implicit TLS) and HTTP in between, judged from the journal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.journal import Kind
+from harness.scenario.loader import load_scenario, parse_scenario
+from harness.scenario.runner import RunOptions, ScenarioResult, run_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "scenarios"
+GATEWAY = ROOT / "examples" / "integration" / "gateway.py"
+FAST = '{EXAMPLE_RETRY_DELAYS: "0.2,0.4", EXAMPLE_SMTP_TIMEOUT: "2"}'
+
+
+def _run_file(path: Path, **options: object) -> ScenarioResult:
+    return asyncio.run(run_scenario(load_scenario(path), RunOptions(**options)))  # type: ignore[arg-type]
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_mailbox_full_is_one_soft_bounce_after_the_retries() -> None:
+    result = _run_file(SCENARIOS / "mailbox-full.yaml")
+    assert (result.error, result.passed) == (None, True)
+    journal = result.journal
+    sent = [e.data for e in journal.entries(Kind.SENT)]
+    assert [(s["to"], s["ok"]) for s in sent] == [
+        (["full@example.com"], True),
+        (["ok@example.com"], True),
+    ]
+    # Three attempts at the full mailbox (the example's retry schedule), one delivery of ok@.
+    decisions = [
+        (d["recipient"], d["stage"], d["code"])
+        for e in journal.entries(Kind.SMTP_SESSION)
+        for d in e.data["decisions"]
+        if d["code"] != 250 or d["stage"] == "end_of_data"
+    ]
+    assert sorted(decisions) == [
+        ("full@example.com", "rcpt", 452),
+        ("full@example.com", "rcpt", 452),
+        ("full@example.com", "rcpt", 452),
+        ("ok@example.com", "end_of_data", 250),
+    ]
+    events = [ev[:2] for e in journal.entries(Kind.CALLBACK) for ev in e.data["events"]]
+    assert events == [["softbounce", "full@example.com"]]
+    assert result.sut_exit == 0
+
+
+def test_one_click_unsubscribe_uses_the_delivered_list_unsubscribe() -> None:
+    result = _run_file(SCENARIOS / "one-click-unsubscribe.yaml")
+    assert result.passed
+    journal = result.journal
+    (click,) = journal.entries(Kind.CLICK)
+    message = next(
+        e for e in journal.entries(Kind.SMTP_MESSAGE) if e.seq == click.data["message_seq"]
+    )
+    assert message.data["recipients"][0]["address"] == "reader@example.com"
+    assert message.data["list_unsubscribe_post"] == "List-Unsubscribe=One-Click"
+    assert f"<{click.data['url']}>" in message.data["list_unsubscribe"]
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/u/[a-z2-7]{24}", click.data["url"])
+    assert (click.data["via"], click.data["status"], click.data["ok"]) == ("one_click", 200, True)
+    # after: 500ms counts from the moment the message reached the mail server.
+    assert click.at - message.at >= 0.5
+
+
+def test_v2_callbacks_echo_the_submitted_meta() -> None:
+    result = _run_file(SCENARIOS / "v2-meta-echo.yaml")
+    assert result.passed
+    sent = {e.data["to"][0]: e.data["meta"] for e in result.journal.entries(Kind.SENT)}
+    assert sent["ok@example.com"].startswith("ok@example.com|1568798080|")
+    assert sent["ok@example.com"].endswith("|20241104|0|wzrk_default|1|")
+    echoed = {
+        ev[1]: ev[3] for e in result.journal.entries(Kind.CALLBACK) for ev in e.data["events"]
+    }
+    assert echoed == sent
+
+
+def test_async_bounce_arrives_as_a_dsn_at_the_integrations_intake() -> None:
+    result = _run_file(SCENARIOS / "async-bounce-postfix.yaml")
+    assert result.passed
+    dsns = result.journal.entries(Kind.DSN)
+    assert result.sut_addresses is not None
+    assert result.sut_addresses.bounce is not None
+    intake = "{}:{}".format(*result.sut_addresses.bounce)
+    # One DSN per message (CleverTap sends one message per recipient), both to the intake.
+    assert [(d.data["ok"], d.data["intake"]) for d in dsns] == [(True, intake), (True, intake)]
+    reported = sorted(
+        (r["recipient"], r["action"], r["status"]) for d in dsns for r in d.data["recipients"]
+    )
+    assert [(r[0].removeprefix("rfc822;"), r[1]) for r in reported] == [
+        ("late@example.com", "failed"),
+        ("later@example.com", "failed"),
+    ]
+
+
+def test_get_and_mailto_clicks(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "clicks",
+        f"""
+name: clicks
+campaign: {{from: news@brand.test, to: [g@example.com, m@example.com, x@example.com]}}
+unsubscribe:
+  - {{recipient: g@example.com, via: get}}
+  - {{recipient: m@example.com, via: mailto}}
+integration: {{env: {FAST}}}
+expect:
+  within: 10s
+  callbacks:
+    - {{event: unsubscribe, e: g@example.com}}
+    - {{event: unsubscribe, e: m@example.com}}
+  nothing_else: true
+""",
+    )
+    result = _run_file(path)
+    assert (result.error, result.passed) == (None, True)
+    clicks = {e.data["via"]: e.data for e in result.journal.entries(Kind.CLICK)}
+    # The GET shows a confirm page (a GET never unsubscribes); the person submits its form.
+    assert [(s["method"], s["status"]) for s in clicks["get"]["steps"]] == [
+        ("GET", 200),
+        ("POST", 200),
+    ]
+    assert re.fullmatch(r"mailto:unsubscribe\+[a-z2-7]{24}@sut\.test", clicks["mailto"]["url"])
+    assert (clicks["mailto"]["ok"], clicks["mailto"]["status"]) == (True, 250)
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_submission_with_auth_and_tls(tmp_path: Path, tls: str) -> None:
+    path = _write(
+        tmp_path,
+        tls,
+        f"""
+name: submission-{tls}
+mx: {{example.com: {{nobody@example.com: invalid_address}}}}
+campaign: {{from: news@brand.test, to: [nobody@example.com, ok@example.com], per_connection: 2}}
+integration:
+  auth: {{username: clevertap, password: s3cret}}
+  tls: {tls}
+  env: {FAST}
+expect:
+  within: 10s
+  callbacks: [{{event: hardbounce, e: nobody@example.com}}]
+  nothing_else: true
+""",
+    )
+    result = _run_file(path)
+    assert (result.error, result.passed) == (None, True)
+    assert [e.data["ok"] for e in result.journal.entries(Kind.SENT)] == [True, True]
+
+
+def test_relay_with_auth_and_starttls(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "relay",
+        f"""
+name: relay
+relay:
+  tls: starttls
+  auth: {{username: gateway, password: secret}}
+  "*@yahoo.test": throttle
+campaign: {{from: news@brand.test, to: [a@yahoo.test, b@example.com]}}
+integration: {{env: {FAST}}}
+expect:
+  within: 10s
+  callbacks: [{{event: softbounce, e: a@yahoo.test}}]
+  nothing_else: true
+""",
+    )
+    result = _run_file(path)
+    assert (result.error, result.passed) == (None, True)
+    sessions = [e.data for e in result.journal.entries(Kind.SMTP_SESSION)]
+    assert {s["host"] for s in sessions} == {"relay"}
+    assert all(s["auth"] == "gateway" and s["tls"] for s in sessions)
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_reports_and_exit_code(tmp_path: Path) -> None:
+    report, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "-q",
+            str(SCENARIOS / "greylisting.yaml"),
+            str(SCENARIOS / "invalid-address.yaml"),
+            "--json",
+            str(report),
+            "--junit",
+            str(junit),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 passed, 0 failed" in result.output
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert (data["passed"], data["summary"]) == (True, {"total": 2, "passed": 2, "failed": 0})
+    assert [s["scenario"] for s in data["scenarios"]] == ["greylisting", "invalid-address"]
+    cases = ET.parse(junit).getroot().findall("./testsuite/testcase")
+    assert [c.get("name") for c in cases] == ["greylisting", "invalid-address"]
+
+
+def test_cli_integration_that_dies_fails_with_its_output(tmp_path: Path) -> None:
+    code = "import sys; print('boom: no config', file=sys.stderr); sys.exit(3)"
+    sut = f'{sys.executable} -c "{code}"'
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        main,
+        ["run", "-q", str(SCENARIOS / "greylisting.yaml"), "--sut", sut, "--json", str(report)],
+    )
+    assert result.exit_code == 1, result.output
+    assert "the integration exited with code 3 before it was ready" in result.stderr
+    assert "boom: no config" in result.stderr
+    (scenario,) = json.loads(report.read_text(encoding="utf-8"))["scenarios"]
+    (failed,) = [e for e in scenario["expectations"] if not e["met"]]
+    assert failed["path"] == "integration"
+    assert "boom: no config" in failed["reason"]
+
+
+def test_cli_ready_timeout_shows_the_output(tmp_path: Path) -> None:
+    script = tmp_path / "sleepy.py"
+    script.write_text("import time\nprint('warming up', flush=True)\ntime.sleep(30)\n")
+    path = _write(
+        tmp_path,
+        "sleepy",
+        "name: sleepy\ncampaign: {from: n@brand.test, to: [a@example.com]}\n"
+        "integration: {command: python sleepy.py, ready_timeout: 0.5s}\n",
+    )
+    result = CliRunner().invoke(main, ["run", "-q", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "the integration was not ready within 0.5 s (its ready file did not answer)" in (
+        result.stderr
+    )
+    assert "warming up" in result.stderr
+
+
+def test_cli_bad_scenario_is_a_usage_error(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path, "bad", "campaign: {from: n@brand.test, to: [a@example.com]}\nexpekt: 1\n"
+    )
+    result = CliRunner().invoke(main, ["run", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:2:1: expekt: unknown key 'expekt'; did you mean 'expect'?" in result.output
+
+
+def test_cli_missing_program_is_a_usage_error() -> None:
+    result = CliRunner().invoke(
+        main, ["run", str(SCENARIOS / "greylisting.yaml"), "--sut", "no-such-gateway-x --bug x"]
+    )
+    assert result.exit_code == 2
+    assert "--sut: program 'no-such-gateway-x' not found on PATH" in result.output
+
+
+def test_scenario_model_accepts_env_only_integration() -> None:
+    scenario = parse_scenario(
+        "campaign: {from: n@brand.test, to: [a@example.com]}\n"
+        "integration: {env: {EXAMPLE_RETRY_DELAYS: '0'}}\n",
+        source="e.yaml",
+    )
+    assert scenario.integration is not None
+    assert scenario.integration.command is None
+    assert scenario.integration.env == {"EXAMPLE_RETRY_DELAYS": "0"}
+
+
+@pytest.mark.slow
+def test_every_shipped_scenario_passes_against_the_example() -> None:
+    result = CliRunner().invoke(main, ["run", "-q", "-j", "2", str(SCENARIOS)])
+    assert result.exit_code == 0, result.output
+    count = len(list(SCENARIOS.glob("*.yaml")))
+    assert f"{count} passed, 0 failed" in result.output
+    assert GATEWAY.is_file()
