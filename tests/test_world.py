@@ -121,7 +121,10 @@ def test_both_servers_journal_into_one_journal_and_reset_forgets_attempts() -> N
         assert world.journal.entries() == []
         # Attempts start again: greylisted on the first try, as in a fresh world.
         assert _send(port, "grey@example.com")[0] == 450
-        assert world.journal.entries()[0].seq == last + 1
+        # The session is journaled when the connection ends, just after the client's QUIT.
+        session = world.journal.wait_for(lambda e: e.kind is Kind.SMTP_SESSION, timeout=5)
+        assert session is not None
+        assert session.seq == last + 1
 
 
 def test_bounce_intake_set_after_start_receives_the_dsn(tmp_path: Path) -> None:

@@ -28,8 +28,10 @@ def test_shipped_scenario(path: Path) -> None:
     scenario = load_scenario(path)
     assert scenario.name == path.stem
     assert scenario.description
-    # The example integration is the runner's default target.
-    assert scenario.integration is None
+    # The example integration is the runner's default target (tuned through env only).
+    assert scenario.integration is None or (
+        scenario.integration.command is None and scenario.integration.addresses is None
+    )
     assert scenario.expect.callbacks or scenario.expect.absent
     for plan in scenario.hosts():
         plan.parsed_rules()  # the mail world accepts every rule as the runner will pass it
