@@ -6,10 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
+import signal
+import smtplib
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
@@ -284,3 +289,53 @@ def test_every_shipped_scenario_passes_against_the_example() -> None:
     count = len(list(SCENARIOS.glob("*.yaml")))
     assert f"{count} passed, 0 failed" in result.output
     assert GATEWAY.is_file()
+
+
+# -- harness serve SCENARIO ----------------------------------------------------------------------
+
+
+def test_serve_scenario_prints_every_address_and_keeps_running(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "harness", "serve", str(SCENARIOS / "mailbox-full.yaml")]
+    command += ["--intake", "127.0.0.1:9"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        lines: list[str] = []
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Ctrl-C to stop"):
+                break
+        try:
+            exports = dict(
+                line.removeprefix("export ").split("=", 1)
+                for line in lines
+                if line.startswith("export ")
+            )
+            mx = json.loads(shlex.split(exports["HARNESS_MX_MAP"])[0])["example.com"]
+            host, port = mx.rsplit(":", 1)
+            assert f"  {mx}  example.com" in lines
+            assert "  DSNs go to 127.0.0.1:9" in lines
+            with smtplib.SMTP(host, int(port), timeout=5) as client:
+                client.ehlo("sut.test")
+                client.mail("bounces@sut.test")
+                code, _ = client.rcpt("full@example.com")
+            assert code == 452  # the scenario's mailbox_full, Gmail flavour
+            control = next(line.split()[1] for line in lines if line.startswith("  control"))
+            health = httpx.get(control + "/health")
+            assert health.status_code == 200
+            assert exports["HARNESS_BOUNCE_URL"].endswith("/callbacks/bounce")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            rest = process.communicate(timeout=20)[0]
+    assert process.returncode == 0
+    assert "stopping" in rest
+
+
+def test_serve_scenario_refuses_options_the_scenario_owns() -> None:
+    result = CliRunner().invoke(
+        main, ["serve", str(SCENARIOS / "mailbox-full.yaml"), "--fault", "503,first=1"]
+    )
+    assert result.exit_code == 2
+    assert (
+        "--fault cannot be combined with SCENARIO: the scenario's clevertap.faults decides it"
+        in (result.output)
+    )
