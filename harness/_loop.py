@@ -44,6 +44,11 @@ class LoopThread:
         return self._loop
 
     @property
+    def ident(self) -> int | None:
+        """The thread's identifier while it runs (log records carry it as ``record.thread``)."""
+        return self._thread.ident if self._thread is not None else None
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

@@ -337,15 +337,13 @@ class _Session:
 
     def start(self, world: World) -> None:
         """Start *world* in its own thread and trap the errors logged in that thread."""
-        # World does not expose its loop thread; the thread that start_sync() starts is it.
-        before = {t.ident for t in threading.enumerate()}
         world.start_sync()
-        self.trap.threads.update(
-            t.ident for t in threading.enumerate() if t.ident is not None and t.ident not in before
-        )
         self.remember(world)
 
     def remember(self, world: World) -> None:
+        thread = world.thread
+        if thread is not None and thread.ident is not None:
+            self.trap.threads.add(thread.ident)
         self.defaults[id(world)] = _Defaults(
             tuple(world.clevertap.faults.rules), world.bounce_intake
         )
@@ -359,13 +357,8 @@ class _Session:
                 faults.set(defaults.faults)
             if world.bounce_intake != defaults.intake:
                 world.bounce_intake = defaults.intake
-        if self.keep_journal and world.journal is self.journal:
-            # A journal file keeps the whole run; tests read only what came after their start.
-            world.clevertap.app.duplicates.clear()
-            world.clevertap.faults.reset()
-            world.mail.reset()
-        else:
-            world.reset()
+        # A journal file keeps the whole run; tests read only what came after their start.
+        world.reset(journal=not (self.keep_journal and world.journal is self.journal))
 
     def scenario_world(self, path: Path) -> tuple[Scenario, World]:
         """The started world of the scenario at *path*, built once per session."""
@@ -800,9 +793,11 @@ def ct_world(
 ) -> Iterator[WorldFixture]:
     """The session world, reset for this test and checked after it (see :class:`WorldFixture`)."""
     if id(harness_world) not in _harness_session.defaults:
-        # A world from an overriding fixture, started there: its thread is not known.
+        # A world from an overriding fixture, started there. Its loop thread is known if it was
+        # started with start_sync(); a world running in some other loop is matched by name.
         _harness_session.remember(harness_world)
-        _harness_session.trap.any_world_thread = True
+        if harness_world.thread is None:
+            _harness_session.trap.any_world_thread = True
     fixture = WorldFixture(
         harness_world, _harness_session, request.node, timeout=harness_settings.timeout
     )

@@ -19,7 +19,7 @@ ready, so :attr:`World.bounce_intake` may be set after the world started.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -232,11 +232,43 @@ class World:
                 env["HARNESS_RELAY_PASSWORD"] = password
         return env
 
-    def reset(self) -> None:
-        """Forget everything recorded and counted: the journal, the duplicate index, the fault
-        counters and the mail rules' per-(sender, recipient) attempts. Servers keep running."""
-        self.clevertap.reset()  # the journal, duplicates and fault counters
+    @property
+    def thread(self) -> LoopThread | None:
+        """The background loop thread of a world started with :meth:`start_sync`, else None."""
+        return self._thread
+
+    def down(self, host: str, variant: str, *, delay: float | None = None) -> None:
+        """Make MX host *host* play the server-down *variant* from now on (same port)."""
+        self._in_loop(lambda: self.mail.down(host, variant, delay=delay))
+
+    def up(self, host: str) -> None:
+        """Bring MX host *host* back, on the same port."""
+        self._in_loop(lambda: self.mail.up(host))
+
+    def reset(self, *, journal: bool = True) -> None:
+        """Forget everything recorded and counted: the journal (unless *journal* is False, for
+        a journal file that keeps a whole run), the duplicate index, the fault counters and the
+        mail rules' per-(sender, recipient) attempts; hosts taken down or brought up at run
+        time are put back as configured. Servers keep running."""
+        self.clevertap.reset(journal=journal)
         self.mail.reset()
+        # Cheap check first: a reset runs before every test, a drifted host is rare.
+        if self.mail.drifted:
+            self._in_loop(self.mail.restore)
+
+    def _in_loop(self, action: Callable[[], None]) -> None:
+        """Run *action* in the loop the servers live in (host switches must happen there)."""
+        if not self._started:
+            raise ServerError("the world is not running; start it first")
+        thread = self._thread
+        if thread is None:
+            action()  # async mode: MailWorld checks that this is the world's running loop
+            return
+
+        async def call() -> None:
+            action()
+
+        thread.run(call(), timeout=self.start_timeout)
 
     # -- expectations (see harness.expect) -------------------------------------------------------
 

@@ -181,3 +181,42 @@ def test_parts_must_share_the_journal() -> None:
     assert world.journal is mail.journal is world.clevertap.journal
     with pytest.raises(ConfigError, match="callback_format"):
         World(callback_format="v3")  # type: ignore[arg-type]
+
+
+def test_down_up_from_sync_code_and_reset_restores_hosts() -> None:
+    scenario = parse_scenario(SCENARIO, source="w.yaml")
+    with World.from_scenario(scenario) as world:
+        port = world.mail.host("example.com").port
+        world.down("example.com", "refused")
+        with pytest.raises(ConnectionRefusedError):
+            _send(port, "a@example.com")
+        world.up("example.com")
+        assert _send(port, "a@example.com")[0] == 250
+
+        world.down("example.com", "greeting_421")
+        world.reset()  # back as configured: serving normally, on the same port
+        assert world.mail.drifted == []
+        assert world.mail.host("example.com").port == port
+        assert _send(port, "a@example.com")[0] == 250
+        notes = [e.data for e in world.journal.entries(Kind.NOTE) if "event" in e.data]
+        assert [(n["event"], n["host"]) for n in notes] == [("host_up", "example.com")]
+
+
+def test_reset_can_keep_the_journal() -> None:
+    scenario = parse_scenario(SCENARIO, source="w.yaml")
+    with World.from_scenario(scenario) as world:
+        assert world.thread is not None
+        assert world.thread.ident is not None
+        _send(world.mail.host("example.com").port, "a@example.com")
+        kept = len(world.journal)
+        assert kept > 0
+        world.reset(journal=False)
+        assert len(world.journal) == kept
+        world.reset()
+        assert len(world.journal) == 0
+
+
+def test_down_before_start_is_a_clear_error() -> None:
+    world = World.from_scenario(parse_scenario(SCENARIO, source="w.yaml"))
+    with pytest.raises(ServerError, match="not running; start it first"):
+        world.down("example.com", "tarpit")

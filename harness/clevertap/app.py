@@ -639,9 +639,11 @@ class CleverTapApp(FastAPI):
         """Forget the stop, so the app can be served again (possibly in another event loop)."""
         self._stopping = None
 
-    def reset(self) -> None:
-        """Clear the journal, the duplicate index and the fault counters (the rules stay)."""
-        self.journal.reset()
+    def reset(self, *, journal: bool = True) -> None:
+        """Clear the journal (unless *journal* is False), the duplicate index and the fault
+        counters (the rules stay)."""
+        if journal:
+            self.journal.reset()
         self.duplicates.clear()
         self.faults.reset()
 

@@ -97,9 +97,10 @@ class CleverTapServer:
         """Replace the fault rules; with no rules, remove them all."""
         self.app.set_faults(rules)
 
-    def reset(self) -> None:
-        """Clear the journal, the duplicate index and the fault counters (the rules stay)."""
-        self.app.reset()
+    def reset(self, *, journal: bool = True) -> None:
+        """Clear the journal (unless *journal* is False), the duplicate index and the fault
+        counters (the rules stay)."""
+        self.app.reset(journal=journal)
 
     @property
     def running(self) -> bool:

@@ -1303,6 +1303,24 @@ class MXHost:
         """Forget the rules' attempt counters and windows (between tests)."""
         self.rules.reset()
 
+    @property
+    def drifted(self) -> bool:
+        """True when :meth:`down` / :meth:`up` left the host other than it was configured."""
+        return self._variant != self._initial_variant
+
+    def restore(self) -> None:
+        """Play the configured server-down variant again, or serve normally (between tests).
+
+        Call it in the host's loop, like :meth:`down` and :meth:`up`; nothing happens (and
+        nothing is journaled) when the host is already as configured.
+        """
+        if not self.drifted:
+            return
+        if self._initial_variant is None:
+            self.up()
+        else:
+            self.down(self._initial_variant, delay=self._slow_delay)
+
 
 _IN_REPLY_TO = {Stage.RCPT: "RCPT TO", Stage.DATA: "DATA", Stage.END_OF_DATA: "end of DATA"}
 

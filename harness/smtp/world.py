@@ -244,6 +244,17 @@ class MailWorld:
         for host in self.hosts.values():
             host.reset()
 
+    @property
+    def drifted(self) -> list[str]:
+        """Names of the hosts that :meth:`down` / :meth:`up` left other than configured."""
+        return [name for name, host in self.hosts.items() if host.drifted]
+
+    def restore(self) -> None:
+        """Put every host taken down or brought up at run time back as configured."""
+        for name in self.drifted:
+            host = self.hosts[name]
+            self._control(host.restore, host)
+
     # -- export ------------------------------------------------------------------------------
 
     def transport_map(self) -> dict[str, str]:
