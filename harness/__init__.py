@@ -1,4 +1,15 @@
-"""clevertap-harness: fake the world around a CleverTap SMTP integration, script it, check it."""
+"""clevertap-harness: fake the world around a CleverTap SMTP integration, script it, check it.
+
+The public API, importable from here. The light names (errors, journal, checks) are imported at
+once; the servers and everything that pulls in FastAPI, uvicorn or aiosmtpd are imported on first
+use (PEP 562), so that ``import harness`` and the pytest plugin stay cheap for test sessions that
+never start a server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from harness.checks import Check, Severity, Violation
 from harness.errors import (
@@ -13,22 +24,78 @@ from harness.errors import (
 )
 from harness.journal import Entry, Journal, Kind, MemoryJournal, SQLiteJournal, open_journal
 
+if TYPE_CHECKING:
+    from harness.clevertap.server import CleverTapServer
+    from harness.clevertap.settings import ServerSettings
+    from harness.expect import (
+        expect_callback,
+        expect_callback_async,
+        expect_no_callbacks,
+        expect_no_callbacks_async,
+        expect_no_violations,
+    )
+    from harness.respx_mock import CleverTapMock
+    from harness.scenario.loader import load_scenario
+    from harness.scenario.runner import run_scenario
+    from harness.smtp.world import MailWorld
+    from harness.world import World
+
 __all__ = [
     "Check",
+    "CleverTapMock",
+    "CleverTapServer",
     "ConfigError",
     "Entry",
     "ExpectationError",
     "HarnessError",
     "Journal",
     "Kind",
+    "MailWorld",
     "MemoryJournal",
     "PayloadError",
     "SQLiteJournal",
     "ScenarioError",
     "ServerError",
+    "ServerSettings",
     "Severity",
     "StartTimeout",
     "UnknownNameError",
     "Violation",
+    "World",
+    "expect_callback",
+    "expect_callback_async",
+    "expect_no_callbacks",
+    "expect_no_callbacks_async",
+    "expect_no_violations",
+    "load_scenario",
     "open_journal",
+    "run_scenario",
 ]
+
+_LAZY = {
+    "CleverTapMock": "harness.respx_mock",
+    "CleverTapServer": "harness.clevertap.server",
+    "MailWorld": "harness.smtp.world",
+    "ServerSettings": "harness.clevertap.settings",
+    "World": "harness.world",
+    "expect_callback": "harness.expect",
+    "expect_callback_async": "harness.expect",
+    "expect_no_callbacks": "harness.expect",
+    "expect_no_callbacks_async": "harness.expect",
+    "expect_no_violations": "harness.expect",
+    "load_scenario": "harness.scenario.loader",
+    "run_scenario": "harness.scenario.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
