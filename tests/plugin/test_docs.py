@@ -30,3 +30,11 @@ def test_every_option_is_documented() -> None:
         assert f"`{option.flag} {option.metavar}`" in doc
         assert f"`{option.ini}`" in doc
         assert f"`{option.env}`" in doc
+
+
+def test_the_readme_copies_are_the_files_the_suite_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    included = {m["path"]: m["body"] for m in INCLUDE.finditer(readme)}
+    assert included, "the README shows no example file"
+    for path, body in included.items():
+        assert body == (ROOT / path).read_text(), f"README.md has a stale copy of {path}"
