@@ -13,11 +13,12 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 from harness.errors import ServerError, StartTimeout
 
-__all__ = ["LoopThread"]
+__all__ = ["Lifecycle", "LoopThread"]
 
 T = TypeVar("T")
 
@@ -131,3 +132,83 @@ class LoopThread:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class Lifecycle:
+    """The lifecycle every server object shares: written once as async, offered to sync code.
+
+    A subclass defines ``async start()`` and ``async stop()`` (they run in whatever event loop
+    calls them, and ``start()`` raises :class:`ServerError` when already started). This mixin adds
+    ``async with``, and for sync code :meth:`start_sync` / :meth:`stop_sync` / ``with``, which run
+    the same coroutines in a :class:`LoopThread` of the object's own.
+    """
+
+    _thread: LoopThread | None = None
+    _thread_name = "harness-loop"
+
+    async def start(self) -> object:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    async def stop(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _start_deadline(self) -> float:
+        """Seconds start() may take from sync code before :class:`StartTimeout`."""
+        return 10.0
+
+    def _stop_deadline(self) -> float:
+        """Seconds stop() may take from sync code before :class:`StartTimeout`."""
+        return 10.0
+
+    @property
+    def thread(self) -> LoopThread | None:
+        """The background loop thread while started with :meth:`start_sync`, else None."""
+        return self._thread
+
+    def start_sync(self) -> Self:
+        """Like ``start()``, for sync code: run in an event loop in a background thread."""
+        if self._thread is not None:
+            raise ServerError(f"{self._thread_name}: already running in a background thread")
+        thread = LoopThread(name=self._thread_name)
+        thread.start()
+        try:
+            thread.run(self.start(), timeout=self._start_deadline())
+        except BaseException:
+            thread.stop()
+            raise
+        self._thread = thread
+        return self
+
+    def stop_sync(self) -> None:
+        """Like ``stop()``, for an object started with :meth:`start_sync`; joins the thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._thread = None
+        try:
+            thread.run(self.stop(), timeout=self._stop_deadline())
+        finally:
+            thread.stop()
+
+    def __enter__(self) -> Self:
+        return self.start_sync()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop_sync()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

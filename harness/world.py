@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from harness._loop import LoopThread
+from harness._loop import Lifecycle, LoopThread
 from harness.checks import Severity, Violation
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
@@ -42,7 +41,7 @@ CallbackFormat = Literal["legacy", "v2"]
 _TLS = {"none": (None, False), "starttls": ("starttls", False), "required": ("starttls", True)}
 
 
-class World:
+class World(Lifecycle):
     """The fake mail world and the fake CleverTap, sharing one :class:`~harness.journal.Journal`.
 
     *mail* defaults to an empty :class:`~harness.smtp.world.MailWorld`; *clevertap* is a
@@ -81,6 +80,7 @@ class World:
         self.callback_format: CallbackFormat = callback_format
         self.start_timeout = start_timeout
         self._thread: LoopThread | None = None
+        self._thread_name = "harness-world"
         self._started = False
 
     @classmethod
@@ -116,7 +116,7 @@ class World:
     async def start(self) -> World:
         """Start every server in the running event loop."""
         if self._started:
-            return self
+            raise ServerError("the world is already running")
         await self.clevertap.start()
         try:
             await self.mail.start()
@@ -136,57 +136,14 @@ class World:
         finally:
             await self.clevertap.stop()
 
-    async def __aenter__(self) -> World:
-        return await self.start()
+    # -- lifecycle (sync): harness._loop.Lifecycle --------------------------------------------
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+    def _start_deadline(self) -> float:
+        return self.start_timeout
 
-    # -- lifecycle (sync) ------------------------------------------------------------------------
-
-    def start_sync(self) -> World:
-        """Start every server in one background thread with its own event loop."""
-        if self._thread is not None:
-            return self
-        if self._started:
-            raise ServerError("this world is already running in an event loop")
-        thread = LoopThread(name="harness-world")
-        thread.start()
-        try:
-            thread.run(self.start(), timeout=self.start_timeout)
-        except BaseException:
-            thread.stop()
-            raise
-        self._thread = thread
-        return self
-
-    def stop_sync(self) -> None:
-        """Stop a world started with :meth:`start_sync` and join its thread."""
-        thread = self._thread
-        if thread is None:
-            return
-        self._thread = None
-        try:
-            # The fake CleverTap may wait up to its stop_timeout for requests in flight.
-            thread.run(self.stop(), timeout=self.clevertap.settings.stop_timeout + 10.0)
-        finally:
-            thread.stop()
-
-    def __enter__(self) -> World:
-        return self.start_sync()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop_sync()
+    def _stop_deadline(self) -> float:
+        # The fake CleverTap may wait up to its stop_timeout for requests in flight.
+        return self.clevertap.settings.stop_timeout + 10.0
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -231,11 +188,6 @@ class World:
                 env["HARNESS_RELAY_USER"] = user
                 env["HARNESS_RELAY_PASSWORD"] = password
         return env
-
-    @property
-    def thread(self) -> LoopThread | None:
-        """The background loop thread of a world started with :meth:`start_sync`, else None."""
-        return self._thread
 
     def down(self, host: str, variant: str, *, delay: float | None = None) -> None:
         """Make MX host *host* play the server-down *variant* from now on (same port)."""

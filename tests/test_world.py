@@ -220,3 +220,19 @@ def test_down_before_start_is_a_clear_error() -> None:
     world = World.from_scenario(parse_scenario(SCENARIO, source="w.yaml"))
     with pytest.raises(ServerError, match="not running; start it first"):
         world.down("example.com", "tarpit")
+
+
+def test_starting_twice_is_an_error_for_every_server_object() -> None:
+    world = World.from_scenario(parse_scenario(SCENARIO, source="w.yaml"))
+    with world:
+        with pytest.raises(ServerError, match="already running in a background thread"):
+            world.start_sync()
+        with pytest.raises(ServerError, match="the mail world is already running"):
+            world.mail.start_sync()  # the world runs it, in the world's own thread
+    mail = MailWorld()
+    mail.add_host("mx1", domains=["example.com"])
+    with mail:
+        assert mail.thread is not None
+        with pytest.raises(ServerError, match="already running"):
+            mail.thread.run(mail.start())
+    assert mail.thread is None

@@ -21,11 +21,10 @@ import math
 import socket
 from collections.abc import Generator
 from dataclasses import dataclass
-from types import TracebackType
 
 import uvicorn
 
-from harness._loop import LoopThread
+from harness._loop import Lifecycle, LoopThread
 from harness.clevertap.app import CleverTapApp, create_app
 from harness.clevertap.faults import FaultPlan, FaultRule
 from harness.clevertap.inspect import Endpoint
@@ -61,7 +60,7 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-class CleverTapServer:
+class CleverTapServer(Lifecycle):
     """The fake CleverTap, served by uvicorn.
 
     *journal* defaults to an SQLite journal when ``settings.journal_path`` is set (the server
@@ -80,6 +79,7 @@ class CleverTapServer:
         self._task: asyncio.Task[None] | None = None
         self._port: int | None = None
         self._thread: LoopThread | None = None
+        self._thread_name = "clevertap-server"
 
     # -- what users read -----------------------------------------------------------------------
 
@@ -238,52 +238,10 @@ class CleverTapServer:
         if not task.cancelled() and task.exception() is not None:
             raise ServerError("the fake CleverTap crashed") from task.exception()
 
-    async def __aenter__(self) -> CleverTapServer:
-        await self.start()
-        return self
+    # -- sync lifecycle: harness._loop.Lifecycle ------------------------------------------------
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+    def _start_deadline(self) -> float:
+        return self.settings.ready_timeout + 5.0
 
-    # -- sync lifecycle ------------------------------------------------------------------------
-
-    def start_sync(self) -> None:
-        """Like :meth:`start`, for sync code: serve from an event loop in a background thread."""
-        if self._thread is not None:
-            raise ServerError("the fake CleverTap is already running")
-        thread = LoopThread(name="clevertap-server")
-        thread.start()
-        try:
-            thread.run(self.start(), timeout=self.settings.ready_timeout + 5.0)
-        except BaseException:
-            thread.stop()
-            raise
-        self._thread = thread
-
-    def stop_sync(self) -> None:
-        """Like :meth:`stop`, for a server started with :meth:`start_sync`."""
-        thread = self._thread
-        if thread is None:
-            return
-        self._thread = None
-        try:
-            thread.run(self.stop(), timeout=self.settings.stop_timeout + 5.0)
-        finally:
-            thread.stop()
-
-    def __enter__(self) -> CleverTapServer:
-        self.start_sync()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop_sync()
+    def _stop_deadline(self) -> float:
+        return self.settings.stop_timeout + 5.0

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from harness._loop import LoopThread
+from harness._loop import Lifecycle, LoopThread
 from harness.errors import ConfigError, ServerError, UnknownNameError
 from harness.journal import Journal, MemoryJournal
 from harness.smtp.rules import Rules
@@ -32,7 +32,7 @@ from harness.smtp.server import Intake, MXHost
 __all__ = ["MailWorld"]
 
 
-class MailWorld:
+class MailWorld(Lifecycle):
     """Fake MX hosts and an optional relay sharing one journal and one clock.
 
     >>> world = MailWorld()
@@ -58,6 +58,7 @@ class MailWorld:
         self.hosts: dict[str, MXHost] = {}
         self._relay: str | None = None
         self._thread: LoopThread | None = None
+        self._thread_name = "harness-mail-world"
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- building ----------------------------------------------------------------------------
@@ -141,7 +142,7 @@ class MailWorld:
     async def start(self) -> MailWorld:
         """Start every host in the running loop."""
         if self._loop is not None:
-            return self
+            raise ServerError("the mail world is already running")
         self._loop = asyncio.get_running_loop()
         try:
             for host in self.hosts.values():
@@ -171,42 +172,11 @@ class MailWorld:
         if errors:
             raise ServerError(f"{len(errors)} hosts failed to stop cleanly") from errors[0]
 
-    async def __aenter__(self) -> MailWorld:
-        return await self.start()
+    def _start_deadline(self) -> float:
+        return self.start_timeout
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    def start_background(self) -> MailWorld:
-        """Start the world in a background thread with its own event loop."""
-        if self._thread is not None:
-            return self
-        thread = LoopThread(name="harness-mail-world")
-        thread.start()
-        try:
-            thread.run(self.start(), timeout=self.start_timeout)
-        except BaseException:
-            thread.stop()
-            raise
-        self._thread = thread
-        return self
-
-    def stop_background(self) -> None:
-        """Stop a world started with :meth:`start_background` and join its thread."""
-        thread = self._thread
-        if thread is None:
-            return
-        try:
-            thread.run(self.stop(), timeout=self.start_timeout)
-        finally:
-            self._thread = None
-            thread.stop()
-
-    def __enter__(self) -> MailWorld:
-        return self.start_background()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop_background()
+    def _stop_deadline(self) -> float:
+        return self.start_timeout
 
     # -- control -----------------------------------------------------------------------------
 

@@ -39,13 +39,13 @@ def make_world(clock: FakeClock) -> Iterator[Callable[..., MailWorld]]:
         options.setdefault("clock", clock)
         world = MailWorld(**options)
         setup(world)
-        world.start_background()
+        world.start_sync()
         worlds.append(world)
         return world
 
     yield make
     for world in worlds:
-        world.stop_background()
+        world.stop_sync()
 
 
 @pytest.fixture

@@ -99,7 +99,7 @@ def test_tarpit_sessions_end_when_the_world_stops(make_world: Callable[..., Mail
     world = make_world(lambda w: w.add_host("mx1", domains=["example.com"], server_down="tarpit"))
     with socket.create_connection(("127.0.0.1", world.host("mx1").port), timeout=5) as sock:
         world.journal.wait_for(lambda e: False, timeout=0.05)  # let the server accept it
-        world.stop_background()
+        world.stop_sync()
         assert sock.recv(1024) == b""
     (session,) = world.journal.entries(Kind.SMTP_SESSION)
     assert session.data["end"] == "server_stopped"

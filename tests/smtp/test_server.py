@@ -384,7 +384,7 @@ def test_stopping_the_world_journals_open_sessions(make_world: Callable[..., Mai
     c = client(world)
     try:
         c.ehlo("client.test")
-        world.stop_background()
+        world.stop_sync()
         (session,) = world.journal.entries(Kind.SMTP_SESSION)
         assert session.data["end"] == "server_stopped"
         assert session.data["commands"] == ["EHLO client.test"]
