@@ -33,6 +33,7 @@ from harness.errors import ConfigError, ExpectationError, UnknownNameError
 from harness.journal import Entry, Journal, Kind
 
 __all__ = [
+    "JournalAssertions",
     "expect_callback",
     "expect_callback_async",
     "expect_no_callbacks",
@@ -450,3 +451,69 @@ def expect_no_violations(
     ]
     lines.extend(_clipped(shown, _SHOWN_VIOLATIONS * 2))
     raise ExpectationError("\n".join(lines))
+
+
+class JournalAssertions:
+    """The helpers above as methods, for objects that own a journal (World, CleverTapMock)."""
+
+    journal: Journal
+
+    def expect_callback(
+        self,
+        event: str,
+        email: str,
+        *,
+        within: float = 5.0,
+        since: int = 0,
+        ts: tuple[float, float] | None = None,
+    ) -> Entry:
+        """:func:`expect_callback` on this object's journal."""
+        return expect_callback(self.journal, event, email, within=within, since=since, ts=ts)
+
+    async def expect_callback_async(
+        self,
+        event: str,
+        email: str,
+        *,
+        within: float = 5.0,
+        since: int = 0,
+        ts: tuple[float, float] | None = None,
+    ) -> Entry:
+        """:func:`expect_callback_async` on this object's journal."""
+        return await expect_callback_async(
+            self.journal, event, email, within=within, since=since, ts=ts
+        )
+
+    def expect_no_callbacks(
+        self,
+        *,
+        within: float = 0.0,
+        since: int = 0,
+        event: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        """:func:`expect_no_callbacks` on this object's journal."""
+        expect_no_callbacks(self.journal, within=within, since=since, event=event, email=email)
+
+    async def expect_no_callbacks_async(
+        self,
+        *,
+        within: float = 0.0,
+        since: int = 0,
+        event: str | None = None,
+        email: str | None = None,
+    ) -> None:
+        """:func:`expect_no_callbacks_async` on this object's journal."""
+        await expect_no_callbacks_async(
+            self.journal, within=within, since=since, event=event, email=email
+        )
+
+    def expect_no_violations(
+        self, *, since: int = 0, allow: Iterable[str] = (), severity: Severity = Severity.ERROR
+    ) -> None:
+        """:func:`expect_no_violations` on this object's journal."""
+        expect_no_violations(self.journal, since=since, allow=allow, severity=severity)
+
+    def violations(self, *, since: int = 0) -> list[Violation]:
+        """:func:`violations` on this object's journal."""
+        return violations(self.journal, since=since)

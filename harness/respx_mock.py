@@ -30,7 +30,7 @@ import asyncio
 import functools
 import inspect as pyinspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
@@ -38,14 +38,13 @@ from typing import Any, ParamSpec, TypeVar, overload
 import httpx
 import respx
 
-from harness import expect as _expect
-from harness.checks import Severity, Violation
 from harness.clevertap.app import CallbackResult, process_callback
 from harness.clevertap.faults import FaultPlan, FaultRule
 from harness.clevertap.inspect import DuplicateIndex, Endpoint
 from harness.clevertap.settings import ServerSettings
 from harness.errors import ConfigError, ExpectationError, did_you_mean
-from harness.journal import Entry, Journal, Kind, MemoryJournal
+from harness.expect import JournalAssertions
+from harness.journal import Journal, Kind, MemoryJournal
 
 __all__ = ["CleverTapMock", "MockUrls"]
 
@@ -110,7 +109,7 @@ def _base(url: str) -> httpx.URL:
     return parsed
 
 
-class CleverTapMock:
+class CleverTapMock(JournalAssertions):
     """The fake CleverTap as a respx mock. See the module docstring.
 
     *settings* are the server's (paths, strictness, size cap, check config, faults; host and
@@ -314,56 +313,3 @@ class CleverTapMock:
                 return func(*args, **kwargs)
 
         return run
-
-    # -- assertions (harness.expect over this mock's journal) -------------------------------
-
-    def expect_callback(
-        self,
-        event: str,
-        email: str,
-        *,
-        within: float = 5.0,
-        since: int = 0,
-        ts: tuple[float, float] | None = None,
-    ) -> Entry:
-        """:func:`harness.expect.expect_callback` on this mock's journal."""
-        return _expect.expect_callback(
-            self.journal, event, email, within=within, since=since, ts=ts
-        )
-
-    async def expect_callback_async(
-        self,
-        event: str,
-        email: str,
-        *,
-        within: float = 5.0,
-        since: int = 0,
-        ts: tuple[float, float] | None = None,
-    ) -> Entry:
-        """:func:`harness.expect.expect_callback_async` on this mock's journal."""
-        return await _expect.expect_callback_async(
-            self.journal, event, email, within=within, since=since, ts=ts
-        )
-
-    def expect_no_callbacks(
-        self,
-        *,
-        within: float = 0.0,
-        since: int = 0,
-        event: str | None = None,
-        email: str | None = None,
-    ) -> None:
-        """:func:`harness.expect.expect_no_callbacks` on this mock's journal."""
-        _expect.expect_no_callbacks(
-            self.journal, within=within, since=since, event=event, email=email
-        )
-
-    def expect_no_violations(
-        self, *, since: int = 0, allow: Iterable[str] = (), severity: Severity = Severity.ERROR
-    ) -> None:
-        """:func:`harness.expect.expect_no_violations` on this mock's journal."""
-        _expect.expect_no_violations(self.journal, since=since, allow=allow, severity=severity)
-
-    def violations(self, *, since: int = 0) -> list[Violation]:
-        """:func:`harness.expect.violations` on this mock's journal."""
-        return _expect.violations(self.journal, since=since)

@@ -19,15 +19,15 @@ ready, so :attr:`World.bounce_intake` may be set after the world started.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness._loop import Lifecycle, LoopThread
-from harness.checks import Severity, Violation
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
 from harness.errors import ConfigError, ServerError
-from harness.journal import Entry, Journal, MemoryJournal
+from harness.expect import JournalAssertions
+from harness.journal import Journal, MemoryJournal
 from harness.smtp.server import Intake, MXHost
 from harness.smtp.world import MailWorld
 
@@ -41,7 +41,7 @@ CallbackFormat = Literal["legacy", "v2"]
 _TLS = {"none": (None, False), "starttls": ("starttls", False), "required": ("starttls", True)}
 
 
-class World(Lifecycle):
+class World(Lifecycle, JournalAssertions):
     """The fake mail world and the fake CleverTap, sharing one :class:`~harness.journal.Journal`.
 
     *mail* defaults to an empty :class:`~harness.smtp.world.MailWorld`; *clevertap* is a
@@ -221,53 +221,6 @@ class World(Lifecycle):
             action()
 
         thread.run(call(), timeout=self.start_timeout)
-
-    # -- expectations (see harness.expect) -------------------------------------------------------
-
-    def expect_callback(
-        self,
-        event: str,
-        email: str,
-        *,
-        within: float = 5.0,
-        since: int = 0,
-        ts: tuple[float, float] | None = None,
-    ) -> Entry:
-        """:func:`harness.expect.expect_callback` on this world's journal."""
-        from harness.expect import expect_callback
-
-        return expect_callback(self.journal, event, email, within=within, since=since, ts=ts)
-
-    def expect_no_callbacks(
-        self,
-        *,
-        within: float = 0.0,
-        since: int = 0,
-        event: str | None = None,
-        email: str | None = None,
-    ) -> None:
-        """:func:`harness.expect.expect_no_callbacks` on this world's journal."""
-        from harness.expect import expect_no_callbacks
-
-        expect_no_callbacks(self.journal, within=within, since=since, event=event, email=email)
-
-    def expect_no_violations(
-        self,
-        *,
-        since: int = 0,
-        allow: Iterable[str] = (),
-        severity: Severity = Severity.ERROR,
-    ) -> None:
-        """:func:`harness.expect.expect_no_violations` on this world's journal."""
-        from harness.expect import expect_no_violations
-
-        expect_no_violations(self.journal, since=since, allow=allow, severity=severity)
-
-    def violations(self, *, since: int = 0) -> list[Violation]:
-        """:func:`harness.expect.violations` on this world's journal."""
-        from harness.expect import violations
-
-        return violations(self.journal, since=since)
 
 
 def _add_host(mail: MailWorld, plan: HostPlan) -> MXHost:
