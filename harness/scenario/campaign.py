@@ -48,6 +48,21 @@ class Submission:
     """Trusts the integration's certificate (the runner made it); None skips verification."""
     timeout: float = 30.0
 
+    def client(self, local_hostname: str) -> aiosmtplib.SMTP:
+        """An unconnected SMTP client for this port, with its TLS and AUTH settings."""
+        return aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            timeout=self.timeout,
+            use_tls=self.tls == "implicit",
+            start_tls=self.tls == "starttls",
+            validate_certs=self.tls_context is not None,
+            tls_context=self.tls_context,
+            username=self.auth.username if self.auth else None,
+            password=self.auth.password if self.auth else None,
+            local_hostname=local_hostname,
+        )
+
 
 def build_message(campaign: Campaign, recipient: str, n: int, ts: int, token: str) -> EmailMessage:
     """The message CleverTap would submit for recipient number *n* (from 1)."""
@@ -120,21 +135,6 @@ async def submit_campaign(
     return counts["ok"]
 
 
-def _client(submission: Submission) -> aiosmtplib.SMTP:
-    return aiosmtplib.SMTP(
-        hostname=submission.host,
-        port=submission.port,
-        timeout=submission.timeout,
-        use_tls=submission.tls == "implicit",
-        start_tls=submission.tls == "starttls",
-        validate_certs=submission.tls_context is not None,
-        tls_context=submission.tls_context,
-        username=submission.auth.username if submission.auth else None,
-        password=submission.auth.password if submission.auth else None,
-        local_hostname="harness.invalid",
-    )
-
-
 async def _send_batch(
     campaign: Campaign,
     submission: Submission,
@@ -150,7 +150,7 @@ async def _send_batch(
             meta = str(message["X-CleverTap_META"])
             message_id = str(message["Message-ID"])
             if client is None or not client.is_connected:
-                client = _client(submission)
+                client = submission.client("harness.invalid")
                 try:
                     await client.connect()
                 except (aiosmtplib.SMTPException, OSError) as exc:

@@ -240,18 +240,7 @@ async def _send_mailto(
     message["To"] = address
     message["Subject"] = query.get("subject", "unsubscribe")
     message.set_content(query.get("body", "unsubscribe") + "\n")
-    client = aiosmtplib.SMTP(
-        hostname=intake.host,
-        port=intake.port,
-        timeout=intake.timeout,
-        use_tls=intake.tls == "implicit",
-        start_tls=intake.tls == "starttls",
-        validate_certs=intake.tls_context is not None,
-        tls_context=intake.tls_context,
-        username=intake.auth.username if intake.auth else None,
-        password=intake.auth.password if intake.auth else None,
-        local_hostname="recipient.invalid",
-    )
+    client = intake.client("recipient.invalid")
     try:
         await client.connect()
         await client.mail(recipient)
