@@ -4,6 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+# Import the whole package before any inner run. An in-process `pytester.runpytest()` restores
+# sys.modules when it ends, dropping every module first imported during the inner run; the next
+# import makes new module objects, and objects from before (a parsed `Rules`) then fail the
+# isinstance checks of the new ones. Imported here, the modules are in the snapshot and shared.
+import harness.pytest_plugin
+import harness.respx_mock
+import harness.scenario.judge
+import harness.scenario.loader
+import harness.world  # noqa: F401
+
 # What every inner run gets: warnings are errors (as in this suite), pytest-asyncio's loop
 # scope set (it warns otherwise), and no cache directory left in the test's tmp dir.
 INI = """
