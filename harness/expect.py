@@ -215,6 +215,15 @@ def _clipped(lines: list[str], limit: int, indent: str = "  ") -> list[str]:
     return shown
 
 
+def _with_fired(lines: list[str], callbacks: list[Entry]) -> str:
+    """*lines*, then the checks that fired on *callbacks* (if any), as one message."""
+    fired = _fired(callbacks)
+    if fired:
+        lines.append("checks that fired:")
+        lines.extend(_clipped(fired, _SHOWN_VIOLATIONS))
+    return "\n".join(lines)
+
+
 def _callback_failure(want: _Want, journal: Journal, within: float, since: int) -> str:
     callbacks = journal.entries(Kind.CALLBACK, since=since)
     head = f"expected {want.describe()} within {within:g} s (journal after seq {since})"
@@ -226,11 +235,7 @@ def _callback_failure(want: _Want, journal: Journal, within: float, since: int) 
         f"arrived: {len(callbacks)} callback{'s' if len(callbacks) != 1 else ''}, nearest first:",
         *_clipped([line for _, line in candidates], _SHOWN_CANDIDATES),
     ]
-    fired = _fired(callbacks)
-    if fired:
-        lines.append("checks that fired:")
-        lines.extend(_clipped(fired, _SHOWN_VIOLATIONS))
-    return "\n".join(lines)
+    return _with_fired(lines, callbacks)
 
 
 # -- expect a callback -----------------------------------------------------------------------------
@@ -282,6 +287,14 @@ async def expect_callback_async(
 # -- expect no callbacks ---------------------------------------------------------------------------
 
 
+def _item_matches(item: Sequence[Any], event: str | None, key: str | None) -> bool:
+    """Whether a journaled ``[event, email, ts, meta]`` item has *event* and the address *key*
+    (casefolded); None matches anything."""
+    return (event is None or item[0] == event) and (
+        key is None or (isinstance(item[1], str) and item[1].casefold() == key)
+    )
+
+
 def _no_callbacks_filter(event: str | None, email: str | None) -> Any:
     key = email.casefold() if email is not None else None
 
@@ -290,11 +303,7 @@ def _no_callbacks_filter(event: str | None, email: str | None) -> Any:
             return False
         if event is None and key is None:
             return True
-        return any(
-            (event is None or item[0] == event)
-            and (key is None or (isinstance(item[1], str) and item[1].casefold() == key))
-            for item in entry.data.get("events", ())
-        )
+        return any(_item_matches(item, event, key) for item in entry.data.get("events", ()))
 
     return matches
 
@@ -307,23 +316,15 @@ def _no_callbacks_failure(
     head = f"expected no callbacks{' with ' + what if what else ''} after seq {since}"
     head += f" (waited up to {within:g} s)" if within else ""
     lines = [head, f"arrived: {len(found)} callback{'s' if len(found) != 1 else ''}:"]
+    key = email.casefold() if email is not None else None
     shown: list[str] = []
     for entry in found:
         items = entry.data.get("events", ())
         if not items:
             shown.append(_event_line(entry, None))
-        for item in items:
-            if event is not None and item[0] != event:
-                continue
-            if email is not None and str(item[1]).casefold() != email.casefold():
-                continue
-            shown.append(_event_line(entry, item))
+        shown.extend(_event_line(entry, item) for item in items if _item_matches(item, event, key))
     lines.extend(_clipped(shown, _SHOWN_CANDIDATES))
-    fired = _fired(found)
-    if fired:
-        lines.append("checks that fired:")
-        lines.extend(_clipped(fired, _SHOWN_VIOLATIONS))
-    return "\n".join(lines)
+    return _with_fired(lines, found)
 
 
 def _no_callbacks_args(

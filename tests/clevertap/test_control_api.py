@@ -23,19 +23,6 @@ def legacy(event: str, *emails: str) -> bytes:
     return json.dumps([{"event": event, "data": [{"e": e, "ts": NOW} for e in emails]}]).encode()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[CleverTapServer]:
-    with CleverTapServer() as ct:
-        yield ct
-
-
-@pytest.fixture
-def ct(server: CleverTapServer) -> CleverTapServer:
-    server.set_faults()
-    server.reset()
-    return server
-
-
 @pytest.fixture
 def client(ct: CleverTapServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=ct.urls.control, timeout=10) as c:

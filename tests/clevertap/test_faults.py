@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -20,25 +19,6 @@ from harness.journal import Kind
 NOW = int(time.time())
 JSON = {"content-type": "application/json"}
 BODY = json.dumps([{"event": "softbounce", "data": [{"e": "a@example.com", "ts": NOW}]}]).encode()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[CleverTapServer]:
-    with CleverTapServer() as ct:
-        yield ct
-
-
-@pytest.fixture
-def ct(server: CleverTapServer) -> CleverTapServer:
-    server.set_faults()
-    server.reset()
-    return server
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as c:
-        yield c
 
 
 def statuses(ct: CleverTapServer) -> list[int | None]:

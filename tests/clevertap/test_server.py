@@ -37,24 +37,6 @@ def v2(*items: tuple[str, str]) -> bytes:
     return json.dumps({"version": "v2", "events": {"success": success}}).encode()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[CleverTapServer]:
-    with CleverTapServer() as ct:
-        yield ct
-
-
-@pytest.fixture
-def ct(server: CleverTapServer) -> CleverTapServer:
-    server.reset()
-    return server
-
-
-@pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as c:
-        yield c
-
-
 def only_callback(ct: CleverTapServer) -> Entry:
     entries = ct.journal.entries(Kind.CALLBACK)
     assert len(entries) == 1, entries
