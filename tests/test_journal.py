@@ -47,7 +47,8 @@ def test_entries_are_numbered_from_one_in_append_order() -> None:
     first = journal.append(note("one"), at=10.0)
     second = journal.append(callback(), at=11.0)
     assert first == Entry(1, Kind.NOTE, 10.0, note("one"))
-    assert second.seq == 2 and second.kind is Kind.CALLBACK
+    assert second.seq == 2
+    assert second.kind is Kind.CALLBACK
     assert journal.entries() == [first, second]
     assert list(journal) == [first, second]
     assert len(journal) == 2
@@ -206,7 +207,8 @@ def test_wait_for_wakes_up_on_an_append_from_another_thread() -> None:
     started.set()
     found = journal.wait_for(lambda e: e.kind is Kind.CLICK, timeout=10)
     thread.join()
-    assert found is not None and found.seq == 2
+    assert found is not None
+    assert found.seq == 2
 
 
 def test_wait_for_times_out() -> None:
@@ -225,7 +227,8 @@ async def test_wait_for_async_sees_entries_from_other_threads() -> None:
     loop = asyncio.get_running_loop()
     loop.call_later(0.05, lambda: threading.Thread(target=append).start())
     found = await journal.wait_for_async(lambda e: e.kind is Kind.NOTE, timeout=5)
-    assert found is not None and found.seq == 1
+    assert found is not None
+    assert found.seq == 1
 
 
 @pytest.mark.asyncio

@@ -125,7 +125,8 @@ def test_json_form_of_a_short_record_fills_in_the_defaults() -> None:
         "stage": "rcpt", "code": 550, "enhanced": "5.1.1", "reply": "550 5.1.1 no", "class": "hard",
     })  # fmt: skip
     assert isinstance(record, SmtpReply)
-    assert record.bounce_class == "hard" and record.mode is None
+    assert record.bounce_class == "hard"
+    assert record.mode is None
 
 
 def test_json_form_errors_name_the_field() -> None:
@@ -163,7 +164,7 @@ def test_the_journal_reference_page_is_generated_from_the_types() -> None:
     )
 
 
-# -- one home per fact, imports point down -----------------------------------------------------------
+# -- one home per fact, imports point down ------------------------------------------------------
 
 
 def _imports(path: Path) -> set[str]:
