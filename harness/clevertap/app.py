@@ -22,7 +22,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from sys import intern
 from typing import Annotated, Any, Literal, Protocol
@@ -536,11 +536,8 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
         last = app.journal.last_seq
         out: list[ViolationRecord] = []
         wanted = endpoint.value if endpoint else None
-        entries: Iterable[Entry] = (
-            app.journal.callbacks(code=code, endpoint=wanted, since=since)
-            if code is not None or wanted is not None
-            else app.journal.iter_entries(Kind.CALLBACK, since=since)
-        )
+        # Through the index of flagged callbacks: only requests with a violation are read.
+        entries = app.journal.callbacks(code=code, endpoint=wanted, flagged=True, since=since)
         for entry in entries:
             record = entry.data
             if not isinstance(record, Callback):
