@@ -667,7 +667,7 @@ class CleverTapApp(FastAPI):
             version="1",
         )
         self.settings = settings
-        self.journal = journal
+        self._journal = journal
         self.faults = FaultPlan(settings.faults)
         self.duplicates = JournalHistory(journal)
         self._stopping: asyncio.Event | None = None
@@ -675,6 +675,17 @@ class CleverTapApp(FastAPI):
             path: _Callback(self, endpoint, path) for endpoint, path in settings.paths.items()
         }
         self.include_router(_control_router(self))
+
+    @property
+    def journal(self) -> Journal:
+        return self._journal
+
+    @journal.setter
+    def journal(self, journal: Journal) -> None:
+        """Journal into *journal* from now on; the duplicate history (an index of the journal)
+        follows it."""
+        self._journal = journal
+        self.duplicates = JournalHistory(journal)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Callbacks skip FastAPI's middleware and routing: a dict lookup instead of a dozen
