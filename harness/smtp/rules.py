@@ -38,6 +38,7 @@ from typing import Any
 
 from harness.errors import ConfigError, did_you_mean
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, FailureMode, Reply, Stage
+from harness.smtp.dialects import DIALECTS
 
 __all__ = [
     "DSN_DIALECTS",
@@ -58,8 +59,8 @@ Path = tuple[str | int, ...]
 RECIPIENT_STAGES = (Stage.RCPT, Stage.DATA, Stage.END_OF_DATA)
 """The stages a per-recipient behaviour can fail at (earlier ones belong to the whole host)."""
 
-DSN_DIALECTS = ("generic", "postfix", "exim")
-"""DSN dialects ``accept_then_bounce`` can ask for (see :mod:`harness.smtp.dsn`)."""
+DSN_DIALECTS = DIALECTS
+"""DSN dialects ``accept_then_bounce`` can ask for: :data:`harness.smtp.dialects.DIALECTS`."""
 
 DSN_ACTIONS = ("failed", "delayed")
 

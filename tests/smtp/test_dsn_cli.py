@@ -41,13 +41,9 @@ def test_prints_the_dsn_of_the_mode_byte_for_byte() -> None:
     )
     assert (code, err) == (0, "")
     assert out == dsn_bytes(expected, crlf=False)
-    assert out.startswith(
-        b"Auto-Submitted: auto-replied\n"
-        b"From: MAILER-DAEMON@mx.harness.test (Mail Delivery System)\n"
-        b"To: bounces+a=example.com@sender.test\n"
-        b"Subject: Undelivered Mail Returned to Sender\n"
-        b"Date: Wed, 01 May 2024 12:00:00 +0000\n"
-    )
+    assert b"\nDate: Wed, 01 May 2024 12:00:00 +0000 (UTC)\n" in out
+    assert b"\nFrom: Mail Delivery System <MAILER-DAEMON@mx.harness.test>\n" in out
+    assert b"\nTo: bounces+a=example.com@sender.test\n" in out
 
 
 def test_crlf_option() -> None:
@@ -89,7 +85,7 @@ def test_rfc3461_options_reach_the_dsn() -> None:
     per_message, block = parts[1].get_payload()
     assert per_message["Original-Envelope-Id"] == "ENV42"
     assert (block["Action"], block["Status"]) == ("delayed", "4.0.0")
-    assert block["Will-Retry-Until"] == "Mon, 06 May 2024 12:00:00 +0000"
+    assert "Will-Retry-Until" not in block  # real Exim delays never carry it
 
 
 def test_unknown_mode_exits_2_with_a_suggestion() -> None:
