@@ -623,6 +623,16 @@ def _exim_error(text: str) -> list[str]:
     return ["    " + line.strip() for line in lines if line.strip()]
 
 
+def _exim_delay(ctx: _Context) -> str:
+    """How long the message has waited, the way Exim words it in delay warnings."""
+    seconds = max(0, int((ctx.now - ctx.arrival).total_seconds()))
+    if seconds < 3600:
+        return f"{seconds // 60} minutes"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} hours"
+    return f"{seconds // 86400} days"
+
+
 def _exim_after(report: RecipientReport) -> str:
     after = report.in_reply_to or "RCPT TO"
     if after == "RCPT TO":
@@ -663,6 +673,7 @@ def _exim_text(ctx: _Context) -> str:
         return "\n".join(lines) + "\n"
     if ctx.kind == "delayed":
         delayed = ctx.delayed()
+        date = ctx.original_header("Date")
         which = (
             "The address to which the message has not yet been delivered is:"
             if len(delayed) == 1
@@ -671,9 +682,10 @@ def _exim_text(ctx: _Context) -> str:
         lines = [
             lead,
             "A message that you sent has not yet been delivered to one or more of its",
-            f"recipients after more than 24 hours on the queue on {ctx.mta}.",
+            f"recipients after more than {_exim_delay(ctx)} on the queue on {ctx.mta}.",
             "",
             f"The message identifier is:     {ctx.exim_id}",
+            *([f"The date of the message is:    {date}"] if date else []),
             f"The subject of the message is: {ctx.original_subject}",
             "",
             which,
@@ -739,14 +751,16 @@ def _exim(ctx: _Context, policy: email.policy.Policy) -> _Layout:
     content_type = f"multipart/report; report-type=delivery-status; boundary={boundary}"
     subject = {
         "failed": "Mail delivery failed: returning message to sender",
-        "delayed": f"Warning: message {ctx.exim_id} delayed 24 hours",
+        "delayed": f"Warning: message {ctx.exim_id} delayed {_exim_delay(ctx)}",
         "success": "Delivery Status Notification",
     }[ctx.kind]
     per_message = [("Reporting-MTA", f"dns; {ctx.mta}")]
     if original.envid is not None:
         per_message.append(("Original-Envelope-ID", original.envid))
     blocks = []
-    for report in ctx.reports:
+    # Exim writes the recipient blocks in the reverse of the order it lists them in the text
+    # and in X-Failed-Recipients (real-dsns/exim-05).
+    for report in reversed(ctx.reports):
         # Exim's order, no Original-Recipient, and no Will-Retry-Until even in delays.
         fields = [
             ("Action", report.action),
