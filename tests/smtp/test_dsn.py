@@ -329,7 +329,8 @@ def test_ret_hdrs_returns_only_the_headers() -> None:
     assert returned.endswith("\nFrom: <news@sender.test>\nTo: <a@example.com>\nSubject: Hi\n")
     generic = build_dsn(original(ret="HDRS"), [report()], dialect="generic", now=NOW)
     assert generic is not None
-    assert text_of(wire(generic), 2) == "From: <news@sender.test>\nTo: <a@example.com>\nSubject: Hi\n"
+    head = "From: <news@sender.test>\nTo: <a@example.com>\nSubject: Hi\n"
+    assert text_of(wire(generic), 2) == head
 
 
 def test_notify_never_gives_no_dsn() -> None:
