@@ -48,6 +48,7 @@ from harness.clevertap.inspect import CheckConfig, DuplicateIndex, Endpoint, Ins
 from harness.clevertap.models import LEGACY_EVENTS, MAX_V2_EVENTS, V2_TYPES
 from harness.errors import ConfigError, UnknownNameError
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Reply
+from harness.smtp.dialects import NO_DELAY_WARNINGS, SUCCESS_DIALECTS
 from harness.smtp.dsn import ACTIONS, Dialect, dsn_bytes, dsn_for_mode, get_dialect
 
 __all__ = [
@@ -953,7 +954,7 @@ def dsn_messages(
 ) -> SearchStrategy[DsnSample]:
     """DSNs as real MTAs write them, for one recipient, via :func:`harness.smtp.dsn.dsn_for_mode`.
 
-    *dialect* (``generic``, ``postfix``, ``exim``) and *action* (``failed``, ``delayed``,
+    *dialect* (any of :data:`harness.smtp.dialects.DIALECTS`) and *action* (``failed``, ``delayed``,
     ``delivered``, ``relayed``) are drawn when None. ``failed`` and ``delayed`` report a
     failure mode of the catalog, the others the ``accept`` mode. *recipients* defaults to
     :func:`addresses` without quoted local parts (a non-ASCII one gives the RFC 6533 variant).
@@ -973,7 +974,16 @@ def dsn_messages(
         mode = (
             draw(st.sampled_from(failures)) if chosen_action in ("failed", "delayed") else "accept"
         )
-        chosen_dialect = draw(st.sampled_from(dialects))
+        # Not every mail system sends delay warnings or success reports.
+        able = [
+            d
+            for d in dialects
+            if not (chosen_action == "delayed" and d in NO_DELAY_WARNINGS)
+            and not (chosen_action in ("delivered", "relayed") and d not in SUCCESS_DIALECTS)
+        ]
+        if not able:
+            raise ConfigError(f"the {dialects[0]} dialect cannot report {chosen_action!r}")
+        chosen_dialect = draw(st.sampled_from(able))
         recipient = draw(pool)
         message = dsn_for_mode(
             mode,

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["DIALECTS", "PLAIN_TEXT_DIALECTS", "Dialect"]
+__all__ = [
+    "DIALECTS",
+    "NO_DELAY_WARNINGS",
+    "PLAIN_TEXT_DIALECTS",
+    "SUCCESS_DIALECTS",
+    "Dialect",
+]
 
 
 class Dialect(StrEnum):
@@ -46,3 +52,14 @@ DIALECTS: tuple[str, ...] = tuple(d.value for d in Dialect)
 
 PLAIN_TEXT_DIALECTS = frozenset({Dialect.QMAIL, Dialect.EXIM_LEGACY, Dialect.YAHOO})
 """Dialects whose bounces have no ``message/delivery-status`` part: one text/plain message."""
+
+NO_DELAY_WARNINGS: dict[Dialect, str] = {
+    Dialect.QMAIL: "qmail-send never sends delay warnings",
+    Dialect.YAHOO: "Yahoo Mail sends no delay warnings",
+}
+"""Dialects that cannot report ``Action: delayed``, and why."""
+
+SUCCESS_DIALECTS = frozenset(
+    {Dialect.GENERIC, Dialect.POSTFIX, Dialect.EXIM, Dialect.SENDMAIL, Dialect.AMAZON_SES}
+)
+"""The dialects of mail systems that send success DSNs (NOTIFY=SUCCESS); the others never do."""

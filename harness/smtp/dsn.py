@@ -46,7 +46,12 @@ import aiosmtplib
 from harness.errors import ConfigError, UnknownNameError
 from harness.journal import Entry, Journal, Kind
 from harness.smtp.catalog import Stage, get_mode
-from harness.smtp.dialects import PLAIN_TEXT_DIALECTS, Dialect
+from harness.smtp.dialects import (
+    NO_DELAY_WARNINGS,
+    PLAIN_TEXT_DIALECTS,
+    SUCCESS_DIALECTS,
+    Dialect,
+)
 
 __all__ = [
     "ACTIONS",
@@ -241,16 +246,6 @@ def _wrap(text: str, width: int = 79, indent: str = "    ") -> str:
     )
 
 
-_DELAYED_DIALECTS_WITHOUT_WARNINGS = {
-    Dialect.QMAIL: "qmail-send never sends delay warnings",
-    Dialect.YAHOO: "Yahoo Mail sends no delay warnings",
-}
-_SUCCESS_DIALECTS = frozenset(
-    {Dialect.GENERIC, Dialect.POSTFIX, Dialect.EXIM, Dialect.SENDMAIL, Dialect.AMAZON_SES}
-)
-"""The dialects of MTAs that send success DSNs (NOTIFY=SUCCESS); the others never do."""
-
-
 @dataclass(frozen=True)
 class _Context:
     original: OriginalMessage
@@ -378,11 +373,15 @@ def _will_retry_field(ctx: _Context, report: RecipientReport) -> list[tuple[str,
     return []
 
 
-def _status_for(ctx: _Context, report: RecipientReport) -> str:
-    if ctx.dialect in (Dialect.EXIM, Dialect.EXIM_LEGACY):
+def _reported_status(dialect: Dialect, report: RecipientReport) -> str:
+    if dialect in (Dialect.EXIM, Dialect.EXIM_LEGACY):
         # Exim reports only the class; the real code survives in Diagnostic-Code alone.
         return {"failed": "5.0.0", "delayed": "4.0.0"}.get(report.action, "2.0.0")
     return report.status
+
+
+def _status_for(ctx: _Context, report: RecipientReport) -> str:
+    return _reported_status(ctx.dialect, report)
 
 
 _CT = ("Content-Type", "{type}")
@@ -1035,7 +1034,8 @@ def _gmail(ctx: _Context, policy: email.policy.Policy) -> _Layout:
     failed = [r.recipient for r in ctx.failed()]
     headers = [
         ("MIME-Version", "1.0"),
-        ("From", f"Mail Delivery Subsystem <mailer-daemon@{ctx.mta}>"),
+        # The provider's own mailer-daemon: parsers key on it (sisimai, flufl.bounce).
+        ("From", "Mail Delivery Subsystem <mailer-daemon@googlemail.com>"),
         ("To", original.envelope_sender),
         ("Auto-Submitted", "auto-replied"),
         ("Subject", subject),
@@ -1224,7 +1224,7 @@ def _amazon_ses(ctx: _Context, policy: email.policy.Policy) -> _Layout:
     }[ctx.kind]
     boundary = f"{ctx.fingerprint[:5]}.{ctx.fingerprint[5:12]}.{ctx.fingerprint[12:18]}"
     headers = [
-        ("From", f"MAILER-DAEMON@{ctx.mta}"),
+        ("From", "MAILER-DAEMON@amazonses.com"),
         ("To", original.envelope_sender),
         ("Subject", subject),
         ("Message-ID", f"<{ctx.fingerprint[:16]}-{ctx.fingerprint[16:28]}-000000@{ctx.mta}>"),
@@ -1380,7 +1380,7 @@ def _qmail_text(ctx: _Context) -> str:
                 )
             lines.append("I'm not going to try again; this message has been in the queue too long.")
         lines.append("")
-    lines += ["--- Below this line is a copy of the message.", ""]
+    lines += ["--- Below this line is a copy of the message.", "", ""]
     return "\n".join(lines)
 
 
@@ -1397,7 +1397,7 @@ def _yahoo_text(ctx: _Context) -> str:
         else:
             text = f"Message expired: {report.diagnostic or 'no answer from the remote host'}"
         lines += [text, ""]
-    lines += ["--- Below this line is a copy of the message.", ""]
+    lines += ["--- Below this line is a copy of the message.", "", ""]
     return "\n".join(lines)
 
 
@@ -1427,6 +1427,7 @@ def _exim_legacy_text(ctx: _Context) -> str:
             "",
             "------ This is a copy of the message's headers. ------",
             "",
+            "",
         ]
         return "\n".join(lines)
     lines = [
@@ -1444,7 +1445,7 @@ def _exim_legacy_text(ctx: _Context) -> str:
             lines.append(f"    host {name} [{ip}]: {report.diagnostic}")
         if _expired(report) or not _connected(report):
             lines.append("    retry timeout exceeded")
-    lines += ["", "------ This is a copy of the message, including all the headers. ------", ""]
+    lines += ["", "------ This is a copy of the message, including all the headers. ------", "", ""]
     return "\n".join(lines)
 
 
@@ -1465,7 +1466,8 @@ def _plain(ctx: _Context, policy: email.policy.Policy) -> EmailMessage:
         text = _qmail_text(ctx)
     elif ctx.dialect is Dialect.YAHOO:
         headers = [
-            ("From", f"MAILER-DAEMON@{ctx.mta}"),
+            # The provider's own mailer-daemon: parsers key on it (flufl.bounce does).
+            ("From", "MAILER-DAEMON@yahoo.com"),
             ("To", sender),
             ("Subject", "Failure Notice"),
             ("Date", date),
@@ -1643,17 +1645,17 @@ def build_dsn(
     if not wanted:
         return None
     for report in wanted:
-        if report.action == "delayed" and dialect in _DELAYED_DIALECTS_WITHOUT_WARNINGS:
+        if report.action == "delayed" and dialect in NO_DELAY_WARNINGS:
             raise ConfigError(
                 f"the {dialect} dialect cannot report {report.recipient!r} as delayed: "
-                f"{_DELAYED_DIALECTS_WITHOUT_WARNINGS[dialect]}; use action 'failed' or "
+                f"{NO_DELAY_WARNINGS[dialect]}; use action 'failed' or "
                 "another dialect"
             )
-        if report.action in ("delivered", "relayed") and dialect not in _SUCCESS_DIALECTS:
+        if report.action in ("delivered", "relayed") and dialect not in SUCCESS_DIALECTS:
             raise ConfigError(
                 f"the {dialect} dialect cannot report {report.recipient!r} as "
                 f"{report.action}: it sends no success notifications; use one of "
-                f"{', '.join(sorted(_SUCCESS_DIALECTS))}"
+                f"{', '.join(sorted(SUCCESS_DIALECTS))}"
             )
     when = _as_datetime(now)
     addresses = [original.envelope_sender, *(r.recipient for r in wanted)]
@@ -1833,7 +1835,18 @@ def _fallback_status(code: int | None, stage: Stage) -> str:
 
 
 def recipients_of(message: Message) -> list[dict[str, str]]:
-    """``[{"recipient", "action", "status"}, ...]`` read from any DSN's delivery-status part."""
+    """``[{"recipient", "action", "status"}, ...]`` read from any DSN's delivery-status part.
+
+    A plain-text bounce has none: for one built by :func:`build_dsn` the reports it was built
+    from are given instead (Exim's generic status, as its status part would say).
+    """
+    built = _BUILT.get(message)
+    if built is not None and built[0] in PLAIN_TEXT_DIALECTS:
+        dialect, reports = built
+        return [
+            {"recipient": r.recipient, "action": r.action, "status": _reported_status(dialect, r)}
+            for r in reports
+        ]
     found: list[dict[str, str]] = []
     for part in message.walk():
         ctype = part.get_content_type()
@@ -1868,7 +1881,10 @@ def recipients_of(message: Message) -> list[dict[str, str]]:
 
 
 def _dialect_of(message: Message) -> Dialect:
-    """Which dialect *message* looks like, from the marks each MTA leaves."""
+    """Which dialect *message* was built in, or looks like from the marks each MTA leaves."""
+    built = _BUILT.get(message)
+    if built is not None:
+        return built[0]
     if "X-Failed-Recipients" in message:
         return Dialect.EXIM
     for part in message.walk():

@@ -260,10 +260,15 @@ def test_exim_permanent_failure_text() -> None:
 
 
 def test_exim_delay_warning() -> None:
-    dsn = wire(dsn_for_mode("greylist", RCPT, dialect="exim", action="delayed", now=NOW))
+    # Exim says how long the message has waited: from its arrival to the warning.
+    reports = [report(action="delayed", status="4.2.2", diagnostic="452 4.2.2 full")]
+    built = build_dsn(original(arrival=NOW - 86_400), reports, dialect="exim", now=NOW)
+    assert built is not None
+    dsn = wire(built)
     assert "X-Failed-Recipients" not in dsn
     assert dsn["Subject"].startswith("Warning: message ")
     assert dsn["Subject"].endswith(" delayed 24 hours")
+    assert "recipients after more than 24 hours on the queue on mx.harness.test." in text_of(dsn)
     _, block = status_blocks(dsn)
     assert (block["Action"], block["Status"]) == ("delayed", "4.0.0")
 
@@ -368,10 +373,14 @@ def test_one_dsn_for_several_recipients() -> None:
     assert dsn is not None
     parsed = wire(dsn)
     assert parsed["X-Failed-Recipients"] == "one@x.test, two@x.test"
+    # Exim writes the status blocks the other way round (real-dsns/exim-05).
     assert recipients_of(parsed) == [
-        {"recipient": "one@x.test", "action": "failed", "status": "5.0.0"},
         {"recipient": "two@x.test", "action": "failed", "status": "5.0.0"},
+        {"recipient": "one@x.test", "action": "failed", "status": "5.0.0"},
     ]
+    postfix = build_dsn(original(), reports, dialect="postfix", now=NOW)
+    assert postfix is not None
+    assert [r["recipient"] for r in recipients_of(wire(postfix))] == ["one@x.test", "two@x.test"]
 
 
 def test_success_dsn() -> None:
