@@ -48,7 +48,7 @@ from harness.clevertap.inspect import CheckConfig, DuplicateIndex, Endpoint, Ins
 from harness.clevertap.models import LEGACY_EVENTS, MAX_V2_EVENTS, V2_TYPES
 from harness.errors import ConfigError, UnknownNameError
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Reply
-from harness.smtp.dialects import NO_DELAY_WARNINGS, SUCCESS_DIALECTS
+from harness.smtp.dialects import NO_DELAY_WARNINGS, PLAIN_TEXT_DIALECTS, SUCCESS_DIALECTS
 from harness.smtp.dsn import ACTIONS, Dialect, dsn_bytes, dsn_for_mode, get_dialect
 
 __all__ = [
@@ -954,14 +954,20 @@ def dsn_messages(
 ) -> SearchStrategy[DsnSample]:
     """DSNs as real MTAs write them, for one recipient, via :func:`harness.smtp.dsn.dsn_for_mode`.
 
-    *dialect* (any of :data:`harness.smtp.dialects.DIALECTS`) and *action* (``failed``, ``delayed``,
+    *dialect* (any of :data:`harness.smtp.dialects.DIALECTS`; when None, one of those with a
+    delivery-status part, so not ``qmail``, ``exim_legacy`` or ``yahoo``) and *action* (``failed``, ``delayed``,
     ``delivered``, ``relayed``) are drawn when None. ``failed`` and ``delayed`` report a
     failure mode of the catalog, the others the ``accept`` mode. *recipients* defaults to
     :func:`addresses` without quoted local parts (a non-ASCII one gives the RFC 6533 variant).
     Dates come from *now*, so equal draws give byte-identical DSNs. Shrinks towards a generic
     failed DSN for the first failure mode.
     """
-    dialects = list(Dialect) if dialect is None else [get_dialect(dialect)]
+    # Plain-text bounces have no delivery-status part: drawn only when asked for by name.
+    dialects = (
+        [d for d in Dialect if d not in PLAIN_TEXT_DIALECTS]
+        if dialect is None
+        else [get_dialect(dialect)]
+    )
     if action is not None and action not in ACTIONS:
         raise ConfigError(f"action must be one of {', '.join(ACTIONS)} or None, got {action!r}")
     actions = list(ACTIONS) if action is None else [action]
