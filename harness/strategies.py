@@ -955,9 +955,11 @@ def dsn_messages(
     """DSNs as real MTAs write them, for one recipient, via :func:`harness.smtp.dsn.dsn_for_mode`.
 
     *dialect* (any of :data:`harness.smtp.dialects.DIALECTS`; when None, one of those with a
-    delivery-status part, so not ``qmail``, ``exim_legacy`` or ``yahoo``) and *action* (``failed``, ``delayed``,
-    ``delivered``, ``relayed``) are drawn when None. ``failed`` and ``delayed`` report a
-    failure mode of the catalog, the others the ``accept`` mode. *recipients* defaults to
+    delivery-status part, so not ``qmail``, ``exim_legacy`` or ``yahoo``) and *action*
+    (``failed``, ``delayed``, ``delivered``, ``relayed``) are drawn when None; a dialect that
+    cannot report the action drawn (no delay warnings, no success reports) is not drawn.
+    ``failed`` and ``delayed`` report a failure mode of the catalog, the others the ``accept``
+    mode. *recipients* defaults to
     :func:`addresses` without quoted local parts (a non-ASCII one gives the RFC 6533 variant).
     Dates come from *now*, so equal draws give byte-identical DSNs. Shrinks towards a generic
     failed DSN for the first failure mode.

@@ -1,20 +1,17 @@
-"""RFC 3464 delivery status notifications: build them as real MTAs do, and deliver them.
+"""RFC 3464 delivery status notifications: build them as real mail systems do, and deliver them.
 
 A fake MX that accepts a message and bounces it later ("accept-then-bounce") calls
 :func:`build_dsn` with what it accepted (:class:`OriginalMessage`) and one
 :class:`RecipientReport` per recipient, then :func:`deliver_dsn` to hand the report to the bounce
 intake of the integration under test, over SMTP from the null sender or into a Maildir.
 
-Three dialects, because a bounce processor meets all of them (see ``docs/dsn.md``):
-
-- ``generic``: RFC 3464 as written.
-- ``postfix``: ``X-Postfix-Queue-ID``/``X-Postfix-Sender`` in the per-message block, an
-  ``Original-Recipient`` for every recipient, "(in reply to RCPT TO command)" texts, ``Action:
-  failed`` keeping the 4.x.x status when a deferred message expires, ``X-Postfix;`` diagnostics
-  for connection failures (and then no ``Remote-MTA``).
-- ``exim``: a generic ``Status`` (5.0.0, 4.0.0, 2.0.0) with the real code only in
-  ``Diagnostic-Code``, an ``X-Failed-Recipients`` header, "retry timeout exceeded" for an expired
-  4xx.
+Twelve dialects (:mod:`harness.smtp.dialects`), because a bounce processor meets all of them
+(see ``docs/dsn.md``): ``generic`` RFC 3464; ``postfix`` and ``exim`` field by field after the
+real DSNs of Postfix 3.7 and Exim 4.96; ``sendmail``, ``gmail``, ``office365``, ``exchange``,
+``amazon_ses`` and ``opensmtpd`` after the structure of real samples; ``qmail``,
+``exim_legacy`` and ``yahoo`` as plain text with no delivery-status part. Each dialect is a
+``_Layout`` function (headers, parts, fields in the order that mail system writes them) or, for
+plain text, a branch of ``_plain``.
 
 RFC 3461 parameters are honoured: NOTIFY filters which reports produce a DSN (none at all with
 NEVER), RET picks the third part, ENVID and ORCPT are echoed.
@@ -445,10 +442,10 @@ def _alternative(
     return outer
 
 
-def _html(paragraphs: Sequence[str]) -> str:
+def _html(paragraphs: Sequence[str], charset: str = "utf-8") -> str:
     body = "\n".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
     return (
-        '<html>\n<head><meta http-equiv="Content-Type" content="text/html; charset=utf-8">'
+        f'<html>\n<head><meta http-equiv="Content-Type" content="text/html; charset={charset}">'
         f"</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
 
@@ -1184,17 +1181,14 @@ def _exchange_common(ctx: _Context, policy: email.policy.Policy, *, online: bool
         fields += _will_retry_field(ctx, report)
         blocks.append(fields)
     paragraphs = [p for p in "\n".join(plain).split("\n\n") if p.strip()]
+    charset = "us-ascii" if text.isascii() else "utf-8"
     return _Layout(
         headers=headers,
         content_type=f'multipart/report; report-type=delivery-status;\n\tboundary="{boundary}"',
         preamble=None,
         human=[
             _alternative(
-                text,
-                _html(paragraphs),
-                policy,
-                f"{boundary}alt",
-                charset="us-ascii" if text.isascii() else "utf-8",
+                text, _html(paragraphs, charset), policy, f"{boundary}alt", charset=charset
             )
         ],
         per_message=per_message,
