@@ -1,7 +1,4 @@
-"""Dialects through the fake MX: accept-then-bounce in every dialect reaches the intake.
-
-The journal is read only through :func:`dsn_records` (the lead ports it to typed records).
-"""
+"""Dialects through the fake MX: accept-then-bounce in several dialects reaches the intake."""
 
 from __future__ import annotations
 
@@ -17,6 +14,7 @@ import pytest_asyncio
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from harness.journal import Journal, Kind
+from harness.records import Dsn
 from harness.smtp.world import MailWorld
 
 pytestmark = pytest.mark.asyncio
@@ -30,16 +28,18 @@ SENDER = "bounces@brand.test"
 
 def dsn_records(journal: Journal) -> list[dict[str, Any]]:
     """dialect, recipients (address, action, status) and ok of every DSN the world sent."""
-    return [
-        {
-            "dialect": e.data["dialect"],
-            "recipients": [
-                (r["recipient"], r["action"], r["status"]) for r in e.data["recipients"]
-            ],
-            "ok": e.data["ok"],
-        }
-        for e in journal.entries(Kind.DSN)
-    ]
+    found = []
+    for entry in journal.entries(Kind.DSN):
+        record = entry.data
+        assert isinstance(record, Dsn)
+        found.append(
+            {
+                "dialect": record.dialect,
+                "recipients": [(r.recipient, r.action, r.status) for r in record.recipients],
+                "ok": record.ok,
+            }
+        )
+    return found
 
 
 class Intake:
