@@ -111,14 +111,40 @@ _SCHEMA = (
 )
 
 
-def _key(text: str) -> int:
+def _hash(text: str) -> int:
     """A stable signed 64-bit key for *text* (stable across processes, unlike ``hash``)."""
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
 
+_EVENT_KEYS: dict[str, int] = {}
+
+
+def _key(event: str) -> int:
+    """The key of an event name: a handful of names, so each is hashed once (bounded: payloads
+    can name anything)."""
+    found = _EVENT_KEYS.get(event)
+    if found is None:
+        found = _hash(event)
+        if len(_EVENT_KEYS) < 256:
+            _EVENT_KEYS[event] = found
+    return found
+
+
+_last_address: tuple[str, int] = ("", 0)
+
+
 def address_index_key(address: str) -> int:
-    return _key(address_key(address))
+    """The key of an address (by :func:`~harness.vocab.address_key`). A callback's address is
+    looked up for duplicates and then indexed: the last one is remembered for the second time
+    (one tuple, read and replaced whole, so threads never see half of one)."""
+    global _last_address
+    last = _last_address
+    if last[0] == address:
+        return last[1]
+    found = _hash(address_key(address))
+    _last_address = (address, found)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
