@@ -47,6 +47,7 @@ from hypothesis.strategies import SearchStrategy
 from harness.clevertap.inspect import CheckConfig, DuplicateIndex, Endpoint, Inspection, inspect
 from harness.errors import ConfigError, UnknownNameError
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Reply
+from harness.smtp.dialects import NO_DELAY_WARNINGS, PLAIN_TEXT_DIALECTS, SUCCESS_DIALECTS
 from harness.smtp.dsn import ACTIONS, Dialect, dsn_bytes, dsn_for_mode, get_dialect
 from harness.vocab import LEGACY_EVENTS, MAX_V2_EVENTS, V2_TYPES
 
@@ -953,14 +954,22 @@ def dsn_messages(
 ) -> SearchStrategy[DsnSample]:
     """DSNs as real MTAs write them, for one recipient, via :func:`harness.smtp.dsn.dsn_for_mode`.
 
-    *dialect* (``generic``, ``postfix``, ``exim``) and *action* (``failed``, ``delayed``,
-    ``delivered``, ``relayed``) are drawn when None. ``failed`` and ``delayed`` report a
-    failure mode of the catalog, the others the ``accept`` mode. *recipients* defaults to
+    *dialect* (any of :data:`harness.smtp.dialects.DIALECTS`; when None, one of those with a
+    delivery-status part, so not ``qmail``, ``exim_legacy`` or ``yahoo``) and *action*
+    (``failed``, ``delayed``, ``delivered``, ``relayed``) are drawn when None; a dialect that
+    cannot report the action drawn (no delay warnings, no success reports) is not drawn.
+    ``failed`` and ``delayed`` report a failure mode of the catalog, the others the ``accept``
+    mode. *recipients* defaults to
     :func:`addresses` without quoted local parts (a non-ASCII one gives the RFC 6533 variant).
     Dates come from *now*, so equal draws give byte-identical DSNs. Shrinks towards a generic
     failed DSN for the first failure mode.
     """
-    dialects = list(Dialect) if dialect is None else [get_dialect(dialect)]
+    # Plain-text bounces have no delivery-status part: drawn only when asked for by name.
+    dialects = (
+        [d for d in Dialect if d not in PLAIN_TEXT_DIALECTS]
+        if dialect is None
+        else [get_dialect(dialect)]
+    )
     if action is not None and action not in ACTIONS:
         raise ConfigError(f"action must be one of {', '.join(ACTIONS)} or None, got {action!r}")
     actions = list(ACTIONS) if action is None else [action]
@@ -973,7 +982,16 @@ def dsn_messages(
         mode = (
             draw(st.sampled_from(failures)) if chosen_action in ("failed", "delayed") else "accept"
         )
-        chosen_dialect = draw(st.sampled_from(dialects))
+        # Not every mail system sends delay warnings or success reports.
+        able = [
+            d
+            for d in dialects
+            if not (chosen_action == "delayed" and d in NO_DELAY_WARNINGS)
+            and not (chosen_action in ("delivered", "relayed") and d not in SUCCESS_DIALECTS)
+        ]
+        if not able:
+            raise ConfigError(f"the {dialects[0]} dialect cannot report {chosen_action!r}")
+        chosen_dialect = draw(st.sampled_from(able))
         recipient = draw(pool)
         message = dsn_for_mode(
             mode,

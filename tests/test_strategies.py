@@ -26,6 +26,7 @@ from harness.clevertap.schema import json_schema
 from harness.errors import ConfigError, UnknownNameError
 from harness.scenario.loader import parse_scenario
 from harness.smtp.catalog import CATALOG, BounceClass
+from harness.smtp.dialects import PLAIN_TEXT_DIALECTS
 from harness.smtp.dsn import recipients_of
 
 NOW = 1_700_000_000
@@ -212,11 +213,16 @@ def _status_digit(action: str) -> set[str]:
 @given(hs.dsn_messages())
 def test_dsns_round_trip_through_the_parser_and_flufl_bounce(sample: hs.DsnSample) -> None:
     parsed = email.message_from_bytes(sample.data, policy=email.policy.default)
-    for message in (sample.message, parsed):
+    # Plain-text bounces (qmail, legacy Exim, Yahoo) carry no delivery-status part to parse
+    # back; recipients_of() knows what a DSN built in memory reported.
+    plain = sample.dialect in PLAIN_TEXT_DIALECTS
+    for message in (sample.message,) if plain else (sample.message, parsed):
         (report,) = recipients_of(message)
         assert report["recipient"] == sample.recipient
         assert report["action"] == sample.action
         assert report["status"][0] in _status_digit(sample.action)
+    if sample.dialect not in ("generic", "postfix", "exim"):
+        return  # flufl.bounce on the other dialects: tests/smtp/test_dsn_oracles.py
     temporary, permanent = all_failures(parsed)
     rcpt = {sample.recipient.encode()}
     if sample.action in ("delivered", "relayed"):
@@ -299,7 +305,7 @@ def test_scenario_options(text: str) -> None:
             UnknownNameError,
             "unknown bounce_class 'hrad'; did you mean 'hard'",
         ),
-        (lambda: hs.dsn_messages(dialect="qmail"), UnknownNameError, "unknown DSN dialect"),
+        (lambda: hs.dsn_messages(dialect="courier"), UnknownNameError, "unknown DSN dialect"),
         (lambda: hs.dsn_messages(action="bounced"), ConfigError, "action must be one of"),
         (lambda: hs.scenarios(max_recipients=0), ConfigError, "max_recipients must be an int"),
     ],

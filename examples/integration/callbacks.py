@@ -28,13 +28,17 @@ _V2_TYPES = {
     "softbounce": "soft_bounce",
     "hardbounce": "hard_bounce",
     "unsubscribe": "unsubscribed",
+    # A spam complaint: CleverTap unsubscribes the user; legacy has no such event and gets an
+    # unsubscribe instead.
+    "spam": "spam",
 }
+UNSUBSCRIBES = ("unsubscribe", "spam")
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
     kind: str
-    """delivered | softbounce | hardbounce | unsubscribe"""
+    """delivered | softbounce | hardbounce | unsubscribe | spam"""
     email: str
     ts: int
     """Epoch seconds of the moment the gateway observed the event."""
@@ -165,7 +169,7 @@ class Reporter:
                 for kind in BOUNCES
             ]
             yield bounce_url, [g for g in groups if g["data"]], chunk
-        unsubscribes = [e for e in batch if e.kind == "unsubscribe"]
+        unsubscribes = [e for e in batch if e.kind in UNSUBSCRIBES]
         for chunk in _chunks(unsubscribes):
             items = [self._legacy_item(e) for e in chunk]
             yield unsubscribe_url, [{"event": "unsubscribe", "data": items}], chunk

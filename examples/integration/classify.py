@@ -46,6 +46,10 @@ class Verdict(StrEnum):
 
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _REPLY = re.compile(r"^\s*([245]\d\d)(?:[ -]|$)")
+_EXPIRED = re.compile(
+    r"retry timeout exceeded|in the queue too long|message expired|delivery time expired",
+    re.IGNORECASE,
+)
 
 # (subject, detail) of 5.x.x statuses that are soft; None as detail means "any detail".
 _SOFT_5XX: dict[tuple[int, int | None], str] = {
@@ -108,6 +112,9 @@ def classify_dsn_failure(status: str | None, diagnostic: str | None) -> Verdict:
     - A 4.x.x Status on a failed block is Postfix giving up after its queue lifetime: soft.
     - Exim writes a generic 5.0.0 for every failure and keeps the real code in
       Diagnostic-Code, so 5.0.0 (or no usable Status) sends us to the diagnostic instead.
+    - When a server never answered, Exim writes no Diagnostic-Code at all and says "retry
+      timeout exceeded" only in its text; the caller passes that text as *diagnostic*. qmail
+      and Yahoo say the same in their own words ("in the queue too long", "Message expired").
     """
     code = enhanced_status(status)
     if code is None or code == "5.0.0":
@@ -119,7 +126,8 @@ def classify_dsn_failure(status: str | None, diagnostic: str | None) -> Verdict:
     reply = reply_code(diagnostic)
     if reply is not None:
         return Verdict.SOFT if reply < 500 else Verdict.HARD
-    if diagnostic and "retry timeout exceeded" in diagnostic.lower():
-        # Exim's "retry timeout exceeded" is a 4xx that never cleared: soft, like Postfix's.
+    if diagnostic and _EXPIRED.search(diagnostic):
+        # A temporary failure that never cleared until the queue lifetime ran out: soft, like
+        # Postfix's expired 4.x.x.
         return Verdict.SOFT
     return Verdict.HARD

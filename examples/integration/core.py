@@ -16,7 +16,7 @@ from email.policy import compat32
 
 from callbacks import Event, Reporter
 from classify import Verdict, classify_dsn_failure
-from dsn import RecipientBlock, parse_report, unfold
+from dsn import AutoReply, Complaint, RecipientBlock, Report, explanation_for, read_mail, unfold
 from relay import Attempt, attempt_delivery, route
 from settings import Settings
 
@@ -208,29 +208,45 @@ class Gateway:
     # -- bounce intake -----------------------------------------------------------------------
 
     def handle_dsn(self, envelope_recipient: str, raw: bytes) -> None:
-        """Act on a DSN that arrived for *envelope_recipient* (a VERP address, normally)."""
+        """Act on mail that arrived for *envelope_recipient* (a VERP address, normally)."""
         observed = int(time.time())
-        report = parse_report(raw)
-        if report is None:
+        mail = read_mail(raw)
+        # VERP names the recipient we sent to, whatever aliasing happened on the way; the
+        # addresses inside the mail are only the fallback for the plain bounce address.
+        verp = decode_verp(envelope_recipient)
+        if isinstance(mail, AutoReply):
+            log.info(
+                "intake: automatic reply from %s (%r) to %s: not a bounce; ignored",
+                mail.sender,
+                mail.subject,
+                envelope_recipient,
+            )
+            return
+        if isinstance(mail, Complaint):
+            self._complaint(verp or mail.recipient, mail)
+            return
+        if mail is None:
             log.warning(
                 "intake: mail to %s is not a delivery status report; ignored", envelope_recipient
             )
             return
-        # VERP names the recipient we sent to, whatever aliasing happened on the way;
-        # Final-Recipient is only the fallback for reports sent to the plain bounce address.
-        verp = decode_verp(envelope_recipient)
-        for block in report.blocks:
+        if not mail.blocks:
+            log.warning(
+                "intake: delivery report to %s names no recipient; ignored", envelope_recipient
+            )
+            return
+        for block in mail.blocks:
             address = verp or block.final_recipient or block.original_recipient
             if address is None:
                 log.warning("intake: DSN block without any recipient ignored: %s", block)
                 continue
-            self._dsn_block(address, block, report.meta, observed)
+            self._dsn_block(address, block, mail, observed)
 
     def _dsn_block(
-        self, address: str, block: RecipientBlock, meta: str | None, observed: int
+        self, address: str, block: RecipientBlock, report: Report, observed: int
     ) -> None:
         category = "bounce" if block.action == "failed" else "delivered"
-        delivery = self._find(address, meta, category)
+        delivery = self._find(address, report.meta, category)
         if delivery is None:
             log.warning(
                 "intake: DSN (%s %s) for %s matches no unreported message; ignored",
@@ -239,9 +255,14 @@ class Gateway:
                 address,
             )
             return
-        description = block.diagnostic or f"{block.action} {block.status or ''}".strip()
+        diagnostic = block.diagnostic
+        if diagnostic is None and report.text:
+            # Exim says why only in its text when no server ever answered ("retry timeout
+            # exceeded": the message expired), with a bare Status 5.0.0 in the report.
+            diagnostic = explanation_for(report.text, block.final_recipient or address)
+        description = diagnostic or f"{block.action} {block.status or ''}".strip()
         if block.action == "failed":
-            verdict = classify_dsn_failure(block.status, block.diagnostic)
+            verdict = classify_dsn_failure(block.status, diagnostic)
             self._bounce(delivery, verdict, f"DSN: {description}", observed, 1)
         elif block.action == "delayed":
             log.info("intake: delivery to %s delayed (%s); not a bounce yet", address, description)
@@ -252,6 +273,36 @@ class Gateway:
             log.warning(
                 "intake: DSN block with unknown Action %r for %s ignored", block.action, address
             )
+
+    def _complaint(self, address: str | None, complaint: Complaint) -> None:
+        """A feedback report: the recipient marked our mail as spam. CleverTap unsubscribes
+        such users: an unsubscribe in legacy, a ``spam`` event in v2 (once per address)."""
+        if complaint.feedback_type == "not-spam":
+            log.info("intake: feedback report says %s is not spam; nothing to do", address)
+            return
+        if address is None:
+            log.warning("intake: feedback report names no recipient; ignored")
+            return
+        candidates = self._by_recipient.get(address.lower(), [])
+        if not candidates:
+            log.warning("intake: complaint about %s, never sent to; ignored", address)
+            return
+        delivery = next((d for d in candidates if d.meta == complaint.meta), candidates[-1])
+        key = delivery.recipient.lower()
+        if key in self._unsubscribed:
+            log.info("complaint from %s: already unsubscribed, not reported", key)
+            return
+        self._unsubscribed.add(key)
+        log.info("complaint (%s) from %s: unsubscribed", complaint.feedback_type, key)
+        self.reporter.report(
+            Event(
+                "spam",
+                delivery.recipient,
+                int(time.time()),
+                delivery.meta,
+                f"complaint: feedback report ({complaint.feedback_type})",
+            )
+        )
 
     def _find(self, address: str, meta: str | None, category: str) -> Delivery | None:
         """The copy a DSN is about: the returned META picks it, else the latest unreported."""

@@ -116,12 +116,20 @@ async def start_submission(settings: Settings, gateway: Gateway) -> asyncio.Serv
     )
 
 
+class _LenientSMTP(SMTP):
+    # A bounce must never be refused: some senders write bare LF line ends (a report copied out
+    # of a mailbox file, a home-made bounce tool), and aiosmtpd reads DATA up to CRLF, so such
+    # a message is one "line" that the RFC 5321 limit of 1001 octets would answer with "500
+    # Line too long". ``line_length_limit`` is aiosmtpd's documented class attribute for it.
+    line_length_limit = 10 * 1024 * 1024
+
+
 async def start_intake(settings: Settings, gateway: Gateway) -> asyncio.Server:
     """Bind the bounce intake: DSNs to VERP addresses and mailto unsubscribes. No AUTH."""
     loop = asyncio.get_running_loop()
     handler = _Intake(gateway)
 
     def factory() -> SMTP:
-        return SMTP(handler, loop=loop, hostname=settings.domain, enable_SMTPUTF8=True)
+        return _LenientSMTP(handler, loop=loop, hostname=settings.domain, enable_SMTPUTF8=True)
 
     return await _serve(factory, settings.host, settings.intake_port)

@@ -42,6 +42,7 @@ from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
 from harness.errors import did_you_mean
 from harness.smtp import rules as smtp_rules
 from harness.smtp.catalog import FLAVOURS, SERVER_DOWN
+from harness.smtp.dialects import DIALECTS
 from harness.vocab import (
     CLASS_OF_EVENT,
     LEGACY_EVENTS,
@@ -841,8 +842,8 @@ class Expect(_Model):
 class DsnDefaults(_Model):
     """Defaults for DSNs sent by accept-then-bounce rules."""
 
-    dialect: Literal[smtp_rules.DSN_DIALECTS] = Field(  # type: ignore[valid-type]
-        "postfix", description="generic RFC 3464, Postfix-like or Exim-like reports."
+    dialect: Literal[DIALECTS] = Field(  # type: ignore[valid-type]
+        "postfix", description="The mail system the DSNs imitate (see docs/dsn.md)."
     )
     delay: Duration = Field(1.0, description="Time from acceptance to the DSN.")
 

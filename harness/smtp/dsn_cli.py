@@ -1,4 +1,4 @@
-"""``harness dsn``: print the DSN a catalog mode produces, to feed a bounce parser's tests."""
+"""``harness dsn``: print a DSN, an auto-reply or a complaint, to feed a bounce parser's tests."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import click
 
 from harness.errors import ConfigError
 from harness.smtp.catalog import FLAVOURS
-from harness.smtp.dsn import ACTIONS, Dialect, dsn_bytes, dsn_for_mode, get_dialect
+from harness.smtp.dialects import DIALECTS
+from harness.smtp.dsn import ACTIONS, Dialect, OriginalMessage, dsn_bytes, dsn_for_mode, get_dialect
+from harness.smtp.reports import FEEDBACK_TYPES, build_auto_reply, build_complaint
 
 __all__ = ["dsn"]
 
@@ -33,16 +35,32 @@ def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -
         ) from None
 
 
+KINDS = ("bounce", "auto_reply", "complaint")
+
+
 @click.command("dsn")
-@click.option("--mode", "mode_name", required=True, help="Catalog mode, e.g. invalid_address.")
+@click.option(
+    "--kind",
+    type=click.Choice(KINDS),
+    default="bounce",
+    show_default=True,
+    help="A bounce (DSN), an RFC 3834 auto-reply or an RFC 5965 complaint (ARF).",
+)
+@click.option("--mode", "mode_name", default=None, help="Catalog mode, e.g. invalid_address.")
 @click.option(
     "--dialect",
     default="generic",
     show_default=True,
     callback=_check_dialect,
-    help="generic (RFC 3464), postfix or exim.",
+    help=f"The mail system the bounce imitates: {', '.join(DIALECTS)}.",
 )
-@click.option("--recipient", required=True, help="The recipient that failed.")
+@click.option(
+    "--recipient",
+    "recipients",
+    required=True,
+    multiple=True,
+    help="The recipient that failed; repeat it for one DSN about several recipients.",
+)
 @click.option(
     "--sender",
     default="bounces@sender.test",
@@ -63,9 +81,15 @@ def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 @click.option(
     "--flavour",
     type=click.Choice(FLAVOURS),
-    default="postfix",
+    default=None,
+    help="Provider flavour of the reply text (default: the dialect's provider, else postfix).",
+)
+@click.option(
+    "--feedback-type",
+    type=click.Choice(FEEDBACK_TYPES),
+    default="abuse",
     show_default=True,
-    help="Provider flavour of the reply text.",
+    help="Feedback-Type of a complaint.",
 )
 @click.option(
     "--date",
@@ -76,37 +100,64 @@ def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 )
 @click.option("--crlf/--lf", default=False, help="Line ends: CRLF as on the wire, or LF (default).")
 def dsn(
-    mode_name: str,
+    kind: str,
+    mode_name: str | None,
     dialect: Dialect,
-    recipient: str,
+    recipients: tuple[str, ...],
     sender: str,
     action: str,
     ret: str | None,
     envid: str | None,
     orcpt: str | None,
-    flavour: str,
+    flavour: str | None,
+    feedback_type: str,
     when: datetime | None,
     crlf: bool,
 ) -> None:
-    """Print the DSN a failure MODE produces, as RFC 5322 bytes.
+    """Print the DSN a failure MODE produces (or an auto-reply, or a complaint) as RFC 5322 bytes.
 
     \b
-    Example:
+    Examples:
       harness dsn --mode invalid_address --dialect postfix --recipient a@example.com > bounce.eml
+      harness dsn --mode spam_content --dialect postfix --recipient a@x.test --recipient b@x.test
+      harness dsn --kind complaint --recipient a@example.com --sender bounces@sut.test
     """
     try:
-        message = dsn_for_mode(
-            mode_name,
-            recipient,
-            dialect=dialect,
-            action=action,
-            sender=sender,
-            flavour=flavour,
-            ret=ret,
-            envid=envid,
-            orcpt=orcpt,
-            now=when,
-        )
+        if kind == "bounce":
+            if mode_name is None:
+                raise ConfigError("--mode is required for a bounce, e.g. --mode invalid_address")
+            message = dsn_for_mode(
+                mode_name,
+                recipients,
+                dialect=dialect,
+                action=action,
+                sender=sender,
+                flavour=flavour,
+                ret=ret,
+                envid=envid,
+                orcpt=orcpt,
+                now=when,
+            )
+        else:
+            if len(recipients) > 1:
+                raise ConfigError(f"a {kind} is about one recipient; {len(recipients)} given")
+            recipient = recipients[0]
+            content = (
+                f"From: <{sender}>\r\nTo: <{recipient}>\r\nSubject: Hello from the campaign\r\n"
+                f"Message-ID: <campaign.1@{sender.rpartition('@')[2] or 'sender.test'}>\r\n"
+                "\r\nHello.\r\n"
+            ).encode()
+            original = OriginalMessage(envelope_sender=sender, content=content)
+            if kind == "auto_reply":
+                message = build_auto_reply(original, recipient, now=when)
+            else:
+                message = build_complaint(
+                    original,
+                    recipient,
+                    feedback_type=feedback_type,
+                    headers_only=ret == "hdrs",
+                    now=when,
+                )
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(dsn_bytes(message, crlf=crlf), nl=False)

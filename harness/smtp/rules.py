@@ -38,6 +38,7 @@ from typing import Any
 
 from harness.errors import ConfigError, did_you_mean
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, FailureMode, Reply, Stage
+from harness.smtp.dialects import DIALECTS, NO_DELAY_WARNINGS, Dialect
 
 __all__ = [
     "DSN_DIALECTS",
@@ -58,8 +59,8 @@ Path = tuple[str | int, ...]
 RECIPIENT_STAGES = (Stage.RCPT, Stage.DATA, Stage.END_OF_DATA)
 """The stages a per-recipient behaviour can fail at (earlier ones belong to the whole host)."""
 
-DSN_DIALECTS = ("generic", "postfix", "exim")
-"""DSN dialects ``accept_then_bounce`` can ask for (see :mod:`harness.smtp.dsn`)."""
+DSN_DIALECTS = DIALECTS
+"""DSN dialects ``accept_then_bounce`` can ask for: :data:`harness.smtp.dialects.DIALECTS`."""
 
 DSN_ACTIONS = ("failed", "delayed")
 
@@ -587,6 +588,13 @@ def _parse_bounce(data: Mapping[str, Any], path: Path, flavour: str) -> Behaviou
     after = parse_duration(data.get("after", 0), (*path, "after"))
     dialect = _choice(data.get("dsn", "generic"), DSN_DIALECTS, "DSN dialect", (*path, "dsn"))
     action = _choice(data.get("action", "failed"), DSN_ACTIONS, "DSN action", (*path, "action"))
+    if action == "delayed" and dialect in NO_DELAY_WARNINGS:
+        raise RuleError(
+            (*path, "action"),
+            f"the {dialect} dialect has no delay warnings ({NO_DELAY_WARNINGS[Dialect(dialect)]})",
+            expected="action: failed, or a dialect that sends delay warnings",
+            seen="delayed",
+        )
     return _AcceptThenBounce(
         mode, raw, _flavour(data, path, flavour), klass, after, dialect, action
     )

@@ -45,7 +45,8 @@ EXPECTED: dict[str, list[str]] = {
         "'accept'? (expected a catalog mode (see `harness catalog`) or a reply like "
         "'550 5.1.1 text', seen 'acept')",
         '6:63: mx["example.com"]["c@example.com"].dsn: unknown DSN dialect (expected one of '
-        "generic, postfix, exim, seen 'qmail')",
+        "generic, postfix, exim, sendmail, qmail, exim_legacy, gmail, office365, exchange, "
+        "yahoo, amazon_ses, opensmtpd, seen 'courier')",
         "7:28: mx[\"down.test\"].server_down: unknown server-down mode 'tarpitt'; did you mean "
         "'tarpit'? (expected one of refused, greeting_421, tarpit, drop_mid_data, "
         "drop_after_dot, slow, tls_broken)",

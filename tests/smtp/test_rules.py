@@ -218,10 +218,22 @@ def test_durations(text: object, seconds: float) -> None:
         ({"a@x.test": "tarpit"}, ("mx", "a@x.test"), "server-down variant", "tarpit"),
         ({"a@x.test": "queue_expiry"}, ("mx", "a@x.test"), "accept_then_bounce", "queue_expiry"),
         (
-            {"a@x.test": {"accept_then_bounce": "invalid_address", "dsn": "sendmail"}},
+            {
+                "a@x.test": {
+                    "accept_then_bounce": "mailbox_full",
+                    "dsn": "qmail",
+                    "action": "delayed",
+                }
+            },
+            ("mx", "a@x.test", "action"),
+            "the qmail dialect has no delay warnings",
+            "delayed",
+        ),
+        (
+            {"a@x.test": {"accept_then_bounce": "invalid_address", "dsn": "courier"}},
             ("mx", "a@x.test", "dsn"),
             "unknown DSN dialect",
-            "sendmail",
+            "courier",
         ),
         (
             {"a@x.test": {"reply": "250 fine", "class": "hard"}},
