@@ -129,7 +129,7 @@ def test_an_idle_connection_is_closed_after_keep_alive_timeout(
         rest = _read_until_closed(sock)
         elapsed = time.monotonic() - started
     assert rest == b""  # idle connections are closed without an answer: nothing was asked
-    assert LIMITS["keep_alive_timeout"] - 0.05 <= elapsed < LIMITS["keep_alive_timeout"] + SLACK
+    assert LIMITS["keep_alive_timeout"] - 0.3 <= elapsed < LIMITS["keep_alive_timeout"] + SLACK
 
 
 def test_a_busy_keep_alive_client_and_a_long_poll_outlive_every_timeout(
