@@ -38,6 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from harness._loop import Lifecycle, LoopThread
 from harness.clevertap.app import CleverTapApp, create_app
 from harness.clevertap.faults import FaultPlan, FaultRule
+from harness.clevertap.guard import ControlGuard
 from harness.clevertap.inspect import Endpoint
 from harness.clevertap.settings import ServerSettings
 from harness.errors import ServerError, StartTimeout
@@ -285,8 +286,17 @@ class CleverTapServer(Lifecycle):
             self.app.journal = self._journal
             self._journal_closed = False
         sock = self._listen()
-        config = uvicorn.Config(
+        # The guard wraps the app here, where it is served (a real port is known), not in the
+        # app: create_app() stays the bare app for whoever serves it otherwise.
+        guarded = ControlGuard(
             self.app,
+            host=self.settings.host,
+            port=sock.getsockname()[1],
+            control_prefix=self.settings.control_prefix,
+            callback_paths=self.settings.paths.values(),
+        )
+        config = uvicorn.Config(
+            guarded,
             # Always h11 with deadlines, even where httptools is installed: the limits must
             # not depend on which optional packages happen to be there.
             http=_protocol_for(self.settings),

@@ -52,6 +52,22 @@ def _read_until_closed(sock: socket.socket) -> bytes:
     return data
 
 
+def _read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length, leaving the connection open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
 def _status_and_body(raw: bytes) -> tuple[int, dict[str, object]]:
     head, _, body = raw.partition(b"\r\n\r\n")
     return int(head.split()[1]), json.loads(body)
@@ -123,7 +139,7 @@ def test_an_idle_connection_is_closed_after_keep_alive_timeout(
     with _connect(ct) as sock:
         if after_a_request:
             sock.sendall(b"GET /_harness/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            first = sock.recv(65536)
+            first = _read_response(sock)
             assert first.startswith(b"HTTP/1.1 200 ")
         started = time.monotonic()
         rest = _read_until_closed(sock)

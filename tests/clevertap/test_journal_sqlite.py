@@ -57,6 +57,6 @@ def test_reset_empties_the_file(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     with CleverTapServer(ServerSettings(journal_path=path)) as ct:
         httpx.post(ct.urls.bounce, content=legacy("hardbounce", "a@example.com"), headers=JSON)
-        assert httpx.post(ct.urls.control + "/reset").status_code == 200
+        assert httpx.post(ct.urls.control + "/reset", json={}).status_code == 200
     with SQLiteJournal(path) as reopened:
         assert reopened.entries() == []
