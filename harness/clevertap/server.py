@@ -302,6 +302,9 @@ class CleverTapServer(Lifecycle):
             http=_protocol_for(self.settings),
             h11_max_incomplete_event_size=self.settings.max_header_size,
             lifespan="off",
+            # No X-Forwarded-For/-Proto rewriting: uvicorn trusts them from 127.0.0.1 by
+            # default, which would let any local client forge the peer the journal records.
+            proxy_headers=False,
             # log_config=None: uvicorn must not reconfigure the process's logging.
             log_config=None,
             access_log=False,

@@ -217,3 +217,13 @@ def test_connections_over_the_cap_get_503_and_are_closed(ct: CleverTapServer) ->
 def test_bad_limits_are_config_errors(field: str, value: float) -> None:
     with pytest.raises(ConfigError, match=field):
         ServerSettings(**{field: value})
+
+
+def test_forwarded_headers_do_not_change_the_journaled_peer(ct: CleverTapServer) -> None:
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told not to: any local client could
+    # then record another peer.
+    headers = {"content-type": "application/json", "x-forwarded-for": "203.0.113.9"}
+    with httpx.Client(timeout=10) as http:
+        assert http.post(ct.urls.bounce, content=BOUNCE, headers=headers).status_code == 200
+    (entry,) = ct.journal.entries(Kind.CALLBACK)
+    assert str(entry.data["peer"]).startswith("127.0.0.1:")  # journal read: lead ports it
