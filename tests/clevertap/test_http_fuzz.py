@@ -2,7 +2,8 @@
 methods and paths against the callback endpoints and the control API.
 
 Every request goes on a connection of its own (raw sockets: bad framing cannot be sent through
-an HTTP client), so the journal's ``peer`` ties each CALLBACK entry to the request that made it.
+an HTTP client) from a source address of its own in 127.0.0.0/8 (ports alone get reused within
+a run), so the journal's ``peer`` ties each CALLBACK entry to the request that made it.
 Asserted: no 5xx but the scripted ones, no internal error text in any answer, and every request
 to a callback endpoint journaled exactly as often as the server could read a request head from
 it (once; zero when the head itself is malformed; once when the body breaks after the head).
@@ -375,9 +376,12 @@ def _cases(rng: random.Random) -> Iterator[Sent]:
 # -- the exchange ------------------------------------------------------------------------------
 
 
-def _exchange(port: int, sent: Sent) -> None:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sent.peer = f"127.0.0.1:{sock.getsockname()[1]}"
+def _exchange(port: int, sent: Sent, n: int) -> None:
+    source = f"127.1.{n // 250 % 250}.{n % 250 + 1}"
+    with socket.create_connection(
+        ("127.0.0.1", port), timeout=10, source_address=(source, 0)
+    ) as sock:
+        sent.peer = f"{source}:{sock.getsockname()[1]}"
         try:
             sock.sendall(sent.raw)
             if sent.half_close:
@@ -418,8 +422,8 @@ def test_seeded_http_fuzz_no_5xx_and_every_callback_journaled_once(
     rng = random.Random(SEED)
     cases = list(_cases(rng))
     started = time.monotonic()
-    for sent in cases:
-        _exchange(fuzzed.port, sent)
+    for n, sent in enumerate(cases):
+        _exchange(fuzzed.port, sent, n)
     elapsed = time.monotonic() - started
 
     statuses = Counter(s for sent in cases for s in _statuses(sent.answer))
