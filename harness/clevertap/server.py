@@ -301,6 +301,9 @@ class CleverTapServer(Lifecycle):
             # not depend on which optional packages happen to be there.
             http=_protocol_for(self.settings),
             h11_max_incomplete_event_size=self.settings.max_header_size,
+            # No WebSocket routes: an upgrade would hand the socket to a protocol without the
+            # deadlines (whose timers would still be armed on this one).
+            ws="none",
             lifespan="off",
             # No X-Forwarded-For/-Proto rewriting: uvicorn trusts them from 127.0.0.1 by
             # default, which would let any local client forge the peer the journal records.
