@@ -206,3 +206,31 @@ def test_the_connection_cap_bounds_descriptors_whatever_the_number_of_clients() 
         finally:
             for sock in socks:
                 sock.close()
+
+
+@pytest.mark.timeout(60)
+def test_harness_serve_scenario_takes_the_limits_too() -> None:
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "mailbox-full.yaml"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "harness", "serve", str(scenario), "--header-timeout", "0.5"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            assert proc.stdout is not None
+            line = ""
+            while not line.startswith("fake CleverTap on "):
+                line = proc.stdout.readline()
+                assert line, "harness serve ended before printing its URL"
+            host, port = line.split()[3].removeprefix("http://").rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                started = time.monotonic()
+                sock.sendall(b"POST /callbacks/bounce HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                elapsed = time.monotonic() - started
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"not received within 0.5 s" in answer
+    assert 0.4 <= elapsed < 0.5 + SLACK
