@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from harness.clevertap.app import Receive, Scope, Send
 
 __all__ = ["ControlGuard"]
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
