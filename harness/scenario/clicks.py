@@ -20,13 +20,8 @@ the integration announced, and the scenario's ``unsubscribe_allow_hosts``. Every
 before it is requested, each redirect hop included (redirects are followed here, hop by hop,
 not by httpx), so that a message cannot send the harness to an arbitrary machine.
 
-Each click is journaled as one :data:`~harness.journal.Kind.CLICK` entry::
-
-    {"recipient", "via", "url", "status": int | None, "ok": bool, "error": str | None,
-     "message_seq": int | None, "steps": [{"method", "url", "status"}, ...]}
-
-plus ``"refused": str`` when a URL was not contacted because it is outside the scope (absent
-otherwise, like the optional keys of callback entries); ``error`` then says so too.
+Each click is journaled as one :class:`harness.records.Click` record; ``refused`` says why a
+URL was not contacted (outside the scope), and ``error`` then says so too.
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ import asyncio
 import ipaddress
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from html.parser import HTMLParser
@@ -46,6 +41,8 @@ import aiosmtplib
 import httpx
 
 from harness.journal import Entry, Journal, Kind
+from harness.records import Click as ClickRecord
+from harness.records import SmtpMessage, record_from_json
 from harness.scenario.campaign import Submission
 from harness.scenario.model import Click
 
@@ -132,12 +129,11 @@ class ClickScope:
 
 
 def click_notes(entries: Iterable[Entry]) -> list[str]:
-    """One line per refused click of *entries* (CLICK entries; others are skipped), for
-    reports: the only journal read of this module's own record outside it."""
+    """One line per refused click of *entries* (other entries are skipped), for reports."""
     return [
-        f"the {e.data['via']} click by {e.data['recipient']} was refused: {e.data['refused']}"
+        f"the {e.data.via} click by {e.data.recipient} was refused: {e.data.refused}"
         for e in entries
-        if e.kind is Kind.CLICK and e.data.get("refused")
+        if isinstance(e.data, ClickRecord) and e.data.refused
     ]
 
 
@@ -149,12 +145,8 @@ def list_unsubscribe_uris(header: str | None) -> list[str]:
 
 
 def _delivered_to(recipient: str) -> Any:
-    wanted = recipient.lower()
-
     def match(entry: Entry) -> bool:
-        return entry.kind is Kind.SMTP_MESSAGE and any(
-            str(r.get("address", "")).lower() == wanted for r in entry.data.get("recipients", ())
-        )
+        return isinstance(entry.data, SmtpMessage) and entry.data.has_recipient(recipient)
 
     return match
 
@@ -191,31 +183,33 @@ async def perform_click(
             f"no message to {click.recipient} reached its mail server before the deadline; "
             "nothing to click"
         )
-        return journal.append(Kind.CLICK, record)
+        return journal.append(record_from_json(Kind.CLICK, record))
     record["message_seq"] = message.seq
     wait = message.at + click.after - time.time()
     if wait > 0:
         await asyncio.sleep(wait)
     try:
+        if not isinstance(message.data, SmtpMessage):  # pragma: no cover - _delivered_to
+            raise TypeError("the delivered message is not an SmtpMessage entry")
         await _act(click, message.data, record, intake, scope)
     except (httpx.HTTPError, aiosmtplib.SMTPException, OSError) as exc:
         record["ok"] = False
         record["error"] = f"{type(exc).__name__}: {exc}"
-    return journal.append(Kind.CLICK, record)
+    return journal.append(record_from_json(Kind.CLICK, record))
 
 
 async def _act(
     click: Click,
-    data: Mapping[str, Any],
+    data: SmtpMessage,
     record: dict[str, Any],
     intake: Submission | None,
     scope: ClickScope,
 ) -> None:
-    uris = list_unsubscribe_uris(data.get("list_unsubscribe"))
+    uris = list_unsubscribe_uris(data.list_unsubscribe)
     http = next((u for u in uris if u.lower().startswith(("https:", "http:"))), None)
     mailto = next((u for u in uris if u.lower().startswith("mailto:")), None)
     if click.via == "one_click":
-        post = " ".join(str(data.get("list_unsubscribe_post") or "").split())
+        post = " ".join((data.list_unsubscribe_post or "").split())
         if http is None:
             record["error"] = _missing("an http(s) URI in List-Unsubscribe", data)
             return
@@ -228,7 +222,7 @@ async def _act(
             return
         await _one_click(http, record, scope)
     elif click.via == "get":
-        url = http or _body_link(str(data.get("body") or ""))
+        url = http or _body_link(data.body)
         if url is None:
             record["error"] = _missing("an http(s) link in List-Unsubscribe or the body", data)
             return
@@ -245,8 +239,8 @@ async def _act(
         await _send_mailto(mailto, click.recipient, intake, record)
 
 
-def _missing(what: str, data: Mapping[str, Any]) -> str:
-    header = data.get("list_unsubscribe")
+def _missing(what: str, data: SmtpMessage) -> str:
+    header = data.list_unsubscribe
     seen = f"List-Unsubscribe: {header}" if header else "no List-Unsubscribe header"
     return f"the delivered message has no {what} ({seen})"
 

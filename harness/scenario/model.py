@@ -19,7 +19,7 @@ import string
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -42,12 +42,17 @@ from harness.clevertap.inspect import Endpoint
 from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
 from harness.errors import did_you_mean
 from harness.smtp import rules as smtp_rules
-from harness.smtp.catalog import CATALOG, FLAVOURS
+from harness.smtp.catalog import FLAVOURS, SERVER_DOWN
+from harness.vocab import (
+    CLASS_OF_EVENT,
+    LEGACY_EVENTS,
+    UNSUBSCRIBE_EVENTS,
+    V2_TYPES,
+    address_key,
+)
 
 __all__ = [
-    "LEGACY_EVENTS",
     "SERVER_DOWN_MODES",
-    "V2_EVENTS",
     "AbsentCallback",
     "Addresses",
     "CallbackFault",
@@ -72,17 +77,15 @@ __all__ = [
     "parse_duration",
 ]
 
-LEGACY_EVENTS = ("softbounce", "hardbounce", "unsubscribe")
-"""Event names of the legacy callback format."""
-V2_EVENTS = ("delivered", "soft_bounce", "hard_bounce", "spam", "unsubscribed")
-"""Event ``type`` names of the v2 callback format."""
-UNSUBSCRIBE_EVENTS = ("unsubscribe", "unsubscribed")
 
-SERVER_DOWN_MODES = tuple(name for name, mode in CATALOG.items() if mode.server_down)
+SERVER_DOWN_MODES = SERVER_DOWN
 """Host-level failure modes: the whole server misbehaves, whoever the recipient is."""
 
 META_FIELDS = ("e", "n", "campaign", "ts")
 """Placeholders a ``campaign.meta`` template may use."""
+RETRY_REPORT_MARGIN = 5.0
+"""Seconds of ``expect.within`` left for reporting after the default retry budget: the
+callback's batching window and a retry or two of a failed callback."""
 DEFAULT_META = "{e}|{campaign}|{ts}|{n}|0|wzrk_default|"
 """Shaped after the ``X-CleverTap_META`` sample in CleverTap's v2 docs (pipe-separated)."""
 
@@ -730,6 +733,16 @@ class Integration(_Model):
         None, description="Readiness probe; default: the ready file of the integration contract."
     )
     ready_timeout: Duration = Field(10.0, description="How long to wait for readiness.")
+    stop_timeout: Duration = Field(
+        5.0,
+        description="How long it may take to exit after SIGTERM; then SIGKILL, and the "
+        "scenario fails.",
+    )
+    retry_budget: Duration | None = Field(
+        None,
+        description="How long its retry schedule for one message may take (HARNESS_RETRY_BUDGET); "
+        "default: expect.within minus 5 s, at least half of expect.within.",
+    )
 
     @field_validator("command", mode="before")
     @classmethod
@@ -781,6 +794,9 @@ EventName = Literal[
     "spam",
     "unsubscribed",
 ]
+# pydantic needs the names as a Literal type; their home is harness.vocab.
+if set(get_args(EventName)) != set(CLASS_OF_EVENT):  # pragma: no cover - caught by any test run
+    raise RuntimeError("harness.scenario.model disagrees with harness.vocab on event names")
 
 
 class TsExpectation(_Model):
@@ -837,6 +853,16 @@ class Expect(_Model):
         default_factory=ViolationPolicy,
         description="none (default) or {allow: [codes]}.",
     )
+    quiet: Duration = Field(
+        1.5,
+        description="Once everything settled, how long nothing new may happen before judging "
+        "(long enough to see a duplicate or a resent callback).",
+    )
+    after_dsn: Duration = Field(
+        2.0,
+        description="How long the run goes on after each DSN reached the integration (its "
+        "callback, or a duplicate of it).",
+    )
 
 
 class DsnDefaults(_Model):
@@ -886,6 +912,16 @@ class Scenario(_Model):
     def recipients(self) -> list[str]:
         """Every campaign recipient, in sending order."""
         return self.campaign.recipients
+
+    @property
+    def retry_budget(self) -> float:
+        """Seconds the integration's retry schedule for one message may take (first attempt to
+        giving up): ``integration.retry_budget``, else ``expect.within`` minus 5 s for reporting
+        (at least half of ``within``)."""
+        if self.integration is not None and self.integration.retry_budget is not None:
+            return float(self.integration.retry_budget)
+        within = float(self.expect.within)
+        return max(within / 2, within - RETRY_REPORT_MARGIN)
 
     @model_validator(mode="after")
     def _cross(self) -> Scenario:
@@ -966,7 +1002,7 @@ def _dsn_defaults(behaviour: Any, dsn: DsnDefaults) -> Any:
 def _cross_problems(s: Scenario) -> Iterator[Problem]:
     recipients = s.recipients
     lowered = {a.lower() for a in recipients}
-    allowed_events = LEGACY_EVENTS if s.clevertap.format == "legacy" else V2_EVENTS
+    allowed_events = LEGACY_EVENTS if s.clevertap.format == "legacy" else V2_TYPES
 
     def outside(address: str, path: tuple[str | int, ...]) -> Problem | None:
         if address.lower() in lowered:
@@ -1012,7 +1048,7 @@ def _cross_problems(s: Scenario) -> Iterator[Problem]:
         problem = outside(click.recipient, ("unsubscribe", i, "recipient"))
         if problem:
             yield problem
-    clicked = {c.recipient.lower() for c in s.unsubscribe}
+    clicked = {address_key(c.recipient) for c in s.unsubscribe}
 
     for i, cb in enumerate(s.expect.callbacks):
         where: tuple[str | int, ...] = ("expect", "callbacks", i)
@@ -1027,7 +1063,7 @@ def _cross_problems(s: Scenario) -> Iterator[Problem]:
         problem = outside(cb.e, (*where, "e"))
         if problem:
             yield problem
-        elif cb.event in UNSUBSCRIBE_EVENTS and cb.e.lower() not in clicked:
+        elif cb.event in UNSUBSCRIBE_EVENTS and address_key(cb.e) not in clicked:
             yield Problem(
                 (*where, "e"),
                 f"an unsubscribe is expected for {cb.e} but nobody clicks for it",
@@ -1036,7 +1072,7 @@ def _cross_problems(s: Scenario) -> Iterator[Problem]:
         if cb.ts is not None and s.clevertap.format == "v2":
             yield Problem((*where, "ts"), "v2 callbacks carry no ts", "no ts check with v2")
 
-    expected = {(cb.event, cb.e.lower()) for cb in s.expect.callbacks}
+    expected = {(cb.event, address_key(cb.e)) for cb in s.expect.callbacks}
     for i, ab in enumerate(s.expect.absent):
         where = ("expect", "absent", i)
         if ab.event is not None and ab.event not in allowed_events:
@@ -1049,7 +1085,9 @@ def _cross_problems(s: Scenario) -> Iterator[Problem]:
         problem = outside(ab.e, (*where, "e"))
         if problem:
             yield problem
-        if any(e == ab.e.lower() and (ab.event is None or ab.event == ev) for ev, e in expected):
+        if any(
+            e == address_key(ab.e) and (ab.event is None or ab.event == ev) for ev, e in expected
+        ):
             yield Problem(where, f"{ab.e} is both expected and absent")
 
     # A relay rule key or mx rule key outside every recipient is harmless (a catch-all pattern),

@@ -10,47 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from harness.errors import UnknownNameError
+from harness.vocab import BounceClass, Stage
 
 __all__ = [
     "CATALOG",
     "FLAVOURS",
+    "SERVER_DOWN",
     "BounceClass",
     "FailureMode",
     "Reply",
     "Stage",
     "get_mode",
 ]
-
-
-class Stage(StrEnum):
-    """Where in the SMTP dialogue a failure shows."""
-
-    CONNECT = "connect"
-    GREETING = "greeting"
-    EHLO = "ehlo"
-    AUTH = "auth"
-    MAIL = "mail"
-    RCPT = "rcpt"
-    DATA = "data"
-    """The reply to the DATA command itself (before the message is sent)."""
-    END_OF_DATA = "end_of_data"
-    """The reply after the final dot."""
-    LATER = "later"
-    """Accepted now, bounced later by DSN."""
-    STARTTLS = "starttls"
-    """The TLS handshake after STARTTLS (or at connect, for implicit TLS)."""
-
-
-class BounceClass(StrEnum):
-    """How an integration should report the failure to CleverTap."""
-
-    SOFT = "soft"
-    HARD = "hard"
-    NONE = "none"
-    """Not a bounce: the message is (or will be) delivered."""
 
 
 FLAVOURS = ("gmail", "outlook", "yahoo", "icloud", "postfix")
@@ -443,6 +416,10 @@ _MODES = [
 ]
 
 CATALOG: dict[str, FailureMode] = {m.name: m for m in _MODES}
+
+SERVER_DOWN: tuple[str, ...] = tuple(m.name for m in _MODES if m.server_down)
+"""The server-down variants (host-level failure modes): ``refused``, ``greeting_421``, ``tarpit``,
+``drop_mid_data``, ``drop_after_dot``, ``slow``, ``tls_broken``."""
 """Every failure mode by name, in the order of ``shared/reference/smtp-failures.md``.
 
 Texts may hold ``{rcpt}``, ``{peer}`` and ``{host}`` placeholders, which the servers fill

@@ -11,6 +11,7 @@ import pytest
 from harness.clevertap.guard import ControlGuard
 from harness.clevertap.server import CleverTapServer
 from harness.journal import Kind
+from harness.records import Callback
 
 JSON = {"content-type": "application/json"}
 BOUNCE = b'[{"event": "hardbounce", "data": [{"e": "gone@example.com", "ts": 1735689600}]}]'
@@ -159,7 +160,8 @@ def test_callbacks_stay_open_to_any_client_and_are_journaled(
     )
     assert response.status_code != 403
     (entry,) = ct.journal.entries(Kind.CALLBACK)
-    assert entry.data["content_type"] == "text/plain"  # journal read: lead ports to the record
+    assert isinstance(entry.data, Callback)
+    assert entry.data.content_type == "text/plain"
 
 
 def test_a_server_bound_elsewhere_skips_the_host_check_only() -> None:

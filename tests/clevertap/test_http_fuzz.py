@@ -27,6 +27,7 @@ from harness.clevertap.faults import parse_fault
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
 from harness.journal import Entry, Kind
+from harness.records import Callback
 
 SEED = 20261129
 COUNT = 5000
@@ -401,9 +402,9 @@ def _statuses(answer: bytes) -> list[int]:
     return found
 
 
-def _peer(entry: Entry) -> str:
-    """The client address of a CALLBACK entry (journal read: the lead ports it to the record)."""
-    return str(entry.data["peer"])
+def _peer(entry: Entry) -> str | None:
+    """The client address of a CALLBACK entry."""
+    return entry.data.peer if isinstance(entry.data, Callback) else None
 
 
 @pytest.fixture(scope="module")

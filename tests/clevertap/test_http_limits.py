@@ -18,6 +18,7 @@ from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
 from harness.errors import ConfigError
 from harness.journal import Kind
+from harness.records import Callback
 
 LIMITS = {"header_timeout": 0.6, "body_timeout": 0.6, "keep_alive_timeout": 0.6}
 SLACK = 1.0
@@ -128,8 +129,9 @@ def test_a_slow_body_gets_408_and_the_callback_is_still_journaled(ct: CleverTapS
     assert LIMITS["body_timeout"] <= elapsed < LIMITS["body_timeout"] + SLACK
     entry = ct.journal.wait_for(lambda e: e.kind is Kind.CALLBACK, timeout=5)
     assert entry is not None
-    assert entry.data["disconnected"] is True  # journal read: lead ports to the record type
-    assert entry.data["status"] is None
+    assert isinstance(entry.data, Callback)
+    assert entry.data.disconnected is True
+    assert entry.data.status is None
 
 
 @pytest.mark.parametrize("after_a_request", [False, True])
@@ -226,4 +228,5 @@ def test_forwarded_headers_do_not_change_the_journaled_peer(ct: CleverTapServer)
     with httpx.Client(timeout=10) as http:
         assert http.post(ct.urls.bounce, content=BOUNCE, headers=headers).status_code == 200
     (entry,) = ct.journal.entries(Kind.CALLBACK)
-    assert str(entry.data["peer"]).startswith("127.0.0.1:")  # journal read: lead ports it
+    assert isinstance(entry.data, Callback)
+    assert str(entry.data.peer).startswith("127.0.0.1:")

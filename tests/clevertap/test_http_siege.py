@@ -82,8 +82,7 @@ def _post_on_a_new_connection(served: Served, path: str, payload: object) -> int
 
 
 def _disconnected(callback: dict[str, object]) -> bool:
-    """Whether a control-API callback entry is a request whose client left mid-body (a journal
-    read: the lead ports it to the typed record)."""
+    """Whether a control-API callback entry is a request whose client left mid-body."""
     data = callback["data"]
     return isinstance(data, dict) and data.get("disconnected") is True
 

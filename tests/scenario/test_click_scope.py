@@ -16,7 +16,7 @@ from harness.scenario.judge import judge
 from harness.scenario.loader import parse_scenario
 from harness.scenario.model import Click
 from harness.scenario.report import render_text
-from tests.scenario.test_runner import _delivered
+from tests.scenario.test_runner import _delivered, clicked
 
 OUTSIDE = (
     "is outside the harness's world (loopback and the integration's announced addresses); "
@@ -106,11 +106,11 @@ async def test_a_redirect_out_of_the_world_is_refused_at_that_hop(httpserver: HT
     click = Click(recipient="reader@example.com", via="get")
     entry = await perform_click(click, journal, deadline=0, intake=None)
     reason = f"tracker.example.com {OUTSIDE}"
-    # journal reads: the lead ports these to the CLICK record type
-    assert entry.data["refused"] == reason
-    assert entry.data["error"] == f"refused to contact http://tracker.example.com/u?id=1: {reason}"
-    assert entry.data["ok"] is False
-    assert [s["status"] for s in entry.data["steps"]] == [302, 303]
+    record = clicked(entry)
+    assert record.refused == reason
+    assert record.error == f"refused to contact http://tracker.example.com/u?id=1: {reason}"
+    assert record.ok is False
+    assert [s.status for s in record.steps] == [302, 303]
     assert click_notes(journal.entries()) == [
         f"the get click by reader@example.com was refused: {reason}"
     ]
@@ -129,14 +129,14 @@ async def test_one_click_to_an_outside_url_is_never_posted() -> None:
         route = mock.post("https://unsub.example.com/t").respond(200)
         entry = await perform_click(click, journal, deadline=0, intake=None)
     assert not route.called
-    assert entry.data["refused"] == f"unsub.example.com {OUTSIDE}"
-    assert entry.data["steps"] == []
+    assert clicked(entry).refused == f"unsub.example.com {OUTSIDE}"
+    assert clicked(entry).steps == ()
     # Allowed by the scenario, the same click goes through.
     with respx.mock(assert_all_called=True) as mock:
         mock.post("https://unsub.example.com/t").respond(200)
         scope = ClickScope.build(["unsub.example.com"])
         entry = await perform_click(click, journal, deadline=0, intake=None, scope=scope)
-    assert (entry.data["ok"], entry.data.get("refused")) == (True, None)
+    assert (clicked(entry).ok, clicked(entry).refused) == (True, None)
 
 
 @pytest.mark.asyncio
@@ -150,9 +150,10 @@ async def test_redirects_are_followed_hop_by_hop_to_a_limit(httpserver: HTTPServ
     entry = await perform_click(
         Click(recipient="reader@example.com", via="get"), journal, deadline=0, intake=None
     )
-    assert entry.data["error"] == f"more than {MAX_HOPS} redirects; last to '/r{MAX_HOPS + 1}'"
-    assert len(entry.data["steps"]) == MAX_HOPS + 1
-    assert "refused" not in entry.data
+    record = clicked(entry)
+    assert record.error == f"more than {MAX_HOPS} redirects; last to '/r{MAX_HOPS + 1}'"
+    assert len(record.steps) == MAX_HOPS + 1
+    assert record.refused is None
 
 
 @pytest.mark.asyncio
@@ -169,8 +170,9 @@ async def test_a_loopback_redirect_chain_ends_at_the_confirm_form(httpserver: HT
     entry = await perform_click(
         Click(recipient="reader@example.com", via="get"), journal, deadline=0, intake=None
     )
-    assert entry.data["ok"] is True, entry.data
-    steps = [(s["method"], s["url"].rsplit("/", 1)[1], s["status"]) for s in entry.data["steps"]]
+    record = clicked(entry)
+    assert record.ok is True, record
+    steps = [(s.method, s.url.rsplit("/", 1)[1], s.status) for s in record.steps]
     assert steps == [
         ("GET", "u", 301),
         ("GET", "p", 200),
