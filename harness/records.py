@@ -429,6 +429,8 @@ class Click(Record, frozen=True):
     error: str | None = None
     message_seq: int | None = None
     steps: tuple[ClickStep, ...] = ()
+    refused: str | None = None
+    """Why a URL was not contacted: it lies outside the clicker's world (ClickScope)."""
 
     @property
     def reached(self) -> bool:

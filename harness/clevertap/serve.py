@@ -17,6 +17,8 @@ from harness.errors import ConfigError, ServerError
 
 __all__ = ["serve"]
 
+_DEFAULTS = ServerSettings()
+
 
 def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[FaultRule]:
     try:
@@ -70,6 +72,41 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     help="Bodies over this many bytes get 413 (journaled truncated).",
 )
 @click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULTS.header_timeout,
+    show_default=True,
+    help="Seconds to send a request's line and headers once started (then 408, closed).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULTS.body_timeout,
+    show_default=True,
+    help="Seconds to send a whole request body once the headers arrived (then 408, closed).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULTS.keep_alive_timeout,
+    show_default=True,
+    help="Seconds a connection may sit idle before or between requests.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS.max_connections,
+    show_default=True,
+    help="Open connections at most; more are answered 503 and closed.",
+)
+@click.option(
+    "--max-header-size",
+    type=click.IntRange(min=1024),
+    default=_DEFAULTS.max_header_size,
+    show_default=True,
+    help="Bytes of an incomplete request head buffered at most; past it, 400.",
+)
+@click.option(
     "--fault",
     "faults",
     multiple=True,
@@ -99,6 +136,11 @@ def serve(
     v2_path: str,
     control_prefix: str,
     max_body: int,
+    header_timeout: float,
+    body_timeout: float,
+    keep_alive_timeout: float,
+    max_connections: int,
+    max_header_size: int,
     faults: list[FaultRule],
     intake: str | None,
 ) -> None:
@@ -130,6 +172,11 @@ def serve(
             v2_path=v2_path,
             control_prefix=control_prefix,
             max_body=max_body,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            keep_alive_timeout=keep_alive_timeout,
+            max_connections=max_connections,
+            max_header_size=max_header_size,
             faults=tuple(faults),
         )
         server = CleverTapServer(settings)

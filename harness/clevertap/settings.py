@@ -65,6 +65,20 @@ class ServerSettings:
     """Seconds to wait for the server to accept connections before giving up."""
     stop_timeout: float = 5.0
     """Seconds in-flight requests get to finish when the server stops."""
+    header_timeout: float = 10.0
+    """Seconds a client gets to send a request's line and headers once its first byte arrived;
+    then 408 and the connection closes (slowloris)."""
+    body_timeout: float = 30.0
+    """Seconds a client gets to send a whole request body once the headers arrived; then 408
+    and the connection closes (the callback is journaled with ``disconnected``)."""
+    keep_alive_timeout: float = 5.0
+    """Seconds a connection may sit idle before its first request or between requests."""
+    max_connections: int = 1000
+    """Open connections at most; one more is answered 503 and closed at once. Keep it below
+    the process's file-descriptor limit (``ulimit -n``)."""
+    max_header_size: int = 16 * 1024
+    """Bytes of an incomplete request head (line and headers) buffered at most; a client whose
+    head grows past it gets 400 (h11's ``max_incomplete_event_size``)."""
 
     def __post_init__(self) -> None:
         paths = self.paths
@@ -89,6 +103,16 @@ class ServerSettings:
             raise ConfigError(
                 f"ready_timeout and stop_timeout must be positive, got "
                 f"{self.ready_timeout!r} and {self.stop_timeout!r}"
+            )
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 < value < float("inf")):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.max_connections < 1:
+            raise ConfigError(f"max_connections must be at least 1, got {self.max_connections!r}")
+        if self.max_header_size < 1024:
+            raise ConfigError(
+                f"max_header_size must be at least 1024 bytes, got {self.max_header_size!r}"
             )
         if self.token is not None and not self.token:
             raise ConfigError("token must not be empty; pass None for no token")

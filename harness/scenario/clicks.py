@@ -9,22 +9,29 @@ the integration put in that message:
   with both. POSTs ``List-Unsubscribe=One-Click`` form-encoded, without cookies, and does not
   follow redirects (RFC 8058 section 3.2).
 - ``get``: opens the link (``List-Unsubscribe`` URI, else the first link in the body) as a
-  person would: follows redirects and, when the page is a form that posts back, submits it
-  (the confirm button), since a GET alone must not unsubscribe (link scanners fetch URLs).
+  person would: follows redirects (at most :data:`MAX_HOPS`) and, when the page is a form that
+  posts back, submits it (the confirm button), since a GET alone must not unsubscribe (link
+  scanners fetch URLs).
 - ``mailto``: mails the ``mailto:`` address of ``List-Unsubscribe`` (with its ``subject`` and
   ``body`` if given) through the integration's bounce intake, else its submission port.
 
-Each click is journaled as one :data:`~harness.journal.Kind.CLICK` entry::
+The clicker contacts only the harness's own world (:class:`ClickScope`): loopback, the hosts
+the integration announced, and the scenario's ``unsubscribe_allow_hosts``. Every URL is checked
+before it is requested, each redirect hop included (redirects are followed here, hop by hop,
+not by httpx), so that a message cannot send the harness to an arbitrary machine.
 
-    {"recipient", "via", "url", "status": int | None, "ok": bool, "error": str | None,
-     "message_seq": int | None, "steps": [{"method", "url", "status"}, ...]}
+Each click is journaled as one :class:`harness.records.Click` record; ``refused`` says why a
+URL was not contacted (outside the scope), and ``error`` then says so too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from typing import Any
@@ -34,15 +41,100 @@ import aiosmtplib
 import httpx
 
 from harness.journal import Entry, Journal, Kind
+from harness.records import Click as ClickRecord
 from harness.records import SmtpMessage, record_from_json
 from harness.scenario.campaign import Submission
 from harness.scenario.model import Click
 
-__all__ = ["list_unsubscribe_uris", "perform_click"]
+__all__ = ["MAX_HOPS", "ClickScope", "click_notes", "list_unsubscribe_uris", "perform_click"]
 
 _URI = re.compile(r"<\s*([^>]*?)\s*>")
 _BODY_LINK = re.compile(r"https?://[^\s<>\"')]+")
 ONE_CLICK = "List-Unsubscribe=One-Click"
+MAX_HOPS = 10
+"""Redirects a ``get`` click follows at most (per request it makes)."""
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _host_of(text: str) -> str | None:
+    """The host of a URL or of ``host[:port]``, lowercased, IPv6 without brackets."""
+    try:
+        return urlsplit(text if "://" in text else "//" + text).hostname
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ClickScope:
+    """The hosts the clicker may contact: loopback always, plus *names* (exact), subdomains of
+    *suffixes* and addresses in *networks*. Build one with :meth:`build`."""
+
+    names: frozenset[str] = frozenset()
+    suffixes: tuple[str, ...] = ()
+    networks: tuple[_Network, ...] = ()
+
+    @classmethod
+    def build(cls, allow: Iterable[str] = (), announced: Iterable[str | None] = ()) -> ClickScope:
+        """The scope of a run: *allow* is the scenario's ``unsubscribe_allow_hosts`` (names,
+        ``*.domain``, IP addresses, networks), *announced* the integration's addresses (hosts,
+        ``host:port`` or URLs; None entries are skipped)."""
+        names: set[str] = set()
+        suffixes: list[str] = []
+        networks: list[_Network] = []
+        for pattern in allow:
+            text = pattern.strip().lower()
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+                continue
+            except ValueError:
+                pass
+            if text.startswith("*."):
+                suffixes.append(text[1:])  # ".example.com"
+            else:
+                names.add(text)
+        for address in announced:
+            host = _host_of(address) if address else None
+            if host:
+                names.add(host)
+        return cls(frozenset(names), tuple(suffixes), tuple(networks))
+
+    def refusal(self, url: str) -> str | None:
+        """Why *url* must not be contacted, or None when it may."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            return f"{url!r} is not a valid URL"
+        if parts.scheme.lower() not in ("http", "https"):
+            return f"{url!r} is not an http(s) URL"
+        if not host:
+            return f"{url!r} names no host"
+        if host in self.names or host == "localhost":
+            return None
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            if any(host.endswith(suffix) for suffix in self.suffixes):
+                return None
+        else:
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            if ip.is_loopback or any(ip in network for network in self.networks):
+                return None
+        return (
+            f"{host} is outside the harness's world (loopback and the integration's announced "
+            "addresses); list it in the scenario's unsubscribe_allow_hosts to allow it"
+        )
+
+
+def click_notes(entries: Iterable[Entry]) -> list[str]:
+    """One line per refused click of *entries* (other entries are skipped), for reports."""
+    return [
+        f"the {e.data.via} click by {e.data.recipient} was refused: {e.data.refused}"
+        for e in entries
+        if isinstance(e.data, ClickRecord) and e.data.refused
+    ]
 
 
 def list_unsubscribe_uris(header: str | None) -> list[str]:
@@ -66,9 +158,13 @@ async def perform_click(
     deadline: float,
     intake: Submission | None,
     since: int = 0,
+    scope: ClickScope | None = None,
 ) -> Entry:
     """Perform *click* once its message arrived (waiting until *deadline*, a ``time.time()``);
-    journal and return the CLICK entry. Never raises for what the integration does wrong."""
+    journal and return the CLICK entry. Never raises for what the integration does wrong.
+
+    *scope* says which hosts the click may contact; None means loopback only."""
+    scope = scope if scope is not None else ClickScope()
     record: dict[str, Any] = {
         "recipient": click.recipient,
         "via": click.via,
@@ -95,7 +191,7 @@ async def perform_click(
     try:
         if not isinstance(message.data, SmtpMessage):  # pragma: no cover - _delivered_to
             raise TypeError("the delivered message is not an SmtpMessage entry")
-        await _act(click, message.data, record, intake)
+        await _act(click, message.data, record, intake, scope)
     except (httpx.HTTPError, aiosmtplib.SMTPException, OSError) as exc:
         record["ok"] = False
         record["error"] = f"{type(exc).__name__}: {exc}"
@@ -103,7 +199,11 @@ async def perform_click(
 
 
 async def _act(
-    click: Click, data: SmtpMessage, record: dict[str, Any], intake: Submission | None
+    click: Click,
+    data: SmtpMessage,
+    record: dict[str, Any],
+    intake: Submission | None,
+    scope: ClickScope,
 ) -> None:
     uris = list_unsubscribe_uris(data.list_unsubscribe)
     http = next((u for u in uris if u.lower().startswith(("https:", "http:"))), None)
@@ -120,14 +220,14 @@ async def _act(
                 "does not offer RFC 8058 one-click unsubscription"
             )
             return
-        await _one_click(http, record)
+        await _one_click(http, record, scope)
     elif click.via == "get":
         url = http or _body_link(data.body)
         if url is None:
             record["error"] = _missing("an http(s) link in List-Unsubscribe or the body", data)
             return
         record["url"] = url
-        await _open_link(url, record)
+        await _open_link(url, record, scope)
     else:
         if mailto is None:
             record["error"] = _missing("a mailto: URI in List-Unsubscribe", data)
@@ -150,7 +250,19 @@ def _body_link(body: str) -> str | None:
     return match.group().rstrip(".,;") if match else None
 
 
-async def _one_click(url: str, record: dict[str, Any]) -> None:
+def _refuse(record: dict[str, Any], url: str, scope: ClickScope) -> bool:
+    """Record and say whether *url* is outside *scope*."""
+    why = scope.refusal(url)
+    if why is None:
+        return False
+    record["refused"] = why
+    record["error"] = f"refused to contact {url}: {why}"
+    return True
+
+
+async def _one_click(url: str, record: dict[str, Any], scope: ClickScope) -> None:
+    if _refuse(record, url, scope):
+        return
     # A fresh client per click: no cookie jar shared between recipients (RFC 8058 says the POST
     # carries no cookies), and redirects are not followed.
     async with httpx.AsyncClient(follow_redirects=False, timeout=10.0) as client:
@@ -202,11 +314,43 @@ class _Form(HTMLParser):
             self._done = True
 
 
-async def _open_link(url: str, record: dict[str, Any]) -> None:
-    async with httpx.AsyncClient(follow_redirects=True, timeout=10.0) as client:
+async def _follow(
+    client: httpx.AsyncClient,
+    response: httpx.Response,
+    record: dict[str, Any],
+    scope: ClickScope,
+) -> httpx.Response | None:
+    """Follow *response*'s redirects with GETs, checking each hop against *scope* first;
+    the final response, or None when a hop was refused or there were too many."""
+    for _ in range(MAX_HOPS):
+        location = response.headers.get("location")
+        if not response.is_redirect or not location:
+            return response
+        url = urljoin(str(response.url), location)
+        if _refuse(record, url, scope):
+            return None
         response = await client.get(url)
         record["steps"].append({"method": "GET", "url": url, "status": response.status_code})
         record["status"] = response.status_code
+    if response.is_redirect:
+        record["error"] = (
+            f"more than {MAX_HOPS} redirects; last to {response.headers.get('location')!r}"
+        )
+        return None
+    return response
+
+
+async def _open_link(url: str, record: dict[str, Any], scope: ClickScope) -> None:
+    if _refuse(record, url, scope):
+        return
+    # Redirects are followed by _follow, hop by hop, so that every hop is checked.
+    async with httpx.AsyncClient(follow_redirects=False, timeout=10.0) as client:
+        first = await client.get(url)
+        record["steps"].append({"method": "GET", "url": url, "status": first.status_code})
+        record["status"] = first.status_code
+        response = await _follow(client, first, record, scope)
+        if response is None:
+            return
         if not response.is_success:
             record["error"] = f"the link answered HTTP {response.status_code}"
             return
@@ -218,9 +362,14 @@ async def _open_link(url: str, record: dict[str, Any]) -> None:
             record["ok"] = True  # the page itself is the unsubscription
             return
         target = urljoin(str(response.url), form.action)
-        confirmed = await client.post(target, data=form.fields)
-        record["steps"].append({"method": "POST", "url": target, "status": confirmed.status_code})
-        record["status"] = confirmed.status_code
+        if _refuse(record, target, scope):
+            return
+        posted = await client.post(target, data=form.fields)
+        record["steps"].append({"method": "POST", "url": target, "status": posted.status_code})
+        record["status"] = posted.status_code
+        confirmed = await _follow(client, posted, record, scope)
+        if confirmed is None:
+            return
         if confirmed.is_success:
             record["ok"] = True
         else:

@@ -23,14 +23,21 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from harness.errors import ScenarioError, did_you_mean
 from harness.scenario.model import Problem, Scenario
 
-__all__ = ["load_scenario", "load_scenarios", "parse_scenario"]
+__all__ = ["MAX_DEPTH", "MAX_VALUES", "load_scenario", "load_scenarios", "parse_scenario"]
 
 SUFFIXES = (".yaml", ".yml")
+
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists a scenario file may have (real ones stay under 10)."""
+MAX_VALUES = 1_000_000
+"""Most values (scalars, mappings, lists) a scenario may hold once every alias is expanded."""
 
 PathKey = tuple[str | int, ...]
 
@@ -307,6 +314,82 @@ def _allowed_keys(path: PathKey, data: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Hostile YAML: budgets enforced while composing
+
+
+class _BudgetComposer(Composer):
+    """ruamel's composer with a depth limit and an alias expansion budget.
+
+    The composer shares one node among an anchor and its aliases, so a 472-byte "billion
+    laughs" file composes in microseconds; the blow-up comes later, from whoever walks the tree
+    (our :class:`_Document`, pydantic). So we count here what that walk would visit: each value
+    composed counts 1 and each alias counts the full size of what it names. Deep nesting is
+    refused before the composer's recursion (three frames per level) can hit Python's limit.
+    ruamel 0.19.1 has ``YAML().max_depth`` but no alias budget; one mechanism that works on
+    every supported ruamel keeps both checks in one place.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader=loader)
+        self._depth = 0
+        self._values = 0
+        self._sizes: dict[int, int] = {}
+        """Expanded size of each composed node, by id (nodes live as long as the composer)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.parser.check_event(AliasEvent):
+            event = self.parser.peek_event()
+            node = super().compose_node(parent, index)
+            size = self._sizes.get(id(node))
+            if size is None:
+                # ruamel registers a collection's anchor before its items, so `&a [*a]` names
+                # a node still being composed: a cycle, infinite once expanded.
+                raise ComposerError(
+                    None,
+                    None,
+                    f"alias *{event.anchor} refers to a mapping or list that contains it "
+                    "(a cycle); a scenario must be a tree",
+                    event.start_mark,
+                )
+            self._count(size, event.start_mark, alias=event.anchor)
+            return node
+        event = self.parser.peek_event()
+        if self._depth >= MAX_DEPTH:
+            raise ComposerError(
+                None,
+                None,
+                f"nested more than {MAX_DEPTH} levels deep; a scenario needs far fewer (is this "
+                "file generated or hostile?)",
+                event.start_mark,
+            )
+        self._count(1, event.start_mark, alias=None)
+        before = self._values
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._sizes[id(node)] = self._values - before + 1
+        return node
+
+    def _count(self, size: int, mark: Any, *, alias: str | None) -> None:
+        self._values += size
+        if self._values <= MAX_VALUES:
+            return
+        if alias is None:
+            problem = (
+                f"more than {MAX_VALUES:,} values in one scenario; list recipients with a "
+                "generator (campaign.to: {count: N, pattern: ...}) instead of one by one"
+            )
+        else:
+            problem = (
+                f"alias *{alias} expands to {size:,} values, which takes the document past "
+                f"{MAX_VALUES:,} (an alias bomb?); write the values out or use fewer aliases"
+            )
+        raise ComposerError(None, None, problem, mark)
+
+
+# ---------------------------------------------------------------------------------------------
 # Public API
 
 
@@ -315,6 +398,7 @@ def parse_scenario(text: str, *, source: str | os.PathLike[str] = "<scenario>") 
     directory of relative paths when it is a real file). Raises :class:`ScenarioError`."""
     where = os.fspath(source)
     yaml = YAML(typ="rt")
+    yaml.Composer = _BudgetComposer
     # Duplicate keys are an error (ruamel's default, stated here on purpose: a scenario that
     # says `full@example.com:` twice is a mistake, never "last one wins").
     yaml.allow_duplicate_keys = False
@@ -330,6 +414,12 @@ def parse_scenario(text: str, *, source: str | os.PathLike[str] = "<scenario>") 
         raise ScenarioError([f"{where}:{line}:{col}: YAML: {problem}"]) from None
     except YAMLError as exc:
         raise ScenarioError([f"{where}:1:1: YAML: {' '.join(str(exc).split())}"]) from None
+    except RecursionError:
+        # The composer refuses deep nesting first; this is the net under whatever recurses
+        # past it (a deep Python stack in the caller), so that no traceback escapes.
+        raise ScenarioError(
+            [f"{where}:1:1: YAML: nested too deeply to load (limit {MAX_DEPTH} levels)"]
+        ) from None
     if not isinstance(root, CommentedMap):
         seen = "an empty file" if root is None else f"{_seen(_Document._scalar(root))}"
         if isinstance(root, CommentedSeq):

@@ -12,6 +12,7 @@ context (``ctx["problems"]``), so that the loader can point at the exact YAML no
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 import string
@@ -190,6 +191,32 @@ def _host_port(value: str) -> str:
         raise _fail([Problem((), "bad address", "host:port, port 1-65535", repr(value))])
     return value
 
+
+def _allowed_host(value: str) -> str:
+    text = value.strip().lower()
+    try:
+        ipaddress.ip_network(text, strict=False)
+        return text
+    except ValueError:
+        pass
+    name = text.removeprefix("*.")
+    if name == "localhost" or _DOMAIN.match(name):
+        return text
+    raise _fail(
+        [
+            Problem(
+                (),
+                "not a host pattern",
+                "a name (unsub.example.com), *.example.com, an IP address or a network "
+                "(10.0.0.0/8)",
+                repr(value),
+            )
+        ]
+    )
+
+
+AllowedHost = Annotated[str, AfterValidator(_allowed_host)]
+"""Where the unsubscribe clicker may go (harness.scenario.clicks.ClickScope reads it)."""
 
 Address = Annotated[
     str,
@@ -859,6 +886,12 @@ class Scenario(_Model):
     dsn: DsnDefaults = Field(default_factory=DsnDefaults)  # type: ignore[arg-type]
     campaign: Campaign
     unsubscribe: list[Click] = Field(default_factory=list, description="Recipients' clicks.")
+    unsubscribe_allow_hosts: list[AllowedHost] = Field(
+        default_factory=list,
+        description="Hosts the unsubscribe clicker may contact besides loopback and the "
+        "integration's announced addresses (redirects included): names, *.domain, IP addresses, "
+        "networks like 10.0.0.0/8.",
+    )
     integration: Integration | None = Field(
         None, description="The integration under test; default: the bundled example."
     )

@@ -109,6 +109,16 @@ _SCENARIO_OWNED = {
 }
 
 
+_HTTP_LIMITS = (
+    "header_timeout",
+    "body_timeout",
+    "keep_alive_timeout",
+    "max_connections",
+    "max_header_size",
+)
+"""``harness serve`` options that apply in the SCENARIO mode too (docs/limits.md)."""
+
+
 def serve_command(ctx: click.Context, path: Path, intake: str | None) -> None:
     """The SCENARIO branch of ``harness serve`` (options in ``ctx.params``)."""
     for name, key in _SCENARIO_OWNED.items():
@@ -130,6 +140,7 @@ def serve_command(ctx: click.Context, path: Path, intake: str | None) -> None:
         "token": params["token"],
         "control_prefix": params["control_prefix"],
         "max_body": params["max_body"],
+        **{name: params[name] for name in _HTTP_LIMITS},
     }
     try:
         world = build_world(scenario, overrides, params["journal"])

@@ -211,7 +211,7 @@ def test_reset_clears_journal_duplicates_and_fault_counters(
     assert post(ct, ct.urls.v2, b"{}") == 503
     assert client.get("/faults").json()["rules"][0]["applied"] == 1
 
-    response = client.post("/reset")
+    response = client.post("/reset", json={})  # JSON: see the guard (test_guard.py)
     assert response.json() == {"status": "reset", "last_seq": ct.journal.last_seq}
     assert client.get("/callbacks").json()["callbacks"] == []
     assert client.get("/faults").json()["rules"][0]["applied"] == 0
@@ -245,7 +245,7 @@ def test_faults_can_be_read_set_and_removed(ct: CleverTapServer, client: httpx.C
     answer = httpx.post(ct.urls.bounce, content=legacy("softbounce", "a@example.com"))
     assert (answer.status_code, answer.headers["retry-after"]) == (429, "5")
     assert client.get("/faults").json()["rules"][0]["applied"] == 1
-    assert client.delete("/faults").json() == {"rules": []}
+    assert client.request("DELETE", "/faults", headers=JSON).json() == {"rules": []}
     assert ct.faults.rules == []
     changes = [e.data for e in ct.journal.entries(Kind.FAULTS)]
     assert changes == [
@@ -279,7 +279,7 @@ def test_a_token_guards_everything_but_health() -> None:
         assert refused.headers["www-authenticate"] == "Bearer"
         wrong = httpx.get(base + "/callbacks", headers={"authorization": "Bearer nope"})
         assert wrong.status_code == 401
-        right = httpx.post(base + "/reset", headers={"authorization": "Bearer s3cret"})
+        right = httpx.post(base + "/reset", headers={"authorization": "Bearer s3cret", **JSON})
         assert right.status_code == 200
         # callbacks themselves never need the token (CleverTap's callback auth is not public)
         body = legacy("softbounce", "a@example.com")

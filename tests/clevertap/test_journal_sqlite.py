@@ -65,7 +65,7 @@ def test_reset_empties_the_file(tmp_path: Path) -> None:
     with CleverTapServer(ServerSettings(journal_path=path)) as ct:
         httpx.post(ct.urls.bounce, content=legacy("hardbounce", "a@example.com"), headers=JSON)
         forgotten = ct.journal.last_seq
-        assert httpx.post(ct.urls.control + "/reset").status_code == 200
+        assert httpx.post(ct.urls.control + "/reset", json={}).status_code == 200
     with SQLiteJournal(path) as reopened:
         assert reopened.entries() == []
         # A seq handed out before the reset is never handed out again, also after a restart.

@@ -24,7 +24,7 @@ from harness.journal import Entry, Kind, MemoryJournal
 from harness.records import Click as ClickRecord
 from harness.records import ClickStep, Sent, record_from_json
 from harness.scenario.campaign import Submission, build_message, submit_campaign
-from harness.scenario.clicks import list_unsubscribe_uris, perform_click
+from harness.scenario.clicks import ClickScope, list_unsubscribe_uris, perform_click
 from harness.scenario.loader import load_scenario, parse_scenario
 from harness.scenario.model import Click, Credentials
 from harness.scenario.sut import EXAMPLE, SutAddresses, SutError, find_example, resolve_command
@@ -259,6 +259,10 @@ def test_meta_is_never_folded() -> None:
 # -- the clicker ---------------------------------------------------------------------------------
 
 
+U_TEST = ClickScope.build(["u.test"])
+"""The respx-mocked links below are on u.test, outside the clicker's default scope."""
+
+
 def test_list_unsubscribe_uris() -> None:
     header = "<https://u.test/x?a=1>,\r\n <mailto:unsub+t@sut.test?subject=bye>"
     assert list_unsubscribe_uris(header) == [
@@ -320,7 +324,7 @@ async def test_one_click_posts_the_form_and_does_not_follow_redirects() -> None:
     click = Click(recipient="reader@example.com", via="one_click")
     with respx.mock(assert_all_called=True) as mock:
         route = mock.post("https://u.test/t").respond(302, headers={"Location": "/done"})
-        entry = await perform_click(click, journal, deadline=0, intake=None)
+        entry = await perform_click(click, journal, deadline=0, intake=None, scope=U_TEST)
     request = route.calls.last.request
     assert request.content == b"List-Unsubscribe=One-Click"
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
@@ -341,7 +345,7 @@ async def test_get_opens_the_body_link_and_confirms_the_form() -> None:
     with respx.mock(assert_all_called=True) as mock:
         mock.get("https://u.test/page/1").respond(200, html=page)
         confirm = mock.post("https://u.test/confirm").respond(200, html="<p>done</p>")
-        entry = await perform_click(click, journal, deadline=0, intake=None)
+        entry = await perform_click(click, journal, deadline=0, intake=None, scope=U_TEST)
     assert confirm.calls.last.request.content == b"t=1"
     record = clicked(entry)
     assert record.ok is True
