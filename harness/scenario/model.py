@@ -39,6 +39,7 @@ from pydantic_core import PydanticCustomError
 from harness.clevertap.faults import FaultRule
 from harness.clevertap.inspect import Endpoint
 from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
+from harness.durations import DURATION_PATTERN
 from harness.errors import did_you_mean
 from harness.smtp import rules as smtp_rules
 from harness.smtp.catalog import CATALOG, FLAVOURS
@@ -142,9 +143,9 @@ def _shown(value: Any) -> str:
 DURATION_SCHEMA: dict[str, Any] = {
     "anyOf": [
         {"type": "number", "minimum": 0},
-        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
+        {"type": "string", "pattern": DURATION_PATTERN},
     ],
-    "description": 'Seconds as a number, or a string with a unit: "500ms", "2s", "10m", "1h".',
+    "description": 'Seconds as a number, or a string with a unit: "200ms", "2s", "1.5m", "1h".',
 }
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from fnmatch import translate
 from typing import Any
 
+from harness import durations
 from harness.errors import ConfigError, did_you_mean
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, FailureMode, Reply, Stage
 
@@ -290,8 +291,6 @@ ACCEPT: Behaviour = _Fixed(Stage.RCPT, _ACCEPT_MODE, None, "postfix", BounceClas
 # -- parsing -------------------------------------------------------------------------------------
 
 _REPLY = re.compile(r"([245]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?(?:[ -](.*))?", re.DOTALL)
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 _FIXED_KEYS = ("mode", "reply", "flavour", "stage", "class")
 _WINDOW_KEYS = ("for", "then")
@@ -300,22 +299,14 @@ _BOUNCE_KEYS = ("accept_then_bounce", "after", "dsn", "action", "flavour", "clas
 
 
 def parse_duration(value: object, path: Path = ()) -> float:
-    """Seconds from ``"2s"``, ``"500ms"``, ``"10m"``, ``"1h"``, ``"1d"`` or a plain number."""
-    if isinstance(value, bool):
-        pass
-    elif isinstance(value, int | float):
-        if value >= 0:
-            return float(value)
-    elif isinstance(value, str):
-        m = _DURATION.fullmatch(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    raise RuleError(
-        path,
-        "not a duration",
-        expected='a number of seconds or a string like "500ms", "2s", "10m", "1h"',
-        seen=value,
-    )
+    """Seconds from ``"2s"``, ``"500ms"``, ``"10m"``, ``"1h"``, ``"1d"`` or a plain number
+    (:func:`harness.durations.parse_duration`, located at *path*)."""
+    try:
+        return durations.parse_duration(value)
+    except durations.DurationError:
+        raise RuleError(
+            path, "not a duration", expected=durations.DURATION_EXPECTED, seen=value
+        ) from None
 
 
 def parse_reply(text: str, path: Path = ()) -> Reply:
