@@ -1077,10 +1077,11 @@ def ct_mock(request: pytest.FixtureRequest) -> Iterator[CleverTapMock]:
     try:
         from harness.respx_mock import CleverTapMock
     except ModuleNotFoundError as exc:
-        pytest.fail(
-            f"the ct_mock fixture needs {exc.name}: pip install 'clevertap-harness[respx]'",
-            pytrace=False,
-        )
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(f"the ct_mock fixture: {missing}", pytrace=False)
     marker = request.node.get_closest_marker("ct_mock")
     args, kwargs = (marker.args, marker.kwargs) if marker is not None else ((), {})
     problem: str | None = None

@@ -38,7 +38,14 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 import httpx
-import respx
+
+try:
+    import respx
+except ModuleNotFoundError as exc:  # respx is an extra: say which one
+    raise ModuleNotFoundError(
+        f"harness.respx_mock needs {exc.name}: pip install 'clevertap-harness[respx]'",
+        name=exc.name,
+    ) from None
 
 from harness.clevertap.app import CallbackResult, process_callback
 from harness.clevertap.faults import FaultPlan, FaultRule
