@@ -130,7 +130,7 @@ def parse_fault(text: str) -> FaultRule:
     """Read a rule in the short text form (see the module docstring); ConfigError when invalid."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
-        raise ConfigError("empty fault: expected e.g. '503,first=3', 'close' or 'delay=0.5'")
+        raise ConfigError("empty fault: expected e.g. '503,first=3', 'close' or 'delay=200ms'")
     head, rest = items[0], items[1:]
     fields: dict[str, Any] = {}
     if head.isdigit():

@@ -114,7 +114,7 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     callback=_faults,
     metavar="SPEC",
     help="A callback fault, repeatable, in order: '503,first=3', "
-    "'429,retry_after=10,p=0.2,seed=1', 'close,first=1', 'reset', 'delay=0.5', "
+    "'429,retry_after=10,p=0.2,seed=1', 'close,first=1', 'reset', 'delay=200ms', "
     "'...,endpoints=v2'.",
 )
 @click.option(
