@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from harness._loop import freeze_startup_objects
 from harness.clevertap.serve import run_serving, stack
 from harness.errors import ConfigError, ScenarioError, ServerError
 from harness.journal import open_journal
@@ -90,6 +91,7 @@ async def _serve(world: World, scenario: Scenario, echo: Callable[[str], None]) 
         loop.add_signal_handler(sig, done.set)
     try:
         async with world:
+            freeze_startup_objects()
             for line in banner(world, scenario):
                 echo(line)
             await done.wait()
