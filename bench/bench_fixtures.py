@@ -24,6 +24,7 @@ Variants:
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -106,7 +107,12 @@ def _import_time() -> float:
     code = (
         "import time; t = time.perf_counter(); import harness.world; print(time.perf_counter() - t)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # Bytecode as on a user's machine (PYTHONDONTWRITEBYTECODE would compile every module).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
     return float(out.stdout)
 
 
@@ -139,7 +145,9 @@ def main(argv: list[str]) -> None:
         once = "-" if "per test" in name else f"{first * 1e3:.0f} ms"
         rows.append((name, f"{(per_test - base) * 1e3:.3f} ms", once))
     width = max(len(r[0]) for r in rows)
-    print(f"\nfixture overhead, {n} tests per variant (median; baseline subtracted)\n")
+    print(f"\nload average {os.getloadavg()[0]:.2f} ({os.cpu_count()} cpus)")
+    print(f"fixture overhead, {n} tests per variant (median; the baseline's own time, then")
+    print("every other variant's time over it)\n")
     print(f"{'variant':<{width}}  {'per test':>10}  {'session start':>13}")
     print(f"{'-' * width}  {'-' * 10}  {'-' * 13}")
     for name, per, start in rows:

@@ -1,9 +1,9 @@
 """clevertap-harness: fake the world around a CleverTap SMTP integration, script it, check it.
 
-The public API, importable from here. The light names (errors, journal, checks) are imported at
-once; the servers and everything that pulls in FastAPI, uvicorn or aiosmtpd are imported on first
-use (PEP 562), so that ``import harness`` and the pytest plugin stay cheap for test sessions that
-never start a server.
+The public API, importable from here. Only the exceptions are imported at once; every other name
+is imported on first use (PEP 562). pytest imports this package in every run of every project
+that has it installed (the plugin is ``harness.pytest_plugin``), so importing it must cost next
+to nothing: the journal alone pulls in asyncio and sqlite3 (``python bench/bench_startup.py``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from harness.checks import Check, Severity, Violation
 from harness.errors import (
     ConfigError,
     ExpectationError,
@@ -22,9 +21,9 @@ from harness.errors import (
     StartTimeout,
     UnknownNameError,
 )
-from harness.journal import Entry, Journal, Kind, MemoryJournal, SQLiteJournal, open_journal
 
 if TYPE_CHECKING:
+    from harness.checks import Check, Severity, Violation
     from harness.clevertap.server import CleverTapServer
     from harness.clevertap.settings import ServerSettings
     from harness.expect import (
@@ -33,6 +32,14 @@ if TYPE_CHECKING:
         expect_no_callbacks,
         expect_no_callbacks_async,
         expect_no_violations,
+    )
+    from harness.journal import (
+        Entry,
+        Journal,
+        Kind,
+        MemoryJournal,
+        SQLiteJournal,
+        open_journal,
     )
     from harness.respx_mock import CleverTapMock
     from harness.scenario.loader import load_scenario
@@ -73,6 +80,15 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Check": "harness.checks",
+    "Entry": "harness.journal",
+    "Journal": "harness.journal",
+    "Kind": "harness.journal",
+    "MemoryJournal": "harness.journal",
+    "SQLiteJournal": "harness.journal",
+    "Severity": "harness.checks",
+    "Violation": "harness.checks",
+    "open_journal": "harness.journal",
     "CleverTapMock": "harness.respx_mock",
     "CleverTapServer": "harness.clevertap.server",
     "MailWorld": "harness.smtp.world",

@@ -9,19 +9,26 @@ Registered through the ``pytest11`` entry point as ``ctharness`` (switch it off 
 
 How it is built, and why:
 
-- The servers are session-scoped (``harness_world``: one per pytest process, so one per xdist
+- Names: every fixture, marker and ini key starts with ``ct_``, every option with ``--ct-``,
+  every environment variable with ``CTHARNESS_`` (the integration contract's ``HARNESS_*``
+  variables describe the world to an integration; they are not settings of this plugin).
+- The servers are session-scoped (``ct_session_world``: one per pytest process, so one per xdist
   worker, every port 0). A test uses the function-scoped ``ct_world``, which only *resets* the
   session world before the test (journal, duplicate index, fault counters, attempt counters),
   so a test pays well under a millisecond for it.
 - After the test body ran (in a ``pytest_runtest_call`` wrapper, so a failure fails the test
   rather than erroring its teardown) the plugin checks what the test left behind: errors logged
   inside the server threads, error-level check violations journaled during the test, and, for
-  ``harness_scenario``, the scenario's expectations. If the test body already failed, none of
+  ``ct_scenario``, the scenario's expectations; for ``ct_mock``, requests that matched no
+  callback URL and error-level violations. If the test body already failed, none of
   that is raised: the real error stays the one shown, and server errors are attached to its
   report as a section.
-- Settings come from the command line, then the ini file, then ``HARNESS_*`` environment
-  variables, then defaults; the ``harness_settings`` fixture holds the result and can be
-  overridden in a conftest.
+- Settings come from the command line, then the ini file, then ``CTHARNESS_*`` environment
+  variables, then defaults; the ``ct_settings`` fixture holds the result and can be overridden
+  in a conftest. They are resolved when a test first asks for a fixture of the plugin, so a bad
+  value fails only the tests that use the plugin, never an unrelated suite.
+- Inside ``@given`` (hypothesis) the world is reset before every example and checked after it,
+  through hypothesis's public ``test.hypothesis.inner_test`` hook.
 
 This module stays cheap to import (pytest imports it in every run that has the package
 installed): the servers, the checks and the scenario code are imported inside the fixtures.
@@ -29,8 +36,8 @@ installed): the servers, the checks and the scenario code are imported inside th
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 import os
 import threading
 import time
@@ -46,6 +53,7 @@ if TYPE_CHECKING:
     from harness.clevertap.faults import FaultRule
     from harness.clevertap.server import CleverTapServer, ServerUrls
     from harness.journal import Entry, Journal, Kind
+    from harness.respx_mock import CleverTapMock
     from harness.scenario.judge import Verdict
     from harness.scenario.model import Scenario
     from harness.smtp.world import MailWorld
@@ -54,7 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["HarnessSettings", "ScenarioFixture", "WorldFixture"]
 
 PLUGIN_NAME = "ctharness"
-ENV_PREFIX = "HARNESS_"
+ENV_PREFIX = "CTHARNESS_"
 
 Strictness = Literal["strict", "lenient"]
 CallbackFormat = Literal["legacy", "v2"]
@@ -68,13 +76,19 @@ class HarnessSettings:
     """What the plugin's session world is built from. Immutable; use :meth:`with_`.
 
     Resolved once per run from, in order of precedence, the command line
-    (``--harness-timeout``), the ini file (``harness_timeout``), the environment
-    (``HARNESS_TIMEOUT``) and these defaults. Override the ``harness_settings`` fixture to change
-    them from a conftest.
+    (``--ct-timeout``), the ini file (``ct_timeout``), the environment (``CTHARNESS_TIMEOUT``) and
+    these defaults. Override the ``ct_settings`` fixture to change them from a conftest.
     """
 
     host: str = "127.0.0.1"
-    """Where every fake server listens."""
+    """Where every fake server listens. Off loopback (an integration in a container), a
+    :attr:`token` is required."""
+    token: str | None = None
+    """Bearer token of the fake CleverTap's control API; required when :attr:`host` is not a
+    loopback address."""
+    advertise: str | None = None
+    """The host name the integration reaches the servers by, in ``sut_env()`` (for example
+    ``host.docker.internal``); None: the address they listen on."""
     clevertap_port: int = 0
     """Port of the fake CleverTap; 0 takes a free one (the only sane choice with xdist)."""
     relay_port: int = 0
@@ -100,9 +114,11 @@ class HarnessSettings:
         return self.journal.with_name(f"{self.journal.stem}-{worker}{self.journal.suffix}")
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
+def _positive_duration(text: str) -> float:
+    from harness.durations import parse_duration
+
+    value = parse_duration(text)
+    if value <= 0:
         raise ValueError
     return value
 
@@ -126,8 +142,8 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 @dataclass(frozen=True, slots=True)
 class _Option:
     name: str
-    """Settings field; the option is ``--harness-<name>``, ini ``harness_<name>``, env
-    ``HARNESS_<NAME>`` (dashes and underscores as each form wants)."""
+    """Settings field; the option is ``--ct-<name>``, ini ``ct_<name>``, env
+    ``CTHARNESS_<NAME>`` (dashes and underscores as each form wants)."""
     parse: Callable[[str], Any]
     metavar: str
     expected: str
@@ -135,11 +151,11 @@ class _Option:
 
     @property
     def flag(self) -> str:
-        return "--harness-" + self.name.replace("_", "-")
+        return "--ct-" + self.name.replace("_", "-")
 
     @property
     def ini(self) -> str:
-        return "harness_" + self.name
+        return "ct_" + self.name
 
     @property
     def env(self) -> str:
@@ -148,6 +164,20 @@ class _Option:
 
 _OPTIONS = (
     _Option("host", str, "HOST", "an address", "address every fake server listens on (127.0.0.1)"),
+    _Option(
+        "token",
+        str,
+        "TOKEN",
+        "a non-empty token",
+        "bearer token of the control API; required when --ct-host is not loopback",
+    ),
+    _Option(
+        "advertise",
+        str,
+        "HOST",
+        "a host name",
+        "host name sut_env() gives the integration (default: the listening address)",
+    ),
     _Option(
         "clevertap_port", _port, "PORT", "a port 0-65535", "port of the fake CleverTap (0: free)"
     ),
@@ -164,10 +194,10 @@ _OPTIONS = (
     ),
     _Option(
         "timeout",
-        _positive_float,
-        "SECONDS",
-        "a positive number of seconds",
-        "default 'within' of the waiting assertions, seconds (5)",
+        _positive_duration,
+        "DURATION",
+        'a positive duration (5, "200ms", "2s", "1.5m")',
+        "default 'within' of the waiting assertions (5s)",
     ),
     _Option(
         "callback_format",
@@ -180,7 +210,13 @@ _OPTIONS = (
 
 
 def _resolve_settings(config: pytest.Config) -> HarnessSettings:
-    """CLI > ini > env > default; a bad value is a usage error naming where it came from."""
+    """CLI > ini > env > default; a bad value is a :class:`ConfigError` naming where it came from.
+
+    Called by the ``ct_settings`` fixture, not at configure time: an unrelated test suite in
+    the same environment never reads these values, so a bad one must not break it.
+    """
+    from harness.errors import ConfigError
+
     values: dict[str, Any] = {}
     for option in _OPTIONS:
         cli = config.getoption(option.flag)
@@ -192,11 +228,29 @@ def _resolve_settings(config: pytest.Config) -> HarnessSettings:
             try:
                 values[option.name] = option.parse(str(raw).strip())
             except ValueError:
-                raise pytest.UsageError(
+                raise ConfigError(
                     f"clevertap-harness: {source} must be {option.expected}, got {raw!r}"
                 ) from None
             break
-    return HarnessSettings(**values)
+    settings = HarnessSettings(**values)
+    if settings.token is None and not _is_loopback(settings.host):
+        raise ConfigError(
+            f"clevertap-harness: --ct-host {settings.host!r} is not a loopback address: set a "
+            "token (--ct-token, ct_token or CTHARNESS_TOKEN) so that only you can drive the "
+            "control API"
+        )
+    return settings
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -211,22 +265,37 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(option.ini, f"clevertap-harness: {option.help}", default=None)
 
 
-_SETTINGS = pytest.StashKey[HarnessSettings]()
-_CALL_FIXTURES = pytest.StashKey[list["WorldFixture"]]()
+_CALL_FIXTURES = pytest.StashKey[list["_Checked"]]()
+
+MARKERS = {
+    "ct_scenario": "ct_scenario(path): the scenario file the ct_scenario fixture builds its world "
+    "from (relative paths resolve against the test file's directory)",
+    "ct_checks": "ct_checks(allow_violations=False, allow=(), check_scenario=True): opt out of "
+    "the checks clevertap-harness runs after the test (all violations, some codes, the scenario "
+    "verdict)",
+    "ct_mock": "ct_mock(base_url=..., strict=None, settings=None, allow=(), "
+    "allow_violations=False): arguments of the CleverTapMock the ct_mock fixture gives",
+}
+"""The plugin's markers (one home: registered from here, listed in docs/pytest.md)."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "scenario(path): the scenario file the harness_scenario fixture builds its world from "
-        "(relative paths resolve against the test file's directory)",
-    )
-    config.addinivalue_line(
-        "markers",
-        "harness(allow_violations=False, allow=(), check_scenario=True): opt out of the checks "
-        "the harness runs after the test (all violations, some codes, the scenario verdict)",
-    )
-    config.stash[_SETTINGS] = _resolve_settings(config)
+    for line in MARKERS.values():
+        config.addinivalue_line("markers", line)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # A scenario marker without the fixture that reads it would be silently ignored (a typo'd
+    # file never loaded): refuse it. get_closest_marker is a dict lookup per test.
+    if item.get_closest_marker("ct_scenario") is not None and "ct_scenario" not in getattr(
+        item, "fixturenames", ()
+    ):
+        pytest.fail(
+            f"{item.nodeid}: @pytest.mark.ct_scenario is read only by the ct_scenario fixture, "
+            "which this test does not use (ct_world is the plain session world); ask for "
+            "ct_scenario instead",
+            pytrace=False,
+        )
 
 
 # -- errors inside the servers ---------------------------------------------------------------------
@@ -384,7 +453,7 @@ class _Session:
 
 
 def _default_world(settings: HarnessSettings, journal: Journal) -> World:
-    """The world ``harness_world`` starts: an accept-all relay and the fake CleverTap."""
+    """The world ``ct_session_world`` starts: an accept-all relay and the fake CleverTap."""
     from harness.clevertap.settings import ServerSettings
     from harness.smtp.world import MailWorld
     from harness.world import World
@@ -392,7 +461,10 @@ def _default_world(settings: HarnessSettings, journal: Journal) -> World:
     mail = MailWorld(journal=journal)
     mail.add_relay("relay", bind=settings.host, port=settings.relay_port)
     clevertap = ServerSettings(
-        host=settings.host, port=settings.clevertap_port, strict=settings.strictness == "strict"
+        host=settings.host,
+        port=settings.clevertap_port,
+        token=settings.token,
+        strict=settings.strictness == "strict",
     )
     return World(
         journal=journal, mail=mail, clevertap=clevertap, callback_format=settings.callback_format
@@ -400,16 +472,26 @@ def _default_world(settings: HarnessSettings, journal: Journal) -> World:
 
 
 @pytest.fixture(scope="session")
-def harness_settings(pytestconfig: pytest.Config) -> HarnessSettings:
-    """The resolved settings (CLI > ini > env > default). Override in a conftest to change them."""
-    return pytestconfig.stash[_SETTINGS]
+def ct_settings(pytestconfig: pytest.Config) -> HarnessSettings:
+    """The resolved settings (CLI > ini > env > default). Override in a conftest to change them.
+
+    A bad value fails the tests that use the plugin's fixtures (each says which setting and
+    what it should be), and nothing else.
+    """
+    from harness.errors import ConfigError
+
+    try:
+        return _resolve_settings(pytestconfig)
+    except ConfigError as exc:
+        problem = str(exc)
+    # Failed outside the except block: pytest would otherwise print the message twice ("during
+    # handling of the above exception").
+    pytest.fail(problem, pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def _harness_session(
-    harness_settings: HarnessSettings, pytestconfig: pytest.Config
-) -> Iterator[_Session]:
-    session = _Session(harness_settings, _worker(pytestconfig))
+def _ct_session(ct_settings: HarnessSettings, pytestconfig: pytest.Config) -> Iterator[_Session]:
+    session = _Session(ct_settings, _worker(pytestconfig))
     try:
         yield session
     finally:
@@ -417,15 +499,15 @@ def _harness_session(
 
 
 @pytest.fixture(scope="session")
-def harness_world(harness_settings: HarnessSettings, _harness_session: _Session) -> Iterator[World]:
+def ct_session_world(ct_settings: HarnessSettings, _ct_session: _Session) -> Iterator[World]:
     """The session's world: an accept-all relay and the fake CleverTap, started once.
 
     Use ``ct_world`` in tests (it resets this world first and checks it after). Override this
     fixture in a conftest to yield another started world (``with World(mail=...) as w: yield
     w``); ``ct_world`` resets and checks whatever world it yields.
     """
-    world = _default_world(harness_settings, _harness_session.journal)
-    _harness_session.start(world)
+    world = _default_world(ct_settings, _ct_session.journal)
+    _ct_session.start(world)
     try:
         yield world
     finally:
@@ -435,6 +517,16 @@ def harness_world(harness_settings: HarnessSettings, _harness_session: _Session)
 # -- what a test holds -----------------------------------------------------------------------------
 
 
+class _Checked:
+    """What the after-test hook asks of a fixture (a WorldFixture, the ct_mock check)."""
+
+    def _check(self) -> None:
+        raise NotImplementedError
+
+    def _attach_errors(self, item: pytest.Item) -> None:
+        raise NotImplementedError
+
+
 @dataclass(slots=True)
 class _OptOut:
     all_violations: bool = False
@@ -442,34 +534,48 @@ class _OptOut:
     check_scenario: bool = True
 
 
-class WorldFixture:
+class WorldFixture(_Checked):
     """What ``ct_world`` gives a test: the session world, reset, with waiting assertions.
 
     Every reader and assertion looks only at journal entries recorded since this test started
-    (:attr:`since`); ``within`` defaults to the ``harness_timeout`` setting.
+    (:attr:`since`); ``within`` defaults to the ``ct_timeout`` setting. Inside ``@given`` the
+    world is reset before each example and checked after it.
     """
 
     def __init__(
-        self, world: World, session: _Session, node: pytest.Item, *, timeout: float
+        self,
+        world: World,
+        session: _Session,
+        node: pytest.Item,
+        *,
+        timeout: float,
+        advertise: str | None = None,
     ) -> None:
         self.world = world
         self.timeout = timeout
         self._session = session
         self._node = node
+        self._advertise = advertise
         self._optout = _OptOut()
-        marker = node.get_closest_marker("harness")
+        marker = node.get_closest_marker("ct_checks")
         if marker is not None:
             self._apply_marker(marker)
         stray = session.trap.take()
-        session.reset(world)
-        self.since = world.journal.last_seq
-        """Sequence number of the last journal entry before this test."""
-        self.started = time.time()
+        self.since = 0
+        """Sequence number of the last journal entry before this test (or this example)."""
+        self.started = 0.0
+        self._begin()
         if stray:
             # Logged after the previous test's teardown: nobody has seen them yet, and dropping
             # them would hide a server bug. They fail this test's setup, saying when they came.
             when = "between the previous test's teardown and this test's start"
             pytest.fail(_format_server_errors(stray, when), pytrace=False)
+
+    def _begin(self) -> None:
+        """Reset the world and start reading the journal from here (a test, or an example)."""
+        self._session.reset(self.world)
+        self.since = self.world.journal.last_seq
+        self.started = time.time()
 
     def _apply_marker(self, marker: pytest.Mark) -> None:
         known = {"allow_violations", "allow", "check_scenario"}
@@ -477,7 +583,7 @@ class WorldFixture:
         if marker.args or unknown:
             what = f"arguments {marker.args!r}" if marker.args else f"{sorted(unknown)}"
             pytest.fail(
-                f"@pytest.mark.harness takes only keyword arguments {sorted(known)}; "
+                f"@pytest.mark.ct_checks takes only keyword arguments {sorted(known)}; "
                 f"got {what} on {self._node.nodeid}",
                 pytrace=False,
             )
@@ -508,8 +614,20 @@ class WorldFixture:
         return self.world.clevertap.urls
 
     def sut_env(self) -> dict[str, str]:
-        """The ``HARNESS_*`` variables that tell an integration where this world is."""
-        return self.world.sut_env()
+        """The ``HARNESS_*`` variables that tell an integration where this world is.
+
+        With the ``advertise`` setting, every listening address in them is replaced by that
+        host name (for an integration in a container that reaches the servers through it).
+        """
+        env = self.world.sut_env()
+        if self._advertise is None:
+            return env
+        bind = self._session.settings.host
+        # Addresses appear as "bind:port" (MX map, relay) and "http://bind:port/..." (URLs).
+        return {
+            k: v.replace(f"{bind}:", f"{self._advertise}:") if k != "HARNESS_HOST" else v
+            for k, v in env.items()
+        }
 
     def entries(self, kind: Kind | None = None) -> list[Entry]:
         """Journal entries recorded during this test, of one kind or all."""
@@ -537,6 +655,7 @@ class WorldFixture:
         arrive, the checks that fired and their journal seqs.
         """
         __tracebackhide__ = True
+        _in_a_loop("expect_callback")
         from harness.errors import ExpectationError
         from harness.expect import expect_callback
 
@@ -574,6 +693,8 @@ class WorldFixture:
     ) -> None:
         """No callback (or none for *event* / *email*) arrived, waiting *within* seconds first."""
         __tracebackhide__ = True
+        if within > 0:
+            _in_a_loop("expect_no_callbacks")
         from harness.errors import ExpectationError
         from harness.expect import expect_no_callbacks
 
@@ -635,16 +756,22 @@ class WorldFixture:
 
     def _check(self) -> None:
         """Run after a test body that passed; fails the test with what it left unmet."""
+        problem = self._problem()
+        if problem is not None:
+            # Raised outside the except blocks of _problem, so pytest shows no "during
+            # handling of the above exception" chain: the message is the whole story.
+            pytest.fail(problem, pytrace=False)
+
+    def _problem(self) -> str | None:
+        """What the test (or example) left behind: server errors, unmet expectations, or
+        error-level violations; None when all is well."""
         errors = _server_errors(self._session.trap, self.journal, self.since)
         if errors:
-            pytest.fail(_format_server_errors(errors, "during this test"), pytrace=False)
+            return _format_server_errors(errors, "during this test")
         problem = self._unmet_expectations()
         if problem is None and not self._optout.all_violations:
             problem = self._unallowed_violations()
-        if problem is not None:
-            # Raised outside the except blocks above, so pytest shows no "during handling of
-            # the above exception" chain: the message is the whole story.
-            pytest.fail(problem, pytrace=False)
+        return problem
 
     def _unallowed_violations(self) -> str | None:
         from harness.errors import ConfigError, ExpectationError
@@ -652,11 +779,11 @@ class WorldFixture:
         try:
             self.expect_no_violations(allow=self._allowed())
         except ConfigError as exc:
-            return f"{self._node.nodeid}: @pytest.mark.harness(allow=...): {exc}"
+            return f"{self._node.nodeid}: @pytest.mark.ct_checks(allow=...): {exc}"
         except ExpectationError as exc:
             return (
                 f"error-level check violations were recorded during this test:\n{exc}\n"
-                "(opt out with @pytest.mark.harness(allow=[...]) or "
+                "(opt out with @pytest.mark.ct_checks(allow=[...]) or "
                 "allow_violations=True, or call ct_world.allow_violations() in the test)"
             )
         return None
@@ -684,12 +811,12 @@ class WorldFixture:
 
 
 class ScenarioFixture(WorldFixture):
-    """What ``harness_scenario`` gives a test: a :class:`WorldFixture` on the world of the
-    test's ``@pytest.mark.scenario`` file, plus :attr:`scenario` and :meth:`expect_scenario`.
+    """What ``ct_scenario`` gives a test: a :class:`WorldFixture` on the world of the test's
+    ``@pytest.mark.ct_scenario`` file, plus :attr:`scenario` and :meth:`expect_scenario`.
 
     After a passing test body the scenario's expectations are judged (waiting for them up to
     the scenario's ``expect.within`` from the test's start) unless the test already called
-    :meth:`expect_scenario` or opted out with ``@pytest.mark.harness(check_scenario=False)``.
+    :meth:`expect_scenario` or opted out with ``@pytest.mark.ct_checks(check_scenario=False)``.
     """
 
     def __init__(
@@ -700,11 +827,17 @@ class ScenarioFixture(WorldFixture):
         node: pytest.Item,
         *,
         timeout: float,
+        advertise: str | None = None,
     ) -> None:
-        super().__init__(world, session, node, timeout=timeout)
         self.scenario = scenario
         self.verdict: Verdict | None = None
-        self._deadline = time.monotonic() + scenario.expect.within
+        self._deadline = 0.0
+        super().__init__(world, session, node, timeout=timeout, advertise=advertise)
+
+    def _begin(self) -> None:
+        super()._begin()
+        self.verdict = None
+        self._deadline = time.monotonic() + self.scenario.expect.within
 
     def _allowed(self) -> set[str]:
         return {*self._optout.codes, *self.scenario.expect.violations.allow}
@@ -716,6 +849,7 @@ class ScenarioFixture(WorldFixture):
         left of the scenario's ``expect.within`` since the test started).
         """
         __tracebackhide__ = True
+        _in_a_loop("expect_scenario")
         from harness.scenario.judge import pending
 
         deadline = self._deadline if within is None else time.monotonic() + within
@@ -765,7 +899,7 @@ class ScenarioFixture(WorldFixture):
         except ExpectationError as exc:
             return (
                 f"scenario expectations not met after the test:\n{exc}\n"
-                "(opt out with @pytest.mark.harness(check_scenario=False))"
+                "(opt out with @pytest.mark.ct_checks(check_scenario=False))"
             )
         return None
 
@@ -780,27 +914,81 @@ def _anything(entry: Entry) -> bool:
     return True
 
 
-def _register(request: pytest.FixtureRequest, fixture: WorldFixture) -> None:
+def _register(request: pytest.FixtureRequest, fixture: WorldFixture | _MockCheck) -> None:
     node = request.node
     node.stash.setdefault(_CALL_FIXTURES, []).append(fixture)
+    if isinstance(fixture, WorldFixture):
+        _per_example(request, fixture)
+
+
+def _per_example(request: pytest.FixtureRequest, fixture: WorldFixture) -> None:
+    """Inside ``@given``, reset the world before every example and check it after each one.
+
+    One fixture value serves every example of a hypothesis test, so without this the journal,
+    the duplicate index and the fault counters would carry over from one example to the next
+    (a false CT402 for the second example that posts the same address). Hypothesis lets a
+    plugin wrap each example through ``test.hypothesis.inner_test`` (public: pytest-trio uses
+    it); the original is put back when the test ends.
+    """
+    handle = getattr(request.function, "hypothesis", None)
+    inner = getattr(handle, "inner_test", None)
+    if handle is None or inner is None:
+        return
+
+    @functools.wraps(inner)
+    def each_example(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        fixture._begin()
+        result = inner(*args, **kwargs)
+        problem = fixture._problem()
+        if problem is not None:
+            from harness.errors import ExpectationError
+
+            # An exception (not pytest.fail) so that hypothesis shrinks towards it.
+            raise ExpectationError(problem)
+        return result
+
+    handle.inner_test = each_example
+    request.addfinalizer(lambda: setattr(handle, "inner_test", inner))
+
+
+def _in_a_loop(method: str) -> None:
+    """Refuse a waiting sync assertion inside a running event loop: it would block the loop
+    (and the integration running on it) and then report that nothing arrived."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    from harness.errors import ConfigError
+
+    raise ConfigError(
+        f"{method}() waits by blocking, and it was called inside a running event loop (an "
+        f"async test?), where it would stall the loop; use `await ...{method}_async(...)`"
+    )
 
 
 @pytest.fixture
 def ct_world(
-    harness_world: World,
-    harness_settings: HarnessSettings,
-    _harness_session: _Session,
+    ct_session_world: World,
+    ct_settings: HarnessSettings,
+    _ct_session: _Session,
     request: pytest.FixtureRequest,
 ) -> Iterator[WorldFixture]:
     """The session world, reset for this test and checked after it (see :class:`WorldFixture`)."""
-    if id(harness_world) not in _harness_session.defaults:
+    if id(ct_session_world) not in _ct_session.defaults:
         # A world from an overriding fixture, started there. Its loop thread is known if it was
         # started with start_sync(); a world running in some other loop is matched by name.
-        _harness_session.remember(harness_world)
-        if harness_world.thread is None:
-            _harness_session.trap.any_world_thread = True
+        _ct_session.remember(ct_session_world)
+        if ct_session_world.thread is None:
+            _ct_session.trap.any_world_thread = True
     fixture = WorldFixture(
-        harness_world, _harness_session, request.node, timeout=harness_settings.timeout
+        ct_session_world,
+        _ct_session,
+        request.node,
+        timeout=ct_settings.timeout,
+        advertise=ct_settings.advertise,
     )
     _register(request, fixture)
     yield fixture
@@ -808,47 +996,108 @@ def ct_world(
 
 
 @pytest.fixture
-def clevertap(ct_world: WorldFixture) -> CleverTapServer:
+def ct_server(ct_world: WorldFixture) -> CleverTapServer:
     """The fake CleverTap of the (reset) session world."""
     return ct_world.clevertap
 
 
 @pytest.fixture
-def mx(ct_world: WorldFixture) -> MailWorld:
+def ct_mx(ct_world: WorldFixture) -> MailWorld:
     """The mail world of the (reset) session world: its accept-all relay."""
     return ct_world.mx
 
 
 @pytest.fixture
-def harness_scenario(
-    harness_settings: HarnessSettings,
-    _harness_session: _Session,
+def ct_scenario(
+    ct_settings: HarnessSettings,
+    _ct_session: _Session,
     request: pytest.FixtureRequest,
 ) -> Iterator[ScenarioFixture]:
-    """The world of the test's ``@pytest.mark.scenario("file.yaml")``, reset and checked."""
+    """The world of the test's ``@pytest.mark.ct_scenario("file.yaml")``, reset and checked."""
     from harness.errors import ScenarioError
 
     node = request.node
-    marker = node.get_closest_marker("scenario")
+    marker = node.get_closest_marker("ct_scenario")
     if marker is None or len(marker.args) != 1 or marker.kwargs:
         pytest.fail(
-            f"{node.nodeid}: the harness_scenario fixture needs "
-            "@pytest.mark.scenario('path/to/scenario.yaml') on the test, its class or module",
+            f"{node.nodeid}: the ct_scenario fixture needs "
+            "@pytest.mark.ct_scenario('path/to/scenario.yaml') on the test, its class or module",
             pytrace=False,
         )
     path = Path(marker.args[0])
     if not path.is_absolute():
         path = Path(node.path).parent / path
+    problem: str | None = None
     try:
-        scenario, world = _harness_session.scenario_world(path.resolve())
+        scenario, world = _ct_session.scenario_world(path.resolve())
     except ScenarioError as exc:
-        pytest.fail(f"{node.nodeid}: scenario {str(path)!r} does not load:\n{exc}", pytrace=False)
+        problem = f"{node.nodeid}: scenario {str(path)!r} does not load:\n{exc}"
+    if problem is not None:
+        # Outside the except block, so that the problems are printed once, not twice.
+        pytest.fail(problem, pytrace=False)
     fixture = ScenarioFixture(
-        scenario, world, _harness_session, node, timeout=harness_settings.timeout
+        scenario,
+        world,
+        _ct_session,
+        node,
+        timeout=ct_settings.timeout,
+        advertise=ct_settings.advertise,
     )
     _register(request, fixture)
     yield fixture
     fixture._finish()
+
+
+class _MockCheck(_Checked):
+    """The after-test check of ``ct_mock``: unmatched requests and error-level violations."""
+
+    def __init__(self, mock: CleverTapMock) -> None:
+        self.mock = mock
+
+    def _check(self) -> None:
+        from harness.errors import ExpectationError
+
+        try:
+            self.mock.check()
+        except ExpectationError as exc:
+            problem = f"ct_mock after the test:\n{exc}"
+        else:
+            return
+        pytest.fail(problem, pytrace=False)
+
+    def _attach_errors(self, item: pytest.Item) -> None:
+        """The body failed: its error is the one to see."""
+
+
+@pytest.fixture
+def ct_mock(request: pytest.FixtureRequest) -> Iterator[CleverTapMock]:
+    """A started :class:`~harness.respx_mock.CleverTapMock` (no sockets), checked after the
+    test like ``ct_world``; ``@pytest.mark.ct_mock(...)`` passes it arguments."""
+    from harness.errors import ConfigError
+
+    try:
+        from harness.respx_mock import CleverTapMock
+    except ModuleNotFoundError as exc:
+        missing = str(exc)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(f"the ct_mock fixture: {missing}", pytrace=False)
+    marker = request.node.get_closest_marker("ct_mock")
+    args, kwargs = (marker.args, marker.kwargs) if marker is not None else ((), {})
+    problem: str | None = None
+    try:
+        mock = CleverTapMock(*args, **kwargs)
+    except (ConfigError, TypeError) as exc:
+        problem = f"{request.node.nodeid}: @pytest.mark.ct_mock: {exc}"
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+    _register(request, _MockCheck(mock))
+    mock.start()
+    try:
+        yield mock
+    finally:
+        mock.stop(check=False)
 
 
 # -- the after-test check --------------------------------------------------------------------------

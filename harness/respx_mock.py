@@ -18,7 +18,9 @@ raise what httpx raises against the real server: :class:`httpx.RemoteProtocolErr
 
 A request to the base URL whose path is not a callback URL is answered 404, as the server
 does, and also fails the block: leaving it raises :class:`~harness.errors.ExpectationError`
-naming the request (unless the block is already failing with another exception). Requests to
+naming the request (unless the block is already failing with another exception). So do
+error-level check violations journaled while the block ran, as ``ct_world`` does after a test,
+unless *allow* lists their codes or *allow_violations* is True. Requests to
 other hosts are respx's business: with the mock's own router they fail as not mocked; pass
 ``router=`` to add the callback routes to a router of your own (e.g. respx's ``respx_mock``
 fixture) and keep its rules for other hosts.
@@ -30,13 +32,20 @@ import asyncio
 import functools
 import inspect as pyinspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 import httpx
-import respx
+
+try:
+    import respx
+except ModuleNotFoundError as exc:  # respx is an extra: say which one
+    raise ModuleNotFoundError(
+        f"harness.respx_mock needs {exc.name}: pip install 'clevertap-harness[respx]'",
+        name=exc.name,
+    ) from None
 
 from harness.clevertap.app import CallbackResult, process_callback
 from harness.clevertap.faults import FaultPlan, FaultRule
@@ -126,8 +135,16 @@ class CleverTapMock(JournalAssertions):
         settings: ServerSettings | None = None,
         journal: Journal | None = None,
         router: respx.MockRouter | None = None,
+        allow: Iterable[str] = (),
+        allow_violations: bool = False,
     ) -> None:
         base = _base(base_url)
+        if isinstance(allow, str):
+            allow = [allow]
+        self.allow = frozenset(allow)
+        """Violation codes the exit check lets through."""
+        self.allow_violations = bool(allow_violations)
+        """True: the exit check ignores violations (unmatched requests still fail it)."""
         if strict is not None and not isinstance(strict, bool):
             raise ConfigError(f"strict must be True, False or None, got {strict!r}")
         if settings is not None and not isinstance(settings, ServerSettings):
@@ -141,6 +158,8 @@ class CleverTapMock(JournalAssertions):
         self.duplicates = JournalHistory(self.journal)
         self.unmatched: list[httpx.Request] = []
         """Requests to the base URL that matched no callback URL (answered 404)."""
+        self.since = self.journal.last_seq
+        """The journal seq when the mock last started: the exit check reads what came after."""
 
         self._scheme, self._host, self._port = base.scheme, base.host, base.port
         prefix = base.path.rstrip("/")
@@ -238,6 +257,7 @@ class CleverTapMock(JournalAssertions):
 
     def start(self) -> None:
         """Start routing httpx requests (done by ``with``/``async with``/the decorator)."""
+        self.since = self.journal.last_seq
         if self._owns_router:
             self.router.start()
 
@@ -249,7 +269,19 @@ class CleverTapMock(JournalAssertions):
             self.check()
 
     def check(self) -> None:
-        """Raise :class:`ExpectationError` for requests to the base URL that matched no path."""
+        """Raise :class:`ExpectationError` for requests to the base URL that matched no path,
+        then for error-level violations journaled since :meth:`start` (see *allow*)."""
+        self._check_unmatched()
+        if not self.allow_violations:
+            try:
+                self.expect_no_violations(since=self.since, allow=self.allow)
+            except ExpectationError as exc:
+                raise ExpectationError(
+                    f"error-level check violations were recorded while the mock ran:\n{exc}\n"
+                    "(opt out with CleverTapMock(allow=[...]) or allow_violations=True)"
+                ) from None
+
+    def _check_unmatched(self) -> None:
         if not self.unmatched:
             return
         unmatched, self.unmatched = self.unmatched, []

@@ -41,8 +41,14 @@ from email.message import EmailMessage
 from io import StringIO
 from typing import Any, Literal
 
-from hypothesis import strategies as st
-from hypothesis.strategies import SearchStrategy
+try:
+    from hypothesis import strategies as st
+    from hypothesis.strategies import SearchStrategy
+except ModuleNotFoundError as exc:  # hypothesis is an extra: say which one
+    raise ModuleNotFoundError(
+        f"harness.strategies needs {exc.name}: pip install 'clevertap-harness[hypothesis]'",
+        name=exc.name,
+    ) from None
 
 from harness.clevertap.inspect import CheckConfig, DuplicateIndex, Endpoint, Inspection, inspect
 from harness.errors import ConfigError, UnknownNameError

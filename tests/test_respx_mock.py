@@ -250,7 +250,7 @@ def test_expect_helpers_on_the_mock() -> None:
 
 
 def test_decorator_sync_and_async() -> None:
-    ct = CleverTapMock(strict=False)
+    ct = CleverTapMock(strict=False, allow_violations=True)
 
     @ct
     def send() -> int:
@@ -368,3 +368,32 @@ def test_strict_overrides_the_settings_and_reset_clears_everything() -> None:
         assert ct.journal.entries() == []
         assert httpx.post(ct.urls.bounce, json=[]).status_code == 503  # counters start again
         assert httpx.post(ct.urls.bounce, json=[]).status_code == 200
+
+
+def test_error_violations_fail_the_block_on_exit_unless_allowed() -> None:
+    ms = [{"event": "hardbounce", "data": [{"e": "a@example.com", "ts": 1_700_000_000_000}]}]
+
+    def block(**options: Any) -> CleverTapMock:
+        with CleverTapMock(strict=False, **options) as ct:
+            assert httpx.post(ct.urls.bounce, json=ms).status_code == 200  # lenient
+        return ct
+
+    with pytest.raises(ExpectationError) as info:
+        block()
+    lines = str(info.value).splitlines()
+    assert lines[0] == "error-level check violations were recorded while the mock ran:"
+    assert "CT303" in info.value.args[0]
+    assert lines[-1] == "(opt out with CleverTapMock(allow=[...]) or allow_violations=True)"
+    assert block(allow=["CT303"]).violations()[0].code == "CT303"
+    assert block(allow="CT303").allow == {"CT303"}
+    block(allow_violations=True)
+
+
+def test_the_exit_check_reads_only_what_came_after_the_block_started() -> None:
+    ms = [{"event": "hardbounce", "data": [{"e": "a@example.com", "ts": 1_700_000_000_000}]}]
+    ct = CleverTapMock(strict=False, allow=["CT303"])
+    with ct:
+        httpx.post(ct.urls.bounce, json=ms)
+    ct.allow = frozenset()
+    with ct:  # the earlier violation is not this block's
+        pass

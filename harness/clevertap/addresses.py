@@ -1,5 +1,9 @@
 """Address syntax, as the payload checks judge it: RFC 5321 / RFC 6531, IDN domains, no DNS.
 
+The one address policy of the harness: the callback checks and the scenario loader both ask
+:func:`address_problem` and :func:`domain_problem`, so a scenario can name every address a
+callback may carry (``"a b"@example.com``, ``用户@bücher.de``) and nothing the checks refuse.
+
 The callback checks ask about the same few addresses over and over (one campaign, many events),
 so the verdict is cached. Parsing is email-validator's; this module only fixes its options:
 
@@ -19,7 +23,7 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
-__all__ = ["address_problem"]
+__all__ = ["address_problem", "domain_problem"]
 
 # The fast path. A campaign reports many distinct addresses at a handful of domains, and a full
 # email-validator run costs 25-50 us per address, most of it spent on the domain (IDNA, special-use
@@ -52,9 +56,15 @@ def address_problem(address: str) -> str | None:
 
 
 @lru_cache(maxsize=4096)
-def _domain_problem(domain: str) -> str | None:
-    """email-validator's verdict on *domain*, asked once per domain with a plain local part."""
+def domain_problem(domain: str) -> str | None:
+    """Why *domain* cannot be the domain of an address (email-validator's words); None when it
+    can. Asked once per domain, with a plain local part."""
+    if "@" in domain:
+        return f"a domain has no @ (seen {domain!r})"
     return _full_problem("postmaster@" + domain)
+
+
+_domain_problem = domain_problem  # the hot path's name for it
 
 
 @lru_cache(maxsize=4096)

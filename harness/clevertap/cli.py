@@ -68,7 +68,7 @@ def schema(ctx: click.Context, fmt: Literal["legacy", "v2"], scenario: bool) -> 
 def check(
     file: IO[bytes], endpoint: str | None, content_type: str, now: float | None, as_json: bool
 ) -> None:
-    """Check a callback payload FILE (``-`` for stdin) as the fake CleverTap would.
+    """Check a callback payload FILE ('-' for stdin) as the fake CleverTap would.
 
     Prints one line per violation, then a summary. Exits 0 when there is no error (warnings
     are allowed), 1 when there is one, 2 on usage errors.

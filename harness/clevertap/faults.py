@@ -21,7 +21,8 @@ Rules are written in Python, in JSON (control API) or in a short text form (``ha
     429,retry_after=10,p=0.25,seed=7
     close,first=1,endpoints=v2
     reset
-    delay=0.5                    answer normally, half a second late
+    delay=0.5                    answer normally, half a second late (or delay=500ms: any
+                                 duration of harness.durations, as in scenario files)
 """
 
 from __future__ import annotations
@@ -29,11 +30,20 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from harness.clevertap.inspect import Endpoint
+from harness.durations import DURATION_PATTERN, parse_duration
 from harness.errors import ConfigError
 
 __all__ = ["FaultDecision", "FaultPlan", "FaultRule", "parse_fault"]
@@ -53,7 +63,23 @@ class FaultRule(BaseModel):
     retry_after: int | None = Field(
         default=None, ge=0, description="Seconds for a Retry-After header (action status only)."
     )
-    delay: float = Field(default=0.0, ge=0, le=300, description="Seconds to wait before acting.")
+    delay: Annotated[
+        float,
+        BeforeValidator(parse_duration),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "minimum": 0},
+                    {"type": "string", "pattern": DURATION_PATTERN},
+                ]
+            }
+        ),
+    ] = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description='How long to wait before acting: seconds, or "200ms", "2s", "1.5m".',
+    )
     first: int | None = Field(
         default=None, ge=1, description="Fire for the first N requests this rule is asked about."
     )
@@ -104,7 +130,7 @@ def parse_fault(text: str) -> FaultRule:
     """Read a rule in the short text form (see the module docstring); ConfigError when invalid."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
-        raise ConfigError("empty fault: expected e.g. '503,first=3', 'close' or 'delay=0.5'")
+        raise ConfigError("empty fault: expected e.g. '503,first=3', 'close' or 'delay=200ms'")
     head, rest = items[0], items[1:]
     fields: dict[str, Any] = {}
     if head.isdigit():
@@ -116,7 +142,7 @@ def parse_fault(text: str) -> FaultRule:
     else:
         raise ConfigError(
             f"fault {text!r}: unknown action {head!r}; expected a status code (e.g. 503), "
-            "close, reset or delay=SECONDS"
+            "close, reset or delay=DURATION (e.g. delay=200ms)"
         )
     for item in rest:
         key, sep, value = item.partition("=")

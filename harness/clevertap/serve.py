@@ -1,10 +1,20 @@
-"""``harness serve``: run the fake CleverTap until Ctrl-C or SIGTERM."""
+"""``harness serve``: run the fake CleverTap until Ctrl-C or SIGTERM.
+
+The servers run on uvloop and uvicorn's httptools parser when they are installed (they come
+with the base install, ``uvicorn[standard]``, on every platform uvloop has wheels for).
+uvicorn's own ``run()`` would pick uvloop, but the harness calls ``Server.serve()`` inside a
+loop it made itself, so :func:`run_serving` makes that loop with uvloop; without uvloop (e.g.
+on Windows) it is a plain asyncio loop. The HTTP parser is uvicorn's ``http="auto"``: httptools
+when importable, else h11. The banner says which were used.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -15,7 +25,36 @@ from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
 from harness.errors import ConfigError, ServerError
 
-__all__ = ["serve"]
+__all__ = ["loop_factory", "run_serving", "serve", "stack"]
+
+T = TypeVar("T")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop factory when uvloop is installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def run_serving(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on the fastest loop available (see the module docstring)."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
+
+
+def stack() -> str:
+    """What serves requests in the running loop: ``uvloop + httptools``, ``asyncio + h11``..."""
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        http = "h11"
+    else:
+        http = "httptools"
+    return f"{'uvloop' if loop == 'uvloop' else 'asyncio'} + {http}"
 
 _DEFAULTS = ServerSettings()
 
@@ -113,7 +152,7 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     callback=_faults,
     metavar="SPEC",
     help="A callback fault, repeatable, in order: '503,first=3', "
-    "'429,retry_after=10,p=0.2,seed=1', 'close,first=1', 'reset', 'delay=0.5', "
+    "'429,retry_after=10,p=0.2,seed=1', 'close,first=1', 'reset', 'delay=200ms', "
     "'...,endpoints=v2'.",
 )
 @click.option(
@@ -183,7 +222,7 @@ def serve(
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        asyncio.run(_run(server))
+        run_serving(_run(server))
     except ServerError as exc:
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
         raise click.ClickException(f"{exc}{cause}") from None
@@ -212,7 +251,7 @@ def _print_banner(server: CleverTapServer) -> None:
     s, urls = server.settings, server.urls
     journal = f"journal {s.journal_path}" if s.journal_path else "journal in memory"
     mode = "strict" if s.strict else "lenient"
-    click.echo(f"fake CleverTap on {urls.base} ({mode}, {journal})")
+    click.echo(f"fake CleverTap on {urls.base} ({mode}, {journal}, {stack()})")
     click.echo(f"  bounce       {urls.bounce}")
     click.echo(f"  unsubscribe  {urls.unsubscribe}")
     click.echo(f"  v2           {urls.v2}")

@@ -32,7 +32,7 @@ __all__ = ["run"]
 
 @click.command()
 @click.argument(
-    "paths", nargs=-1, required=True, metavar="SCENARIO...", type=click.Path(path_type=Path)
+    "paths", nargs=-1, required=False, metavar="[SCENARIO]...", type=click.Path(path_type=Path)
 )
 @click.option(
     "--sut",
@@ -71,7 +71,12 @@ __all__ = ["run"]
     show_default=True,
     help="SMTP connections the campaign driver opens at once.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Print only the failed scenarios' reports and the summary line; no progress display.",
+)
 def run(
     paths: tuple[Path, ...],
     sut: str | None,
@@ -85,10 +90,19 @@ def run(
 
     For each scenario: start the fake mail servers and the fake CleverTap, start the
     integration (the scenario's, --sut, or the bundled example), submit the campaign, perform
-    the clicks, wait for the expectations or the deadline, judge. Exit code 0 when every
-    scenario passed, 1 when one failed, 2 on usage errors.
+    the clicks, wait for the expectations or the deadline, judge. Without SCENARIO, run every
+    scenario the package ships (against the bundled example unless --sut is given). Exit code 0
+    when every scenario passed, 1 when one failed, 2 on usage errors.
     """
     err = Console(stderr=True, highlight=False)
+    if not paths:
+        from harness.bundled import SCENARIOS, bundled
+
+        try:
+            paths = (bundled(SCENARIOS),)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
+        click.echo(f"no SCENARIO given: running the shipped scenarios in {paths[0]}", err=True)
     try:
         scenarios = load_scenarios(paths)
     except ScenarioError as exc:
@@ -116,7 +130,7 @@ def run(
     from harness.scenario.report import exit_code, print_report, write_json, write_junit
 
     verdicts = [verdict_of(r) for r in results]
-    print_report(verdicts, console=Console(highlight=False))
+    print_report(verdicts, console=Console(highlight=False), failed_only=quiet)
     for result in results:
         _print_output(result)
     if json_path is not None:

@@ -89,9 +89,17 @@ def exit_code(verdicts: Verdict | Sequence[Verdict]) -> int:
 # -- terminal and text ---------------------------------------------------------------------------
 
 
-def print_report(verdicts: Verdict | Sequence[Verdict], *, console: Console | None = None) -> None:
-    """Print the report on *console* (a new stdout console by default), with colour if it can."""
-    _render(console or Console(), _many(verdicts), plain=False, total=True)
+def print_report(
+    verdicts: Verdict | Sequence[Verdict],
+    *,
+    console: Console | None = None,
+    failed_only: bool = False,
+) -> None:
+    """Print the report on *console* (a new stdout console by default), with colour if it can.
+
+    *failed_only*: the reports of the failed scenarios only (the summary still counts all).
+    """
+    _render(console or Console(), _many(verdicts), plain=False, total=True, failed_only=failed_only)
 
 
 def render_text(verdicts: Verdict | Sequence[Verdict], *, width: int = 120) -> str:
@@ -115,10 +123,18 @@ def render_text(verdicts: Verdict | Sequence[Verdict], *, width: int = 120) -> s
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
 
 
-def _render(console: Console, verdicts: Sequence[Verdict], *, plain: bool, total: bool) -> None:
+def _render(
+    console: Console,
+    verdicts: Sequence[Verdict],
+    *,
+    plain: bool,
+    total: bool,
+    failed_only: bool = False,
+) -> None:
     table_box = box.ASCII2 if plain else box.SIMPLE_HEAD
     for verdict in verdicts:
-        _render_one(console, verdict, table_box)
+        if not (failed_only and verdict.passed):
+            _render_one(console, verdict, table_box)
     if not total:
         return
     line = Text(summary(verdicts), style="bold")

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from harness._loop import freeze_startup_objects
+from harness.clevertap.serve import run_serving, stack
 from harness.errors import ConfigError, ScenarioError, ServerError
 from harness.journal import open_journal
 from harness.scenario.loader import load_scenario
@@ -62,7 +63,7 @@ def banner(world: World, scenario: Scenario) -> list[str]:
         else "  DSNs: no bounce intake (give --intake HOST:PORT); accept-then-bounce DSNs are "
         "journaled as not sent"
     )
-    lines.append(f"fake CleverTap on {urls.base} ({scenario.clevertap.format})")
+    lines.append(f"fake CleverTap on {urls.base} ({scenario.clevertap.format}, {stack()})")
     lines.append(f"  bounce       {urls.bounce}")
     lines.append(f"  unsubscribe  {urls.unsubscribe}")
     lines.append(f"  v2           {urls.v2}")
@@ -79,7 +80,8 @@ def banner(world: World, scenario: Scenario) -> list[str]:
 
 def serve_scenario(world: World, scenario: Scenario, echo: Callable[[str], None]) -> None:
     """Run *world* until SIGINT/SIGTERM, printing :func:`banner` with *echo*."""
-    asyncio.run(_serve(world, scenario, echo))
+    # The same loop as plain `harness serve`: uvloop when installed.
+    run_serving(_serve(world, scenario, echo))
 
 
 async def _serve(world: World, scenario: Scenario, echo: Callable[[str], None]) -> None:

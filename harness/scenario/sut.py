@@ -10,8 +10,9 @@ How the command is chosen, in order:
 2. the scenario's ``integration.command``, run from the scenario file's directory (or
    ``integration.cwd``, relative to that directory);
 3. the bundled example, ``examples/integration/gateway.py``, looked for next to the scenario's
-   directory (``scenarios/../examples``), in it, next to the ``harness`` package (a source
-   checkout), then under the current directory.
+   directory (``scenarios/../examples``), in it, in the installed package (the wheel's copy, or
+   the source checkout of an editable install: :mod:`harness.bundled`), then under the current
+   directory.
 
 A program named ``python`` or ``python3`` is the interpreter running the harness
 (``sys.executable``): a venv need not be activated for scenarios to run.
@@ -34,6 +35,7 @@ from typing import IO
 
 import httpx
 
+from harness.bundled import EXAMPLE, find_bundled
 from harness.errors import ConfigError, ServerError
 from harness.scenario.model import Integration, ReadyProbe, Scenario
 
@@ -48,9 +50,6 @@ __all__ = [
     "sut_base_env",
     "wait_for_probe",
 ]
-
-EXAMPLE = Path("examples") / "integration" / "gateway.py"
-"""Where the bundled example integration lives, relative to a source checkout."""
 
 _PYTHON_NAMES = ("python", "python3")
 _LOG_TAIL = 4000
@@ -106,7 +105,10 @@ def find_example(scenario: Scenario | None = None) -> Path:
     places: list[Path] = []
     if scenario is not None:
         places += [scenario.base_dir.parent / EXAMPLE, scenario.base_dir / EXAMPLE]
-    places += [Path(__file__).resolve().parents[2] / EXAMPLE, Path.cwd() / EXAMPLE]
+    shipped = find_bundled(EXAMPLE)
+    if shipped is not None:
+        places.append(shipped)
+    places.append(Path.cwd() / EXAMPLE)
     for place in places:
         if place.is_file():
             return place.resolve()

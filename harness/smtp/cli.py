@@ -37,7 +37,7 @@ def _row(mode: FailureMode, flavour: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def catalog(flavour: str, as_json: bool) -> None:
     """List the failure modes a fake MX can play: stage, reply code, enhanced status, default
-    class and reply text. Use the mode names in scenarios (``full@x.test: mailbox_full``)."""
+    class and reply text. Use the mode names in scenarios ('full@x.test: mailbox_full')."""
     rows = [_row(mode, flavour) for mode in CATALOG.values()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field, replace
 from fnmatch import translate
 from typing import Any
 
+from harness import durations
+from harness.clevertap.addresses import address_problem
 from harness.errors import ConfigError, did_you_mean
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, FailureMode, Reply, Stage
 from harness.smtp.dialects import DIALECTS, NO_DELAY_WARNINGS, Dialect
@@ -291,8 +293,6 @@ ACCEPT: Behaviour = _Fixed(Stage.RCPT, _ACCEPT_MODE, None, "postfix", BounceClas
 # -- parsing -------------------------------------------------------------------------------------
 
 _REPLY = re.compile(r"([245]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?(?:[ -](.*))?", re.DOTALL)
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 _FIXED_KEYS = ("mode", "reply", "flavour", "stage", "class")
 _WINDOW_KEYS = ("for", "then")
@@ -301,22 +301,14 @@ _BOUNCE_KEYS = ("accept_then_bounce", "after", "dsn", "action", "flavour", "clas
 
 
 def parse_duration(value: object, path: Path = ()) -> float:
-    """Seconds from ``"2s"``, ``"500ms"``, ``"10m"``, ``"1h"``, ``"1d"`` or a plain number."""
-    if isinstance(value, bool):
-        pass
-    elif isinstance(value, int | float):
-        if value >= 0:
-            return float(value)
-    elif isinstance(value, str):
-        m = _DURATION.fullmatch(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    raise RuleError(
-        path,
-        "not a duration",
-        expected='a number of seconds or a string like "500ms", "2s", "10m", "1h"',
-        seen=value,
-    )
+    """Seconds from ``"2s"``, ``"500ms"``, ``"10m"``, ``"1h"``, ``"1d"`` or a plain number
+    (:func:`harness.durations.parse_duration`, located at *path*)."""
+    try:
+        return durations.parse_duration(value)
+    except durations.DurationError:
+        raise RuleError(
+            path, "not a duration", expected=durations.DURATION_EXPECTED, seen=value
+        ) from None
 
 
 def parse_reply(text: str, path: Path = ()) -> Reply:
@@ -714,8 +706,14 @@ class Rules:
         return len(self._all)
 
 
-_KEY = re.compile(r"[^\s@]+@[^\s@]+|[^\s@]+")
+_PATTERN_KEY = re.compile(r"[^\s@]+@[^\s@]+|[^\s@]+")
 
 
 def _valid_key(key: str) -> bool:
-    return bool(key.strip()) and _KEY.fullmatch(key.strip()) is not None
+    """An address as the callback checks judge it (one address policy:
+    :mod:`harness.clevertap.addresses`, a leaf module), or a domain, pattern or other key
+    without spaces (domains are judged where they name a host: the scenario's ``mx`` keys)."""
+    key = key.strip()
+    if "@" in key and not any(c in key for c in "*?["):
+        return address_problem(key) is None
+    return bool(key) and _PATTERN_KEY.fullmatch(key) is not None

@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 
-@pytest.mark.scenario("scenarios/mailbox-full.yaml")
-def test_full_mailbox_is_a_softbounce(harness_scenario):
-    env = harness_scenario.sut_env()
+@pytest.mark.ct_scenario("scenarios/mailbox-full.yaml")
+def test_full_mailbox_is_a_softbounce(ct_scenario):
+    env = ct_scenario.sut_env()
     host, port = json.loads(env["HARNESS_MX_MAP"])["example.com"].split(":")
 
     # What your integration would do: try to deliver, get 452, report a soft bounce.
@@ -17,5 +17,5 @@ def test_full_mailbox_is_a_softbounce(harness_scenario):
     payload = [{"event": "softbounce", "data": [{"e": "full@example.com", "ts": int(time.time())}]}]
     httpx.post(env["HARNESS_BOUNCE_URL"], json=payload)
 
-    verdict = harness_scenario.expect_scenario()  # also judged after the test if not called
+    verdict = ct_scenario.expect_scenario()  # also judged after the test if not called
     assert verdict.passed

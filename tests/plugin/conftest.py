@@ -12,7 +12,7 @@ import harness.pytest_plugin
 import harness.respx_mock
 import harness.scenario.judge
 import harness.scenario.loader
-import harness.world  # noqa: F401
+import harness.world
 
 # What every inner run gets: warnings are errors (as in this suite), pytest-asyncio's loop
 # scope set (it warns otherwise), and no cache directory left in the test's tmp dir.
@@ -24,15 +24,7 @@ addopts = -p no:cacheprovider
 """
 
 # The plugin's settings in the environment: removed so the developer's shell cannot leak in.
-ENV_NAMES = (
-    "HARNESS_HOST",
-    "HARNESS_CLEVERTAP_PORT",
-    "HARNESS_RELAY_PORT",
-    "HARNESS_JOURNAL",
-    "HARNESS_STRICTNESS",
-    "HARNESS_TIMEOUT",
-    "HARNESS_CALLBACK_FORMAT",
-)
+ENV_NAMES = tuple(option.env for option in harness.pytest_plugin._OPTIONS)
 
 # Callback bodies the inner tests post; `ts` is filled in with the current time by the tests.
 HELPERS = """

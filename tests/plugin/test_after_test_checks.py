@@ -67,17 +67,17 @@ def test_error_violations_fail_a_passing_test_unless_it_opted_out(
             post_ms(ct_world)
 
 
-        @pytest.mark.harness(allow_violations=True)
+        @pytest.mark.ct_checks(allow_violations=True)
         def test_marker_allows_all(ct_world):
             post_ms(ct_world)
 
 
-        @pytest.mark.harness(allow=["CT303"])
+        @pytest.mark.ct_checks(allow=["CT303"])
         def test_marker_allows_the_code(ct_world):
             post_ms(ct_world)
 
 
-        @pytest.mark.harness(allow=["CT301"])
+        @pytest.mark.ct_checks(allow=["CT301"])
         def test_marker_allows_another_code(ct_world):
             post_ms(ct_world)
 
@@ -114,7 +114,7 @@ def test_error_violations_fail_a_passing_test_unless_it_opted_out(
             "expected no violations (errors) after seq *",
             "found 1:",
             "  seq * error * CT303 *.data*.ts *milliseconds*",
-            "(opt out with @pytest.mark.harness(allow=[...]) or allow_violations=True, or call "
+            "(opt out with @pytest.mark.ct_checks(allow=[...]) or allow_violations=True, or call "
             "ct_world.allow_violations() in the test)",
         ]
     )
@@ -132,12 +132,12 @@ def test_bad_harness_marker_is_a_clear_error(project: pytest.Pytester) -> None:
         import pytest
 
 
-        @pytest.mark.harness(allow=["CT3O3"])
+        @pytest.mark.ct_checks(allow=["CT3O3"])
         def test_typo_in_code(ct_world):
             pass
 
 
-        @pytest.mark.harness(alow=["CT303"])
+        @pytest.mark.ct_checks(alow=["CT303"])
         def test_typo_in_keyword(ct_world):
             pass
         """
@@ -146,12 +146,12 @@ def test_bad_harness_marker_is_a_clear_error(project: pytest.Pytester) -> None:
     result.assert_outcomes(failed=1, errors=1)
     result.stdout.fnmatch_lines(
         [
-            "*test_typo_in_code: @pytest.mark.harness(allow=...): allow: 'CT3O3' is not a check "
+            "*test_typo_in_code: @pytest.mark.ct_checks(allow=...): allow: 'CT3O3' is not a check "
             "code like 'CT301'",
         ]
     )
     assert (
-        "@pytest.mark.harness takes only keyword arguments ['allow', 'allow_violations', "
+        "@pytest.mark.ct_checks takes only keyword arguments ['allow', 'allow_violations', "
         "'check_scenario']; got ['alow'] on test_bad_harness_marker_is_a_clear_error.py"
         "::test_typo_in_keyword" in result.stdout.lines
     )

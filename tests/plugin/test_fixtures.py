@@ -17,9 +17,9 @@ def test_ct_world_clevertap_and_mx_drive_real_servers(project: pytest.Pytester) 
         from harness.records import Callback, Recipient, SmtpMessage
 
 
-        def test_callback(ct_world, clevertap):
-            assert clevertap is ct_world.clevertap
-            r = httpx.post(clevertap.urls.bounce, content=legacy("hardbounce", "gone@example.com"),
+        def test_callback(ct_world, ct_server):
+            assert ct_server is ct_world.clevertap
+            r = httpx.post(ct_server.urls.bounce, content=legacy("hardbounce", "gone@example.com"),
                            headers=JSON)
             assert r.status_code == 200
             entry = ct_world.expect_callback("hardbounce", "gone@example.com", within=5)
@@ -30,9 +30,9 @@ def test_ct_world_clevertap_and_mx_drive_real_servers(project: pytest.Pytester) 
             assert [e.seq for e in ct_world.callbacks()] == [entry.seq]
 
 
-        def test_relay(ct_world, mx):
+        def test_relay(ct_world, ct_mx):
             env = ct_world.sut_env()
-            relay = mx.relay
+            relay = ct_mx.relay
             assert env["HARNESS_RELAY"] == f"127.0.0.1:{relay.port}"
             assert env["HARNESS_BOUNCE_URL"] == ct_world.urls.bounce
             assert env["HARNESS_CALLBACK_FORMAT"] == "legacy"
@@ -69,17 +69,17 @@ def test_every_test_starts_from_a_reset_world_on_the_same_servers(
                               headers=JSON)
 
 
-        def test_first(ct_world, harness_world):
-            seen["world"], seen["port"] = harness_world, ct_world.clevertap.port
+        def test_first(ct_world, ct_session_world):
+            seen["world"], seen["port"] = ct_session_world, ct_world.clevertap.port
             assert post(ct_world).status_code == 200
             ct_world.clevertap.faults.set([FaultRule(action="status", status=503)])
             assert post(ct_world).status_code == 503
             ct_world.world.bounce_intake = ("127.0.0.1", 9)
 
 
-        def test_second(ct_world, harness_world):
+        def test_second(ct_world, ct_session_world):
             # same servers, nothing left over: no entries, no fault, no intake, no duplicate
-            assert harness_world is seen["world"]
+            assert ct_session_world is seen["world"]
             assert ct_world.clevertap.port == seen["port"]
             assert ct_world.callbacks() == []
             assert len(ct_world.journal) == 0
@@ -103,7 +103,7 @@ def test_an_overriding_conftest_world_is_reset_and_checked_too(project: pytest.P
 
 
         @pytest.fixture(scope="session")
-        def harness_world():
+        def ct_session_world():
             mail = MailWorld()
             mail.add_host("mx", domains=["example.com"], rules={"full@example.com": "mailbox_full"})
             with World(mail=mail, journal=mail.journal) as world:

@@ -1,4 +1,4 @@
-"""The scenario marker and harness_scenario: the world of a YAML file, judged after the test."""
+"""The scenario marker and ct_scenario: the world of a YAML file, judged after the test."""
 
 from __future__ import annotations
 
@@ -29,12 +29,12 @@ import pytest
 
 from bodies import JSON, legacy
 
-pytestmark = pytest.mark.scenario("scenarios/demo.yaml")
+pytestmark = pytest.mark.ct_scenario("scenarios/demo.yaml")
 
 
-def deliver(harness_scenario, to):
+def deliver(ct_scenario, to):
     # play the integration: deliver to the MX of the recipient's domain, as the map says
-    host, port = json.loads(harness_scenario.sut_env()["HARNESS_MX_MAP"])["example.com"].split(":")
+    host, port = json.loads(ct_scenario.sut_env()["HARNESS_MX_MAP"])["example.com"].split(":")
     with smtplib.SMTP(host, int(port)) as smtp:
         try:
             smtp.sendmail("bounces@gw.test", [to], "Subject: x\\r\\n\\r\\nx")
@@ -43,37 +43,37 @@ def deliver(harness_scenario, to):
     return (250, b"")
 
 
-def report(harness_scenario, event, to):
-    r = httpx.post(harness_scenario.urls.bounce, content=legacy(event, to), headers=JSON)
+def report(ct_scenario, event, to):
+    r = httpx.post(ct_scenario.urls.bounce, content=legacy(event, to), headers=JSON)
     assert r.status_code == 200
 
 
-def test_met_explicitly(harness_scenario):
-    assert harness_scenario.scenario.name == "plugin-demo"
-    code, reply = deliver(harness_scenario, "full@example.com")
+def test_met_explicitly(ct_scenario):
+    assert ct_scenario.scenario.name == "plugin-demo"
+    code, reply = deliver(ct_scenario, "full@example.com")
     assert code == 452
-    report(harness_scenario, "softbounce", "full@example.com")
-    verdict = harness_scenario.expect_scenario()
+    report(ct_scenario, "softbounce", "full@example.com")
+    verdict = ct_scenario.expect_scenario()
     assert verdict.passed
 
 
-def test_met_checked_after_the_test(harness_scenario):
-    deliver(harness_scenario, "full@example.com")
-    report(harness_scenario, "softbounce", "full@example.com")
+def test_met_checked_after_the_test(ct_scenario):
+    deliver(ct_scenario, "full@example.com")
+    report(ct_scenario, "softbounce", "full@example.com")
 
 
-def test_unmet_fails_after_the_test(harness_scenario):
-    deliver(harness_scenario, "full@example.com")
-    report(harness_scenario, "hardbounce", "full@example.com")
+def test_unmet_fails_after_the_test(ct_scenario):
+    deliver(ct_scenario, "full@example.com")
+    report(ct_scenario, "hardbounce", "full@example.com")
 
 
-@pytest.mark.harness(check_scenario=False)
-def test_opted_out(harness_scenario):
+@pytest.mark.ct_checks(check_scenario=False)
+def test_opted_out(ct_scenario):
     pass
 
 
-def test_unmet_explicit(harness_scenario):
-    harness_scenario.expect_scenario(within=0.1)
+def test_unmet_explicit(ct_scenario):
+    ct_scenario.expect_scenario(within=0.1)
 """
 
 
@@ -102,9 +102,9 @@ def test_scenario_marker_builds_judges_and_fails_unmet(project: pytest.Pytester)
     assert "  - expected  softbounce for full@example.com" in after
     assert "  + seen      hardbounce full@example.com (seq " in after
     assert "CT503 | error" in after  # the cross-check: a soft failure reported as hard
-    assert "(opt out with @pytest.mark.harness(check_scenario=False))" in after
+    assert "(opt out with @pytest.mark.ct_checks(check_scenario=False))" in after
     explicit = text[text.index("_ test_unmet_explicit _") :]
-    assert ">       harness_scenario.expect_scenario(within=0.1)" in explicit
+    assert ">       ct_scenario.expect_scenario(within=0.1)" in explicit
     assert "E       harness.errors.ExpectationError: FAIL plugin-demo (" in explicit
     assert "E         + seen      no callback at all" in explicit
 
@@ -116,17 +116,17 @@ def test_missing_or_broken_scenario_is_a_clear_error(project: pytest.Pytester) -
         import pytest
 
 
-        def test_no_marker(harness_scenario):
+        def test_no_marker(ct_scenario):
             pass
 
 
-        @pytest.mark.scenario("broken.yaml")
-        def test_broken(harness_scenario):
+        @pytest.mark.ct_scenario("broken.yaml")
+        def test_broken(ct_scenario):
             pass
 
 
-        @pytest.mark.scenario("absent.yaml")
-        def test_absent(harness_scenario):
+        @pytest.mark.ct_scenario("absent.yaml")
+        def test_absent(ct_scenario):
             pass
         """
     )
@@ -134,8 +134,8 @@ def test_missing_or_broken_scenario_is_a_clear_error(project: pytest.Pytester) -
     result.assert_outcomes(errors=3)
     result.stdout.fnmatch_lines(
         [
-            "*::test_no_marker: the harness_scenario fixture needs "
-            "@pytest.mark.scenario('path/to/scenario.yaml') on the test, its class or module",
+            "*::test_no_marker: the ct_scenario fixture needs "
+            "@pytest.mark.ct_scenario('path/to/scenario.yaml') on the test, its class or module",
         ]
     )
     result.stdout.fnmatch_lines(

@@ -35,7 +35,7 @@ def test_xdist_workers_get_their_own_ports_and_journal(project: pytest.Pytester)
         """
     )
     journal = project.path / "run.sqlite"
-    result = project.runpytest_subprocess("-n", "2", f"--harness-journal={journal}")
+    result = project.runpytest_subprocess("-n", "2", f"--ct-journal={journal}")
     result.assert_outcomes(passed=6)
     records = [json.loads(p.read_text()) for p in sorted(out.iterdir())]
     by_worker: dict[str, set[tuple[int, int]]] = {}

@@ -35,7 +35,7 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "bad-duration": [
         "6:11: expect.within: not a duration (expected a number of seconds or a string like "
-        '"500ms", "2s", "10m", "1h", seen \'30 seconds\')'
+        '"200ms", "2s", "1.5m", "1h", seen \'30 seconds\')'
     ],
     "unknown-mode": [
         '4:20: mx["example.com"]["a@example.com"]: unknown failure mode; did you mean '
@@ -354,3 +354,51 @@ def test_model_used_directly_raises_pydantic_error_with_all_problems() -> None:
                 "expect": {"callbacks": [{"event": "delivered", "e": "a@example.com"}]},
             }
         )
+
+
+# -- one address policy: the loader accepts what the callback checks accept, and only that -------
+
+POLICY_SAMPLES = [
+    "a@example.com",
+    '"a b"@example.com',  # quoted local part
+    "用户@example.com",  # SMTPUTF8
+    "info@bücher.de",  # IDN domain
+    "user+tag@brand.test",
+    "a..b@example.com",  # refused by both
+    "x@localhost",  # special-use name: refused by both
+    "no-at-sign.example.com",
+    "a@b",  # no dot in the domain
+]
+
+
+@pytest.mark.parametrize("address", POLICY_SAMPLES)
+def test_loader_and_checks_agree_on_addresses(address: str) -> None:
+    from harness.clevertap.addresses import address_problem
+
+    quoted = address.replace('"', '\\"')
+    text = f'campaign: {{from: a@brand.test, to: ["{quoted}"]}}\n'
+    if address_problem(address) is None:
+        parse_scenario(text)
+    else:
+        with pytest.raises(ScenarioError, match=r"campaign\.to\[0\]: not an email address:"):
+            parse_scenario(text)
+
+
+def test_an_idn_domain_key_and_a_quoted_local_part_load() -> None:
+    text = """
+mx:
+  bücher.de:
+    '"a b"@bücher.de': mailbox_full
+campaign: {from: news@brand.test, to: ['"a b"@bücher.de']}
+expect:
+  callbacks: [{event: softbounce, e: '"a b"@bücher.de'}]
+"""
+    scenario = parse_scenario(text)
+    assert list(scenario.mx) == ["bücher.de"]
+    assert scenario.expect.callbacks[0].e == '"a b"@bücher.de'
+
+
+@pytest.mark.parametrize("domain", ["localhost", "exa mple.com", "a@b.com", "-x.com"])
+def test_a_domain_key_the_checks_refuse_is_refused(domain: str) -> None:
+    with pytest.raises(ScenarioError, match="not a domain name"):
+        parse_scenario(f"mx:\n  '{domain}': {{}}\n")
