@@ -291,12 +291,16 @@ class PrivatePostfix:
             if match:
                 by_qid.setdefault(match["qid"], match["rcpt"])
                 found.append(
-                    Delivery(match["qid"], match["rcpt"], match["status"], match["dsn"], match["text"])
+                    Delivery(
+                        match["qid"], match["rcpt"], match["status"], match["dsn"], match["text"]
+                    )
                 )
                 continue
             match = _EXPIRED.search(line)
             if match:
-                found.append(Delivery(match["qid"], by_qid.get(match["qid"], ""), "expired", None, ""))
+                found.append(
+                    Delivery(match["qid"], by_qid.get(match["qid"], ""), "expired", None, "")
+                )
         return found
 
     def history(self, recipient: str) -> list[Delivery]:

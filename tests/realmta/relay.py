@@ -27,15 +27,23 @@ from tests.realmta.intake import MaildirIntake
 from tests.realmta.journal_reads import decisions_by_recipient, sessions_of_host
 from tests.realmta.postfix import PrivatePostfix, wait_until
 
-__all__ = ["RECIPIENTS", "SENDER", "down_domain", "run_relay"]
+__all__ = ["GREYLIST_THEN_ACCEPT", "OVERSIZE", "RECIPIENTS", "SENDER", "host_name", "run_relay"]
 
 SENDER = "news@brand.test"
 RCPT_DOMAIN = "rcpt.test"
 GREYLIST_THEN_ACCEPT = f"greylist-then-accept@{RCPT_DOMAIN}"
+OVERSIZE = "user@small.test"
+"""A host with a small size limit: Postfix declares SIZE= at MAIL and meets ``too_large`` there."""
+SMALL_LIMIT = 2000
 
 
 def down_domain(variant: str) -> str:
-    return f"{variant.replace('_', '-')}.test"
+    return f"{host_name(variant)}.test"
+
+
+def host_name(variant: str) -> str:
+    """The fake MX host playing the server-down *variant*."""
+    return variant.replace("_", "-")
 
 
 def _recipients() -> dict[str, str]:
@@ -47,6 +55,7 @@ def _recipients() -> dict[str, str]:
         else:
             found[f"{name.replace('_', '-')}@{RCPT_DOMAIN}"] = name
     found[GREYLIST_THEN_ACCEPT] = "greylist"
+    found[OVERSIZE] = "too_large"
     return found
 
 
@@ -70,19 +79,23 @@ def _rules() -> dict[str, Any]:
 def build_world(journal_intake: Path) -> MailWorld:
     world = MailWorld(bounce_intake=journal_intake)
     world.add_host("mx", domains=[RCPT_DOMAIN], rules=_rules())
+    world.add_host("small", domains=["small.test"], size_limit=SMALL_LIMIT)
     for name, mode in CATALOG.items():
         if mode.server_down:
             options: dict[str, Any] = {"server_down": name}
             if name == "tls_broken":
                 options["tls"] = "starttls"
-            world.add_host(name.replace("_", "-"), domains=[down_domain(name)], **options)
+            world.add_host(host_name(name), domains=[down_domain(name)], **options)
     return world
 
 
 def _message(rcpt: str) -> bytes:
+    body = "Hello from the real-MTA suite.\r\n"
+    if rcpt == OVERSIZE:
+        body += ("x" * 70 + "\r\n") * (2 * SMALL_LIMIT // 70)
     return (
         f"From: <{SENDER}>\r\nTo: <{rcpt}>\r\nSubject: realmta {rcpt}\r\n"
-        f"Message-ID: <{rcpt}.realmta@brand.test>\r\n\r\nHello from the real-MTA suite.\r\n"
+        f"Message-ID: <{rcpt}.realmta@brand.test>\r\n\r\n{body}"
     ).encode()
 
 
@@ -136,11 +149,7 @@ def run_relay(timeout: float = 100.0) -> dict[str, Any]:
                 postfix.stop()
                 postfix.cleanup()
         decisions = decisions_by_recipient(world.journal)
-        sessions = {
-            name: sessions_of_host(world.journal, name.replace("_", "-"))
-            for name, mode in CATALOG.items()
-            if mode.server_down
-        }
+        sessions = {name: sessions_of_host(world.journal, name) for name in world.hosts}
         dsns = [_dsn_facts(m) for m in intake.messages()]
     return {
         "recipients": {
@@ -185,4 +194,8 @@ def _dsn_facts(message: Message) -> dict[str, Any]:
                     "remote_mta": str(block.get("Remote-MTA", "")).strip() or None,
                 }
             )
-    return {"from": str(message.get("From", "")), "subject": str(message.get("Subject", "")), "blocks": blocks}
+    return {
+        "from": str(message.get("From", "")),
+        "subject": str(message.get("Subject", "")),
+        "blocks": blocks,
+    }

@@ -96,6 +96,7 @@ PROBES: dict[str, tuple[list[bytes], bool, tuple[pytest.MarkDecorator, ...]]] = 
     ),
 }
 
+
 class Servers:
     def __init__(self, postfix: PrivatePostfix, world: MailWorld) -> None:
         self.postfix = postfix
@@ -135,8 +136,8 @@ def test_fake_mx_replies_like_postfix(servers: Servers, name: str) -> None:
     postfix = converse(postfix_port, steps)
     fake = converse(fake_port, steps)
     # The greeting and EHLO are compared by code only: each server names itself.
-    assert _keys(fake) == _keys(postfix), (
-        "\n".join(["postfix:", *(r.text for r in postfix), "fake MX:", *(r.text for r in fake)])
+    assert _keys(fake) == _keys(postfix), "\n".join(
+        ["postfix:", *(r.text for r in postfix), "fake MX:", *(r.text for r in fake)]
     )
 
 
