@@ -52,7 +52,7 @@ class MaildirIntake:
         """Every message received so far."""
         box = mailbox.Maildir(self.path, create=True)
         try:
-            return [box.get_message(key) for key in box.keys()]
+            return [box.get_message(key) for key in box]
         finally:
             box.close()
 
