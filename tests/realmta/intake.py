@@ -52,7 +52,7 @@ class MaildirIntake:
         """Every message received so far."""
         box = mailbox.Maildir(self.path, create=True)
         try:
-            return [box.get_message(key) for key in box]
+            return list(box)  # iterating a mailbox gives its messages
         finally:
             box.close()
 

@@ -38,9 +38,6 @@ TLS_BROKEN = "user@tls-broken.test"
 _XFAIL_FATE = {TLS_BROKEN: _PLAINTEXT}
 _XFAIL_DIAGNOSTIC = {
     TLS_BROKEN: _PLAINTEXT,
-    "user@drop-mid-data.test": "catalog says 'while sending message body'; Postfix: 'while "
-    "sending end of data -- message may be sent more than once' (the body fits in the socket "
-    "buffers)",
 }
 _XFAIL_REMOTE_MTA = dict.fromkeys(
     ("user@tarpit.test", "user@drop-mid-data.test", "user@drop-after-dot.test"),
