@@ -10,7 +10,9 @@ The tree::
     ├── PayloadError (ValueError)     a payload that cannot even be inspected (used by the CLI)
     ├── ServerError (RuntimeError)    a server that would not start, stop, or that crashed;
     │   │                             carries the underlying exception as __cause__
-    │   └── StartTimeout              not ready before the deadline
+    │   ├── StartTimeout              not ready before the deadline
+    │   └── JournalWriteError         the journal could not record an entry (disk full, I/O
+    │                                 error): the servers answer "try again later"
     └── ExpectationError (AssertionError)
                                       what a test expected did not happen (pytest shows it as a
                                       failed assertion, with expected vs seen)
@@ -25,6 +27,7 @@ __all__ = [
     "ConfigError",
     "ExpectationError",
     "HarnessError",
+    "JournalWriteError",
     "PayloadError",
     "ScenarioError",
     "ServerError",
@@ -77,6 +80,10 @@ class ServerError(HarnessError, RuntimeError):
 
 class StartTimeout(ServerError):
     """A server was not ready before its deadline."""
+
+
+class JournalWriteError(ServerError):
+    """The journal could not record an entry; nothing was answered as if it had been."""
 
 
 class ExpectationError(HarnessError, AssertionError):

@@ -12,25 +12,30 @@ reads like a diff: the expectation on the first line, then what did arrive, near
 address with another event, then same event for another address, ...), then the checks that
 fired, each with the journal ``seq`` that proves it.
 
-What counts as "a callback arrived": a ``Kind.CALLBACK`` entry after ``since`` with an event of
-that name for that address (compared case-insensitively, as CleverTap matches users) that the
-fake CleverTap *accepted* (a 2xx answer). A callback answered 400 (strict mode, errors in it) or
-hit by a fault did not reach CleverTap; it is shown as the nearest candidate with the reason.
+What counts as "a callback arrived": a :class:`~harness.records.Callback` entry after ``since``
+with an event of that name for that address (:meth:`~harness.records.CallbackEvent.matches`: the
+address compared by :func:`~harness.vocab.address_key`) that the fake CleverTap *accepted*
+(:attr:`~harness.records.Callback.accepted`: a 2xx answer). A callback answered 400 (strict
+mode, errors in it) or hit by a fault did not reach CleverTap; it is shown as the nearest
+candidate with the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+
+import msgspec
 
 from harness.checks import Severity, Violation, all_checks
-from harness.clevertap.models import LEGACY_EVENTS, V2_TYPES
 from harness.errors import ConfigError, ExpectationError, UnknownNameError
 from harness.journal import Entry, Journal, Kind
+from harness.records import Callback, CallbackEvent, ViolationFound
+from harness.vocab import CLASS_OF_EVENT
 
 __all__ = [
     "JournalAssertions",
@@ -42,7 +47,7 @@ __all__ = [
     "violations",
 ]
 
-_EVENTS = sorted(LEGACY_EVENTS | V2_TYPES)
+_EVENTS = sorted(CLASS_OF_EVENT)
 _SHOWN_CANDIDATES = 8
 _SHOWN_VIOLATIONS = 12
 _CODE = re.compile(r"^CT\d{3}$")
@@ -66,7 +71,7 @@ def _check_since(since: int) -> int:
 
 
 def _check_event(event: str) -> str:
-    if not isinstance(event, str) or event not in LEGACY_EVENTS | V2_TYPES:
+    if not isinstance(event, str) or event not in CLASS_OF_EVENT:
         raise UnknownNameError("event", str(event), _EVENTS)
     return event
 
@@ -100,9 +105,16 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _accepted(data: Mapping[str, Any]) -> bool:
-    status = data.get("status")
-    return isinstance(status, int) and 200 <= status < 300
+def _sync_allowed(name: str) -> None:
+    """A blocking wait inside a running event loop would stall the very servers it waits for."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise ConfigError(
+        f"{name}() blocks the thread, and this thread runs an event loop (an async test?): "
+        f"the servers in it could not answer while it waits; use `await {name}_async(...)`"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,24 +123,18 @@ class _Want:
     email: str
     ts: tuple[float, float] | None
 
-    @property
-    def key(self) -> str:
-        return self.email.casefold()
-
-    def item_matches(self, item: Sequence[Any]) -> bool:
-        if item[0] != self.event or not isinstance(item[1], str):
-            return False
-        if item[1].casefold() != self.key:
+    def item_matches(self, item: CallbackEvent) -> bool:
+        if not item.matches(self.event, self.email):
             return False
         if self.ts is None:
             return True
-        ts = item[2]
-        return isinstance(ts, int) and self.ts[0] <= ts <= self.ts[1]
+        return item.ts is not None and self.ts[0] <= item.ts <= self.ts[1]
 
     def __call__(self, entry: Entry) -> bool:
-        if entry.kind is not Kind.CALLBACK or not _accepted(entry.data):
+        record = entry.data
+        if not isinstance(record, Callback) or not record.accepted:
             return False
-        return any(self.item_matches(item) for item in entry.data.get("events", ()))
+        return any(self.item_matches(item) for item in record.events)
 
     def describe(self) -> str:
         text = f"a {self.event} callback for {self.email}"
@@ -137,26 +143,23 @@ class _Want:
         return text
 
 
-def _answer(data: Mapping[str, Any]) -> str:
-    status = data.get("status")
-    fault = data.get("fault")
-    if status is None:
-        why = fault["action"] if isinstance(fault, Mapping) else "client gone"
+def _answer(record: Callback) -> str:
+    if record.status is None:
+        why = record.fault.action if record.fault is not None else "client gone"
         return f"no answer ({why})"
-    if isinstance(fault, Mapping):
-        return f"{status} (fault {fault.get('spec')})"
-    return str(status)
+    if record.fault is not None:
+        return f"{record.status} (fault {record.fault.spec})"
+    return str(record.status)
 
 
-def _event_line(entry: Entry, item: Sequence[Any] | None) -> str:
-    data = entry.data
-    where = f"seq {entry.seq:<4} {data.get('endpoint', '?')} {_answer(data)}"
+def _event_line(entry: Entry, record: Callback, item: CallbackEvent | None) -> str:
+    where = f"seq {entry.seq:<4} {record.endpoint or '?'} {_answer(record)}"
     if item is None:
         return f"{where}  no event could be read"
-    event = item[0] or "(no event)"
-    email = item[1] or "(no address)"
-    ts = f" ts={item[2]}" if item[2] is not None else ""
-    meta = f" meta={item[3]!r}" if item[3] is not None else ""
+    event = item.event or "(no event)"
+    email = item.email or "(no address)"
+    ts = f" ts={item.ts}" if item.ts is not None else ""
+    meta = f" meta={item.meta!r}" if item.meta is not None else ""
     return f"{where}  {event} {email}{ts}{meta}"
 
 
@@ -164,25 +167,38 @@ def _similarity(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a, b).ratio()
 
 
-def _candidates(want: _Want, callbacks: list[Entry]) -> list[tuple[tuple[int, float, int], str]]:
-    """Every event that arrived, with a sort key (nearest first) and its line with the reason."""
+def _callbacks(entries: Iterable[Entry]) -> list[tuple[Entry, Callback]]:
+    return [(e, e.data) for e in entries if isinstance(e.data, Callback)]
+
+
+def nearest(
+    event: str, email: str, callbacks: list[tuple[Entry, Callback]]
+) -> list[tuple[tuple[int, float, int], str]]:
+    """Every event that arrived, with a sort key (nearest first) and its line with the reason:
+    the one nearest-candidates function (``expect`` and the scenario report use it)."""
+    want = _Want(event, email, None)
+    return _candidates(want, callbacks)
+
+
+def _candidates(
+    want: _Want, callbacks: list[tuple[Entry, Callback]]
+) -> list[tuple[tuple[int, float, int], str]]:
     found: list[tuple[tuple[int, float, int], str]] = []
-    for entry in callbacks:
-        items = entry.data.get("events", ())
-        if not items:
-            found.append(((4, 0.0, entry.seq), _event_line(entry, None)))
+    key = want.email.casefold()
+    for entry, record in callbacks:
+        if not record.events:
+            found.append(((4, 0.0, entry.seq), _event_line(entry, record, None)))
             continue
-        for item in items:
-            email = item[1] if isinstance(item[1], str) else ""
-            same_address = email.casefold() == want.key
-            same_event = item[0] == want.event
-            closeness = -_similarity(email.casefold(), want.key)
+        for item in record.events:
+            same_address = item.matches(None, want.email)
+            same_event = item.event == want.event
+            closeness = -_similarity(item.email.casefold(), key)
             if same_address and same_event:
-                if not _accepted(entry.data):
-                    reason = "not accepted: " + _answer(entry.data)
+                if not record.accepted:
+                    reason = "not accepted: " + _answer(record)
                 else:
                     reason = (
-                        f"ts {item[2]} outside [{_num(want.ts[0])}, {_num(want.ts[1])}]"
+                        f"ts {item.ts} outside [{_num(want.ts[0])}, {_num(want.ts[1])}]"
                         if want.ts
                         else ""
                     )
@@ -193,19 +209,18 @@ def _candidates(want: _Want, callbacks: list[Entry]) -> list[tuple[tuple[int, fl
                 rank, reason = 2, "same event, other address"
             else:
                 rank, reason = 3, "other event and address"
-            line = _event_line(entry, item)
+            line = _event_line(entry, record, item)
             found.append(((rank, closeness, entry.seq), f"{line}  <- {reason}" if reason else line))
     found.sort(key=lambda c: c[0])
     return found
 
 
-def _fired(callbacks: list[Entry]) -> list[str]:
-    lines = []
-    for entry in callbacks:
-        for v in entry.data.get("violations", ()):
-            violation = Violation.from_json(v)
-            lines.append(f"seq {entry.seq:<4} {violation.severity:<7} {violation.format()}")
-    return lines
+def _fired(callbacks: list[tuple[Entry, Callback]]) -> list[str]:
+    return [
+        f"seq {entry.seq:<4} {v.severity:<7} {v.format()}"
+        for entry, record in callbacks
+        for v in record.violations
+    ]
 
 
 def _clipped(lines: list[str], limit: int, indent: str = "  ") -> list[str]:
@@ -215,7 +230,7 @@ def _clipped(lines: list[str], limit: int, indent: str = "  ") -> list[str]:
     return shown
 
 
-def _with_fired(lines: list[str], callbacks: list[Entry]) -> str:
+def _with_fired(lines: list[str], callbacks: list[tuple[Entry, Callback]]) -> str:
     """*lines*, then the checks that fired on *callbacks* (if any), as one message."""
     fired = _fired(callbacks)
     if fired:
@@ -225,7 +240,7 @@ def _with_fired(lines: list[str], callbacks: list[Entry]) -> str:
 
 
 def _callback_failure(want: _Want, journal: Journal, within: float, since: int) -> str:
-    callbacks = journal.entries(Kind.CALLBACK, since=since)
+    callbacks = _callbacks(journal.iter_entries(Kind.CALLBACK, since=since))
     head = f"expected {want.describe()} within {within:g} s (journal after seq {since})"
     if not callbacks:
         return f"{head}\narrived: no callbacks at all"
@@ -260,6 +275,7 @@ def expect_callback(
     """
     want = _Want(_check_event(event), _check_email(email), _check_ts(ts))
     within, since = _check_within(within), _check_since(since)
+    _sync_allowed("expect_callback")
     found = journal.wait_for(want, within, since=since)
     if found is None:
         raise ExpectationError(_callback_failure(want, journal, within, since))
@@ -287,42 +303,36 @@ async def expect_callback_async(
 # -- expect no callbacks ---------------------------------------------------------------------------
 
 
-def _item_matches(item: Sequence[Any], event: str | None, key: str | None) -> bool:
-    """Whether a journaled ``[event, email, ts, meta]`` item has *event* and the address *key*
-    (casefolded); None matches anything."""
-    return (event is None or item[0] == event) and (
-        key is None or (isinstance(item[1], str) and item[1].casefold() == key)
-    )
-
-
-def _no_callbacks_filter(event: str | None, email: str | None) -> Any:
-    key = email.casefold() if email is not None else None
-
+def _no_callbacks_filter(event: str | None, email: str | None) -> Callable[[Entry], bool]:
     def matches(entry: Entry) -> bool:
-        if entry.kind is not Kind.CALLBACK:
+        record = entry.data
+        if not isinstance(record, Callback):
             return False
-        if event is None and key is None:
+        if event is None and email is None:
             return True
-        return any(_item_matches(item, event, key) for item in entry.data.get("events", ()))
+        return any(record.matching(event, email))
 
     return matches
 
 
 def _no_callbacks_failure(
-    journal: Journal, matches: Any, event: str | None, email: str | None, within: float, since: int
+    journal: Journal,
+    matches: Callable[[Entry], bool],
+    event: str | None,
+    email: str | None,
+    within: float,
+    since: int,
 ) -> str:
-    found = [e for e in journal.entries(Kind.CALLBACK, since=since) if matches(e)]
+    found = _callbacks(e for e in journal.iter_entries(Kind.CALLBACK, since=since) if matches(e))
     what = " ".join(f"{k}={v}" for k, v in (("event", event), ("email", email)) if v is not None)
     head = f"expected no callbacks{' with ' + what if what else ''} after seq {since}"
     head += f" (waited up to {within:g} s)" if within else ""
     lines = [head, f"arrived: {len(found)} callback{'s' if len(found) != 1 else ''}:"]
-    key = email.casefold() if email is not None else None
     shown: list[str] = []
-    for entry in found:
-        items = entry.data.get("events", ())
-        if not items:
-            shown.append(_event_line(entry, None))
-        shown.extend(_event_line(entry, item) for item in items if _item_matches(item, event, key))
+    for entry, record in found:
+        if not record.events:
+            shown.append(_event_line(entry, record, None))
+        shown.extend(_event_line(entry, record, item) for item in record.matching(event, email))
     lines.extend(_clipped(shown, _SHOWN_CANDIDATES))
     return _with_fired(lines, found)
 
@@ -352,6 +362,8 @@ def expect_no_callbacks(
     """
     within, since = _no_callbacks_args(within, since, event, email)
     matches = _no_callbacks_filter(event, email)
+    if within:
+        _sync_allowed("expect_no_callbacks")
     if journal.wait_for(matches, within, since=since) is not None:
         raise ExpectationError(_no_callbacks_failure(journal, matches, event, email, within, since))
 
@@ -377,30 +389,21 @@ async def expect_no_callbacks_async(
 def violations(journal: Journal, *, since: int = 0) -> list[Violation]:
     """Every violation recorded after seq *since*, in journal order.
 
-    Payload checks come from ``Kind.CALLBACK`` entries (their evidence starts with the callback's
-    own seq), cross-checks from ``Kind.VIOLATION`` entries (``data`` is ``Violation.to_json()``,
-    or holds it under ``"violation"``).
+    Payload checks come from :class:`~harness.records.Callback` entries (their evidence starts
+    with the callback's own seq), cross-checks from :class:`~harness.records.ViolationFound`
+    entries.
     """
     since = _check_since(since)
     found: list[Violation] = []
-    for entry in journal.entries(since=since):
-        if entry.kind is Kind.CALLBACK:
-            for raw in entry.data.get("violations", ()):
-                v = Violation.from_json(raw)
+    for entry in journal.iter_entries(since=since):
+        record = entry.data
+        if isinstance(record, Callback):
+            for v in record.violations:
                 evidence = (entry.seq, *(s for s in v.evidence if s != entry.seq))
-                found.append(
-                    Violation(
-                        v.code, v.severity, v.path, v.message, v.expected, v.seen, evidence, v.extra
-                    )
-                )
-        elif entry.kind is Kind.VIOLATION:
-            raw = entry.data.get("violation", entry.data)
-            v = Violation.from_json(raw)
-            if not v.evidence:
-                v = Violation(
-                    v.code, v.severity, v.path, v.message, v.expected, v.seen, (entry.seq,), v.extra
-                )
-            found.append(v)
+                found.append(msgspec.structs.replace(v, evidence=evidence))
+        elif isinstance(record, ViolationFound):
+            v = record.violation
+            found.append(v if v.evidence else msgspec.structs.replace(v, evidence=(entry.seq,)))
     return found
 
 

@@ -1,43 +1,57 @@
 """The journal: one ordered, append-only record of everything observable.
 
-SMTP sessions and the replies given, messages accepted, DSNs sent, clicks, callbacks received and
-the violations found in them are all appended here. Verdicts, assertions, reports and the control
-API read the journal and nothing else.
+SMTP replies as they are given, messages accepted, DSNs sent, clicks, callbacks received and the
+violations found in them are all appended here as typed records (:mod:`harness.records`).
+Verdicts, assertions, reports and the control API read the journal and nothing else.
 
-Two stores share one interface:
+One store, two places: every journal is an SQLite database, in memory (:class:`MemoryJournal`,
+the default) or in a file (:class:`SQLiteJournal`, for standalone servers that must survive a
+restart or a ``kill -9``). Why SQLite for the memory journal too:
 
-- :class:`MemoryJournal`, the default: a list behind a lock. Appending is the hot path of both
-  servers (every callback, every SMTP session), so it does as little as possible: take the lock,
-  number the entry, append it, wake waiters only when there are any.
-- :class:`SQLiteJournal`: the same, written through to an SQLite file, so a standalone server that
-  restarts loses nothing. Entries already in the file are loaded when it opens and numbering goes
-  on after them.
+- **compact**: a record is one MessagePack array in an SQLite page, not a graph of Python objects
+  (1M callbacks take a few hundred bytes each, indexes included);
+- **no garbage-collection pauses**: entries are not Python objects until someone reads them, so
+  the cyclic collector never walks a million of them while a request waits;
+- **indexed reads**: "callbacks for this address", "the first accepted hardbounce after seq N",
+  "entries with violation CT402" are index lookups, fast at any size;
+- the duplicate history of CT402 is an index of the journal, not a second copy of it.
 
-Entries are plain data (JSON types only in ``data``) so that every store, the control API and the
-reports can serialize them without knowing what produced them. The producers document the shape
-of ``data`` for each kind next to the code that appends it.
+Numbering: ``seq`` numbers entries from 1, in the order they were appended, and a number is never
+given twice, not after :meth:`Journal.reset`, not after a restart of a file journal.
 
-Thread safety: servers run in their own threads (uvicorn, aiosmtpd), tests read from the main
-thread. Every method is safe to call from any thread. Waiting is offered both blocking
-(:meth:`Journal.wait_for`) and as a coroutine (:meth:`Journal.wait_for_async`) that never blocks
-the event loop.
+Durability (file journals): an entry is *committed* when it is in the file. Producers that answer
+a client (200 to a callback, 250 to a message) ``await journal.committed(entry)`` first, so a
+client never holds an answer for an entry the file lacks. Commits are grouped: every append made
+in one turn of the event loop is committed by one transaction at the end of it. Readers see only
+committed entries. A failed write (disk full, I/O error) raises :class:`JournalWriteError` to the
+producer, which answers "try again later" (HTTP 503, SMTP 451); the failure is counted
+(:attr:`Journal.write_failures`) and logged.
+
+Thread safety: servers run in their own threads, tests read from the main thread; every method
+is safe from any thread (one lock around the database connection). Reads fetch in chunks, letting
+writers in between.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import json
+import hashlib
+import logging
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
+import msgspec
+
+from harness.errors import ConfigError, JournalWriteError
+from harness.records import RECORD_TYPES, Callback, Kind, Record, RecordType, record_json, scrub
+from harness.vocab import address_key
 
 __all__ = [
     "Entry",
@@ -48,121 +62,584 @@ __all__ = [
     "open_journal",
 ]
 
+log = logging.getLogger("harness.journal")
 
-class Kind(StrEnum):
-    """What an entry records. Producers own the shape of ``Entry.data`` for their kinds."""
+_KINDS: tuple[Kind, ...] = tuple(Kind)
+_KIND_CODE = {kind: i for i, kind in enumerate(_KINDS)}
+_ENDPOINTS = ("bounce", "unsubscribe", "v2")
+_ENDPOINT_CODE = {name: i for i, name in enumerate(_ENDPOINTS)}
+_CHUNK = 2000
+_FORMAT = 2
+"""Version of the file layout; a journal written by another layout is refused with a message."""
 
-    CALLBACK = "callback"
-    """An HTTP request to the fake CleverTap, valid or not, with its violations and the answer."""
-    SMTP_SESSION = "smtp_session"
-    """One SMTP connection to a fake MX or relay: peer, EHLO, TLS, AUTH, commands, replies, end."""
-    SMTP_MESSAGE = "smtp_message"
-    """One message accepted (250 after DATA) by a fake MX or relay."""
-    DSN = "dsn"
-    """A delivery status notification the world sent (or failed to send) to the bounce intake."""
-    SENT = "sent"
-    """A campaign message the runner submitted to the integration, as CleverTap would."""
-    CLICK = "click"
-    """An unsubscribe action the runner performed as the recipient."""
-    VIOLATION = "violation"
-    """A violation found after the fact (cross-checks that join the mail world and callbacks)."""
-    NOTE = "note"
-    """Anything else worth keeping in order: a host taken down, a fault switched on, a reset."""
+_SCHEMA = (
+    # One row per entry; `data` is the record as a MessagePack array. The callback columns
+    # (endpoint, accepted) are NULL for other kinds and feed the partial index below.
+    """CREATE TABLE IF NOT EXISTS entries (
+        seq      INTEGER PRIMARY KEY,
+        kind     INTEGER NOT NULL,
+        at       REAL    NOT NULL,
+        data     BLOB    NOT NULL,
+        endpoint INTEGER,
+        accepted INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS entries_kind ON entries (kind, seq)",
+    """CREATE INDEX IF NOT EXISTS entries_callback ON entries (endpoint, accepted, seq)
+        WHERE endpoint IS NOT NULL""",
+    # One row per event of a callback: address and event as 64-bit keys (a hash; reads check
+    # the record itself, so a collision can only cost time), for filters and for CT402.
+    """CREATE TABLE IF NOT EXISTS events (
+        akey       INTEGER NOT NULL,
+        ekey       INTEGER NOT NULL,
+        seq        INTEGER NOT NULL,
+        at         REAL    NOT NULL,
+        remembered INTEGER NOT NULL,
+        PRIMARY KEY (akey, ekey, seq)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS events_event ON events (ekey, seq)",
+    """CREATE TABLE IF NOT EXISTS codes (
+        code TEXT    NOT NULL,
+        seq  INTEGER NOT NULL,
+        PRIMARY KEY (code, seq)
+    ) WITHOUT ROWID""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+)
+
+
+def _key(text: str) -> int:
+    """A stable signed 64-bit key for *text* (stable across processes, unlike ``hash``)."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def address_index_key(address: str) -> int:
+    return _key(address_key(address))
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One journal record.
-
-    ``seq`` numbers entries from 1 in the order they were appended; ``at`` is the wall-clock time
-    (``time.time()``) at which the harness observed the thing; ``data`` holds JSON types only.
-    """
+    """One journal entry: ``seq`` (from 1, never reused), ``kind``, ``at`` (``time.time()`` when
+    the harness observed the thing) and ``data``, the typed record."""
 
     seq: int
     kind: Kind
     at: float
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: RecordType
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "kind": str(self.kind), "at": self.at, "data": dict(self.data)}
+        return {
+            "seq": self.seq,
+            "kind": str(self.kind),
+            "at": self.at,
+            "data": record_json(self.data),
+        }
 
 
 Predicate = Callable[[Entry], bool]
 
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODERS: dict[int, msgspec.msgpack.Decoder[Any]] = {
+    _KIND_CODE[kind]: msgspec.msgpack.Decoder(rtype) for kind, rtype in RECORD_TYPES.items()
+}
 
-def _seq(entry: Entry) -> int:
-    return entry.seq
+
+def _encode(record: Record) -> tuple[bytes, Record]:
+    try:
+        return _ENCODER.encode(record), record
+    except UnicodeEncodeError:
+        clean = scrub(record)
+        return _ENCODER.encode(clean), clean
+
+
+@dataclass(slots=True)
+class _CommitWaiter:
+    seq: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
 
 
 class Journal:
-    """In-memory journal; the base of every store. See the module docstring."""
+    """A journal in memory (*path* None or ``":memory:"``) or in an SQLite file.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    See the module docstring. Use :func:`open_journal` or the two subclasses by name.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path: Path | None = None if path is None or str(path) == ":memory:" else Path(path)
+        self.durable = self.path is not None
+        """True for a file journal: appends must be committed before they are answered."""
+        self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._entries: list[Entry] = []
-        self._next = 1
         self._waiters = 0
         self._listeners: list[Callable[[Entry], None]] = []
         self._closed = False
+        self._next = 1
+        self._committed = 0
+        self._in_tx = False
+        self._pending: list[Entry] = []
+        self._commit_waiters: list[_CommitWaiter] = []
+        self._commit_scheduled = False
+        self._counts = dict.fromkeys(_KINDS, 0)
+        self._floor = 0
+        self.write_failures = 0
+        """Appends and commits that failed (disk full, I/O error) since the journal opened."""
+        self._db = self._open()
+        self._finalizer = weakref.finalize(self, self._db.close)
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path is None:
+            db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            # Nothing to roll back to and nothing to sync: a memory journal lives and dies with
+            # the process.
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+            for statement in _SCHEMA:
+                db.execute(statement)
+            return db
+        return self._open_file(self.path)
+
+    def _open_file(self, path: Path) -> sqlite3.Connection:
+        where = f"journal file {str(path)!r}"
+        if path.exists():
+            if path.is_dir():
+                raise ConfigError(f"{where} is a directory; give a file path")
+            if path.stat().st_size == 0:
+                raise ConfigError(
+                    f"{where} is empty (0 bytes), so it is no journal; delete it to start a new "
+                    "journal there, or give another path"
+                )
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise ConfigError(f"{where} is not readable and writable by this user")
+        elif not os.access(path.parent if str(path.parent) else Path("."), os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"{where} cannot be created: directory {str(path.parent)!r} is not "
+                "writable (or does not exist)"
+            )
+        try:
+            # check_same_thread=False: every use is serialized by the journal's lock.
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{where} cannot be opened: {exc}") from exc
+        try:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if tables and "meta" not in tables:
+                raise ConfigError(
+                    f"{where} is an SQLite database but not a harness journal (it has "
+                    f"{', '.join(sorted(tables)) or 'no tables'}); give another path"
+                )
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit is in the file (the WAL) when COMMIT returns, so a
+            # killed process loses nothing committed; only a power loss could.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('format', ?)", (_FORMAT,))
+            elif row[0] != _FORMAT:
+                raise ConfigError(
+                    f"{where} was written in journal format {row[0]}, this harness reads format "
+                    f"{_FORMAT}; give another path"
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('opened', ?)", (time.time(),)
+            )  # proves the file is writable now, not at the first callback
+            db.execute("COMMIT")
+        except ConfigError:
+            db.close()
+            raise
+        except sqlite3.Error as exc:
+            db.close()
+            raise ConfigError(f"{where} cannot be used as a journal: {exc}") from exc
+        floor = db.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()
+        top = db.execute("SELECT max(seq) FROM entries").fetchone()[0] or 0
+        self._floor = int(floor[0]) if floor else 0
+        self._next = max(top, self._floor) + 1
+        self._committed = self._next - 1
+        for code, count in db.execute("SELECT kind, count(*) FROM entries GROUP BY kind"):
+            self._counts[_KINDS[code]] = count
+        return db
 
     # -- writing -------------------------------------------------------------------------------
 
-    def append(self, kind: Kind, data: Mapping[str, Any], *, at: float | None = None) -> Entry:
-        """Record one entry and return it. Safe from any thread; never drops an entry."""
+    def append(self, record: Record, *, at: float | None = None) -> Entry:
+        """Record one entry and return it. Safe from any thread.
+
+        A memory journal never loses an entry. A file journal may fail to write one (disk full,
+        I/O error): then :class:`JournalWriteError` is raised and nothing was recorded.
+        """
         when = time.time() if at is None else at
+        kind = record.KIND
+        blob, record = _encode(record)
         with self._lock:
-            entry = Entry(self._next, kind, when, data)
-            self._store(entry)
-            self._entries.append(entry)
-            self._next += 1
-            if self._waiters:
-                self._cond.notify_all()
-            listeners = self._listeners
-        # Listeners run outside the lock so a slow one cannot stall other writers.
-        for listener in listeners:
-            listener(entry)
+            if self._closed:
+                raise JournalWriteError("the journal is closed")
+            seq = self._next
+            entry = Entry(seq, kind, when, record)  # type: ignore[arg-type]
+            try:
+                if self.durable and not self._in_tx:
+                    self._db.execute("BEGIN")
+                    self._in_tx = True
+                self._insert(entry, blob)
+            except sqlite3.Error as exc:
+                self._write_failed(exc, "append")
+                raise JournalWriteError(
+                    f"the journal could not record a {kind} entry: {exc}"
+                ) from exc
+            self._next = seq + 1
+            self._counts[kind] += 1
+            if not self.durable:
+                self._committed = seq
+                listeners = self._announce_locked()
+            else:
+                self._pending.append(entry)
+                listeners = None
+        if listeners is not None:
+            for listener in listeners:
+                listener(entry)
+        else:
+            self._schedule_commit()
         return entry
 
-    def _store(self, entry: Entry) -> None:
-        """Persist *entry*; called with the lock held. The memory store keeps only the list."""
+    def _insert(self, entry: Entry, blob: bytes) -> None:
+        record = entry.data
+        db = self._db
+        if isinstance(record, Callback):
+            endpoint = _ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
+            db.execute(
+                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    entry.seq,
+                    _KIND_CODE[entry.kind],
+                    entry.at,
+                    blob,
+                    -1 if endpoint is None else endpoint,
+                    int(record.accepted),
+                ),
+            )
+            remembered = int(record.remembered)
+            events = record.events
+            if len(events) == 1:
+                db.execute(
+                    "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                    (
+                        address_index_key(events[0].email),
+                        _key(events[0].event),
+                        entry.seq,
+                        entry.at,
+                        remembered,
+                    ),
+                )
+            elif events:
+                # Each (address, event) once per request: twice in one payload is CT401's.
+                keys = {(address_index_key(e.email), _key(e.event)) for e in events}
+                db.executemany(
+                    "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
+                    [(a, e, entry.seq, entry.at, remembered) for a, e in keys],
+                )
+            if record.violations:
+                db.executemany(
+                    "INSERT OR IGNORE INTO codes VALUES (?, ?)",
+                    [(code, entry.seq) for code in record.codes],
+                )
+        else:
+            db.execute(
+                "INSERT INTO entries (seq, kind, at, data) VALUES (?, ?, ?, ?)",
+                (entry.seq, _KIND_CODE[entry.kind], entry.at, blob),
+            )
+
+    def _announce_locked(self) -> list[Callable[[Entry], None]]:
+        if self._waiters:
+            self._cond.notify_all()
+        return self._listeners
+
+    def _write_failed(self, exc: BaseException, what: str) -> None:
+        """Count and log a failed write; roll back what was not committed (lock held)."""
+        lost = self._pending
+        self._pending = []
+        self.write_failures += 1 + len(lost)
+        for entry in lost:
+            self._counts[entry.kind] -= 1
+        if self._in_tx:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite may have rolled back already (disk full does)
+            self._in_tx = False
+        log.error(
+            "journal %s failed (%s); %d entr%s not recorded, answered as temporary failures",
+            what,
+            exc,
+            1 + len(lost) if what == "append" else len(lost),
+            "y" if len(lost) + (what == "append") == 1 else "ies",
+        )
+        error = JournalWriteError(f"the journal could not commit: {exc}")
+        for waiter in self._commit_waiters:
+            _settle(waiter, error)
+        self._commit_waiters = []
+
+    def _schedule_commit(self) -> None:
+        """Commit at the end of this turn of the event loop (all its appends in one
+        transaction), or at once when called outside a loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.commit()
+            return
+        with self._lock:
+            if self._commit_scheduled:
+                return
+            self._commit_scheduled = True
+        loop.call_soon(self.commit)
+
+    def commit(self) -> None:
+        """Commit every pending append now (a no-op for a memory journal)."""
+        with self._lock:
+            self._commit_scheduled = False
+            if not self._in_tx:
+                return
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._write_failed(exc, "commit")
+                return
+            self._in_tx = False
+            done = self._pending
+            self._pending = []
+            if done:
+                self._committed = done[-1].seq
+            ready = [w for w in self._commit_waiters if w.seq <= self._committed]
+            self._commit_waiters = [w for w in self._commit_waiters if w.seq > self._committed]
+            listeners = self._announce_locked()
+        for waiter in ready:
+            _settle(waiter, None)
+        for entry in done:
+            for listener in listeners:
+                listener(entry)
+
+    async def committed(self, entry: Entry) -> None:
+        """Return once *entry* is in the file (at once for a memory journal).
+
+        Raises :class:`JournalWriteError` when its transaction failed: the caller must not
+        answer as if it had been recorded.
+        """
+        if entry.seq <= self._committed:
+            return
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if entry.seq <= self._committed:
+                return
+            if not any(e.seq == entry.seq for e in self._pending):
+                raise JournalWriteError(f"journal entry {entry.seq} was not recorded")
+            future: asyncio.Future[None] = loop.create_future()
+            self._commit_waiters.append(_CommitWaiter(entry.seq, loop, future))
+        await future
 
     def reset(self) -> None:
-        """Forget every entry (numbering goes on, so old sequence numbers are never reused)."""
+        """Forget every entry. Numbering goes on: old sequence numbers are never reused, also
+        after a restart of a file journal."""
         with self._lock:
-            self._entries.clear()
-            self._clear_store()
-
-    def _clear_store(self) -> None:
-        """Drop persisted entries; called with the lock held."""
+            self.commit()
+            floor = self._next - 1
+            try:
+                self._db.execute("BEGIN")
+                for table in ("entries", "events", "codes"):
+                    self._db.execute(f"DELETE FROM {table}")
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('floor', ?)", (floor,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._write_failed(exc, "reset")
+                raise JournalWriteError(f"the journal could not be reset: {exc}") from exc
+            self._floor = floor
+            self._counts = dict.fromkeys(_KINDS, 0)
 
     # -- reading -------------------------------------------------------------------------------
 
+    def _decode(self, row: Sequence[Any]) -> Entry:
+        seq, kind, at, blob = row[0], row[1], row[2], row[3]
+        return Entry(seq, _KINDS[kind], at, _DECODERS[kind].decode(blob))
+
+    def _select(self, sql: str, args: Sequence[Any]) -> Iterator[Entry]:
+        """Entries of ``SELECT seq, kind, at, data ... WHERE ... seq > ? ... LIMIT ?`` (the last
+        two parameters), fetched in chunks without holding the lock in between."""
+        *fixed, since, _ = args
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                rows = self._db.execute(sql, (*fixed, since, self._committed, _CHUNK)).fetchall()
+            for row in rows:
+                yield self._decode(row)
+            if len(rows) < _CHUNK:
+                return
+            since = rows[-1][0]
+
     def entries(self, kind: Kind | None = None, *, since: int = 0) -> list[Entry]:
-        """A snapshot of the entries with ``seq > since``, of one kind or of all kinds."""
+        """The entries with ``seq > since``, of one kind or of all kinds, in order."""
+        return list(self.iter_entries(kind, since=since))
+
+    def iter_entries(self, kind: Kind | None = None, *, since: int = 0) -> Iterator[Entry]:
+        """Like :meth:`entries`, lazily (for long journals)."""
+        if kind is None:
+            return self._select(
+                "SELECT seq, kind, at, data FROM entries WHERE seq > ? AND seq <= ? "
+                "ORDER BY seq LIMIT ?",
+                (since, None),
+            )
+        return self._select(
+            "SELECT seq, kind, at, data FROM entries WHERE kind = ? AND seq > ? AND seq <= ? "
+            "ORDER BY seq LIMIT ?",
+            (_KIND_CODE[kind], since, None),
+        )
+
+    def get(self, seq: int) -> Entry | None:
+        """The entry numbered *seq*, or None."""
         with self._lock:
-            # Entries are sorted by seq, so the first one after *since* is found by bisection.
-            start = bisect.bisect_right(self._entries, since, key=_seq) if since else 0
+            row = self._db.execute(
+                "SELECT seq, kind, at, data FROM entries WHERE seq = ? AND seq <= ?",
+                (seq, self._committed),
+            ).fetchone()
+        return None if row is None else self._decode(row)
+
+    def callbacks(
+        self,
+        *,
+        event: str | None = None,
+        address: str | None = None,
+        code: str | None = None,
+        endpoint: str | None = None,
+        accepted: bool | None = None,
+        since: int = 0,
+        limit: int | None = None,
+    ) -> list[Entry]:
+        """Callback entries after *since*, filtered through the indexes, in order.
+
+        *event* and *address* must match the same event of a payload
+        (:meth:`~harness.records.CallbackEvent.matches`); *code* a violation found in it;
+        *endpoint* where it arrived; *accepted* whether it was answered 2xx.
+        """
+        found: list[Entry] = []
+        for entry in self._callback_candidates(event, address, code, endpoint, accepted, since):
+            record = entry.data
+            if not isinstance(record, Callback):  # pragma: no cover - the indexes are per kind
+                continue
+            if (event is not None or address is not None) and not any(
+                record.matching(event, address)
+            ):
+                continue  # a key collision, or an index that cannot tell the whole filter
+            if code is not None and code not in record.codes:
+                continue
+            if endpoint is not None and record.endpoint != endpoint:
+                continue
+            if accepted is not None and record.accepted != accepted:
+                continue
+            found.append(entry)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def _callback_candidates(
+        self,
+        event: str | None,
+        address: str | None,
+        code: str | None,
+        endpoint: str | None,
+        accepted: bool | None,
+        since: int,
+    ) -> Iterator[Entry]:
+        columns = "SELECT e.seq, e.kind, e.at, e.data FROM entries e"
+        where: list[str] = []
+        args: list[Any] = []
+        if endpoint is not None:
+            where.append("e.endpoint = ?")
+            args.append(_ENDPOINT_CODE.get(endpoint, -2))
+        if accepted is not None:
+            where.append("e.accepted = ?")
+            args.append(int(accepted))
+        if address is not None or event is not None:
+            # DISTINCT: two events of one payload may match an event-only filter.
+            if address is not None:
+                where.append("v.akey = ?")
+                args.append(address_index_key(address))
+            if event is not None:
+                where.append("v.ekey = ?")
+                args.append(_key(event))
+            sql = (
+                f"SELECT DISTINCT e.seq, e.kind, e.at, e.data FROM events v JOIN entries e "
+                f"ON e.seq = v.seq WHERE {' AND '.join([*where, 'v.seq > ?', 'v.seq <= ?'])} "
+                "ORDER BY v.seq LIMIT ?"
+            )
+        elif code is not None:
+            where.append("c.code = ?")
+            args.append(code)
+            sql = (
+                f"{columns} JOIN codes c ON c.seq = e.seq WHERE "
+                f"{' AND '.join([*where, 'c.seq > ?', 'c.seq <= ?'])} ORDER BY c.seq LIMIT ?"
+            )
+        else:
+            where.insert(0, "e.kind = ?")
+            args.insert(0, _KIND_CODE[Kind.CALLBACK])
+            if endpoint is None and accepted is None:
+                where.append("e.endpoint IS NOT NULL")
+            sql = (
+                f"{columns} WHERE {' AND '.join([*where, 'e.seq > ?', 'e.seq <= ?'])} "
+                "ORDER BY e.seq LIMIT ?"
+            )
+        return self._select(sql, (*args, since, None))
+
+    def last_remembered(
+        self, event: str, address: str, *, after: float, since: int = 0
+    ) -> tuple[float, int] | None:
+        """The newest callback at or after *after* (a time) that reported *event* for *address*
+        and counts for duplicates (:attr:`~harness.records.Callback.remembered`): (at, seq)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT at, seq FROM events WHERE akey = ? AND ekey = ? AND remembered = 1 "
+                "AND at >= ? AND seq > ? ORDER BY seq DESC LIMIT 4",
+                (address_index_key(address), _key(event), after, since),
+            ).fetchall()
+        for at, seq in rows:
+            entry = self.get(seq)
+            if (
+                entry is not None
+                and isinstance(entry.data, Callback)
+                and any(entry.data.matching(event, address))
+            ):
+                return (at, seq)
+        return None
+
+    def count(self, kind: Kind | None = None) -> int:
+        """How many entries of *kind* (or of all kinds) the journal holds, without a scan."""
+        with self._lock:
             if kind is None:
-                return self._entries[start:]
-            return [e for e in self._entries[start:] if e.kind is kind]
+                return sum(self._counts.values())
+            return self._counts[kind]
 
     def __iter__(self) -> Iterator[Entry]:
-        return iter(self.entries())
+        return self.iter_entries()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return self.count()
 
     @property
     def last_seq(self) -> int:
-        """The sequence number of the newest entry ever appended (0 when none was)."""
+        """The newest committed entry's seq (0 when none ever was); a reader passes it as
+        ``since`` to see only newer entries."""
+        return self._committed
+
+    @property
+    def next_seq(self) -> int:
+        """The seq the next append will get. Producers derive ids that must never repeat from
+        it (queue ids, session ids): seqs are never reused, also across restarts."""
         with self._lock:
-            return self._next - 1
+            return self._next
 
     def find(self, predicate: Predicate, *, since: int = 0) -> Entry | None:
         """The first entry after *since* that matches *predicate*, or None."""
-        for entry in self.entries(since=since):
+        for entry in self.iter_entries(since=since):
             if predicate(entry):
                 return entry
         return None
@@ -178,14 +655,15 @@ class Journal:
         deadline = time.monotonic() + timeout
         checked = since
         while True:
-            batch = self.entries(since=checked)
-            for entry in batch:
+            top = self._committed
+            for entry in self.iter_entries(since=checked):
+                if entry.seq > top:
+                    break
                 if predicate(entry):
                     return entry
-            if batch:
-                checked = batch[-1].seq
+            checked = top
             with self._lock:
-                if self._entries and self._entries[-1].seq > checked:
+                if self._committed > checked:
                     continue  # something arrived while we were scanning: scan it first
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -197,17 +675,28 @@ class Journal:
                     self._waiters -= 1
 
     async def wait_for_async(
-        self, predicate: Predicate, timeout: float, *, since: int = 0
+        self,
+        predicate: Predicate,
+        timeout: float,
+        *,
+        since: int = 0,
+        first: Callable[[int], Entry | None] | None = None,
     ) -> Entry | None:
-        """Like :meth:`wait_for`, as a coroutine that never blocks the running event loop."""
-        found = self.find(predicate, since=since)
+        """Like :meth:`wait_for`, as a coroutine that never blocks the running event loop.
+
+        *first*, given ``since``, finds the first matching entry already in the journal with an
+        index (e.g. through :meth:`callbacks`) instead of a scan; new entries are checked with
+        *predicate* as they are committed.
+        """
+        look = first if first is not None else (lambda s: self.find(predicate, since=s))
+        found = look(since)
         if found is not None:
             return found
         loop = asyncio.get_running_loop()
         result: asyncio.Future[Entry] = loop.create_future()
 
         def _on_append(entry: Entry) -> None:
-            if predicate(entry):
+            if entry.seq > since and predicate(entry):
                 loop.call_soon_threadsafe(_resolve, entry)
 
         def _resolve(entry: Entry) -> None:
@@ -216,9 +705,9 @@ class Journal:
 
         remove = self.subscribe(_on_append)
         try:
-            # Re-scan after subscribing: an entry appended between the first scan and the
+            # Look again after subscribing: an entry committed between the first look and the
             # subscription would otherwise be missed.
-            found = self.find(predicate, since=since)
+            found = look(since)
             if found is not None:
                 return found
             try:
@@ -229,12 +718,10 @@ class Journal:
             remove()
 
     def subscribe(self, listener: Callable[[Entry], None]) -> Callable[[], None]:
-        """Call *listener* with every new entry (in the appending thread); returns an unsubscriber.
-
-        Listeners must be quick and must not raise; they run on the servers' hot paths.
-        """
+        """Call *listener* with every new entry once it is committed (in the committing thread);
+        returns an unsubscriber. Listeners must be quick and must not raise."""
         with self._lock:
-            # Copy-on-write: append() iterates a snapshot without holding the lock.
+            # Copy-on-write: writers iterate a snapshot without holding the lock.
             self._listeners = [*self._listeners, listener]
 
         def remove() -> None:
@@ -246,8 +733,13 @@ class Journal:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the store. The memory store has nothing to release."""
-        self._closed = True
+        """Commit what is pending and release the database."""
+        with self._lock:
+            if self._closed:
+                return
+            self.commit()
+            self._closed = True
+            self._finalizer()
 
     def __enter__(self) -> Journal:
         return self
@@ -256,54 +748,37 @@ class Journal:
         self.close()
 
 
-MemoryJournal = Journal
+def _settle(waiter: _CommitWaiter, error: BaseException | None) -> None:
+    def settle() -> None:
+        if waiter.future.done():
+            return
+        if error is None:
+            waiter.future.set_result(None)
+        else:
+            waiter.future.set_exception(error)
+
+    try:
+        waiter.loop.call_soon_threadsafe(settle)
+    except RuntimeError:
+        pass  # that loop is closed: nobody is waiting any more
+
+
+class MemoryJournal(Journal):
+    """A journal in memory (an in-memory SQLite database): the default."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
 
 
 class SQLiteJournal(Journal):
-    """A journal written through to an SQLite file; reopening the file restores every entry."""
+    """A journal in an SQLite file: reopening the file restores every committed entry.
 
-    _SCHEMA = """
-        CREATE TABLE IF NOT EXISTS entries (
-            seq  INTEGER PRIMARY KEY,
-            kind TEXT    NOT NULL,
-            at   REAL    NOT NULL,
-            data TEXT    NOT NULL
-        )
+    Refused at once, with a :class:`~harness.errors.ConfigError` naming the problem, when the
+    file is empty, not SQLite, another SQLite database, read-only or not creatable.
     """
 
     def __init__(self, path: str | Path) -> None:
-        super().__init__()
-        self.path = Path(path)
-        try:
-            # check_same_thread=False: every use is serialized by the journal's lock.
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(self._SCHEMA)
-            rows = self._db.execute("SELECT seq, kind, at, data FROM entries ORDER BY seq")
-            for seq, kind, at, data in rows:
-                self._entries.append(Entry(seq, Kind(kind), at, json.loads(data)))
-        except (sqlite3.Error, ValueError) as exc:
-            raise ConfigError(
-                f"journal file {str(self.path)!r} cannot be used as an SQLite journal: {exc}"
-            ) from exc
-        if self._entries:
-            self._next = self._entries[-1].seq + 1
-
-    def _store(self, entry: Entry) -> None:
-        self._db.execute(
-            "INSERT INTO entries (seq, kind, at, data) VALUES (?, ?, ?, ?)",
-            (entry.seq, str(entry.kind), entry.at, json.dumps(entry.data, separators=(",", ":"))),
-        )
-
-    def _clear_store(self) -> None:
-        self._db.execute("DELETE FROM entries")
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._db.close()
-            self._closed = True
+        super().__init__(Path(path))
 
 
 def open_journal(path: str | Path | None = None) -> Journal:

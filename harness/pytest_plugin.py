@@ -286,10 +286,11 @@ def _server_errors(trap: _ErrorTrap, journal: Journal, since: int) -> list[str]:
 
     found = trap.take()
     # The fake CleverTap journals a check that crashed (and answers 500) instead of logging it.
-    for entry in journal.entries(Kind.CALLBACK, since=since):
-        error = entry.data.get("error")
-        if error:
-            found.append(f"fake CleverTap, journal seq {entry.seq}: {error}")
+    from harness.records import Callback
+
+    for entry in journal.iter_entries(Kind.CALLBACK, since=since):
+        if isinstance(entry.data, Callback) and entry.data.error:
+            found.append(f"fake CleverTap, journal seq {entry.seq}: {entry.data.error}")
     return found
 
 

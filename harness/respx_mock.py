@@ -40,11 +40,12 @@ import respx
 
 from harness.clevertap.app import CallbackResult, process_callback
 from harness.clevertap.faults import FaultPlan, FaultRule
-from harness.clevertap.inspect import DuplicateIndex, Endpoint
+from harness.clevertap.inspect import Endpoint, JournalHistory
 from harness.clevertap.settings import ServerSettings
 from harness.errors import ConfigError, ExpectationError, did_you_mean
 from harness.expect import JournalAssertions
-from harness.journal import Journal, Kind, MemoryJournal
+from harness.journal import Journal, MemoryJournal
+from harness.records import FaultsChanged
 
 __all__ = ["CleverTapMock", "MockUrls"]
 
@@ -137,7 +138,7 @@ class CleverTapMock(JournalAssertions):
         self.settings = settings
         self.journal: Journal = journal if journal is not None else MemoryJournal()
         self.faults = FaultPlan(settings.faults)
-        self.duplicates = DuplicateIndex()
+        self.duplicates = JournalHistory(self.journal)
         self.unmatched: list[httpx.Request] = []
         """Requests to the base URL that matched no callback URL (answered 404)."""
 
@@ -224,10 +225,7 @@ class CleverTapMock(JournalAssertions):
     def set_faults(self, *rules: FaultRule) -> None:
         """Replace the fault rules; with no rules, remove them all (journaled as a NOTE)."""
         self.faults.set(rules)
-        self.journal.append(
-            Kind.NOTE,
-            {"source": "clevertap", "what": "faults", "rules": [r.describe() for r in rules]},
-        )
+        self.journal.append(FaultsChanged(rules=tuple(r.describe() for r in rules)))
 
     def reset(self) -> None:
         """Clear the journal, the duplicate index, the fault counters and unmatched requests."""

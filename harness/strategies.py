@@ -45,10 +45,10 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from harness.clevertap.inspect import CheckConfig, DuplicateIndex, Endpoint, Inspection, inspect
-from harness.clevertap.models import LEGACY_EVENTS, MAX_V2_EVENTS, V2_TYPES
 from harness.errors import ConfigError, UnknownNameError
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Reply
 from harness.smtp.dsn import ACTIONS, Dialect, dsn_bytes, dsn_for_mode, get_dialect
+from harness.vocab import LEGACY_EVENTS, MAX_V2_EVENTS, V2_TYPES
 
 __all__ = [
     "MUTATION_CODES",
@@ -272,7 +272,7 @@ def legacy_payloads(
     return build()
 
 
-_V2_FAILED = ("hard_bounce", "soft_bounce", "spam", "unsubscribed")
+_V2_FAILED = tuple(t for t in V2_TYPES if t != "delivered")
 
 
 def _metas(email: str, n: int, ts: int) -> SearchStrategy[str]:

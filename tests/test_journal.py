@@ -1,71 +1,195 @@
-"""Unit tests of harness.journal: numbering, reading, waiting, listeners, the SQLite store."""
+"""Unit tests of harness.journal: numbering, typed reads, indexes, waiting, durability."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from harness.errors import ConfigError
+from harness.checks import Severity, Violation
+from harness.errors import ConfigError, JournalWriteError
 from harness.journal import Entry, Journal, Kind, MemoryJournal, SQLiteJournal, open_journal
+from harness.records import Callback, CallbackEvent, Click, FaultHit, Note, Sent
+
+
+def note(what: str = "x") -> Note:
+    return Note(source="test", what=what)
+
+
+def callback(
+    event: str = "hardbounce",
+    email: str = "a@example.com",
+    *,
+    status: int | None = 200,
+    endpoint: str = "bounce",
+    violations: tuple[Violation, ...] = (),
+    fault: FaultHit | None = None,
+    more: tuple[CallbackEvent, ...] = (),
+) -> Callback:
+    return Callback(
+        endpoint=endpoint,
+        path=f"/{endpoint}",
+        body="[]",
+        events=(CallbackEvent(event, email, 1700000000), *more),
+        violations=violations,
+        status=status,
+        fault=fault,
+    )
 
 
 def test_entries_are_numbered_from_one_in_append_order() -> None:
     journal = Journal()
-    first = journal.append(Kind.NOTE, {"n": 1}, at=10.0)
-    second = journal.append(Kind.CALLBACK, {"n": 2}, at=11.0)
-    assert first == Entry(1, Kind.NOTE, 10.0, {"n": 1})
-    assert second == Entry(2, Kind.CALLBACK, 11.0, {"n": 2})
+    first = journal.append(note("one"), at=10.0)
+    second = journal.append(callback(), at=11.0)
+    assert first == Entry(1, Kind.NOTE, 10.0, note("one"))
+    assert second.seq == 2
+    assert second.kind is Kind.CALLBACK
     assert journal.entries() == [first, second]
     assert list(journal) == [first, second]
     assert len(journal) == 2
     assert journal.last_seq == 2
 
 
+def test_reads_give_back_the_typed_record() -> None:
+    journal = Journal()
+    record = callback(more=(CallbackEvent("softbounce", "b@example.com", None, "m"),))
+    journal.append(record)
+    (entry,) = journal.entries()
+    assert entry.data == record
+    assert isinstance(entry.data, Callback)
+    assert entry.data.events[1].meta == "m"
+
+
 def test_entries_by_kind_and_since() -> None:
     journal = Journal()
-    a = journal.append(Kind.NOTE, {})
-    b = journal.append(Kind.CALLBACK, {})
-    c = journal.append(Kind.NOTE, {})
+    a = journal.append(note())
+    b = journal.append(callback())
+    c = journal.append(note())
     assert journal.entries(Kind.NOTE) == [a, c]
     assert journal.entries(since=a.seq) == [b, c]
     assert journal.entries(Kind.NOTE, since=a.seq) == [c]
     assert journal.entries(since=c.seq) == []
+    assert journal.get(b.seq) == b
+    assert journal.get(99) is None
+
+
+def test_reads_in_chunks_see_every_entry() -> None:
+    journal = Journal()
+    for i in range(4500):
+        journal.append(note(str(i)))
+    entries = journal.entries()
+    assert [e.seq for e in entries] == list(range(1, 4501))
+    assert journal.count(Kind.NOTE) == 4500
 
 
 def test_reset_forgets_entries_but_never_reuses_numbers() -> None:
     journal = Journal()
-    journal.append(Kind.NOTE, {})
-    journal.append(Kind.NOTE, {})
+    journal.append(note())
+    journal.append(note())
     journal.reset()
     assert journal.entries() == []
+    assert journal.count() == 0
     assert journal.last_seq == 2
-    assert journal.append(Kind.NOTE, {}).seq == 3
+    assert journal.append(note()).seq == 3
 
 
-def test_entry_to_json() -> None:
-    entry = Entry(7, Kind.SENT, 1.5, {"to": "a@example.com"})
+def test_entry_to_json_names_the_fields() -> None:
+    entry = Journal().append(Sent(message_id="<1@x>", sender="n@b.test", to=("a@x.test",)), at=1.5)
     assert entry.to_json() == {
-        "seq": 7,
+        "seq": 1,
         "kind": "sent",
         "at": 1.5,
-        "data": {"to": "a@example.com"},
+        "data": {
+            "message_id": "<1@x>",
+            "from": "n@b.test",
+            "to": ["a@x.test"],
+            "meta": None,
+            "subject": None,
+            "n": 0,
+            "ok": False,
+            "reply": None,
+            "error": None,
+        },
     }
+
+
+def test_unencodable_text_is_stored_escaped_and_stays_readable() -> None:
+    journal = Journal()
+    entry = journal.append(callback(email="\ud800@x.test", status=400))
+    assert isinstance(entry.data, Callback)
+    assert entry.data.events[0].email == "\\ud800@x.test"
+    (read,) = journal.entries()
+    assert read == entry
+    assert read.to_json()["data"]["events"][0][1] == "\\ud800@x.test"
 
 
 def test_find() -> None:
     journal = Journal()
-    journal.append(Kind.NOTE, {"x": 1})
-    second = journal.append(Kind.NOTE, {"x": 2})
-    assert journal.find(lambda e: e.data["x"] == 2) == second
-    assert journal.find(lambda e: e.data["x"] == 1, since=1) is None
+    journal.append(note("1"))
+    second = journal.append(note("2"))
+    assert journal.find(lambda e: isinstance(e.data, Note) and e.data.what == "2") == second
+    assert journal.find(lambda e: isinstance(e.data, Note) and e.data.what == "1", since=1) is None
+
+
+# -- indexed reads ---------------------------------------------------------------------------------
+
+
+def test_callbacks_filters_match_the_same_event_and_any_case() -> None:
+    journal = Journal()
+    one = journal.append(callback("hardbounce", "A@Example.com"))
+    journal.append(callback("softbounce", "b@example.com"))
+    mixed = journal.append(
+        callback("softbounce", "a@example.com", more=(CallbackEvent("hardbounce", "c@x.test"),))
+    )
+    refused = journal.append(callback("hardbounce", "a@example.com", status=400))
+    journal.append(note())
+    assert journal.callbacks(address="a@EXAMPLE.com") == [one, mixed, refused]
+    assert journal.callbacks(event="hardbounce", address="a@example.com") == [one, refused]
+    assert journal.callbacks(event="hardbounce") == [one, mixed, refused]
+    assert journal.callbacks(event="hardbounce", accepted=True) == [one, mixed]
+    assert journal.callbacks(accepted=False) == [refused]
+    assert journal.callbacks(event="hardbounce", limit=1) == [one]
+    assert journal.callbacks(since=one.seq, limit=1)[0].seq == one.seq + 1
+    assert journal.callbacks(endpoint="v2") == []
+    assert len(journal.callbacks()) == 4
+
+
+def test_callbacks_by_violation_code() -> None:
+    journal = Journal()
+    bad = Violation("CT303", Severity.ERROR, "$[0].data[0].ts", "ts in ms")
+    journal.append(callback())
+    flagged = journal.append(callback(violations=(bad, bad), status=400))
+    assert journal.callbacks(code="CT303") == [flagged]
+    assert journal.callbacks(code="CT101") == []
+
+
+def test_last_remembered_counts_only_what_counts_for_duplicates() -> None:
+    journal = Journal()
+    delay = FaultHit(rule=0, action="delay", spec="delay=1")
+    dropped = FaultHit(rule=1, action="close", spec="close")
+    error = Violation("CT303", Severity.ERROR, "$", "bad")
+    journal.append(callback(status=503, fault=FaultHit(rule=2, action="status", spec="status")))
+    journal.append(callback(status=None, fault=dropped))
+    journal.append(callback(status=400, violations=(error,)))
+    assert journal.last_remembered("hardbounce", "a@example.com", after=0) is None
+    kept = journal.append(callback(fault=delay))
+    assert journal.last_remembered("hardbounce", "A@EXAMPLE.COM", after=0) == (kept.at, kept.seq)
+    assert journal.last_remembered("softbounce", "a@example.com", after=0) is None
+    assert journal.last_remembered("hardbounce", "a@example.com", after=kept.at + 1) is None
+    assert journal.last_remembered("hardbounce", "a@example.com", after=0, since=kept.seq) is None
+
+
+# -- waiting ---------------------------------------------------------------------------------------
 
 
 def test_wait_for_returns_an_entry_already_there() -> None:
     journal = Journal()
-    entry = journal.append(Kind.CLICK, {})
+    entry = journal.append(Click(recipient="a@x.test", via="one_click"))
     assert journal.wait_for(lambda e: e.kind is Kind.CLICK, timeout=0) == entry
 
 
@@ -75,70 +199,72 @@ def test_wait_for_wakes_up_on_an_append_from_another_thread() -> None:
 
     def append_later() -> None:
         started.wait(10)
-        journal.append(Kind.NOTE, {"skip": True})
-        journal.append(Kind.DSN, {})
+        journal.append(note("skip"))
+        journal.append(Click(recipient="a@x.test", via="get"))
 
-    writer = threading.Thread(target=append_later)
-    writer.start()
+    thread = threading.Thread(target=append_later)
+    thread.start()
     started.set()
-    found = journal.wait_for(lambda e: e.kind is Kind.DSN, timeout=30)
-    writer.join()
+    found = journal.wait_for(lambda e: e.kind is Kind.CLICK, timeout=10)
+    thread.join()
     assert found is not None
-    assert found.kind is Kind.DSN
     assert found.seq == 2
 
 
-def test_wait_for_gives_none_after_the_timeout() -> None:
+def test_wait_for_times_out() -> None:
     journal = Journal()
-    journal.append(Kind.NOTE, {})
-    assert journal.wait_for(lambda e: e.kind is Kind.DSN, timeout=0.01) is None
+    journal.append(note())
+    assert journal.wait_for(lambda e: e.kind is Kind.CLICK, timeout=0.05) is None
 
 
 @pytest.mark.asyncio
-async def test_wait_for_async_sees_an_append_made_while_waiting() -> None:
+async def test_wait_for_async_sees_entries_from_other_threads() -> None:
     journal = Journal()
-    waiter = asyncio.ensure_future(journal.wait_for_async(lambda e: e.data.get("ok"), 30))
-    for _ in range(1000):  # until subscribed: the waiter is then inside its wait
-        if journal._listeners:
-            break
-        await asyncio.sleep(0)
-    assert journal._listeners
-    writer = threading.Thread(target=journal.append, args=(Kind.NOTE, {"ok": True}))
-    writer.start()
-    found = await waiter
-    writer.join()
+
+    def append() -> None:
+        journal.append(note("later"))
+
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.05, lambda: threading.Thread(target=append).start())
+    found = await journal.wait_for_async(lambda e: e.kind is Kind.NOTE, timeout=5)
     assert found is not None
-    assert found.data == {"ok": True}
-    assert journal._listeners == []  # the subscription is removed
+    assert found.seq == 1
 
 
 @pytest.mark.asyncio
-async def test_wait_for_async_timeout_and_existing_entry() -> None:
+async def test_wait_for_async_uses_the_first_finder() -> None:
     journal = Journal()
-    assert await journal.wait_for_async(lambda e: True, 0.01) is None
-    entry = journal.append(Kind.NOTE, {})
-    assert await journal.wait_for_async(lambda e: True, 0) == entry
-    assert await journal.wait_for_async(lambda e: True, 0.01, since=entry.seq) is None
+    old = journal.append(callback())
+    asked: list[int] = []
+
+    def first(since: int) -> Entry | None:
+        asked.append(since)
+        found = journal.callbacks(event="hardbounce", since=since, limit=1)
+        return found[0] if found else None
+
+    found = await journal.wait_for_async(lambda e: False, timeout=1, first=first)
+    assert found == old
+    assert asked == [0]
 
 
-def test_subscribe_and_unsubscribe() -> None:
+def test_listeners_get_every_entry_and_can_unsubscribe() -> None:
     journal = Journal()
     seen: list[int] = []
     remove = journal.subscribe(lambda e: seen.append(e.seq))
-    journal.append(Kind.NOTE, {})
+    journal.append(note())
     remove()
-    journal.append(Kind.NOTE, {})
+    journal.append(note())
     assert seen == [1]
 
 
 def test_concurrent_appends_get_unique_consecutive_numbers() -> None:
     journal = Journal()
 
-    def writer() -> None:
+    def work() -> None:
         for _ in range(500):
-            journal.append(Kind.NOTE, {})
+            journal.append(note())
 
-    threads = [threading.Thread(target=writer) for _ in range(8)]
+    threads = [threading.Thread(target=work) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -146,46 +272,127 @@ def test_concurrent_appends_get_unique_consecutive_numbers() -> None:
     assert [e.seq for e in journal.entries()] == list(range(1, 4001))
 
 
-def test_sqlite_journal_restores_entries_and_continues_numbering(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
-    with SQLiteJournal(path) as journal:
-        journal.append(
-            Kind.CALLBACK, {"events": [["softbounce", "a@example.com", 1, None]]}, at=5.0
-        )
-        journal.append(Kind.NOTE, {"text": "é"}, at=6.0)
-    with SQLiteJournal(path) as reopened:
-        assert reopened.entries() == [
-            Entry(1, Kind.CALLBACK, 5.0, {"events": [["softbounce", "a@example.com", 1, None]]}),
-            Entry(2, Kind.NOTE, 6.0, {"text": "é"}),
-        ]
-        assert reopened.append(Kind.NOTE, {}).seq == 3
+# -- the file store --------------------------------------------------------------------------------
 
 
-def test_sqlite_reset_is_persisted(tmp_path: Path) -> None:
-    path = tmp_path / "j.db"
+def test_open_journal_picks_the_store(tmp_path: Path) -> None:
+    assert isinstance(open_journal(), MemoryJournal)
+    assert isinstance(open_journal(":memory:"), MemoryJournal)
+    with open_journal(tmp_path / "j.sqlite") as journal:
+        assert isinstance(journal, SQLiteJournal)
+        assert journal.durable
+
+
+def test_a_file_journal_survives_reopening_and_never_reuses_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
     with SQLiteJournal(path) as journal:
-        journal.append(Kind.NOTE, {})
+        journal.append(callback())
+        journal.append(note())
+    with SQLiteJournal(path) as journal:
+        assert [e.kind for e in journal.entries()] == [Kind.CALLBACK, Kind.NOTE]
+        assert journal.count(Kind.CALLBACK) == 1
+        assert journal.callbacks(address="a@example.com")[0].seq == 1
         journal.reset()
-        journal.append(Kind.NOTE, {})
-    with SQLiteJournal(path) as reopened:
-        assert [e.seq for e in reopened.entries()] == [2]
+    with SQLiteJournal(path) as journal:
+        assert journal.entries() == []
+        # Numbering goes on after a reset and a restart: a poller holding since=2 sees seq 3.
+        assert journal.append(note()).seq == 3
 
 
-def test_a_file_that_is_not_sqlite_is_a_config_error(tmp_path: Path) -> None:
-    path = tmp_path / "notes.txt"
-    path.write_text("this is not a database, just text long enough to have a header" * 10)
-    with pytest.raises(ConfigError, match="cannot be used as an SQLite journal"):
+@pytest.mark.asyncio
+async def test_file_appends_are_committed_together_at_the_end_of_the_loop_turn(
+    tmp_path: Path,
+) -> None:
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
+    seen: list[int] = []
+    journal.subscribe(lambda e: seen.append(e.seq))
+    entries = [journal.append(note(str(i))) for i in range(5)]
+    # Not yet committed: readers and listeners do not see them.
+    assert journal.last_seq == 0
+    assert journal.entries() == []
+    assert seen == []
+    await asyncio.gather(*(journal.committed(e) for e in entries))
+    assert journal.last_seq == 5
+    assert seen == [1, 2, 3, 4, 5]
+    other = sqlite3.connect(tmp_path / "j.sqlite")
+    assert other.execute("SELECT count(*) FROM entries").fetchone()[0] == 5
+    other.close()
+    journal.close()
+
+
+def test_appends_outside_an_event_loop_commit_at_once(tmp_path: Path) -> None:
+    with SQLiteJournal(tmp_path / "j.sqlite") as journal:
+        entry = journal.append(note())
+        assert journal.last_seq == entry.seq
+
+
+@pytest.mark.asyncio
+async def test_a_full_disk_fails_the_write_and_answers_nothing_as_recorded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = SQLiteJournal(tmp_path / "j.sqlite")
+    journal.append(note("before"))
+    await asyncio.sleep(0)
+    pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
+    # SQLite's page limit fails a write exactly as a full disk does (SQLITE_FULL).
+    journal._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    big = Note(source="test", what="big", detail="x" * 200_000)
+    with caplog.at_level(logging.ERROR, "harness.journal"):
+        with pytest.raises(JournalWriteError, match="full"):
+            journal.append(big)
+        pending = journal.append(note("small"))
+    assert journal.write_failures >= 1
+    assert "not recorded" in caplog.text
+    # The small one fits and is committed; the failed one left nothing behind.
+    await journal.committed(pending)
+    assert [e.data.what for e in journal.entries() if isinstance(e.data, Note)] == [
+        "before",
+        "small",
+    ]
+    journal.close()
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: p.write_bytes(b""), r"is empty \(0 bytes\)"),
+        (lambda p: p.write_text("not a database at all\n" * 100), "cannot be used as a journal"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (
+            lambda p: sqlite3.connect(p).execute("CREATE TABLE users (id)").connection.commit(),
+            "not a harness journal",
+        ),
+    ],
+    ids=["empty", "not-sqlite", "directory", "other-database"],
+)
+def test_unusable_files_are_refused_at_open(tmp_path: Path, setup: object, message: str) -> None:
+    path = tmp_path / "j.sqlite"
+    setup(path)  # type: ignore[operator]
+    with pytest.raises(ConfigError, match=message) as info:
+        SQLiteJournal(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write read-only files")
+def test_a_read_only_file_is_refused_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    SQLiteJournal(path).close()
+    path.chmod(0o444)
+    with pytest.raises(ConfigError, match="not readable and writable"):
         SQLiteJournal(path)
 
 
-def test_close_twice_is_harmless(tmp_path: Path) -> None:
-    journal = SQLiteJournal(tmp_path / "j.db")
-    journal.close()
-    journal.close()
+def test_a_file_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be created"):
+        SQLiteJournal(tmp_path / "missing" / "j.sqlite")
 
 
-def test_open_journal(tmp_path: Path) -> None:
-    assert type(open_journal()) is MemoryJournal
-    assert type(open_journal(":memory:")) is MemoryJournal
-    with open_journal(tmp_path / "j.db") as journal:
-        assert isinstance(journal, SQLiteJournal)
+def test_a_journal_of_another_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    SQLiteJournal(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = 1 WHERE key = 'format'")
+    db.commit()
+    db.close()
+    with pytest.raises(ConfigError, match="journal format 1"):
+        SQLiteJournal(path)

@@ -22,7 +22,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from sys import intern
 from typing import Annotated, Any, Literal, Protocol
@@ -34,9 +34,11 @@ from pydantic import BaseModel, Field
 
 from harness.checks import Severity
 from harness.clevertap.faults import FaultPlan, FaultRule
-from harness.clevertap.inspect import DuplicateIndex, Endpoint, Inspection, inspect
+from harness.clevertap.inspect import Endpoint, History, Inspection, JournalHistory, inspect
 from harness.clevertap.settings import ServerSettings
+from harness.errors import JournalWriteError
 from harness.journal import Entry, Journal, Kind, MemoryJournal
+from harness.records import Callback, CallbackEvent, FaultHit, FaultsChanged, record_json, scrub
 
 __all__ = ["CallbackResult", "CallbackState", "CleverTapApp", "create_app", "process_callback"]
 
@@ -65,6 +67,7 @@ def _legacy_success(accepted: int) -> bytes:
 
 
 def _error_body(message: str, **extra: Any) -> bytes:
+    # ensure_ascii (the default) escapes lone surrogates instead of failing on them.
     return json.dumps({"status": "error", "message": message, **extra}).encode()
 
 
@@ -92,22 +95,9 @@ class CallbackState(Protocol):
     settings: ServerSettings
     journal: Journal
     faults: FaultPlan
-    duplicates: DuplicateIndex
 
-
-_SHARED: dict[str, str] = {}
-
-
-def _shared(value: str | None) -> str | None:
-    """One string object per distinct value (the few Content-Types clients send), bounded."""
-    if value is None:
-        return None
-    shared = _SHARED.get(value)
-    if shared is None:
-        if len(_SHARED) >= 64:
-            return value
-        shared = _SHARED.setdefault(value, value)
-    return shared
+    @property
+    def duplicates(self) -> History: ...
 
 
 def _body_text(body: bytes) -> tuple[str, bool]:
@@ -130,10 +120,24 @@ class CallbackResult:
     """Headers beyond Content-Type and Content-Length (``Allow``, ``Retry-After``)."""
     delay: float
     """Seconds to wait (a fault's delay) before acting; the entry is already journaled."""
-    entry: Entry
+    entry: Entry | None
+    """The journal entry; None when the journal could not record it (then the answer is 503)."""
 
 
 _NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
+_RETRY_LATER = 5
+"""Retry-After (seconds) of the 503 answered when the journal cannot record a request."""
+
+
+def journal_failed_result() -> CallbackResult:
+    """503 with Retry-After and a JSON body: the request was not recorded, send it again."""
+    body = _error_body(
+        "the harness could not record this request (its journal failed to write); "
+        "nothing was processed, send it again later",
+        retry_after=_RETRY_LATER,
+    )
+    headers = ((b"retry-after", str(_RETRY_LATER).encode()),)
+    return CallbackResult("answer", 503, body, headers, 0.0, None)
 
 
 def process_callback(
@@ -154,60 +158,51 @@ def process_callback(
     The ASGI handler (real HTTP under uvicorn) and the respx mock (in-process httpx) both call
     this, so that the same request gets the same status, body and journal entry from both.
     *body* is the request body (only its first ``max_body`` bytes are kept), *size* its real
-    length; the caller sends the answer, after ``delay``.
+    length; the caller sends the answer, after ``delay``, and (for a durable journal) only once
+    ``journal.committed(result.entry)`` returned.
     """
     settings = app.settings
     cap = settings.max_body
     if size > cap and len(body) > cap:
         body = body[:cap]
     text, is_base64 = _body_text(body)
-    # Ten keys at most in the common case: a dict of 11 keys takes 464 bytes instead of 272,
-    # and this dict is kept for every callback. So the method is only recorded when it is not
-    # POST, and repeated strings (path, content type, event names) are shared, not copied.
-    data: dict[str, Any] = {
-        "endpoint": endpoint.value,
-        "path": path,
-        "peer": peer,
-        "content_type": _shared(content_type),
-        "size": size,
-        "body": text,
-        "format": None,
-        "events": [],
-        "violations": [],
-        "status": None,
-    }
-    if is_base64:
-        data["body_base64"] = True
-    if size > cap:
-        data["truncated"] = True
-
     journal = app.journal
-    if method != "POST":
-        data["method"] = method
+
+    def record(result: CallbackResult, **fields: Any) -> CallbackResult:
+        entry = Callback(
+            endpoint=endpoint.value,
+            path=path,
+            peer=peer,
+            content_type=content_type,
+            size=size,
+            body=text,
+            body_base64=is_base64,
+            truncated=size > cap,
+            method=method,
+            disconnected=disconnected,
+            status=result.status,
+            **fields,
+        )
+        try:
+            result.entry = journal.append(entry, at=received)
+        except JournalWriteError:
+            return journal_failed_result()
+        return result
+
     if disconnected:
-        data["disconnected"] = True
-        entry = journal.append(Kind.CALLBACK, data, at=received)
-        return CallbackResult("none", None, b"", _NO_HEADERS, 0.0, entry)
+        return record(CallbackResult("none", None, b"", _NO_HEADERS, 0.0, None))
     if method != "POST":
-        data["status"] = 405
-        entry = journal.append(Kind.CALLBACK, data, at=received)
         answer = _error_body(f"method {method} not allowed; callbacks are POSTed")
-        return CallbackResult("answer", 405, answer, ((b"allow", b"POST"),), 0.0, entry)
+        return record(CallbackResult("answer", 405, answer, ((b"allow", b"POST"),), 0.0, None))
     if size > cap:
-        data["status"] = 413
-        entry = journal.append(Kind.CALLBACK, data, at=received)
         answer = _error_body("payload too large", limit=cap, size=size)
-        return CallbackResult("answer", 413, answer, _NO_HEADERS, 0.0, entry)
+        return record(CallbackResult("answer", 413, answer, _NO_HEADERS, 0.0, None))
 
     fault = app.faults.decide(endpoint)
     # A faulted request was never processed, as far as the integration can tell: it must
-    # resend, and the resend is not a duplicate. So it does not enter the duplicate index.
+    # resend, and the resend is not a duplicate. So it is not looked up in the history either
+    # (its entry says it does not count: Callback.remembered).
     history = app.duplicates if fault is None or fault.rule.action == "delay" else None
-    # The duplicate index stores the journal seq of each event as evidence for later
-    # duplicates, but the seq is only known after the append. Nothing here can append in
-    # between (no await), so the next seq is right unless another thread (an SMTP server
-    # sharing the journal) appends first; the record() after the append repairs that case.
-    predicted = journal.last_seq + 1
     try:
         inspection = inspect(
             body,
@@ -216,34 +211,45 @@ def process_callback(
             config=settings.checks,
             history=history,
             now=received,
-            seq=predicted,
         )
     except Exception as exc:  # a bug in a check must not lose the request
-        data["error"] = f"inspect() raised {type(exc).__name__}: {exc}"
-        data["status"] = 500
-        entry = journal.append(Kind.CALLBACK, data, at=received)
         answer = _error_body("the harness failed to check this payload")
-        return CallbackResult("answer", 500, answer, _NO_HEADERS, 0.0, entry)
+        return record(
+            CallbackResult("answer", 500, answer, _NO_HEADERS, 0.0, None),
+            error=f"inspect() raised {type(exc).__name__}: {exc}",
+        )
 
-    data["format"] = inspection.format
-    data["events"] = [[intern(e.event), e.email, e.ts, e.meta] for e in inspection.events]
-    data["violations"] = [v.to_json() for v in inspection.violations]
+    found = {
+        "format": inspection.format,
+        "events": tuple(
+            CallbackEvent(intern(e.event), e.email, e.ts, e.meta) for e in inspection.events
+        ),
+        "violations": tuple(inspection.violations),
+    }
+    hit = None
+    if fault is not None:
+        rule = fault.rule
+        hit = FaultHit(
+            rule=fault.index, action=rule.action, spec=rule.describe(), retry_after=rule.retry_after
+        )
 
     if fault is not None and fault.rule.action != "delay":
         rule = fault.rule
-        data["fault"] = fault.to_json()
         if rule.action == "status":
             status = rule.status if rule.status is not None else 500
-            data["status"] = status
-            entry = journal.append(Kind.CALLBACK, data, at=received)
             extra = _NO_HEADERS
             if rule.retry_after is not None:
                 extra = ((b"retry-after", str(rule.retry_after).encode()),)
             answer = _error_body(f"fault injected by the harness: {rule.describe()}")
-            return CallbackResult("answer", status, answer, extra, rule.delay, entry)
-        entry = journal.append(Kind.CALLBACK, data, at=received)
+            return record(
+                CallbackResult("answer", status, answer, extra, rule.delay, None),
+                fault=hit,
+                **found,
+            )
         drop: Literal["close", "reset"] = "reset" if rule.action == "reset" else "close"
-        return CallbackResult(drop, None, b"", _NO_HEADERS, rule.delay, entry)
+        return record(
+            CallbackResult(drop, None, b"", _NO_HEADERS, rule.delay, None), fault=hit, **found
+        )
 
     if settings.strict and not inspection.ok:
         status = 400
@@ -251,19 +257,16 @@ def process_callback(
             message_text = _v2_message(inspection, settings.checks.max_v2_events)
         else:
             message_text = V2_INVALID
-        answer = _error_body(message_text, violations=data["violations"])
+        answer = _error_body(
+            message_text, violations=[scrub(v.to_json()) for v in inspection.violations]
+        )
     else:
         status = 200
         answer = V2_SUCCESS if endpoint is Endpoint.V2 else _legacy_success(len(inspection.events))
-    data["status"] = status
-    if fault is not None:
-        data["fault"] = fault.to_json()
-    entry = journal.append(Kind.CALLBACK, data, at=received)
-    if entry.seq != predicted and history is not None and inspection.ok:
-        keys = [(e.event, e.email.lower()) for e in inspection.events]
-        history.record(keys, received, entry.seq)
     delay = fault.rule.delay if fault is not None else 0.0
-    return CallbackResult("answer", status, answer, _NO_HEADERS, delay, entry)
+    return record(
+        CallbackResult("answer", status, answer, _NO_HEADERS, delay, None), fault=hit, **found
+    )
 
 
 class _Callback:
@@ -322,6 +325,11 @@ class _Callback:
             received=received,
             disconnected=disconnected,
         )
+        if result.entry is not None and self.app.journal.durable:
+            try:
+                await self.app.journal.committed(result.entry)
+            except JournalWriteError:
+                result = journal_failed_result()
         if result.delay:
             await asyncio.sleep(result.delay)
         if result.action == "answer":
@@ -374,12 +382,15 @@ class Health(BaseModel):
     last_seq: int = Field(description="Sequence number of the newest journal entry ever.")
     strict: bool
     paths: dict[str, str] = Field(description="Callback path of each endpoint.")
+    journal_write_failures: int = Field(
+        0, description="Entries the journal failed to record (each answered 503)."
+    )
 
 
 class CallbackEntry(BaseModel):
     seq: int
     at: float = Field(description="Receive time, Unix seconds.")
-    data: dict[str, Any] = Field(description="The journaled request; see docs/server.md.")
+    data: dict[str, Any] = Field(description="The journaled request; see docs/journal.md.")
 
 
 class CallbackPage(BaseModel):
@@ -390,7 +401,7 @@ class CallbackPage(BaseModel):
 class ViolationRecord(BaseModel):
     seq: int = Field(description="The callback entry the violation was found in.")
     at: float
-    endpoint: str
+    endpoint: str | None
     violation: dict[str, Any] = Field(description="Violation.to_json()")
 
 
@@ -420,30 +431,32 @@ class ResetDone(BaseModel):
 
 
 def _to_model(entry: Entry) -> CallbackEntry:
-    return CallbackEntry(seq=entry.seq, at=entry.at, data=dict(entry.data))
+    return CallbackEntry(seq=entry.seq, at=entry.at, data=record_json(entry.data))
+
+
+StatusFilter = Literal["accepted", "rejected", "any"]
+
+
+def _accepted(status: StatusFilter) -> bool | None:
+    return None if status == "any" else status == "accepted"
 
 
 def _callback_filter(
-    event: str | None, address: str | None, code: str | None, endpoint: str | None
+    event: str | None, address: str | None, endpoint: str | None, accepted: bool | None
 ) -> Callable[[Entry], bool]:
-    wanted = address.casefold() if address is not None else None
+    """The predicate of :meth:`Journal.callbacks` for new entries (the one matcher)."""
 
     def matches(entry: Entry) -> bool:
-        if entry.kind is not Kind.CALLBACK:
+        record = entry.data
+        if not isinstance(record, Callback):
             return False
-        data = entry.data
-        if endpoint is not None and data.get("endpoint") != endpoint:
+        if endpoint is not None and record.endpoint != endpoint:
             return False
-        if code is not None and not any(v["code"] == code for v in data.get("violations", ())):
+        if accepted is not None and record.accepted != accepted:
             return False
-        if event is None and wanted is None:
+        if event is None and address is None:
             return True
-        # event and address must match the same event of the payload
-        return any(
-            (event is None or e[0] == event)
-            and (wanted is None or (isinstance(e[1], str) and e[1].casefold() == wanted))
-            for e in data.get("events", ())
-        )
+        return any(record.matching(event, address))
 
     return matches
 
@@ -473,53 +486,78 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
 
     @open_router.get("/health", response_model=Health, summary="Is the server up?")
     async def health() -> Health:
+        # Counters, not a scan: cheap at any journal size.
         return Health(
-            callbacks=len(app.journal.entries(Kind.CALLBACK)),
+            callbacks=app.journal.count(Kind.CALLBACK),
             last_seq=app.journal.last_seq,
             strict=settings.strict,
             paths={e.value: p for e, p in settings.paths.items()},
+            journal_write_failures=app.journal.write_failures,
         )
 
     Since = Annotated[int, Query(ge=0, description="Only entries with a larger seq.")]
+    Status = Annotated[
+        StatusFilter,
+        Query(description="`accepted` (answered 2xx), `rejected` (anything else) or `any`."),
+    ]
 
+    # Plain `def` handlers: FastAPI runs them in its thread pool, so a long read never stalls
+    # the event loop that serves callbacks; the journal lets writers in between chunks.
     @router.get("/callbacks", response_model=CallbackPage, summary="List journaled callbacks")
-    async def callbacks(
+    def callbacks(
         event: Annotated[str | None, Query(description="An event name or v2 type.")] = None,
         address: Annotated[str | None, Query(description="A recipient (any case).")] = None,
         code: Annotated[str | None, Query(description="A violation code, e.g. CT101.")] = None,
         endpoint: Annotated[Endpoint | None, Query()] = None,
+        status: Status = "any",
         since: Since = 0,
         limit: Annotated[int | None, Query(ge=1, description="At most this many.")] = None,
     ) -> CallbackPage:
         last = app.journal.last_seq
-        matches = _callback_filter(event, address, code, endpoint.value if endpoint else None)
-        found = [
-            _to_model(e) for e in app.journal.entries(Kind.CALLBACK, since=since) if matches(e)
-        ]
-        return CallbackPage(last_seq=last, callbacks=found[:limit] if limit else found)
+        found = app.journal.callbacks(
+            event=event,
+            address=address,
+            code=code,
+            endpoint=endpoint.value if endpoint else None,
+            accepted=_accepted(status),
+            since=since,
+            limit=limit,
+        )
+        return CallbackPage(last_seq=last, callbacks=[_to_model(e) for e in found])
 
     @router.get("/violations", response_model=ViolationPage, summary="List violations found")
-    async def violations(
+    def violations(
         code: Annotated[str | None, Query(description="A check code, e.g. CT301.")] = None,
         severity: Annotated[Severity | None, Query()] = None,
         endpoint: Annotated[Endpoint | None, Query()] = None,
         since: Since = 0,
+        limit: Annotated[int | None, Query(ge=1, description="At most this many.")] = None,
     ) -> ViolationPage:
         last = app.journal.last_seq
         out: list[ViolationRecord] = []
-        for entry in app.journal.entries(Kind.CALLBACK, since=since):
-            if endpoint is not None and entry.data.get("endpoint") != endpoint.value:
+        wanted = endpoint.value if endpoint else None
+        entries: Iterable[Entry] = (
+            app.journal.callbacks(code=code, endpoint=wanted, since=since)
+            if code is not None or wanted is not None
+            else app.journal.iter_entries(Kind.CALLBACK, since=since)
+        )
+        for entry in entries:
+            record = entry.data
+            if not isinstance(record, Callback):
                 continue
-            for v in entry.data.get("violations", ()):
-                if code is not None and v["code"] != code:
+            for v in record.violations:
+                if code is not None and v.code != code:
                     continue
-                if severity is not None and v["severity"] != severity.value:
+                if severity is not None and v.severity != severity:
                     continue
                 out.append(
                     ViolationRecord(
-                        seq=entry.seq, at=entry.at, endpoint=entry.data["endpoint"], violation=v
+                        seq=entry.seq, at=entry.at, endpoint=record.endpoint, violation=v.to_json()
                     )
                 )
+            if limit is not None and len(out) >= limit:
+                out = out[:limit]
+                break
         return ViolationPage(last_seq=last, violations=out)
 
     @router.get(
@@ -535,6 +573,13 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
         event: Annotated[str | None, Query(description="An event name or v2 type.")] = None,
         address: Annotated[str | None, Query(description="A recipient (any case).")] = None,
         endpoint: Annotated[Endpoint | None, Query()] = None,
+        status: Annotated[
+            StatusFilter,
+            Query(
+                description="Which answers count; by default only accepted (2xx) callbacks, "
+                "as `expect_callback` counts them."
+            ),
+        ] = "accepted",
         since: Since = 0,
         timeout: Annotated[float, Query(gt=0, le=300, description="Seconds to wait.")] = 10.0,
     ) -> CallbackEntry | JSONResponse:
@@ -542,8 +587,24 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
 
         Callbacks already journaled count, so there is no race between sending and waiting.
         """
-        matches = _callback_filter(event, address, None, endpoint.value if endpoint else None)
-        waiter = asyncio.ensure_future(app.journal.wait_for_async(matches, timeout, since=since))
+        wanted = endpoint.value if endpoint else None
+        accepted = _accepted(status)
+        matches = _callback_filter(event, address, wanted, accepted)
+
+        def first(after: int) -> Entry | None:
+            found = app.journal.callbacks(
+                event=event,
+                address=address,
+                endpoint=wanted,
+                accepted=accepted,
+                since=after,
+                limit=1,
+            )
+            return found[0] if found else None
+
+        waiter = asyncio.ensure_future(
+            app.journal.wait_for_async(matches, timeout, since=since, first=first)
+        )
         stopping = asyncio.ensure_future(app.stopping.wait())
         try:
             await asyncio.wait({waiter, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -556,21 +617,25 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
             return JSONResponse(body.model_dump(), status_code=503)
         found = waiter.result()
         if found is None:
-            wanted = ", ".join(
+            wanted_text = ", ".join(
                 f"{k}={v!r}"
-                for k, v in (("event", event), ("address", address), ("endpoint", endpoint))
+                for k, v in (
+                    ("event", event),
+                    ("address", address),
+                    ("endpoint", endpoint),
+                    ("status", status),
+                )
                 if v is not None
             )
             body = WaitTimeout(
-                detail=f"no callback matching {wanted or 'anything'} after seq {since} "
-                f"within {timeout:g} s",
+                detail=f"no callback matching {wanted_text} after seq {since} within {timeout:g} s",
                 last_seq=app.journal.last_seq,
             )
             return JSONResponse(body.model_dump(), status_code=408)
         return _to_model(found)
 
     @router.post("/reset", response_model=ResetDone, summary="Forget everything")
-    async def reset() -> ResetDone:
+    def reset() -> ResetDone:
         """Clear the journal, the duplicate index and the fault counters (rules stay)."""
         app.reset()
         return ResetDone(last_seq=app.journal.last_seq)
@@ -607,7 +672,7 @@ class CleverTapApp(FastAPI):
         self.settings = settings
         self.journal = journal
         self.faults = FaultPlan(settings.faults)
-        self.duplicates = DuplicateIndex()
+        self.duplicates = JournalHistory(journal)
         self._stopping: asyncio.Event | None = None
         self._callbacks = {
             path: _Callback(self, endpoint, path) for endpoint, path in settings.paths.items()
@@ -650,10 +715,7 @@ class CleverTapApp(FastAPI):
     def set_faults(self, rules: list[FaultRule] | tuple[FaultRule, ...]) -> None:
         """Replace the fault rules, and note the change in the journal (it orders the story)."""
         self.faults.set(rules)
-        self.journal.append(
-            Kind.NOTE,
-            {"source": "clevertap", "what": "faults", "rules": [r.describe() for r in rules]},
-        )
+        self.journal.append(FaultsChanged(rules=tuple(r.describe() for r in rules)))
 
 
 def create_app(

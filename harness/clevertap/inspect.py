@@ -19,32 +19,28 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
 from harness.checks import Check, Severity, Violation
 from harness.clevertap import checks as c
 from harness.clevertap.addresses import address_problem
-from harness.clevertap.models import (
-    BOUNCE_EVENTS,
-    LEGACY_EVENTS,
-    UNSUBSCRIBE_EVENTS,
-    V2_TYPES,
-)
 from harness.errors import did_you_mean
+from harness.vocab import (
+    LEGACY_BOUNCE_EVENTS,
+    LEGACY_EVENTS,
+    LEGACY_UNSUBSCRIBE_EVENTS,
+    V2_TYPES,
+    Endpoint,
+    address_key,
+)
+
+if TYPE_CHECKING:
+    from harness.journal import Journal
 
 __all__ = ["CheckConfig", "DuplicateIndex", "Endpoint", "EventRecord", "Inspection", "inspect"]
-
-
-class Endpoint(StrEnum):
-    """Which callback URL a request arrived at."""
-
-    BOUNCE = "bounce"
-    UNSUBSCRIBE = "unsubscribe"
-    V2 = "v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +87,51 @@ class Inspection:
     def ok(self) -> bool:
         """True when no violation is of error severity."""
         return not any(v.severity is Severity.ERROR for v in self.violations)
+
+
+class History(Protocol):
+    """Where :func:`inspect` looks up earlier events for CT402 (duplicates across payloads).
+
+    The fake CleverTap's history is its journal (:class:`JournalHistory`); a standalone
+    :class:`DuplicateIndex` serves ``harness check`` and the strategies.
+    """
+
+    def lookup(
+        self, keys: Iterable[tuple[str, str]], now: float, window: float
+    ) -> dict[tuple[str, str], tuple[float, int | None]]: ...
+
+    def record(
+        self, keys: Iterable[tuple[str, str]], now: float, seq: int | None = None
+    ) -> None: ...
+
+
+class JournalHistory:
+    """The duplicate history of a journal: its callbacks that count for CT402.
+
+    Nothing is kept here but a floor: the journal indexes every event it records, and
+    :meth:`~harness.journal.Journal.last_remembered` answers the lookup from that index.
+    :meth:`clear` forgets the events journaled so far without touching the journal.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._since = 0
+
+    def lookup(
+        self, keys: Iterable[tuple[str, str]], now: float, window: float
+    ) -> dict[tuple[str, str], tuple[float, int | None]]:
+        found: dict[tuple[str, str], tuple[float, int | None]] = {}
+        for key in keys:
+            hit = self.journal.last_remembered(*key, after=now - window, since=self._since)
+            if hit is not None:
+                found[key] = hit
+        return found
+
+    def record(self, keys: Iterable[tuple[str, str]], now: float, seq: int | None = None) -> None:
+        """Nothing to do: the journal indexes the entry when it is appended."""
+
+    def clear(self) -> None:
+        self._since = self.journal.next_seq - 1
 
 
 class DuplicateIndex:
@@ -163,7 +204,7 @@ def inspect(
     endpoint: Endpoint,
     content_type: str | None = "application/json",
     config: CheckConfig | None = None,
-    history: DuplicateIndex | None = None,
+    history: History | None = None,
     now: float | None = None,
     seq: int | None = None,
 ) -> Inspection:
@@ -221,7 +262,9 @@ class _Walk:
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         self.violations.append(
-            Violation(check.code, check.severity, path, message, expected, seen, (), extra or {})
+            Violation(
+                check.code, check.severity, path, message, expected, seen, (), dict(extra or {})
+            )
         )
 
     # --- transport ---------------------------------------------------------------------------
@@ -321,7 +364,7 @@ class _Walk:
             self.unknown(f"{path}.event", "event", name, _SORTED_LEGACY)
             if not isinstance(name, str):
                 name = ""
-        elif self.endpoint is Endpoint.BOUNCE and name in UNSUBSCRIBE_EVENTS:
+        elif self.endpoint is Endpoint.BOUNCE and name in LEGACY_UNSUBSCRIBE_EVENTS:
             self.add(
                 c.WRONG_ENDPOINT,
                 f"{path}.event",
@@ -329,7 +372,7 @@ class _Walk:
                 "softbounce or hardbounce",
                 repr(name),
             )
-        elif self.endpoint is Endpoint.UNSUBSCRIBE and name in BOUNCE_EVENTS:
+        elif self.endpoint is Endpoint.UNSUBSCRIBE and name in LEGACY_BOUNCE_EVENTS:
             self.add(
                 c.WRONG_ENDPOINT,
                 f"{path}.event",
@@ -367,7 +410,7 @@ class _Walk:
                 ):
                     events_append(EventRecord(name, email, ts, None, item_path))
                     if name:
-                        key = (name, email.lower())
+                        key = (name, address_key(email))
                         if keys.setdefault(key, item_path) is not item_path:
                             self.duplicate(key, email, item_path)
                     continue
@@ -480,7 +523,7 @@ class _Walk:
                 and address_problem(email) is None
             ):
                 self.events.append(EventRecord(kind, email, None, meta, path))
-                key = (kind, email.lower())
+                key = (kind, address_key(email))
                 if self.keys.setdefault(key, path) is not path:
                     self.duplicate(key, email, path)
                 return
@@ -626,7 +669,7 @@ class _Walk:
     # --- batch -------------------------------------------------------------------------------
 
     def remember(self, event: str, email: str, path: str) -> None:
-        key = (event, email.lower())
+        key = (event, address_key(email))
         if self.keys.setdefault(key, path) is not path:
             self.duplicate(key, email, path)
 
@@ -641,7 +684,7 @@ class _Walk:
             {"first": first},
         )
 
-    def duplicates_across(self, history: DuplicateIndex) -> None:
+    def duplicates_across(self, history: History) -> None:
         found = history.lookup(self.keys, self.now, self.config.duplicate_window)
         for key, (at, seq) in found.items():
             event, email = key

@@ -25,11 +25,6 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictInt, model_validator
 
 __all__ = [
-    "BOUNCE_EVENTS",
-    "LEGACY_EVENTS",
-    "MAX_V2_EVENTS",
-    "UNSUBSCRIBE_EVENTS",
-    "V2_TYPES",
     "LegacyEvent",
     "LegacyItem",
     "LegacyPayload",
@@ -38,19 +33,15 @@ __all__ = [
     "V2Payload",
 ]
 
+from harness.vocab import LEGACY_EVENTS, MAX_V2_EVENTS, V2_TYPES
+
 LegacyEventName = Literal["softbounce", "hardbounce", "unsubscribe"]
 V2Type = Literal["delivered", "hard_bounce", "soft_bounce", "spam", "unsubscribed"]
-
-LEGACY_EVENTS: frozenset[str] = frozenset(get_args(LegacyEventName))
-"""Event names of the legacy format."""
-BOUNCE_EVENTS: frozenset[str] = frozenset({"softbounce", "hardbounce"})
-"""Legacy events that belong on the bounce callback URL."""
-UNSUBSCRIBE_EVENTS: frozenset[str] = frozenset({"unsubscribe"})
-"""Legacy events that belong on the unsubscribe callback URL."""
-V2_TYPES: frozenset[str] = frozenset(get_args(V2Type))
-"""Event types of the v2 format."""
-MAX_V2_EVENTS = 1000
-"""CleverTap rejects a v2 call with more events than this (400 "More than allowed events")."""
+# pydantic needs the names as Literal types; the vocabulary's home is harness.vocab.
+if set(get_args(LegacyEventName)) != set(LEGACY_EVENTS) or set(get_args(V2Type)) != set(
+    V2_TYPES
+):  # pragma: no cover - caught by any test run
+    raise RuntimeError("harness.clevertap.models disagrees with harness.vocab on event names")
 
 
 class LegacyItem(BaseModel):

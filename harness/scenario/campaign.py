@@ -3,7 +3,7 @@
 One message per recipient (as CleverTap sends them), each with its own ``X-CleverTap_META``
 from the scenario's template, over SMTP with AUTH and STARTTLS or implicit TLS as the scenario's
 ``integration`` block says, ``campaign.per_connection`` messages per connection, several
-connections at once. Every message is journaled as one :data:`~harness.journal.Kind.SENT` entry
+connections at once. Every message is journaled as one :class:`~harness.records.Sent` entry
 (documented in docs/runner.md)::
 
     {"message_id", "from", "to": [recipient], "meta", "subject", "n",
@@ -24,7 +24,8 @@ from email.utils import formatdate
 
 import aiosmtplib
 
-from harness.journal import Journal, Kind
+from harness.journal import Journal
+from harness.records import Sent
 from harness.scenario.model import Campaign, Credentials
 
 __all__ = ["Submission", "build_message", "submit_campaign"]
@@ -105,19 +106,19 @@ async def submit_campaign(
     counts = {"done": 0, "ok": 0}
 
     def record(n: int, recipient: str, meta: str, message_id: str, **outcome: object) -> None:
+        reply, error = outcome.get("reply"), outcome.get("error")
         journal.append(
-            Kind.SENT,
-            {
-                "message_id": message_id,
-                "from": campaign.sender,
-                "to": [recipient],
-                "meta": meta,
-                "subject": campaign.subject,
-                "n": n,
-                "ok": outcome.get("ok", False),
-                "reply": outcome.get("reply"),
-                "error": outcome.get("error"),
-            },
+            Sent(
+                message_id=message_id,
+                sender=campaign.sender,
+                to=(recipient,),
+                meta=meta,
+                subject=campaign.subject,
+                n=n,
+                ok=bool(outcome.get("ok", False)),
+                reply=None if reply is None else str(reply),
+                error=None if error is None else str(error),
+            )
         )
         counts["done"] += 1
         if outcome.get("ok"):

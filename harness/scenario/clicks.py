@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from typing import Any
@@ -35,6 +34,7 @@ import aiosmtplib
 import httpx
 
 from harness.journal import Entry, Journal, Kind
+from harness.records import SmtpMessage, record_from_json
 from harness.scenario.campaign import Submission
 from harness.scenario.model import Click
 
@@ -53,12 +53,8 @@ def list_unsubscribe_uris(header: str | None) -> list[str]:
 
 
 def _delivered_to(recipient: str) -> Any:
-    wanted = recipient.lower()
-
     def match(entry: Entry) -> bool:
-        return entry.kind is Kind.SMTP_MESSAGE and any(
-            str(r.get("address", "")).lower() == wanted for r in entry.data.get("recipients", ())
-        )
+        return isinstance(entry.data, SmtpMessage) and entry.data.has_recipient(recipient)
 
     return match
 
@@ -91,27 +87,29 @@ async def perform_click(
             f"no message to {click.recipient} reached its mail server before the deadline; "
             "nothing to click"
         )
-        return journal.append(Kind.CLICK, record)
+        return journal.append(record_from_json(Kind.CLICK, record))
     record["message_seq"] = message.seq
     wait = message.at + click.after - time.time()
     if wait > 0:
         await asyncio.sleep(wait)
     try:
+        if not isinstance(message.data, SmtpMessage):  # pragma: no cover - _delivered_to
+            raise TypeError("the delivered message is not an SmtpMessage entry")
         await _act(click, message.data, record, intake)
     except (httpx.HTTPError, aiosmtplib.SMTPException, OSError) as exc:
         record["ok"] = False
         record["error"] = f"{type(exc).__name__}: {exc}"
-    return journal.append(Kind.CLICK, record)
+    return journal.append(record_from_json(Kind.CLICK, record))
 
 
 async def _act(
-    click: Click, data: Mapping[str, Any], record: dict[str, Any], intake: Submission | None
+    click: Click, data: SmtpMessage, record: dict[str, Any], intake: Submission | None
 ) -> None:
-    uris = list_unsubscribe_uris(data.get("list_unsubscribe"))
+    uris = list_unsubscribe_uris(data.list_unsubscribe)
     http = next((u for u in uris if u.lower().startswith(("https:", "http:"))), None)
     mailto = next((u for u in uris if u.lower().startswith("mailto:")), None)
     if click.via == "one_click":
-        post = " ".join(str(data.get("list_unsubscribe_post") or "").split())
+        post = " ".join((data.list_unsubscribe_post or "").split())
         if http is None:
             record["error"] = _missing("an http(s) URI in List-Unsubscribe", data)
             return
@@ -124,7 +122,7 @@ async def _act(
             return
         await _one_click(http, record)
     elif click.via == "get":
-        url = http or _body_link(str(data.get("body") or ""))
+        url = http or _body_link(data.body)
         if url is None:
             record["error"] = _missing("an http(s) link in List-Unsubscribe or the body", data)
             return
@@ -141,8 +139,8 @@ async def _act(
         await _send_mailto(mailto, click.recipient, intake, record)
 
 
-def _missing(what: str, data: Mapping[str, Any]) -> str:
-    header = data.get("list_unsubscribe")
+def _missing(what: str, data: SmtpMessage) -> str:
+    header = data.list_unsubscribe
     seen = f"List-Unsubscribe: {header}" if header else "no List-Unsubscribe header"
     return f"the delivered message has no {what} ({seen})"
 

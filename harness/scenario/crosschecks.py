@@ -10,12 +10,13 @@ here; the integration has to send it again, and the resend is checked.
 
 What counts as "the real event" of a recipient, case by case:
 
-- a reply from a fake MX or relay (any stage): the SMTP_SESSION ``decisions``, whose ``class``
-  already applies the scenario's overrides; greylisting and other retries give several, in time
-  order, and the last one before the callback decides the class;
-- accept-then-bounce: the message is accepted (SMTP_MESSAGE), and the DSN entry is the real
+- a reply from a fake MX or relay (any stage): an ``SmtpReply`` record, journaled when the reply
+  was given (so a session still open counts), whose ``class`` already applies the scenario's
+  overrides; greylisting and other retries give several, in time order, and the last one before
+  the callback decides the class; protocol replies to RCPT (503, 530) are attempts;
+- accept-then-bounce: the message is accepted (``SmtpMessage``), and the DSN entry is the real
   event; its class is the one the mail world decided for the ``later`` stage;
-- a connection dropped mid-DATA or after the dot: the session's ``dropped_message``;
+- a connection dropped mid-DATA or after the dot: the ``SmtpClose`` record's ``dropped_message``;
 - a host that is down: ``refused`` leaves no session at all, so the scenario's ``server_down``
   (by domain), runtime ``host_down`` notes and sessions played by a server-down variant all count
   as an attempt whose class is the catalog's class of the variant (soft). A host whose domains
@@ -32,8 +33,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from harness.checks import Check, Severity, Violation, register
-from harness.journal import Entry, Kind
+from harness.journal import Entry
+from harness.records import (
+    Callback,
+    Click,
+    Dsn,
+    HostChange,
+    Sent,
+    SmtpClose,
+    SmtpMessage,
+    SmtpOpen,
+    SmtpReply,
+)
 from harness.smtp.catalog import CATALOG, BounceClass
+from harness.vocab import CLASS_OF_EVENT, address_key
 
 if TYPE_CHECKING:
     from harness.scenario.model import Scenario
@@ -47,24 +60,11 @@ __all__ = [
     "cross_check",
 ]
 
-CLASS_OF_EVENT: Mapping[str, str] = {
-    "hardbounce": "hard",
-    "hard_bounce": "hard",
-    "softbounce": "soft",
-    "soft_bounce": "soft",
-    "unsubscribe": "unsubscribe",
-    "unsubscribed": "unsubscribe",
-    "delivered": "delivered",
-    "spam": "spam",
-}
-"""Legacy event names and v2 types, mapped to what they report: hard, soft, unsubscribe, ..."""
-
 BOUNCES = frozenset({"hard", "soft"})
 # Server-down variants that fail delivery ("slow" answers, late: not a failure).
 _DOWN_VARIANTS = frozenset(
     name for name, mode in CATALOG.items() if mode.server_down and mode.bounce_class != "none"
 )
-_RCPT_COMMAND = re.compile(r"^RCPT\s+TO:\s*<?([^>\s]+)>?", re.IGNORECASE)
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _TS_UNIT_LIMIT = 10**11  # CT303 territory: not seconds, so no window to compare with
 
@@ -127,7 +127,7 @@ class ReportedEvent:
 
     @property
     def address(self) -> str:
-        return self.email.lower()
+        return address_key(self.email)
 
     def describe(self) -> str:
         """``hardbounce a@x.test (seq 12, 200)``."""
@@ -167,14 +167,14 @@ class Facts:
 
     started: float | None = None
     observations: dict[str, list[Observation]] = field(default_factory=dict)
-    clicks: dict[str, list[Entry]] = field(default_factory=dict)
+    clicks: dict[str, list[tuple[Entry, Click]]] = field(default_factory=dict)
     sent: dict[str, list[Entry]] = field(default_factory=dict)
     """Recipient -> SENT entries that include it."""
     metas: dict[str, list[tuple[int, frozenset[str]]]] = field(default_factory=dict)
     """X-CleverTap_META value -> (seq, recipients) of the SENT/SMTP_MESSAGE entries carrying it."""
     events: list[ReportedEvent] = field(default_factory=list)
     """Every event of every callback request, in journal order."""
-    callbacks: dict[int, Entry] = field(default_factory=dict)
+    callbacks: dict[int, tuple[Entry, Callback]] = field(default_factory=dict)
     host_domains: dict[str, set[str]] = field(default_factory=dict)
     """Domains each host was seen serving (from the recipients of its sessions)."""
     down_hosts: dict[str, _Down] = field(default_factory=dict)
@@ -188,33 +188,38 @@ class Facts:
         """Index *entries* (one run's). *scenario* tells which domains were down from the start."""
         facts = cls(started=started)
         later_class: dict[str, str] = {}
-        dsns: list[Entry] = []
+        dsns: list[tuple[Entry, Dsn]] = []
+        sessions: dict[str, tuple[float, str | None]] = {}
         for entry in entries:
-            kind = entry.kind
-            if kind is Kind.SMTP_SESSION:
-                facts._session(entry, later_class)
-            elif kind is Kind.SMTP_MESSAGE:
-                facts._message(entry)
-            elif kind is Kind.DSN:
-                dsns.append(entry)
-            elif kind is Kind.CALLBACK:
-                facts._callback(entry)
-            elif kind is Kind.CLICK:
-                recipient = entry.data.get("recipient")
-                if isinstance(recipient, str):
-                    facts.clicks.setdefault(recipient.lower(), []).append(entry)
-            elif kind is Kind.SENT:
-                facts._sent(entry)
-            elif kind is Kind.NOTE and entry.data.get("event") == "host_down":
-                variant = str(entry.data.get("variant"))
-                host = str(entry.data.get("host"))
-                if variant in _DOWN_VARIANTS:
-                    down = facts.down_hosts.setdefault(host, _Down(variant, entry.at))
+            record = entry.data
+            if isinstance(record, SmtpReply):
+                facts._reply(entry, record, sessions, later_class)
+            elif isinstance(record, SmtpOpen):
+                sessions[record.session] = (entry.at, record.variant)
+                if record.variant in _DOWN_VARIANTS:
+                    down = facts.down_hosts.setdefault(record.host, _Down(record.variant, entry.at))
                     down.seqs.append(entry.seq)
-        # A DSN can be journaled before the session that scheduled it ends (a long session that
-        # goes on with other messages), so DSNs are read once every decision is known.
-        for entry in dsns:
-            facts._dsn(entry, later_class)
+            elif isinstance(record, SmtpClose):
+                facts._close(entry, record)
+            elif isinstance(record, SmtpMessage):
+                facts._message(entry, record)
+            elif isinstance(record, Dsn):
+                dsns.append((entry, record))
+            elif isinstance(record, Callback):
+                facts._callback(entry, record)
+            elif isinstance(record, Click):
+                facts.clicks.setdefault(address_key(record.recipient), []).append((entry, record))
+            elif isinstance(record, Sent):
+                facts._sent(entry, record)
+            elif isinstance(record, HostChange) and record.state == "down":
+                variant = str(record.variant)
+                if variant in _DOWN_VARIANTS:
+                    down = facts.down_hosts.setdefault(record.host, _Down(variant, entry.at))
+                    down.seqs.append(entry.seq)
+        # A DSN can be journaled before everything about its message is known, so DSNs are
+        # read once every decision is.
+        for entry, dsn in dsns:
+            facts._dsn(entry, dsn, later_class)
         if scenario is not None:
             facts._declared_down(scenario)
         for found in facts.observations.values():
@@ -224,134 +229,100 @@ class Facts:
     # -- indexing ------------------------------------------------------------------------------
 
     def _add(self, address: str, observation: Observation) -> None:
-        self.observations.setdefault(address.lower(), []).append(observation)
+        self.observations.setdefault(address_key(address), []).append(observation)
 
-    def _serves(self, host: Any, address: str) -> None:
-        if isinstance(host, str):
-            self.host_domains.setdefault(host, set()).add(address.rpartition("@")[2].lower())
+    def _serves(self, host: str, address: str) -> None:
+        self.host_domains.setdefault(host, set()).add(address.rpartition("@")[2].lower())
 
-    def _session(self, entry: Entry, later_class: dict[str, str]) -> None:
-        data = entry.data
-        end = entry.at
-        start = float(data.get("started") or end - float(data.get("duration") or 0.0))
-        host = data.get("host")
-        variant = data.get("variant")
-        where = f" on {host}" if host else ""
-        decided: set[str] = set()
-        for decision in data.get("decisions") or ():
-            recipient = decision.get("recipient")
-            if not isinstance(recipient, str):
-                continue
-            address = recipient.lower()
-            decided.add(address)
-            self._serves(host, address)
-            code = decision.get("code")
-            stage = str(decision.get("stage", "rcpt"))
-            klass = decision.get("class")
-            mode = decision.get("mode")
-            attempt = decision.get("attempt")
-            how = ", ".join(
-                str(x) for x in (mode, f"attempt {attempt}" if attempt else None) if x is not None
+    def _reply(
+        self,
+        entry: Entry,
+        record: SmtpReply,
+        sessions: Mapping[str, tuple[float, str | None]],
+        later_class: dict[str, str],
+    ) -> None:
+        at = entry.at
+        address = address_key(record.recipient)
+        self._serves(record.host, address)
+        how = ", ".join(
+            str(x)
+            for x in (record.mode, f"attempt {record.attempt}" if record.attempt else None)
+            if x is not None
+        )
+        text = f"{record.reply} at {record.stage}" + (f" ({how})" if how else "")
+        where = f" on {record.host}"
+        if record.stage == "later":
+            later_class[address] = str(record.bounce_class)
+            self._add(
+                address,
+                Observation(entry.seq, "attempt", at, at, None, False, f"{text}, a DSN follows"),
             )
-            text = f"{decision.get('reply') or code} at {stage}" + (f" ({how})" if how else "")
-            if stage == "later":
-                later_class[address] = str(klass)
-                self._add(
-                    address,
-                    Observation(
-                        entry.seq, "attempt", start, end, None, False, f"{text}, a DSN follows"
-                    ),
-                )
-            elif isinstance(code, int) and code >= 400:
-                self._add(
-                    address,
-                    Observation(entry.seq, "reply", start, end, klass, True, text + where),
-                )
-            elif stage == "end_of_data":
-                self._add(
-                    address,
-                    Observation(entry.seq, "accepted", start, end, "none", False, text + where),
-                )
-            else:
-                self._add(
-                    address,
-                    Observation(entry.seq, "attempt", start, end, None, False, text + where),
-                )
-        # RCPT commands answered outside the rules (530 auth required, 503 bad sequence, a
-        # pipelined RCPT to a tarpit): attempts all the same.
-        for command in data.get("commands") or ():
-            match = _RCPT_COMMAND.match(str(command))
-            if match and match.group(1).lower() not in decided:
-                address = match.group(1).lower()
-                decided.add(address)
-                self._serves(host, address)
-                self._add(
-                    address,
-                    Observation(entry.seq, "attempt", start, end, None, False, f"{command}{where}"),
-                )
-        dropped = data.get("dropped_message")
-        if isinstance(dropped, Mapping):
-            klass = _variant_class(variant)
-            when = "after the final dot" if dropped.get("after_dot") else "during DATA"
-            for recipient in dropped.get("recipients") or ():
-                if isinstance(recipient, str):
-                    self._add(
-                        recipient,
-                        Observation(
-                            entry.seq,
-                            "dropped",
-                            start,
-                            end,
-                            klass,
-                            True,
-                            f"connection dropped {when} ({variant}){where}",
-                        ),
-                    )
-        if isinstance(host, str) and variant in _DOWN_VARIANTS:
-            down = self.down_hosts.setdefault(host, _Down(str(variant), start))
-            down.seqs.append(entry.seq)
+        elif record.failed and record.bounce_class is not None:
+            self._add(
+                address,
+                Observation(entry.seq, "reply", at, at, record.bounce_class, True, text + where),
+            )
+        else:
+            # Accepted at RCPT (acceptance of the message is its SmtpMessage record), or a
+            # protocol reply (503, 530) that decides nothing about the address: an attempt.
+            self._add(address, Observation(entry.seq, "attempt", at, at, None, False, text + where))
 
-    def _message(self, entry: Entry) -> None:
-        data = entry.data
-        host = data.get("host")
+    def _close(self, entry: Entry, record: SmtpClose) -> None:
+        dropped = record.dropped_message
+        if dropped is None:
+            return
+        start = record.started or entry.at
+        klass = _variant_class(record.variant)
+        when = "after the final dot" if dropped.after_dot else "during DATA"
+        for recipient in dropped.recipients:
+            self._serves(record.host, recipient)
+            self._add(
+                recipient,
+                Observation(
+                    entry.seq,
+                    "dropped",
+                    start,
+                    entry.at,
+                    klass,
+                    True,
+                    f"connection dropped {when} ({record.variant}) on {record.host}",
+                ),
+            )
+
+    def _message(self, entry: Entry, record: SmtpMessage) -> None:
         recipients: set[str] = set()
-        for recipient in data.get("recipients") or ():
-            address = recipient.get("address") if isinstance(recipient, Mapping) else recipient
-            if isinstance(address, str):
-                recipients.add(address.lower())
-                self._serves(host, address)
-                self._add(
-                    address,
-                    Observation(
-                        entry.seq,
-                        "accepted",
-                        entry.at,
-                        entry.at,
-                        "none",
-                        False,
-                        f"accepted as {data.get('id')} on {host}",
-                    ),
-                )
-        meta = data.get("x_clevertap_meta")
-        if isinstance(meta, str):
+        for recipient in record.recipients:
+            address = address_key(recipient.address)
+            recipients.add(address)
+            self._serves(record.host, address)
+            self._add(
+                address,
+                Observation(
+                    entry.seq,
+                    "accepted",
+                    entry.at,
+                    entry.at,
+                    "none",
+                    False,
+                    f"accepted as {record.id} on {record.host}",
+                ),
+            )
+        meta = record.x_clevertap_meta
+        if meta is not None:
             # Long header lines may arrive folded; unfolding (RFC 5322 2.2.3) restores the value.
             unfolded = _FOLD.sub("", meta)
             self.metas.setdefault(unfolded, []).append((entry.seq, frozenset(recipients)))
 
-    def _dsn(self, entry: Entry, later_class: Mapping[str, str]) -> None:
-        data = entry.data
-        delivered = "delivered to the intake" if data.get("ok") else "NOT delivered to the intake"
-        for report in data.get("recipients") or ():
-            recipient = report.get("recipient") if isinstance(report, Mapping) else None
-            if not isinstance(recipient, str):
+    def _dsn(self, entry: Entry, record: Dsn, later_class: Mapping[str, str]) -> None:
+        delivered = "delivered to the intake" if record.ok else "NOT delivered to the intake"
+        for report in record.recipients:
+            if report.action not in ("failed", "delayed"):
                 continue
-            action = str(report.get("action", ""))
-            status = str(report.get("status", ""))
-            if action not in ("failed", "delayed"):
-                continue
-            klass = later_class.get(recipient.lower()) or _status_class(action, status)
+            klass = later_class.get(address_key(report.recipient)) or _status_class(
+                report.action, report.status
+            )
             self._add(
-                recipient,
+                report.recipient,
                 Observation(
                     entry.seq,
                     "dsn",
@@ -359,48 +330,37 @@ class Facts:
                     entry.at,
                     klass,
                     True,
-                    f"DSN {action} {status} ({data.get('dialect')}), {delivered}",
+                    f"DSN {report.action} {report.status} ({record.dialect}), {delivered}",
                 ),
             )
 
-    def _callback(self, entry: Entry) -> None:
-        data = entry.data
-        self.callbacks[entry.seq] = entry
-        status = data.get("status")
-        fault = data.get("fault")
-        spec = fault.get("spec") if isinstance(fault, Mapping) else None
-        codes = tuple(
-            dict.fromkeys(
-                str(v.get("code")) for v in data.get("violations") or () if isinstance(v, Mapping)
-            )
-        )
-        for index, event in enumerate(data.get("events") or ()):
-            name, email, ts, meta = (list(event) + [None] * 4)[:4]
+    def _callback(self, entry: Entry, record: Callback) -> None:
+        self.callbacks[entry.seq] = (entry, record)
+        codes = record.codes
+        fault = record.fault.spec if record.fault is not None else None
+        for index, event in enumerate(record.events):
             self.events.append(
                 ReportedEvent(
                     seq=entry.seq,
                     index=index,
                     at=entry.at,
-                    endpoint=str(data.get("endpoint")),
-                    event=name if isinstance(name, str) else "",
-                    email=email if isinstance(email, str) else "",
-                    ts=ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
-                    meta=meta if isinstance(meta, str) else None,
-                    status=status if isinstance(status, int) else None,
-                    fault=str(spec) if spec is not None else None,
+                    endpoint=str(record.endpoint),
+                    event=event.event,
+                    email=event.email,
+                    ts=event.ts,
+                    meta=event.meta,
+                    status=record.status,
+                    fault=fault,
                     codes=codes,
                 )
             )
 
-    def _sent(self, entry: Entry) -> None:
-        data = entry.data
-        to = data.get("to") or ()
-        recipients = frozenset(a.lower() for a in to if isinstance(a, str))
+    def _sent(self, entry: Entry, record: Sent) -> None:
+        recipients = frozenset(address_key(a) for a in record.to)
         for address in recipients:
             self.sent.setdefault(address, []).append(entry)
-        meta = data.get("meta")
-        if isinstance(meta, str):
-            self.metas.setdefault(meta, []).append((entry.seq, recipients))
+        if record.meta is not None:
+            self.metas.setdefault(record.meta, []).append((entry.seq, recipients))
 
     def _declared_down(self, scenario: Scenario) -> None:
         start = self.started if self.started is not None else 0.0
@@ -432,7 +392,7 @@ class Facts:
 
     def history(self, address: str) -> list[Observation]:
         """Every observation for *address* in time order, a down host's included."""
-        found = list(self.observations.get(address.lower(), ()))
+        found = list(self.observations.get(address_key(address), ()))
         down = self._down_for(address)
         if down is not None:
             mode = CATALOG[down.variant]
@@ -472,10 +432,9 @@ class Facts:
 
     def click_before(self, address: str, at: float) -> Entry | None:
         """The first click by *address* that reached the integration at or before *at*."""
-        for click in self.clicks.get(address.lower(), ()):
-            reached = click.data.get("ok") or click.data.get("status") is not None
-            if reached and click.at <= at:
-                return click
+        for entry, click in self.clicks.get(address_key(address), ()):
+            if click.reached and entry.at <= at:
+                return entry
         return None
 
     def real_window(self, event: ReportedEvent) -> tuple[float, float, int | None] | None:
@@ -752,7 +711,7 @@ def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list
         elif what == "unsubscribe" and facts.click_before(event.email, event.at) is None:
             clicks = facts.clicks.get(event.address, ())
             seen = (
-                f"clicks only after the callback (seq {', '.join(str(c.seq) for c in clicks)})"
+                f"clicks only after the callback (seq {', '.join(str(c.seq) for c, _ in clicks)})"
                 if clicks
                 else "no click"
             )
@@ -765,7 +724,7 @@ def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list
                     "recipient reached the integration before it",
                     expected="a click (one-click POST, link or mailto) before the callback",
                     seen=seen,
-                    evidence=(event.seq, *(c.seq for c in clicks)),
+                    evidence=(event.seq, *(c.seq for c, _ in clicks)),
                 )
             )
         elif what == "delivered" and facts.accepted_before(event.email, event.at) is None:
@@ -944,10 +903,11 @@ def _violation(
 
 def _event_path(facts: Facts, event: ReportedEvent) -> str:
     """The JSON path of *event* in its request body (the journal keeps events, not paths)."""
-    entry = facts.callbacks.get(event.seq)
-    body = entry.data.get("body") if entry is not None else None
-    if entry is None or not isinstance(body, str) or entry.data.get("body_base64"):
+    found = facts.callbacks.get(event.seq)
+    if found is None or found[1].body_base64:
         return "$"
+    entry, record = found
+    body = record.body
     # Imported here: only needed for the few events that have a violation.
     from harness.clevertap.inspect import Endpoint, inspect
 

@@ -39,8 +39,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 from harness.checks import Severity, Violation
 from harness.journal import Entry, Journal, Kind
+from harness.records import Callback, ViolationFound
 from harness.scenario.crosschecks import (
     CrossCheckConfig,
     Facts,
@@ -48,6 +51,7 @@ from harness.scenario.crosschecks import (
     cross_check,
 )
 from harness.scenario.model import AbsentCallback, ExpectedCallback, Scenario
+from harness.vocab import address_key
 
 __all__ = ["ExpectationResult", "Verdict", "judge", "pending"]
 
@@ -168,24 +172,15 @@ def judge(
 
     violations: list[Violation] = []
     for entry in entries:
-        if entry.kind is Kind.CALLBACK:
-            for raw in entry.data.get("violations") or ():
-                violation = Violation.from_json(raw)
+        record = entry.data
+        if isinstance(record, Callback):
+            for violation in record.violations:
                 if entry.seq not in violation.evidence:
                     evidence = (entry.seq, *violation.evidence)
-                    violation = Violation(
-                        violation.code,
-                        violation.severity,
-                        violation.path,
-                        violation.message,
-                        violation.expected,
-                        violation.seen,
-                        evidence,
-                        violation.extra,
-                    )
+                    violation = msgspec.structs.replace(violation, evidence=evidence)
                 violations.append(violation)
-        elif entry.kind is Kind.VIOLATION and entry.data.get("source") != "judge":
-            violations.append(Violation.from_json(entry.data))
+        elif isinstance(record, ViolationFound) and record.source != "judge":
+            violations.append(record.violation)
     violations.extend(crossed)
 
     expect = scenario.expect
@@ -231,18 +226,16 @@ def pending(scenario: Scenario, journal: Journal, *, started: float | None = Non
         return False
     need = Counter[tuple[str, str]]()
     for cb in wanted:
-        need[(cb.event, cb.e.lower())] += cb.count
-    for entry in journal.entries(Kind.CALLBACK):
+        need[(cb.event, address_key(cb.e))] += cb.count
+    for entry in journal.callbacks(accepted=True):
         if started is not None and entry.at < started:
             continue
-        status = entry.data.get("status")
-        if not isinstance(status, int) or not 200 <= status < 300:
+        if not isinstance(entry.data, Callback):  # pragma: no cover - callbacks() gives these
             continue
-        for event in entry.data.get("events") or ():
-            if len(event) >= 2 and isinstance(event[0], str) and isinstance(event[1], str):
-                key = (event[0], event[1].lower())
-                if need.get(key, 0) > 0:
-                    need[key] -= 1
+        for event in entry.data.events:
+            key = (event.event, address_key(event.email))
+            if need.get(key, 0) > 0:
+                need[key] -= 1
     return any(n > 0 for n in need.values())
 
 
@@ -263,16 +256,14 @@ def _record(
     # look at every one recorded since the run began.
     since = entries[0].seq - 1 if entries else journal.last_seq
     done = {
-        (e.data.get("code"), e.data.get("path"), tuple(e.data.get("evidence") or ()))
-        for e in journal.entries(Kind.VIOLATION, since=since)
-        if e.data.get("source") == "judge"
+        (e.data.violation.code, e.data.violation.path, e.data.violation.evidence)
+        for e in journal.iter_entries(Kind.VIOLATION, since=since)
+        if isinstance(e.data, ViolationFound) and e.data.source == "judge"
     }
     for violation in found:
         if (violation.code, violation.path, violation.evidence) in done:
             continue
-        journal.append(
-            Kind.VIOLATION, {**violation.to_json(), "source": "judge", "scenario": scenario.name}
-        )
+        journal.append(ViolationFound(violation=violation, source="judge", scenario=scenario.name))
 
 
 def _describe(event: str | None, address: str, count: int = 1) -> str:
@@ -287,7 +278,7 @@ def _seqs(events: Iterable[ReportedEvent]) -> str:
 def _expected(
     facts: Facts, wanted: ExpectedCallback, i: int, started: float, deadline: float
 ) -> ExpectationResult:
-    address = wanted.e.lower()
+    address = address_key(wanted.e)
     matching = [e for e in facts.events if e.event == wanted.event and e.address == address]
     accepted = [e for e in matching if e.accepted]
     in_time = [e for e in accepted if e.at <= deadline]
@@ -392,7 +383,7 @@ def _nearest(
 
 
 def _absent(facts: Facts, absent: AbsentCallback, i: int) -> ExpectationResult:
-    address = absent.e.lower()
+    address = address_key(absent.e)
     hits = [
         e
         for e in facts.events
@@ -412,7 +403,7 @@ def _absent(facts: Facts, absent: AbsentCallback, i: int) -> ExpectationResult:
 
 
 def _unexpected(facts: Facts, wanted: Sequence[ExpectedCallback]) -> list[ReportedEvent]:
-    listed = {(cb.event, cb.e.lower()) for cb in wanted}
+    listed = {(cb.event, address_key(cb.e)) for cb in wanted}
     return [e for e in facts.events if (e.event, e.address) not in listed]
 
 

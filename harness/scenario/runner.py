@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from harness.errors import ConfigError, HarnessError
-from harness.journal import Entry, Journal, Kind, MemoryJournal
+from harness.journal import Entry, Journal, MemoryJournal
+from harness.records import Callback, Sent, SmtpMessage
 from harness.scenario.campaign import Submission, submit_campaign
 from harness.scenario.clicks import perform_click
 from harness.scenario.judge import ExpectationResult, Verdict, judge, pending
@@ -44,6 +44,7 @@ from harness.scenario.sut import (
     wait_for_probe,
 )
 from harness.smtp.tls import Certificate, make_certificate
+from harness.vocab import address_key
 from harness.world import World
 
 __all__ = [
@@ -352,11 +353,10 @@ class _Settled:
     """
 
     def __init__(self, recipients: Sequence[str], since: int) -> None:
-        self.open = {r.lower() for r in recipients}
+        self.open = {address_key(r) for r in recipients}
         self.since = since
         self.callbacks = 0
         self.last_activity = time.time()
-        self._accepted: dict[tuple[str, str], list[str]] = {}
 
     @property
     def done(self) -> bool:
@@ -368,24 +368,19 @@ class _Settled:
             self.since = entry.seq
 
     def _see(self, entry: Entry) -> None:
-        data: Any = entry.data
+        record = entry.data
         self.last_activity = max(self.last_activity, entry.at)
-        if entry.kind is Kind.CALLBACK:
+        if isinstance(record, Callback):
             self.callbacks += 1
-            for event in data.get("events") or ():
-                self.open.discard(str(event[1]).lower())
-        elif entry.kind is Kind.SMTP_MESSAGE:
-            self._accepted[(data.get("host"), data.get("id"))] = [
-                str(r.get("address", "")).lower() for r in data.get("recipients") or ()
-            ]
-        elif entry.kind is Kind.SMTP_SESSION:
-            # The session entry is written when the connection ends, after the message entries.
-            for message_id in data.get("messages") or ():
-                for address in self._accepted.pop((data.get("host"), message_id), ()):
-                    self.open.discard(address)
-        elif entry.kind is Kind.SENT and not data.get("ok"):
-            for rcpt in data.get("to") or ():
-                self.open.discard(str(rcpt).lower())
+            for event in record.events:
+                self.open.discard(address_key(event.email))
+        elif isinstance(record, SmtpMessage):
+            # Journaled when the 250 is given, whether or not the client keeps the connection.
+            for recipient in record.recipients:
+                self.open.discard(address_key(recipient.address))
+        elif isinstance(record, Sent) and not record.ok:
+            for rcpt in record.to:
+                self.open.discard(address_key(rcpt))
 
 
 def verdict_of(result: ScenarioResult) -> Verdict:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from harness.errors import UnknownNameError
+from harness.vocab import BounceClass, Stage
 
 __all__ = [
     "CATALOG",
@@ -23,34 +23,6 @@ __all__ = [
     "Stage",
     "get_mode",
 ]
-
-
-class Stage(StrEnum):
-    """Where in the SMTP dialogue a failure shows."""
-
-    CONNECT = "connect"
-    GREETING = "greeting"
-    EHLO = "ehlo"
-    AUTH = "auth"
-    MAIL = "mail"
-    RCPT = "rcpt"
-    DATA = "data"
-    """The reply to the DATA command itself (before the message is sent)."""
-    END_OF_DATA = "end_of_data"
-    """The reply after the final dot."""
-    LATER = "later"
-    """Accepted now, bounced later by DSN."""
-    STARTTLS = "starttls"
-    """The TLS handshake after STARTTLS (or at connect, for implicit TLS)."""
-
-
-class BounceClass(StrEnum):
-    """How an integration should report the failure to CleverTap."""
-
-    SOFT = "soft"
-    HARD = "hard"
-    NONE = "none"
-    """Not a bounce: the message is (or will be) delivered."""
 
 
 FLAVOURS = ("gmail", "outlook", "yahoo", "icloud", "postfix")

@@ -29,7 +29,7 @@ import mailbox
 import pathlib
 import re
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage, Message
@@ -41,7 +41,8 @@ from typing import Any
 import aiosmtplib
 
 from harness.errors import ConfigError, UnknownNameError
-from harness.journal import Entry, Journal, Kind
+from harness.journal import Entry, Journal
+from harness.records import Dsn, DsnRecipient
 from harness.smtp.catalog import Stage, get_mode
 
 __all__ = [
@@ -801,48 +802,49 @@ async def deliver_dsn(
     envelope_to: str,
     intake: tuple[str, int] | pathlib.Path,
     journal: Journal,
-    context: Mapping[str, Any] | None = None,
+    host: str | None = None,
+    queue_id: str | None = None,
     timeout: float = 10.0,
 ) -> Entry:
     """Send *message* from the null sender to *envelope_to* at *intake*, and journal it.
 
     *intake* is ``(host, port)`` for SMTP (``MAIL FROM:<>``, STARTTLS when offered, SMTPUTF8
     when the DSN needs it) or a :class:`pathlib.Path` to a Maildir (created if missing). The
-    :data:`~harness.journal.Kind.DSN` entry is returned; it says ``ok`` and the reply, or the
-    error when delivery failed: delivery failures never raise. *context* (JSON types) is kept in
-    the entry under ``"context"``.
+    :class:`~harness.records.Dsn` entry is returned; it says ``ok`` and the reply, or the error
+    when delivery failed: delivery failures never raise. *host* and *queue_id* name the fake MX
+    host that bounced the message and the message's queue id.
     """
     data = dsn_bytes(message, crlf=True)
-    record: dict[str, Any] = {
+    is_maildir = isinstance(intake, pathlib.Path)
+    fields: dict[str, Any] = {
         "to": envelope_to,
-        "from": "",
         "intake": str(intake) if isinstance(intake, pathlib.Path) else f"{intake[0]}:{intake[1]}",
-        "transport": "maildir" if isinstance(intake, pathlib.Path) else "smtp",
+        "transport": "maildir" if is_maildir else "smtp",
         "dialect": str(_dialect_of(message)),
-        "recipients": recipients_of(message),
+        "recipients": tuple(
+            DsnRecipient(recipient=r["recipient"], action=r["action"], status=r["status"])
+            for r in recipients_of(message)
+        ),
         "message_id": str(message.get("Message-ID", "")) or None,
         "size": len(data),
-        "ok": False,
-        "reply": None,
-        "error": None,
+        "host": host,
+        "message": queue_id,
     }
-    if context:
-        record["context"] = dict(context)
     try:
         if isinstance(intake, pathlib.Path):
-            record["size"] = len(data.replace(b"\r\n", b"\n"))
-            record["maildir_key"] = await asyncio.to_thread(_to_maildir, intake, data)
+            fields["size"] = len(data.replace(b"\r\n", b"\n"))
+            fields["maildir_key"] = await asyncio.to_thread(_to_maildir, intake, data)
         else:
             utf8 = _needs_smtputf8(message, envelope_to, data)
-            record["reply"] = await _to_smtp(intake, envelope_to, data, utf8, timeout)
-        record["ok"] = True
+            fields["reply"] = await _to_smtp(intake, envelope_to, data, utf8, timeout)
+        fields["ok"] = True
     except asyncio.CancelledError:
-        record["error"] = "cancelled before the DSN was delivered"
-        journal.append(Kind.DSN, record)
+        fields["error"] = "cancelled before the DSN was delivered"
+        journal.append(Dsn(**fields))
         raise
     except Exception as exc:  # every delivery failure is journaled, none raised
-        record["error"] = f"{type(exc).__name__}: {exc}"
-    return journal.append(Kind.DSN, record)
+        fields["error"] = f"{type(exc).__name__}: {exc}"
+    return journal.append(Dsn(**fields))
 
 
 def _to_maildir(path: pathlib.Path, data: bytes) -> str:

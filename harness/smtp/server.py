@@ -11,37 +11,34 @@ its transport map. The listening socket is created here, not by asyncio, so that
 plays ``refused`` the port stays bound (but not listening, which makes the kernel answer a
 connect with RST, i.e. ECONNREFUSED) and nobody else can take it.
 
-Journal records (``Entry.data``), written when they happen:
+Journal records (:mod:`harness.records`), each written when it happens:
 
-- :data:`~harness.journal.Kind.SMTP_SESSION`, when a connection ends (also when the server is
-  stopped under it)::
+- :class:`~harness.records.SmtpOpen` when a connection is accepted;
+- :class:`~harness.records.SmtpReply` for every reply that decides a recipient (RCPT, DATA, end
+  of DATA: the rules' replies and the host's own, such as size and line-length rejections),
+  committed to the journal *before* the client can read the reply, so that a verdict taken while
+  a client keeps its connection open (Postfix's connection cache) sees it, and a ``kill -9`` of
+  a standalone server loses no answered decision;
+- :class:`~harness.records.SmtpMessage` for each message accepted with 250 after DATA (the same
+  rule: committed before the 250 is sent);
+- :class:`~harness.records.SmtpClose` when the connection ends: the transcript (at most
+  ``max_transcript`` commands and as many replies, the first and last halves; the counts of what
+  was left out) and how it ended;
+- :class:`~harness.records.HostChange` for ``down``/``up``, and
+  :class:`~harness.records.DsnSkipped` for DSNs that could not be sent (no intake, null sender,
+  NOTIFY=NEVER, stopped before the delay ran out).
 
-    {"host", "session", "peer", "port", "variant", "ehlo", "tls", "auth",
-     "commands": ["EHLO c.test", "MAIL FROM:<a@b> RET=HDRS", "AUTH PLAIN ***", ...],
-     "replies": [{"stage": "rcpt", "reply": "452 4.2.2 ..."}, ...],
-     "decisions": [{"recipient", "sender", "stage", "code", "enhanced", "reply", "mode",
-                    "rule", "class", "attempt"}, ...],
-     "messages": ["<queue id>", ...], "dropped_message": {...} | None,
-     "end": "quit" | "client_dropped" | "server_dropped" | "timeout" | "server_stopped",
-     "started", "duration"}
-
-- :data:`~harness.journal.Kind.SMTP_MESSAGE`, for each message accepted with 250 after DATA::
-
-    {"host", "session", "id", "peer", "sender", "recipients": [{"address", "notify", "orcpt"}],
-     "ret", "envid", "body_type", "smtputf8", "size", "declared_size",
-     "headers": [[name, value], ...], "subject", "message_id",
-     "x_clevertap_meta", "list_unsubscribe", "list_unsubscribe_post",
-     "body", "body_truncated", "tls", "auth", "bounces": [{"recipient", "after", "status", ...}]}
-
-- :data:`~harness.journal.Kind.NOTE` for ``host_down``/``host_up`` and for DSNs that could not
-  be sent (no intake, null sender, NOTIFY=NEVER, stopped before the delay ran out).
+When the journal cannot record a decision (a file journal on a full disk), the client gets
+``451 4.3.0`` instead of the decision: a temporary failure, so a real MTA retries later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
+import logging
 import socket
 import ssl
 import time
@@ -53,8 +50,20 @@ from typing import Any, ClassVar
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from harness.errors import ConfigError, ServerError, UnknownNameError
-from harness.journal import Journal, Kind, MemoryJournal
+from harness.errors import ConfigError, JournalWriteError, ServerError, UnknownNameError
+from harness.journal import Entry, Journal, MemoryJournal
+from harness.records import (
+    DroppedMessage,
+    DsnSkipped,
+    HostChange,
+    Recipient,
+    ScheduledBounce,
+    SmtpClose,
+    SmtpMessage,
+    SmtpOpen,
+    SmtpReply,
+    TranscriptLine,
+)
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Reply, Stage
 from harness.smtp.rules import Outcome, Rules
 from harness.smtp.tls import Certificate, make_certificate
@@ -71,6 +80,9 @@ _XTEXT_HEX = "0123456789ABCDEF"
 # A fatal TLS alert (handshake_failure), sent instead of a ServerHello by ``tls_broken``.
 _TLS_ALERT = b"\x15\x03\x03\x00\x02\x02\x28"
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+_NOT_RECORDED = "451 4.3.0 Temporary failure: the server could not record this, try again later"
+"""Answered instead of a decision the journal could not record (the sender retries)."""
+log = logging.getLogger("harness.smtp")
 
 Intake = tuple[str, int] | Path
 
@@ -150,18 +162,47 @@ class _Envelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.params: dict[str, str | bool] = {}
-        self.recipients: list[dict[str, Any]] = []
+        self.recipients: list[Recipient] = []
         self.later: list[tuple[str, Outcome]] = []
         """Accepted recipients whose behaviour acts at DATA, end of DATA or by DSN."""
 
 
+class _Transcript:
+    """Commands or replies of one session, bounded: the first and the last ``limit // 2``."""
+
+    __slots__ = ("dropped", "head", "limit", "tail")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head: list[Any] = []
+        self.tail: collections.deque[Any] = collections.deque(maxlen=max(limit - limit // 2, 0))
+        self.dropped = 0
+
+    def append(self, item: Any) -> None:
+        if len(self.head) < self.limit // 2:
+            self.head.append(item)
+            return
+        if self.tail.maxlen and len(self.tail) == self.tail.maxlen:
+            self.dropped += 1
+        elif not self.tail.maxlen:
+            self.dropped += 1
+            return
+        self.tail.append(item)
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.tail)
+
+    def items(self) -> tuple[Any, ...]:
+        return (*self.head, *self.tail)
+
+
 class _Record:
-    """What one session did, kept as cheap appends and journaled once when it ends."""
+    """What one session did, kept as cheap appends; its decisions are journaled as they are
+    given, its transcript when it ends."""
 
     __slots__ = (
         "auth",
         "commands",
-        "decisions",
         "dropped",
         "ehlo",
         "end",
@@ -174,7 +215,7 @@ class _Record:
         "variant",
     )
 
-    def __init__(self, session_id: str, peer: str, variant: str | None) -> None:
+    def __init__(self, session_id: str, peer: str, variant: str | None, limit: int) -> None:
         self.id = session_id
         self.peer = peer
         self.variant = variant
@@ -182,11 +223,10 @@ class _Record:
         self.ehlo: str | None = None
         self.tls: str | None = None
         self.auth: str | None = None
-        self.commands: list[str] = []
-        self.replies: list[tuple[str, str]] = []
-        self.decisions: list[dict[str, Any]] = []
+        self.commands = _Transcript(limit)
+        self.replies = _Transcript(limit)
         self.messages: list[str] = []
-        self.dropped: dict[str, Any] | None = None
+        self.dropped: DroppedMessage | None = None
         self.end: str | None = None
 
 
@@ -211,7 +251,7 @@ class _Handler:
         return server.on_ehlo(hostname, lines)
 
     async def handle_DATA(self, server: _Session, session: Session, envelope: Envelope) -> str:
-        return server.on_end_of_data()
+        return await server.on_end_of_data()
 
 
 _HANDLER = _Handler()
@@ -289,9 +329,8 @@ class _Session(SMTP):
         first = self.record is None
         super().connection_made(transport)
         if first:
-            self.record = self.host._open_record(self, _peer(transport), self.variant)
-            if transport.get_extra_info("ssl_object") is not None:
-                self.record.tls = "implicit"
+            tls = "implicit" if transport.get_extra_info("ssl_object") is not None else None
+            self.record = self.host._open_record(self, _peer(transport), self.variant, tls)
         elif self.record is not None and self.sess().ssl is not None:
             # aiosmtpd calls connection_made again once the STARTTLS handshake is done.
             self.record.tls = "starttls"
@@ -334,17 +373,22 @@ class _Session(SMTP):
         line = _REWRITE.get(line, line)
         if line == "552 Error: Too much mail data":
             line = str(self.host._too_large)
+        if self._stage == "end_of_data" and not self._answered and line[:1] in "45":
+            # aiosmtpd's own verdict after the final dot (size, line length): a decision like
+            # any other, journaled before the client reads it.
+            line = await self._host_decision(line)
         record = self.record
         line_recorded = False
         if record is not None:
             code = line[:3]
             if "\n" in line:
                 parts = line.split("\r\n")
-                record.replies.extend((self._stage, part) for part in parts)
+                for part in parts:
+                    record.replies.append(TranscriptLine(stage=self._stage, reply=part))
                 line_recorded = True
                 self._answered = parts[-1][3:4] != "-"
             elif code == "354":
-                record.replies.append(("data", line))
+                record.replies.append(TranscriptLine(stage="data", reply=line))
                 # The reply after the final dot answers no new command line.
                 self._stage = "end_of_data"
                 self._answered = False
@@ -356,7 +400,7 @@ class _Session(SMTP):
             else:
                 self._answered = True
             if not line_recorded:
-                record.replies.append((self._stage, line))
+                record.replies.append(TranscriptLine(stage=self._stage, reply=line))
         if self._delay:
             try:
                 await asyncio.sleep(self._delay)
@@ -378,13 +422,63 @@ class _Session(SMTP):
             text = shown if shown is not None else (f"{verb} {arg}" if arg else verb)
             self.record.commands.append(text)
 
-    async def _reply_outcome(self, outcome: Outcome, recipients: list[str], cause: str) -> None:
-        """Push a rules-decided reply and record the decision for each recipient it covers."""
-        reply = outcome.reply
-        if self.record is not None:
+    async def _reply_outcome(
+        self, outcome: Outcome, recipients: list[str], cause: str | None, stage: Stage | None = None
+    ) -> None:
+        """Journal a rules-decided reply for each recipient it covers, then push it."""
+        await self.push(await self._decide(outcome, recipients, cause, stage))
+
+    async def _decide(
+        self,
+        outcome: Outcome,
+        recipients: list[str],
+        cause: str | None,
+        stage: Stage | None = None,
+        *,
+        protocol: bool = False,
+    ) -> str:
+        """Journal *outcome* for *recipients* and wait until it is recorded; return the reply
+        to send: the outcome's, or 451 4.3.0 when the journal could not record it."""
+        reply = str(outcome.reply)
+        record = self.record
+        if record is None:  # pragma: no cover - set in connection_made
+            return reply
+        journal = self.host.journal
+        sender = self._sender()
+        try:
+            entry = None
             for rcpt in recipients:
-                self.record.decisions.append(_decision(outcome, rcpt, self._sender(), cause))
-        await self.push(str(reply))
+                entry = journal.append(
+                    _decision(
+                        self.host.name, record.id, outcome, rcpt, sender, cause, stage, protocol
+                    )
+                )
+            if entry is not None and journal.durable:
+                await journal.committed(entry)
+        except JournalWriteError:
+            log.error("MX host %s answered 451: the journal failed", self.host.name)
+            return _NOT_RECORDED
+        return reply
+
+    async def _host_decision(self, line: str) -> str:
+        """Journal a reply the host itself gives to every recipient of the transaction at the
+        end of DATA (size, line length); returns the line to send."""
+        env = self.env()
+        reply = _parse_reply(line)
+        mode = "too_large" if reply.code == 552 else None
+        klass = BounceClass.SOFT
+        outcome = Outcome(Stage.END_OF_DATA, reply, klass, mode)
+        self._answered = True
+        return await self._decide(outcome, list(env.rcpt_tos), None)
+
+    async def _protocol_reply(self, line: str, recipient: str | None) -> None:
+        """Push a protocol reply to RCPT (503, 530, 553, 555 ...) and journal it as an attempt
+        at *recipient*: it decides nothing about the address (no class), but it is an attempt."""
+        if recipient is not None:
+            reply = _parse_reply(line)
+            outcome = Outcome(Stage.RCPT, reply, BounceClass.NONE, None)
+            line = await self._decide(outcome, [recipient], None, protocol=True)
+        await self.push(line)
 
     def _sender(self) -> str:
         env = self.env()
@@ -516,49 +610,60 @@ class _Session(SMTP):
             return
         host = self.host
         env = self.env()
+        parsed = _parse_path(arg, "TO:")
+        named = parsed[0] if parsed is not None and parsed[0] else None
         if host.auth_required and not self.sess().authenticated:
-            await self.push("530 5.7.0 Authentication required")
+            await self._protocol_reply("530 5.7.0 Authentication required", named)
             return
         if env.mail_from is None:
-            await self.push("503 5.5.1 Error: need MAIL command")
+            await self._protocol_reply("503 5.5.1 Error: need MAIL command", named)
             return
-        parsed = _parse_path(arg, "TO:")
         if parsed is None or not parsed[0]:
             await self.push("501 5.5.4 Syntax: RCPT TO:<address>")
             return
         recipient, raw = parsed
         if raw and not self.sess().extended_smtp:
-            await self.push("555 5.5.4 RCPT parameters need EHLO")
+            await self._protocol_reply("555 5.5.4 RCPT parameters need EHLO", recipient)
             return
         params = _split_params(raw, ("NOTIFY", "ORCPT"))
         if params.error:
-            await self.push(params.error)
+            await self._protocol_reply(params.error, recipient)
             return
         notify, orcpt, error = _check_rcpt_params(params.values)
         if error:
-            await self.push(error)
+            await self._protocol_reply(error, recipient)
             return
         if not recipient.isascii() and not env.smtp_utf8:
-            await self.push("553 5.6.7 Must declare SMTPUTF8 to send unicode address")
+            await self._protocol_reply(
+                "553 5.6.7 Must declare SMTPUTF8 to send unicode address", recipient
+            )
             return
         if len(env.rcpt_tos) >= host.max_recipients:
             outcome = host._limit_outcome(recipient, self._peer_ip())
             await self._reply_outcome(outcome, [recipient], recipient)
             return
         outcome = host._decide(self._sender(), recipient, self._peer_ip())
-        # DATA and end-of-DATA outcomes are recorded when they fire, for every recipient.
-        if self.record is not None and outcome.stage in (Stage.RCPT, Stage.LATER):
-            self.record.decisions.append(_decision(outcome, recipient, self._sender(), None))
         if outcome.stage is Stage.RCPT:
-            await self.push(str(outcome.reply))
-            if not outcome.accepted:
+            line = await self._decide(outcome, [recipient], None)
+            await self.push(line)
+            if not outcome.accepted or line is _NOT_RECORDED:
                 return
         else:
+            # Accepted at RCPT; the rules act later (DATA, end of DATA, or a DSN), and that
+            # later reply is journaled again when it fires. DATA and end-of-DATA outcomes are
+            # journaled once, when they fire.
+            if outcome.stage is Stage.LATER:
+                line = await self._decide(outcome, [recipient], None)
+                if line is _NOT_RECORDED:
+                    await self.push(line)
+                    return
             await self.push("250 2.1.5 Ok")
             env.later.append((recipient, outcome))
         env.rcpt_tos.append(recipient)
         env.rcpt_options.extend(raw)
-        env.recipients.append({"address": recipient, "notify": notify, "orcpt": orcpt})
+        env.recipients.append(
+            Recipient(address=recipient, notify=tuple(notify) if notify else None, orcpt=orcpt)
+        )
 
     def _peer_ip(self) -> str:
         peer = self.sess().peer
@@ -571,7 +676,7 @@ class _Session(SMTP):
         if ready and not (self.host.auth_required and not self.sess().authenticated):
             for recipient, outcome in env.later:
                 if outcome.stage is Stage.DATA:
-                    await self._reply_outcome(outcome, list(env.rcpt_tos), recipient)
+                    await self._reply_outcome(outcome, list(env.rcpt_tos), recipient, Stage.DATA)
                     self._set_rset_state()  # type: ignore[no-untyped-call]
                     return
             if self.variant == "drop_mid_data":
@@ -590,32 +695,39 @@ class _Session(SMTP):
     def _note_dropped(self, content: bytes | None) -> None:
         env = self.env()
         if self.record is not None:
-            self.record.dropped = {
-                "sender": self._sender(),
-                "recipients": list(env.rcpt_tos),
-                "after_dot": content is not None,
-                "size": len(content) if content is not None else None,
-            }
+            self.record.dropped = DroppedMessage(
+                sender=self._sender(),
+                recipients=tuple(env.rcpt_tos),
+                after_dot=content is not None,
+                size=len(content) if content is not None else None,
+            )
 
-    def on_end_of_data(self) -> str:
+    async def on_end_of_data(self) -> str:
         env = self.env()
         content: bytes = env.original_content or b""
         if self.variant == "drop_after_dot":
             self._note_dropped(content)
             self.drop("server_dropped")
             return "451 4.3.0 never sent"
+        # The reply after the dot is given here, not by push(): push() must not journal it again.
+        self._answered = True
         for recipient, outcome in env.later:
             if outcome.stage is Stage.END_OF_DATA:
-                if self.record is not None:
-                    for rcpt in env.rcpt_tos:
-                        self.record.decisions.append(
-                            _decision(outcome, rcpt, self._sender(), recipient)
-                        )
-                return str(outcome.reply)
-        queue_id = self.host._accept(self, env, content)
+                return await self._decide(outcome, list(env.rcpt_tos), recipient, Stage.END_OF_DATA)
+        try:
+            entry = self.host._accept(self, env, content)
+            if self.host.journal.durable:
+                await self.host.journal.committed(entry)
+        except JournalWriteError:
+            log.error("MX host %s answered 451: the journal failed", self.host.name)
+            return _NOT_RECORDED
+        message = entry.data
+        if not isinstance(message, SmtpMessage):  # pragma: no cover - _accept appends one
+            raise ServerError("the accepted message was journaled as something else")
         if self.record is not None:
-            self.record.messages.append(queue_id)
-        return f"250 2.0.0 Ok: queued as {queue_id}"
+            self.record.messages.append(message.id)
+        self.host._schedule_bounces(message, content, env.later)
+        return f"250 2.0.0 Ok: queued as {message.id}"
 
 
 def _check_mail_params(values: Mapping[str, str | bool], *, smtputf8: bool) -> str | None:
@@ -661,32 +773,54 @@ def _check_rcpt_params(
     return notify, None, None
 
 
-def _decision(outcome: Outcome, recipient: str, sender: str, cause: str | None) -> dict[str, Any]:
+def _decision(
+    host: str,
+    session: str,
+    outcome: Outcome,
+    recipient: str,
+    sender: str,
+    cause: str | None,
+    stage: Stage | None = None,
+    protocol: bool = False,
+) -> SmtpReply:
     reply = outcome.reply
-    data: dict[str, Any] = {
-        "recipient": recipient,
-        "sender": sender,
-        "stage": str(outcome.stage),
-        "code": reply.code,
-        "enhanced": reply.enhanced,
-        "reply": str(reply),
-        "mode": outcome.mode,
-        "rule": outcome.rule,
-        "class": str(outcome.bounce_class),
-        "attempt": outcome.attempt,
-    }
-    if cause is not None and cause != recipient:
-        data["cause"] = cause
-    if outcome.bounce is not None:
-        b = outcome.bounce
-        data["bounce"] = {
-            "after": b.after,
-            "status": b.status,
-            "diagnostic": b.diagnostic,
-            "dialect": b.dialect,
-            "action": b.action,
-        }
-    return data
+    bounce = outcome.bounce
+    return SmtpReply(
+        host=host,
+        session=session,
+        recipient=recipient,
+        sender=sender,
+        stage=str(stage or outcome.stage),
+        code=reply.code,
+        enhanced=reply.enhanced,
+        reply=str(reply),
+        mode=outcome.mode,
+        rule=outcome.rule,
+        bounce_class=None if protocol else str(outcome.bounce_class),
+        attempt=None if protocol else outcome.attempt,
+        cause=cause if cause is not None and cause != recipient else None,
+        bounce=None
+        if bounce is None
+        else ScheduledBounce(
+            after=bounce.after,
+            status=bounce.status,
+            diagnostic=bounce.diagnostic,
+            dialect=bounce.dialect,
+            action=bounce.action,
+        ),
+    )
+
+
+def _parse_reply(line: str) -> Reply:
+    """``552 5.3.4 text`` -> Reply (the last line of a multi-line reply)."""
+    last = line.rsplit("\r\n", 1)[-1]
+    code = int(last[:3]) if last[:3].isdigit() else 451
+    rest = last[4:]
+    first, _, text = rest.partition(" ")
+    parts = first.split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return Reply(code, first, text)
+    return Reply(code, None, rest)
 
 
 class _Silent(asyncio.Protocol):
@@ -701,10 +835,10 @@ class _Silent(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.record = self.host._open_record(self, _peer(transport), self.variant)
+        self.record = self.host._open_record(self, _peer(transport), self.variant, None)
         if self.variant == "greeting_421":
             reply = self.host._greeting_421
-            self.record.replies.append(("greeting", str(reply)))
+            self.record.replies.append(TranscriptLine(stage="greeting", reply=str(reply)))
             if isinstance(transport, asyncio.WriteTransport):
                 transport.write(f"{reply}\r\n".encode())
             self.drop("server_dropped")
@@ -713,7 +847,7 @@ class _Silent(asyncio.Protocol):
         if self.record is not None:
             # Nobody answers, but what the client tried is worth keeping.
             for line in data.decode("utf-8", "replace").splitlines():
-                if line and len(self.record.commands) < 100:
+                if line:
                     self.record.commands.append(line[:512])
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -778,6 +912,7 @@ class MXHost:
         body_cap: int = _BODY_CAP,
         server_down: str | None = None,
         slow_delay: float = 1.0,
+        max_transcript: int = 1000,
     ) -> None:
         if flavour not in FLAVOURS:
             raise ConfigError(
@@ -816,6 +951,10 @@ class MXHost:
         self.timeout = timeout
         self.body_cap = body_cap
         self._slow_delay = slow_delay
+        if max_transcript < 0:
+            raise ConfigError(f"MXHost max_transcript must be >= 0, not {max_transcript!r}")
+        self.max_transcript = max_transcript
+        """Commands (and replies) a session record keeps at most: the first and last halves."""
         self._port = port
         self._bound_port: int | None = None
         self._variant: str | None = None
@@ -827,10 +966,8 @@ class MXHost:
         self._old_servers: list[asyncio.Server] = []
         self._live: set[_Conn] = set()
         self._unwinding: set[asyncio.Task[Any]] = set()
-        self._pending_dsns: dict[asyncio.TimerHandle, dict[str, Any]] = {}
+        self._pending_dsns: dict[asyncio.TimerHandle, _DsnJob] = {}
         self._dsn_tasks: set[asyncio.Task[Any]] = set()
-        self._session_ids = itertools.count(1)
-        self._message_ids = itertools.count(1)
         self._starttls_context: ssl.SSLContext | None = None
         self._implicit_context: ssl.SSLContext | None = None
         self._too_large = _mode_reply("too_large", flavour)
@@ -937,11 +1074,9 @@ class MXHost:
         self._stop_listening()
         for conn in list(self._live):
             conn.drop("server_stopped")
-        for handle, info in list(self._pending_dsns.items()):
+        for handle, job in list(self._pending_dsns.items()):
             handle.cancel()
-            self.journal.append(
-                Kind.NOTE, {"event": "dsn_not_sent", "reason": "host stopped first", **info}
-            )
+            self._skip_dsn(job, "host stopped first")
         self._pending_dsns.clear()
         waiting: list[asyncio.Future[Any]] = [c._done for c in self._live]
         waiting += self._dsn_tasks
@@ -1014,15 +1149,15 @@ class MXHost:
                 conn.drop("server_dropped")
         elif previous == "refused":
             self._listen()
+        delay = options.get("delay")
         self.journal.append(
-            Kind.NOTE,
-            {
-                "event": "host_down",
-                "host": self.name,
-                "variant": variant,
-                "port": self.port,
-                **options,
-            },
+            HostChange(
+                host=self.name,
+                state="down",
+                port=self.port,
+                variant=variant,
+                delay=float(delay) if isinstance(delay, int | float) else None,
+            )
         )
 
     def up(self) -> None:
@@ -1033,7 +1168,7 @@ class MXHost:
         if previous == "refused":
             self._listen()
         self.journal.append(
-            Kind.NOTE, {"event": "host_up", "host": self.name, "port": self.port, "was": previous}
+            HostChange(host=self.name, state="up", port=self.port, variant=previous)
         )
 
     def _serving_then(self, action: Callable[[], None]) -> None:
@@ -1064,35 +1199,55 @@ class MXHost:
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def _open_record(self, conn: _Conn, peer: str, variant: str | None) -> _Record:
+    def _open_record(self, conn: _Conn, peer: str, variant: str | None, tls: str | None) -> _Record:
         self._live.add(conn)
-        return _Record(f"{self.name}-{next(self._session_ids)}", peer, variant)
+        # The journal's next seq: never given twice, so session ids never repeat, also across
+        # restarts and resets of a file journal.
+        record = _Record(f"{self.name}-{self.journal.next_seq}", peer, variant, self.max_transcript)
+        record.tls = tls
+        try:
+            self.journal.append(
+                SmtpOpen(
+                    host=self.name,
+                    session=record.id,
+                    peer=peer,
+                    port=self._bound_port,
+                    variant=variant,
+                    tls=tls,
+                )
+            )
+        except JournalWriteError:
+            log.error("MX host %s could not journal a new connection", self.name)
+        return record
 
     def _close_record(self, conn: _Conn, record: _Record | None) -> None:
         self._live.discard(conn)
         if record is None:
             return
-        self.journal.append(
-            Kind.SMTP_SESSION,
-            {
-                "host": self.name,
-                "session": record.id,
-                "peer": record.peer,
-                "port": self.port if self._sock is not None else None,
-                "variant": record.variant,
-                "ehlo": record.ehlo,
-                "tls": record.tls,
-                "auth": record.auth,
-                "commands": record.commands,
-                "replies": [{"stage": s, "reply": r} for s, r in record.replies],
-                "decisions": record.decisions,
-                "messages": record.messages,
-                "dropped_message": record.dropped,
-                "end": record.end,
-                "started": record.started,
-                "duration": time.time() - record.started,
-            },
-        )
+        try:
+            self.journal.append(
+                SmtpClose(
+                    host=self.name,
+                    session=record.id,
+                    peer=record.peer,
+                    port=self.port if self._sock is not None else None,
+                    variant=record.variant,
+                    ehlo=record.ehlo,
+                    tls=record.tls,
+                    auth=record.auth,
+                    commands=record.commands.items(),
+                    replies=record.replies.items(),
+                    commands_dropped=record.commands.dropped,
+                    replies_dropped=record.replies.dropped,
+                    messages=tuple(record.messages),
+                    dropped_message=record.dropped,
+                    end=record.end or "client_dropped",
+                    started=record.started,
+                    duration=time.time() - record.started,
+                )
+            )
+        except JournalWriteError:
+            log.error("MX host %s could not journal the end of session %s", self.name, record.id)
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -1122,181 +1277,140 @@ class MXHost:
 
     # -- accepted messages -------------------------------------------------------------------
 
-    def _accept(self, session: _Session, env: _Envelope, content: bytes) -> str:
-        queue_id = f"{self.name.upper()}{next(self._message_ids):06d}"
+    def _accept(self, session: _Session, env: _Envelope, content: bytes) -> Entry:
+        """Journal the message accepted in *session*; returns its (uncommitted) entry."""
+        # The journal's next seq: never given twice, so queue ids never repeat, also across
+        # restarts and resets of a file journal.
+        queue_id = f"{self.name.upper()}{self.journal.next_seq:06d}"
         record = session.record
         head, body = _split_message(content)
         parsed = HeaderParser().parsestr(head.decode("utf-8", "replace"), headersonly=True)
-        headers = [[k, str(v)] for k, v in parsed.items()]
         params = env.params
         ret = params.get("RET")
         envid = params.get("ENVID")
-        bounces = [(rcpt, o) for rcpt, o in env.later if o.bounce is not None]
-        data: dict[str, Any] = {
-            "host": self.name,
-            "session": record.id if record else None,
-            "id": queue_id,
-            "peer": record.peer if record else None,
-            "sender": session._sender(),
-            "recipients": env.recipients,
-            "ret": ret.upper() if isinstance(ret, str) else None,
-            "envid": _xtext_decode(envid) if isinstance(envid, str) else None,
-            "body_type": str(params.get("BODY", "7BIT")).upper(),
-            "smtputf8": env.smtp_utf8,
-            "size": len(content),
-            "declared_size": int(params["SIZE"]) if isinstance(params.get("SIZE"), str) else None,
-            "headers": headers,
-            "subject": parsed.get("Subject"),
-            "message_id": parsed.get("Message-ID"),
-            "x_clevertap_meta": parsed.get("X-CleverTap_META"),
-            "list_unsubscribe": parsed.get("List-Unsubscribe"),
-            "list_unsubscribe_post": parsed.get("List-Unsubscribe-Post"),
-            "body": body[: self.body_cap].decode("utf-8", "replace"),
-            "body_truncated": len(body) > self.body_cap,
-            "tls": record.tls if record else None,
-            "auth": record.auth if record else None,
-            "bounces": [
-                {"recipient": rcpt, **_decision(o, rcpt, session._sender(), None)["bounce"]}
-                for rcpt, o in bounces
-            ],
-        }
-        self.journal.append(Kind.SMTP_MESSAGE, data)
-        if session.record is not None:
-            for rcpt in env.rcpt_tos:
-                later = next((o for r, o in env.later if r == rcpt), None)
-                if later is None:
-                    session.record.decisions.append(
-                        {
-                            "recipient": rcpt,
-                            "sender": data["sender"],
-                            "stage": "end_of_data",
-                            "code": 250,
-                            "enhanced": "2.0.0",
-                            "reply": f"250 2.0.0 Ok: queued as {queue_id}",
-                            "mode": "accept",
-                            "rule": None,
-                            "class": "none",
-                            "attempt": 1,
-                        }
-                    )
-        if bounces:
-            self._schedule_bounces(queue_id, data, content, bounces)
-        return queue_id
+        size = params.get("SIZE")
+        return self.journal.append(
+            SmtpMessage(
+                host=self.name,
+                session=record.id if record else "",
+                id=queue_id,
+                peer=record.peer if record else None,
+                sender=session._sender(),
+                recipients=tuple(env.recipients),
+                ret=ret.upper() if isinstance(ret, str) else None,
+                envid=_xtext_decode(envid) if isinstance(envid, str) else None,
+                body_type=str(params.get("BODY", "7BIT")).upper(),
+                smtputf8=bool(env.smtp_utf8),
+                size=len(content),
+                declared_size=int(size) if isinstance(size, str) else None,
+                headers=tuple((k, str(v)) for k, v in parsed.items()),
+                subject=_header(parsed, "Subject"),
+                message_id=_header(parsed, "Message-ID"),
+                x_clevertap_meta=_header(parsed, "X-CleverTap_META"),
+                list_unsubscribe=_header(parsed, "List-Unsubscribe"),
+                list_unsubscribe_post=_header(parsed, "List-Unsubscribe-Post"),
+                body=body[: self.body_cap].decode("utf-8", "replace"),
+                body_truncated=len(body) > self.body_cap,
+                tls=record.tls if record else None,
+                auth=record.auth if record else None,
+            )
+        )
 
     def _schedule_bounces(
-        self,
-        queue_id: str,
-        data: Mapping[str, Any],
-        content: bytes,
-        bounces: list[tuple[str, Outcome]],
+        self, message: SmtpMessage, content: bytes, later: list[tuple[str, Outcome]]
     ) -> None:
+        """Schedule the DSNs of the accept-then-bounce recipients of *message*."""
         groups: dict[tuple[float, str], list[tuple[str, Outcome]]] = {}
-        for rcpt, outcome in bounces:
-            if outcome.bounce is None:  # pragma: no cover - filtered by the caller
-                continue
-            groups.setdefault((outcome.bounce.after, outcome.bounce.dialect), []).append(
-                (rcpt, outcome)
-            )
-        for (after, dialect), members in groups.items():
-            info = {
-                "host": self.name,
-                "message": queue_id,
-                "recipients": [r for r, _ in members],
-                "sender": data["sender"],
-            }
-            if not data["sender"]:
-                self.journal.append(
-                    Kind.NOTE,
-                    {
-                        "event": "dsn_not_sent",
-                        "reason": "the message came from the null sender",
-                        **info,
-                    },
+        for rcpt, outcome in later:
+            if outcome.bounce is not None:
+                groups.setdefault((outcome.bounce.after, outcome.bounce.dialect), []).append(
+                    (rcpt, outcome)
                 )
+        for (after, dialect), members in groups.items():
+            job = _DsnJob(message, content, members, dialect)
+            if not message.sender:
+                self._skip_dsn(job, "the message came from the null sender")
                 continue
             if self.bounce_intake is None:
-                self.journal.append(
-                    Kind.NOTE,
-                    {"event": "dsn_not_sent", "reason": "no bounce intake is configured", **info},
-                )
+                self._skip_dsn(job, "no bounce intake is configured")
                 continue
-            args = (queue_id, data, content, members, dialect, info)
-            handle = self.loop.call_later(after, self._fire_bounce, args)
-            self._pending_dsns[handle] = info
+            handle = self.loop.call_later(after, self._fire_bounce, job)
+            self._pending_dsns[handle] = job
 
-    def _fire_bounce(self, args: tuple[Any, ...]) -> None:
-        for handle, info in list(self._pending_dsns.items()):
-            if info is args[5]:
+    def _skip_dsn(self, job: _DsnJob, reason: str) -> None:
+        with contextlib.suppress(JournalWriteError):
+            self.journal.append(
+                DsnSkipped(
+                    host=self.name,
+                    message=job.message.id,
+                    recipients=tuple(r for r, _ in job.members),
+                    sender=job.message.sender,
+                    reason=reason,
+                )
+            )
+
+    def _fire_bounce(self, job: _DsnJob) -> None:
+        for handle, pending in list(self._pending_dsns.items()):
+            if pending is job:
                 del self._pending_dsns[handle]
-        task = self.loop.create_task(self._send_bounce(*args))
+        task = self.loop.create_task(self._send_bounce(job))
         self._dsn_tasks.add(task)
         task.add_done_callback(self._dsn_tasks.discard)
 
-    async def _send_bounce(
-        self,
-        queue_id: str,
-        data: Mapping[str, Any],
-        content: bytes,
-        members: list[tuple[str, Outcome]],
-        dialect: str,
-        info: dict[str, Any],
-    ) -> None:
+    async def _send_bounce(self, job: _DsnJob) -> None:
         # Imported here: the DSN module is only needed once a bounce is due.
         from harness.smtp.dsn import OriginalMessage, RecipientReport, build_dsn, deliver_dsn
 
-        by_address = {r["address"]: r for r in data["recipients"]}
+        message = job.message
+        by_address = {r.address: r for r in message.recipients}
         try:
             original = OriginalMessage(
-                envelope_sender=data["sender"],
-                content=content,
-                envid=data["envid"],
-                ret=data["ret"],
-                smtputf8=bool(data["smtputf8"]),
+                envelope_sender=message.sender,
+                content=job.content,
+                envid=message.envid,
+                ret=message.ret,
+                smtputf8=message.smtputf8,
             )
             reports = []
-            for rcpt, outcome in members:
+            for rcpt, outcome in job.members:
                 bounce = outcome.bounce
                 if bounce is None:  # pragma: no cover - filtered when scheduled
                     continue
                 status = bounce.status
                 if bounce.action == "delayed" and status.startswith("5"):
                     status = "4" + status[1:]  # a delay is temporary by definition
-                params = by_address.get(rcpt, {})
-                notify = params.get("notify")
+                params = by_address.get(rcpt)
+                notify = params.notify if params is not None else None
                 reports.append(
                     RecipientReport(
                         recipient=rcpt,
                         action=bounce.action,
                         status=status,
                         diagnostic=bounce.diagnostic,
-                        orcpt=params.get("orcpt"),
+                        orcpt=params.orcpt if params is not None else None,
                         notify=frozenset(notify) if notify else None,
                         in_reply_to=_IN_REPLY_TO.get(CATALOG[outcome.mode].stage)
                         if outcome.mode in CATALOG
                         else "RCPT TO",
                     )
                 )
-            message = build_dsn(original, reports, dialect=dialect, reporting_mta=self.hostname)
+            dsn = build_dsn(original, reports, dialect=job.dialect, reporting_mta=self.hostname)
         except ConfigError as exc:
-            self.journal.append(
-                Kind.NOTE, {"event": "dsn_not_sent", "reason": f"cannot build it: {exc}", **info}
-            )
+            self._skip_dsn(job, f"cannot build it: {exc}")
             return
-        if message is None:
-            self.journal.append(
-                Kind.NOTE,
-                {"event": "dsn_not_sent", "reason": "NOTIFY asks for no report", **info},
-            )
+        if dsn is None:
+            self._skip_dsn(job, "NOTIFY asks for no report")
             return
         intake = self.bounce_intake
         if intake is None:  # pragma: no cover - checked when scheduled
             return
         await deliver_dsn(
-            message,
-            envelope_to=data["sender"],
+            dsn,
+            envelope_to=message.sender,
             intake=intake,
             journal=self.journal,
-            context=info,
+            host=self.name,
+            queue_id=message.id,
         )
 
     def reset(self) -> None:
@@ -1320,6 +1434,21 @@ class MXHost:
             self.up()
         else:
             self.down(self._initial_variant, delay=self._slow_delay)
+
+
+@dataclass(slots=True)
+class _DsnJob:
+    """A DSN due for some recipients of an accepted message."""
+
+    message: SmtpMessage
+    content: bytes
+    members: list[tuple[str, Outcome]]
+    dialect: str
+
+
+def _header(parsed: Any, name: str) -> str | None:
+    value = parsed.get(name)
+    return None if value is None else str(value)
 
 
 _IN_REPLY_TO = {Stage.RCPT: "RCPT TO", Stage.DATA: "DATA", Stage.END_OF_DATA: "end of DATA"}

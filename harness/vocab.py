@@ -1,0 +1,105 @@
+"""The harness's vocabulary, defined once: every module above imports these names from here.
+
+Event names and what they report, the callback endpoints, SMTP stages, bounce classes and the
+one rule for comparing addresses. Nothing here imports anything of the harness: this is the
+bottom of the import graph (see ``STYLE.md``, "one home per fact").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+__all__ = [
+    "BOUNCE_EVENTS",
+    "CLASS_OF_EVENT",
+    "LEGACY_BOUNCE_EVENTS",
+    "LEGACY_EVENTS",
+    "LEGACY_UNSUBSCRIBE_EVENTS",
+    "MAX_V2_EVENTS",
+    "UNSUBSCRIBE_EVENTS",
+    "V2_TYPES",
+    "BounceClass",
+    "Endpoint",
+    "Stage",
+    "address_key",
+]
+
+
+class Endpoint(StrEnum):
+    """Which callback URL a request arrived at."""
+
+    BOUNCE = "bounce"
+    UNSUBSCRIBE = "unsubscribe"
+    V2 = "v2"
+
+
+LEGACY_EVENTS: tuple[str, ...] = ("softbounce", "hardbounce", "unsubscribe")
+"""Event names of the legacy callback format."""
+LEGACY_BOUNCE_EVENTS: frozenset[str] = frozenset({"softbounce", "hardbounce"})
+"""Legacy events that belong on the bounce callback URL."""
+LEGACY_UNSUBSCRIBE_EVENTS: frozenset[str] = frozenset({"unsubscribe"})
+"""Legacy events that belong on the unsubscribe callback URL."""
+V2_TYPES: tuple[str, ...] = ("delivered", "soft_bounce", "hard_bounce", "spam", "unsubscribed")
+"""Event ``type`` names of the v2 callback format."""
+MAX_V2_EVENTS = 1000
+"""CleverTap rejects a v2 call with more events than this (400 "More than allowed events")."""
+
+CLASS_OF_EVENT: Mapping[str, str] = {
+    "hardbounce": "hard",
+    "hard_bounce": "hard",
+    "softbounce": "soft",
+    "soft_bounce": "soft",
+    "unsubscribe": "unsubscribe",
+    "unsubscribed": "unsubscribe",
+    "delivered": "delivered",
+    "spam": "spam",
+}
+"""Every event name of both formats, mapped to what it reports: ``hard``, ``soft``,
+``unsubscribe``, ``delivered`` or ``spam``."""
+BOUNCE_EVENTS: frozenset[str] = frozenset(
+    e for e, c in CLASS_OF_EVENT.items() if c in ("hard", "soft")
+)
+"""Bounce events of both formats."""
+UNSUBSCRIBE_EVENTS: frozenset[str] = frozenset(
+    e for e, c in CLASS_OF_EVENT.items() if c == "unsubscribe"
+)
+"""Unsubscribe events of both formats (``unsubscribe``, ``unsubscribed``)."""
+
+
+class Stage(StrEnum):
+    """Where in the SMTP dialogue a reply was given (or a failure shows)."""
+
+    CONNECT = "connect"
+    GREETING = "greeting"
+    EHLO = "ehlo"
+    AUTH = "auth"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    """The reply to the DATA command itself (before the message is sent)."""
+    END_OF_DATA = "end_of_data"
+    """The reply after the final dot."""
+    LATER = "later"
+    """Accepted now, bounced later by DSN."""
+    STARTTLS = "starttls"
+    """The TLS handshake after STARTTLS (or at connect, for implicit TLS)."""
+
+
+class BounceClass(StrEnum):
+    """How an integration should report a failure to CleverTap."""
+
+    SOFT = "soft"
+    HARD = "hard"
+    NONE = "none"
+    """Not a bounce: the message is (or will be) delivered."""
+
+
+def address_key(address: str) -> str:
+    """The one rule for "the same address" everywhere in the harness: case-insensitive.
+
+    CleverTap's own rule for case is not public; mail systems treat domains case-insensitively
+    and, in practice, local parts too. ``str.casefold`` (not ``lower``) so that ``ß`` and
+    ``SS``-style folds agree with what ``expect`` has always done.
+    """
+    return address.casefold()
