@@ -60,22 +60,7 @@ def _talk(port: int, lines: list[str]) -> list[str]:
     return replies
 
 
-_KNOWN = {
-    "plain_tab": "the mask only looks for a space (issue 14)",
-    "plain_wrong_password": "the mask only looks for a space (issue 14)",
-    "plain_lower_case": "mechanism names are case-insensitive (RFC 4954); 'plain' is refused",
-}
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n, marks=[pytest.mark.xfail(strict=True, reason=_KNOWN[n])] if n in _KNOWN else []
-        )
-        for n in DIALOGUES
-    ],
-)
+@pytest.mark.parametrize("name", DIALOGUES)
 def test_credentials_never_reach_the_journal(mx: Callable[..., MailWorld], name: str) -> None:
     world = mx(auth={USER: PASSWORD})
     lines = DIALOGUES[name]
