@@ -81,11 +81,16 @@ _SCHEMA = (
         at       REAL    NOT NULL,
         data     BLOB    NOT NULL,
         endpoint INTEGER,
-        accepted INTEGER
+        accepted INTEGER,
+        flagged  INTEGER
     )""",
     "CREATE INDEX IF NOT EXISTS entries_kind ON entries (kind, seq)",
     """CREATE INDEX IF NOT EXISTS entries_callback ON entries (endpoint, accepted, seq)
         WHERE endpoint IS NOT NULL""",
+    """CREATE INDEX IF NOT EXISTS entries_accepted ON entries (accepted, seq)
+        WHERE endpoint IS NOT NULL""",
+    # Callbacks with at least one violation, in order (the control API's violation list).
+    "CREATE INDEX IF NOT EXISTS entries_flagged ON entries (seq) WHERE flagged = 1",
     # One row per event of a callback: address and event as 64-bit keys (a hash; reads check
     # the record itself, so a collision can only cost time), for filters and for CT402.
     """CREATE TABLE IF NOT EXISTS events (
@@ -185,6 +190,14 @@ class Journal:
         """Appends and commits that failed (disk full, I/O error) since the journal opened."""
         self._db = self._open()
         self._finalizer = weakref.finalize(self, self._db.close)
+        self._stop_checkpoints = threading.Event()
+        if self.path is not None:
+            threading.Thread(
+                target=_checkpoints,
+                args=(self.path, self._stop_checkpoints),
+                name="harness-journal-checkpoint",
+                daemon=True,
+            ).start()
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -230,6 +243,10 @@ class Journal:
                     f"{', '.join(sorted(tables)) or 'no tables'}); give another path"
                 )
             db.execute("PRAGMA journal_mode=WAL")
+            # Checkpoints copy the WAL into the database; done by SQLite inside a commit, one
+            # can take hundreds of milliseconds and stall every request waiting on that commit.
+            # A background thread does them instead (_checkpoints).
+            db.execute("PRAGMA wal_autocheckpoint=0")
             # NORMAL in WAL mode: a commit is in the file (the WAL) when COMMIT returns, so a
             # killed process loses nothing committed; only a power loss could.
             db.execute("PRAGMA synchronous=NORMAL")
@@ -310,7 +327,7 @@ class Journal:
         if isinstance(record, Callback):
             endpoint = _ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
             db.execute(
-                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     entry.seq,
                     _KIND_CODE[entry.kind],
@@ -318,6 +335,7 @@ class Journal:
                     blob,
                     -1 if endpoint is None else endpoint,
                     int(record.accepted),
+                    1 if record.violations else None,
                 ),
             )
             remembered = int(record.remembered)
@@ -512,6 +530,7 @@ class Journal:
         code: str | None = None,
         endpoint: str | None = None,
         accepted: bool | None = None,
+        flagged: bool = False,
         since: int = 0,
         limit: int | None = None,
     ) -> list[Entry]:
@@ -519,10 +538,18 @@ class Journal:
 
         *event* and *address* must match the same event of a payload
         (:meth:`~harness.records.CallbackEvent.matches`); *code* a violation found in it;
-        *endpoint* where it arrived; *accepted* whether it was answered 2xx.
+        *endpoint* where it arrived; *accepted* whether it was answered 2xx; *flagged* only
+        those with at least one violation.
         """
         found: list[Entry] = []
-        for entry in self._callback_candidates(event, address, code, endpoint, accepted, since):
+        last = 0
+        candidates = self._callback_candidates(
+            event, address, code, endpoint, accepted, flagged, since
+        )
+        for entry in candidates:
+            if entry.seq == last:
+                continue  # two events of one payload matched an event-only filter
+            last = entry.seq
             record = entry.data
             if not isinstance(record, Callback):  # pragma: no cover - the indexes are per kind
                 continue
@@ -536,6 +563,8 @@ class Journal:
                 continue
             if accepted is not None and record.accepted != accepted:
                 continue
+            if flagged and not record.violations:  # pragma: no cover - the index says so
+                continue
             found.append(entry)
             if limit is not None and len(found) >= limit:
                 break
@@ -548,10 +577,14 @@ class Journal:
         code: str | None,
         endpoint: str | None,
         accepted: bool | None,
+        flagged: bool,
         since: int,
     ) -> Iterator[Entry]:
+        """Candidates in seq order from the most selective index; callbacks() checks them."""
         columns = "SELECT e.seq, e.kind, e.at, e.data FROM entries e"
-        where: list[str] = []
+        # Every callback has a non-NULL endpoint (-1 for a wrong path), and only callbacks do:
+        # this term lets SQLite use the partial indexes.
+        where = ["e.endpoint IS NOT NULL"]
         args: list[Any] = []
         if endpoint is not None:
             where.append("e.endpoint = ?")
@@ -559,16 +592,19 @@ class Journal:
         if accepted is not None:
             where.append("e.accepted = ?")
             args.append(int(accepted))
+        if flagged:
+            where.append("e.flagged = 1")
         if address is not None or event is not None:
-            # DISTINCT: two events of one payload may match an event-only filter.
             if address is not None:
                 where.append("v.akey = ?")
                 args.append(address_index_key(address))
             if event is not None:
                 where.append("v.ekey = ?")
                 args.append(_key(event))
+            # CROSS JOIN fixes the loop order: the few events of the address (or of the event,
+            # in seq order) first, then their entries; never a scan of entries by another index.
             sql = (
-                f"SELECT DISTINCT e.seq, e.kind, e.at, e.data FROM events v JOIN entries e "
+                "SELECT e.seq, e.kind, e.at, e.data FROM events v CROSS JOIN entries e "
                 f"ON e.seq = v.seq WHERE {' AND '.join([*where, 'v.seq > ?', 'v.seq <= ?'])} "
                 "ORDER BY v.seq LIMIT ?"
             )
@@ -576,14 +612,11 @@ class Journal:
             where.append("c.code = ?")
             args.append(code)
             sql = (
-                f"{columns} JOIN codes c ON c.seq = e.seq WHERE "
-                f"{' AND '.join([*where, 'c.seq > ?', 'c.seq <= ?'])} ORDER BY c.seq LIMIT ?"
+                "SELECT e.seq, e.kind, e.at, e.data FROM codes c CROSS JOIN entries e "
+                f"ON e.seq = c.seq WHERE {' AND '.join([*where, 'c.seq > ?', 'c.seq <= ?'])} "
+                "ORDER BY c.seq LIMIT ?"
             )
         else:
-            where.insert(0, "e.kind = ?")
-            args.insert(0, _KIND_CODE[Kind.CALLBACK])
-            if endpoint is None and accepted is None:
-                where.append("e.endpoint IS NOT NULL")
             sql = (
                 f"{columns} WHERE {' AND '.join([*where, 'e.seq > ?', 'e.seq <= ?'])} "
                 "ORDER BY e.seq LIMIT ?"
@@ -739,6 +772,7 @@ class Journal:
                 return
             self.commit()
             self._closed = True
+            self._stop_checkpoints.set()
             self._finalizer()
 
     def __enter__(self) -> Journal:
@@ -746,6 +780,28 @@ class Journal:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _checkpoints(path: Path, stop: threading.Event, every: float = 0.5) -> None:
+    """Copy a file journal's WAL into its database now and then, off the serving threads.
+
+    PASSIVE never blocks the writer; its own connection means the journal's lock is never held.
+    """
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error:  # pragma: no cover - the journal just opened the same file
+        return
+    try:
+        while not stop.wait(every):
+            try:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:  # pragma: no cover - a full disk: the writer reports it
+                log.warning("journal checkpoint failed: %s", exc)
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.Error:  # pragma: no cover - closing a full journal
+        pass
+    finally:
+        db.close()
 
 
 def _settle(waiter: _CommitWaiter, error: BaseException | None) -> None:

@@ -14,6 +14,7 @@ from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
 from harness.errors import ConfigError, ExpectationError, ServerError
 from harness.journal import Kind, MemoryJournal
+from harness.records import Callback, CallbackEvent, Dsn, HostChange, SmtpClose, SmtpOpen
 from harness.scenario.loader import parse_scenario
 from harness.smtp.world import MailWorld
 from harness.world import World
@@ -100,6 +101,11 @@ def test_both_servers_journal_into_one_journal_and_reset_forgets_attempts() -> N
         code, reply = _send(port, "grey@example.com")
         assert (code, reply[:5]) == (450, b"4.2.0")
         assert _send(port, "grey@example.com")[0] == 250
+        # A session ends (smtp_session) when its connection does, just after the client's QUIT:
+        # wait for the second one, so that the callback comes after it.
+        assert world.journal.wait_for(
+            lambda e: world.journal.count(Kind.SMTP_SESSION) >= 2, timeout=5
+        )
         response = httpx.post(
             world.clevertap.urls.v2,
             json={
@@ -111,9 +117,25 @@ def test_both_servers_journal_into_one_journal_and_reset_forgets_attempts() -> N
         )
         assert response.status_code == 200
         kinds = [e.kind for e in world.journal.entries()]
-        assert kinds == [Kind.SMTP_SESSION, Kind.SMTP_MESSAGE, Kind.SMTP_SESSION, Kind.CALLBACK]
-        callback = world.journal.entries(Kind.CALLBACK)[0]
-        assert callback.data["events"] == [["delivered", "a@yahoo.test", None, "m"]]
+        assert kinds == [
+            Kind.SMTP_OPEN,
+            Kind.SMTP_REPLY,  # 450, greylisted
+            Kind.SMTP_SESSION,
+            Kind.SMTP_OPEN,
+            Kind.SMTP_REPLY,  # 250 at RCPT
+            Kind.SMTP_MESSAGE,
+            Kind.SMTP_SESSION,
+            Kind.CALLBACK,
+        ]
+        callback = world.journal.entries(Kind.CALLBACK)[0].data
+        assert isinstance(callback, Callback)
+        assert callback.events == (CallbackEvent("delivered", "a@yahoo.test", None, "m"),)
+        earlier = {
+            e.data.session
+            for e in world.journal.entries(Kind.SMTP_OPEN)
+            if isinstance(e.data, SmtpOpen)
+        }
+        assert len(earlier) == 2
         last = world.journal.last_seq
 
         world.reset()
@@ -121,10 +143,15 @@ def test_both_servers_journal_into_one_journal_and_reset_forgets_attempts() -> N
         assert world.journal.entries() == []
         # Attempts start again: greylisted on the first try, as in a fresh world.
         assert _send(port, "grey@example.com")[0] == 450
-        # The session is journaled when the connection ends, just after the client's QUIT.
         session = world.journal.wait_for(lambda e: e.kind is Kind.SMTP_SESSION, timeout=5)
         assert session is not None
-        assert session.seq == last + 1
+        assert isinstance(session.data, SmtpClose)
+        # Numbering goes on after a reset, and session ids are never given twice.
+        first = world.journal.entries()[0]
+        assert first.seq == last + 1
+        assert isinstance(first.data, SmtpOpen)
+        assert first.data.session == session.data.session
+        assert session.data.session not in earlier
 
 
 def test_bounce_intake_set_after_start_receives_the_dsn(tmp_path: Path) -> None:
@@ -135,11 +162,13 @@ def test_bounce_intake_set_after_start_receives_the_dsn(tmp_path: Path) -> None:
         assert _send(world.mail.host("example.com").port, "late@example.com")[0] == 250
         dsn = world.journal.wait_for(lambda e: e.kind is Kind.DSN, timeout=5)
         assert dsn is not None
-        assert (dsn.data["ok"], dsn.data["transport"], dsn.data["to"]) == (
+        assert isinstance(dsn.data, Dsn)
+        assert (dsn.data.ok, dsn.data.transport, dsn.data.to) == (
             True,
             "maildir",
             "bounces@sut.test",
         )
+        assert dsn.data.host == "example.com"
         assert len(list((maildir / "new").iterdir())) == 1
 
 
@@ -198,8 +227,11 @@ def test_down_up_from_sync_code_and_reset_restores_hosts() -> None:
         assert world.mail.drifted == []
         assert world.mail.host("example.com").port == port
         assert _send(port, "a@example.com")[0] == 250
-        notes = [e.data for e in world.journal.entries(Kind.NOTE) if "event" in e.data]
-        assert [(n["event"], n["host"]) for n in notes] == [("host_up", "example.com")]
+        # The journal was reset with the world; bringing the host back up is journaled after.
+        changes = [e.data for e in world.journal.entries(Kind.HOST)]
+        assert changes == [
+            HostChange(host="example.com", state="up", port=port, variant="greeting_421")
+        ]
 
 
 def test_reset_can_keep_the_journal() -> None:

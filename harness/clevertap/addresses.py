@@ -32,11 +32,12 @@ _MAX_LOCAL = 64  # RFC 5321 4.5.3.1.1
 _MAX_ADDRESS = 254  # RFC 3696 errata / email-validator's limit
 
 
-@lru_cache(maxsize=65536)
 def address_problem(address: str) -> str | None:
     """Why *address* is not a valid address, in email-validator's words; None when it is valid.
 
-    Cached: the callback hot path calls this for every event.
+    The callback hot path calls this for every event. Plain addresses take the fast path (a
+    pattern and a per-domain cache); only the others are cached one by one, so that a million
+    distinct plain addresses do not fill a cache the garbage collector has to walk.
     """
     local, at, domain = address.rpartition("@")
     if (
@@ -56,6 +57,7 @@ def _domain_problem(domain: str) -> str | None:
     return _full_problem("postmaster@" + domain)
 
 
+@lru_cache(maxsize=4096)
 def _full_problem(address: str) -> str | None:
     try:
         validate_email(

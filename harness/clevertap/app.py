@@ -22,7 +22,7 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from sys import intern
 from typing import Annotated, Any, Literal, Protocol
@@ -536,11 +536,8 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
         last = app.journal.last_seq
         out: list[ViolationRecord] = []
         wanted = endpoint.value if endpoint else None
-        entries: Iterable[Entry] = (
-            app.journal.callbacks(code=code, endpoint=wanted, since=since)
-            if code is not None or wanted is not None
-            else app.journal.iter_entries(Kind.CALLBACK, since=since)
-        )
+        # Through the index of flagged callbacks: only requests with a violation are read.
+        entries = app.journal.callbacks(code=code, endpoint=wanted, flagged=True, since=since)
         for entry in entries:
             record = entry.data
             if not isinstance(record, Callback):
@@ -670,7 +667,7 @@ class CleverTapApp(FastAPI):
             version="1",
         )
         self.settings = settings
-        self.journal = journal
+        self._journal = journal
         self.faults = FaultPlan(settings.faults)
         self.duplicates = JournalHistory(journal)
         self._stopping: asyncio.Event | None = None
@@ -678,6 +675,17 @@ class CleverTapApp(FastAPI):
             path: _Callback(self, endpoint, path) for endpoint, path in settings.paths.items()
         }
         self.include_router(_control_router(self))
+
+    @property
+    def journal(self) -> Journal:
+        return self._journal
+
+    @journal.setter
+    def journal(self, journal: Journal) -> None:
+        """Journal into *journal* from now on; the duplicate history (an index of the journal)
+        follows it."""
+        self._journal = journal
+        self.duplicates = JournalHistory(journal)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Callbacks skip FastAPI's middleware and routing: a dict lookup instead of a dozen

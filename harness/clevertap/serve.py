@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from harness._loop import freeze_startup_objects
 from harness.clevertap.faults import FaultRule, parse_fault
 from harness.clevertap.inspect import Endpoint
 from harness.clevertap.server import CleverTapServer
@@ -159,6 +160,7 @@ async def _run(server: CleverTapServer) -> None:
         loop.add_signal_handler(sig, done.set)
     try:
         await server.start()
+        freeze_startup_objects()
         try:
             _print_banner(server)
             await done.wait()

@@ -506,9 +506,10 @@ NEVER_ATTEMPTED = register(
         family="cross",
         example=_example(
             "# The integration tried ok@example.com only, then reported ghost@example.com.",
-            '0.5 smtp_session {"host": "mx1", "decisions": [{"recipient": "ok@example.com", '
-            '"stage": "rcpt", "code": 250, "class": "none"}]}',
-            '2 callback {"endpoint": "bounce", "status": 200, '
+            '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", "recipient": "ok@example.com", '
+            '"sender": "bounces@brand.test", "stage": "rcpt", "code": 250, "enhanced": "2.1.5", '
+            '"reply": "250 2.1.5 Ok", "class": "none", "mode": "accept", "attempt": 1}',
+            '2 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
             '"events": [["hardbounce", "ghost@example.com", 1700000001, null]]}',
         ),
         explanation="No fake MX host or relay saw a RCPT for the address, no DSN names it, and "
@@ -525,12 +526,15 @@ ACCEPTED_NOT_BOUNCED = register(
         family="cross",
         example=_example(
             "# Greylisted on the first attempt, accepted on the retry, reported as a bounce.",
-            '0.5 smtp_session {"host": "mx1", "decisions": [{"recipient": "grey@example.com", '
-            '"stage": "rcpt", "code": 450, "reply": "450 4.2.0 Greylisted", "class": "soft", '
-            '"mode": "greylist"}]}',
-            '1.5 smtp_message {"host": "mx1", "id": "MX1000001", '
-            '"recipients": [{"address": "grey@example.com"}]}',
-            '2 callback {"endpoint": "bounce", "status": 200, '
+            '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", "recipient": "grey@example.com", '
+            '"sender": "bounces@brand.test", "stage": "rcpt", "code": 450, "enhanced": "4.2.0", '
+            '"reply": "450 4.2.0 Greylisted", "class": "soft", "mode": "greylist", "attempt": 1}',
+            '1.5 smtp_reply {"host": "mx1", "session": "mx1-4", "recipient": "grey@example.com", '
+            '"sender": "bounces@brand.test", "stage": "rcpt", "code": 250, "enhanced": "2.1.5", '
+            '"reply": "250 2.1.5 Ok", "class": "none", "mode": "greylist", "attempt": 2}',
+            '1.6 smtp_message {"host": "mx1", "session": "mx1-4", "id": "MX1000006", '
+            '"sender": "bounces@brand.test", "recipients": [{"address": "grey@example.com"}]}',
+            '2 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
             '"events": [["softbounce", "grey@example.com", 1700000001, null]]}',
         ),
         explanation="The final outcome for the address is a message accepted with 250 and no "
@@ -547,10 +551,11 @@ SOFT_AS_HARD = register(
         family="cross",
         example=_example(
             "# A full mailbox (soft) reported as a hard bounce.",
-            '0.5 smtp_session {"host": "mx1", "decisions": [{"recipient": "full@example.com", '
-            '"stage": "rcpt", "code": 552, "reply": "552 5.2.2 Mailbox full", "class": "soft", '
-            '"mode": "mailbox_full_permanent"}]}',
-            '2 callback {"endpoint": "bounce", "status": 200, '
+            '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", "recipient": "full@example.com", '
+            '"sender": "bounces@brand.test", "stage": "rcpt", "code": 552, "enhanced": "5.2.2", '
+            '"reply": "552 5.2.2 Mailbox full", "class": "soft", '
+            '"mode": "mailbox_full_permanent", "attempt": 1}',
+            '2 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
             '"events": [["hardbounce", "full@example.com", 1700000001, null]]}',
         ),
         explanation="The mail world classed the real failure as soft (the catalog's class of "
@@ -567,10 +572,11 @@ HARD_AS_SOFT = register(
         family="cross",
         example=_example(
             "# An unknown user (hard) reported as a soft bounce.",
-            '0.5 smtp_session {"host": "mx1", "decisions": [{"recipient": "nobody@example.com", '
-            '"stage": "rcpt", "code": 550, "reply": "550 5.1.1 User unknown", "class": "hard", '
-            '"mode": "invalid_address"}]}',
-            '2 callback {"endpoint": "bounce", "status": 200, '
+            '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", '
+            '"recipient": "nobody@example.com", "sender": "bounces@brand.test", "stage": "rcpt", '
+            '"code": 550, "enhanced": "5.1.1", "reply": "550 5.1.1 User unknown", '
+            '"class": "hard", "mode": "invalid_address", "attempt": 1}',
+            '2 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
             '"events": [["softbounce", "nobody@example.com", 1700000001, null]]}',
         ),
         explanation="The mail world classed the real failure as hard (a permanent address "
@@ -586,9 +592,11 @@ TS_OUTSIDE = register(
         family="cross",
         example=_example(
             "# The bounce happened at 1700000000.5; the callback says an hour earlier.",
-            '0.5 smtp_session {"host": "mx1", "decisions": [{"recipient": "nobody@example.com", '
-            '"stage": "rcpt", "code": 550, "class": "hard"}]}',
-            '2 callback {"endpoint": "bounce", "status": 200, '
+            '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", '
+            '"recipient": "nobody@example.com", "sender": "bounces@brand.test", "stage": "rcpt", '
+            '"code": 550, "enhanced": "5.1.1", "reply": "550 5.1.1 User unknown", '
+            '"class": "hard", "mode": "invalid_address", "attempt": 1}',
+            '2 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
             '"events": [["hardbounce", "nobody@example.com", 1699996400, null]]}',
         ),
         explanation="A legacy `ts` must lie between the first thing the mail world saw for the "
@@ -605,11 +613,13 @@ TWICE = register(
         family="cross",
         example=_example(
             "# One hard bounce, reported in two accepted callbacks.",
-            '0.5 smtp_session {"host": "mx1", "decisions": [{"recipient": "nobody@example.com", '
-            '"stage": "rcpt", "code": 550, "class": "hard"}]}',
-            '2 callback {"endpoint": "bounce", "status": 200, '
+            '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", '
+            '"recipient": "nobody@example.com", "sender": "bounces@brand.test", "stage": "rcpt", '
+            '"code": 550, "enhanced": "5.1.1", "reply": "550 5.1.1 User unknown", '
+            '"class": "hard", "mode": "invalid_address", "attempt": 1}',
+            '2 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
             '"events": [["hardbounce", "nobody@example.com", 1700000001, null]]}',
-            '9000 callback {"endpoint": "bounce", "status": 200, '
+            '9000 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
             '"events": [["hardbounce", "nobody@example.com", 1700000001, null]]}',
         ),
         explanation="The same (event, address) arrived in two callbacks that were both accepted "
@@ -628,8 +638,8 @@ NO_CLICK = register(
             "# reader@example.com clicked; other@example.com is reported too.",
             '1 click {"recipient": "reader@example.com", "via": "one_click", '
             '"url": "http://127.0.0.1:8080/u/1", "status": 200, "ok": true}',
-            '2 callback {"endpoint": "unsubscribe", "status": 200, '
-            '"events": [["unsubscribe", "other@example.com", 1700000001, null]]}',
+            '2 callback {"endpoint": "unsubscribe", "path": "/callbacks/unsubscribe", '
+            '"status": 200, "events": [["unsubscribe", "other@example.com", 1700000001, null]]}',
         ),
         explanation="An unsubscribe callback for an address for which no unsubscribe action "
         "(one-click POST, link, mailto) reached the integration before the callback. An "
@@ -645,10 +655,12 @@ META_UNKNOWN = register(
         example=_example(
             "# The integration echoed a meta that no message carried (here: truncated).",
             '0 sent {"message_id": "<1@brand.test>", "from": "news@brand.test", '
-            '"to": ["nobody@example.com"], "meta": "nobody@example.com|harness|1700000000|1|0|'
-            'wzrk_default|", "subject": "Hi", "ok": true, "reply": "250 ok", "error": null}',
-            '2 callback {"endpoint": "v2", "status": 200, "events": [["hard_bounce", '
-            '"nobody@example.com", null, "nobody@example.com|harness|1700000000|1|"]]}',
+            '"to": ["nobody@example.com"], '
+            '"meta": "nobody@example.com|harness|1700000000|1|0|wzrk_default|", "subject": "Hi", '
+            '"ok": true, "reply": "250 ok"}',
+            '2 callback {"endpoint": "v2", "path": "/callbacks/v2", "status": 200, '
+            '"events": [["hard_bounce", "nobody@example.com", null, '
+            '"nobody@example.com|harness|1700000000|1|"]]}',
         ),
         explanation="Every v2 event must echo, unchanged, the `X-CleverTap_META` header of the "
         "message it is about. The value matches neither a message the harness submitted nor a "
@@ -664,9 +676,11 @@ DELIVERED_NOT_ACCEPTED = register(
         family="cross",
         example=_example(
             "# The message was refused at RCPT, yet reported as delivered.",
-            '0.5 smtp_session {"host": "mx1", "decisions": [{"recipient": "nobody@example.com", '
-            '"stage": "rcpt", "code": 550, "class": "hard"}]}',
-            '2 callback {"endpoint": "v2", "status": 200, '
+            '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", '
+            '"recipient": "nobody@example.com", "sender": "bounces@brand.test", "stage": "rcpt", '
+            '"code": 550, "enhanced": "5.1.1", "reply": "550 5.1.1 User unknown", '
+            '"class": "hard", "mode": "invalid_address", "attempt": 1}',
+            '2 callback {"endpoint": "v2", "path": "/callbacks/v2", "status": 200, '
             '"events": [["delivered", "nobody@example.com", null, "m1"]]}',
         ),
         explanation="A v2 `delivered` event needs a message accepted (250 after DATA) for the "

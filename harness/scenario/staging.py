@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from harness._loop import freeze_startup_objects
 from harness.errors import ConfigError, ScenarioError, ServerError
 from harness.journal import open_journal
 from harness.scenario.loader import load_scenario
@@ -131,6 +132,7 @@ async def _serve(
         loop.add_signal_handler(sig, done.set)
     try:
         async with world:
+            freeze_startup_objects()
             if postfix_transport is not None:
                 postfix_transport = write_postfix_transport(world, postfix_transport)
             for line in banner(world, scenario, postfix_transport=postfix_transport):

@@ -356,6 +356,8 @@ class _Session(SMTP):
         self.record: _Record | None = None
         self._stage = "greeting"
         self._answered = False
+        self._decided = False
+        """The reply after the final dot is journaled already (push() sends it only)."""
         self._silent = False
         self._delay = host._slow_delay if variant == "slow" else 0.0
         self._done: asyncio.Future[None] = host.loop.create_future()
@@ -456,7 +458,12 @@ class _Session(SMTP):
         line = _postfix_reply(_printable(line))
         if line == "552 Error: Too much mail data":
             line = str(self.host._too_large)
-        if self._stage == "end_of_data" and not self._answered and line[:1] in "45":
+        if (
+            self._stage == "end_of_data"
+            and not self._answered
+            and not self._decided
+            and line[:1] in "45"
+        ):
             # aiosmtpd's own verdict after the final dot (size, line length): a decision like
             # any other, journaled before the client reads it.
             line = await self._host_decision(line)
@@ -475,6 +482,7 @@ class _Session(SMTP):
                 # The reply after the final dot answers no new command line.
                 self._stage = "end_of_data"
                 self._answered = False
+                self._decided = False
                 line_recorded = True
             elif code == "334" or line[3:4] == "-":
                 pass  # AUTH challenge or a continued multi-line reply: the command goes on
@@ -563,7 +571,7 @@ class _Session(SMTP):
         mode = "too_large" if reply.code == 552 else None
         klass = BounceClass.SOFT
         outcome = Outcome(Stage.END_OF_DATA, reply, klass, mode)
-        self._answered = True
+        self._decided = True
         return await self._decide(outcome, list(env.rcpt_tos), None)
 
     async def _protocol_reply(self, line: str, recipient: str | None) -> None:
@@ -924,8 +932,8 @@ class _Session(SMTP):
             self._note_dropped(content)
             self.drop("server_dropped")
             return "451 4.3.0 never sent"
-        # The reply after the dot is given here, not by push(): push() must not journal it again.
-        self._answered = True
+        # The reply after the dot is decided (and journaled) here: push() must not do it again.
+        self._decided = True
         for recipient, outcome in env.later:
             if outcome.stage is Stage.END_OF_DATA:
                 return await self._decide(outcome, list(env.rcpt_tos), recipient, Stage.END_OF_DATA)

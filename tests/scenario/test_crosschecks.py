@@ -1,25 +1,68 @@
 """The cross-checks CT5xx: each fires on a journal built to trigger it, and stays silent on a
-correct run. Journals are built synthetically, entry by entry, in the producers' shapes; the
-callback entries are made by the same inspect() the fake CleverTap runs."""
+correct run. Journals are built synthetically, entry by entry, with the record types the
+producers journal (an SMTP connection is its ``smtp_open``, one ``smtp_reply`` per reply that
+decided a recipient, its ``smtp_message`` and its ``smtp_session``); the callback entries are
+made by the same inspect() the fake CleverTap runs."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from harness.checks import Severity, Violation, all_checks, get_check
 from harness.clevertap.inspect import Endpoint, inspect
-from harness.journal import Entry, Journal, Kind, MemoryJournal
+from harness.journal import Entry, Journal, MemoryJournal
+from harness.records import (
+    Callback,
+    CallbackEvent,
+    Click,
+    DroppedMessage,
+    Dsn,
+    DsnRecipient,
+    FaultHit,
+    HostChange,
+    Recipient,
+    Record,
+    Sent,
+    SmtpClose,
+    SmtpMessage,
+    SmtpOpen,
+    SmtpReply,
+    TranscriptLine,
+    record_from_json,
+)
 from harness.scenario.crosschecks import CrossCheckConfig, Facts, cross_check
 from harness.scenario.loader import parse_scenario
 from harness.scenario.model import Scenario
 
 T0 = 1_700_000_000.0
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "checks.md"
+SENDER = "bounces@gateway.test"
+PEER = "127.0.0.1:40000"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """The entries of one SMTP connection, in the order a fake MX journals them."""
+
+    opened: Entry
+    replies: tuple[Entry, ...]
+    """One ``smtp_reply`` per reply that decided a recipient."""
+    message: Entry | None
+    """The ``smtp_message`` of the message accepted in it, if any."""
+    closed: Entry
+
+    @property
+    def reply(self) -> Entry:
+        """The one reply of a single-recipient session."""
+        (reply,) = self.replies
+        return reply
 
 
 class Run:
@@ -28,67 +71,92 @@ class Run:
     def __init__(self, journal: Journal | None = None) -> None:
         self.journal = journal if journal is not None else MemoryJournal()
 
-    def add(self, kind: Kind, t: float, data: dict[str, Any]) -> Entry:
-        return self.journal.append(kind, data, at=T0 + t)
+    def add(self, t: float, record: Record) -> Entry:
+        return self.journal.append(record, at=T0 + t)
 
     def session(
         self,
         t: float,
-        *decisions: dict[str, Any],
+        *replies: SmtpReply,
         host: str = "example.com",
         variant: str | None = None,
         duration: float = 0.2,
-        dropped: dict[str, Any] | None = None,
-        commands: list[str] | None = None,
-    ) -> Entry:
-        return self.add(
-            Kind.SMTP_SESSION,
+        dropped: DroppedMessage | None = None,
+        accept: bool = False,
+        meta: str | None = None,
+    ) -> Session:
+        """One connection from *t* to *t* + *duration*: opened at *t*, the *replies* (made by
+        :func:`rcpt`) given halfway, with *accept* one message accepted for every recipient
+        whose RCPT was not refused (carrying the X-CleverTap_META *meta*), then closed."""
+        # Session and queue ids come from the journal's next seq, as the fake MX makes them.
+        session = f"{host}-{self.journal.next_seq}"
+        opened = self.add(
+            t, SmtpOpen(host=host, session=session, peer=PEER, port=2525, variant=variant)
+        )
+        given = tuple(
+            self.add(t + duration / 2, msgspec.structs.replace(reply, host=host, session=session))
+            for reply in replies
+        )
+        message = None
+        queue_ids: tuple[str, ...] = ()
+        if accept:
+            queue_id = f"{host.upper()}{self.journal.next_seq:06d}"
+            queue_ids = (queue_id,)
+            message = self.add(
+                t + duration * 3 / 4,
+                SmtpMessage(
+                    host=host,
+                    session=session,
+                    id=queue_id,
+                    peer=PEER,
+                    sender=SENDER,
+                    recipients=tuple(
+                        Recipient(address=r.recipient) for r in replies if not r.failed
+                    ),
+                    x_clevertap_meta=meta,
+                ),
+            )
+        commands = ["EHLO gateway.test", f"MAIL FROM:<{SENDER}>"]
+        commands += [f"RCPT TO:<{r.recipient}>" for r in replies]
+        # The client saw 250 at RCPT for a recipient whose rules act later.
+        transcript = [
+            TranscriptLine(stage="rcpt", reply=r.reply if r.stage == "rcpt" else "250 2.1.5 Ok")
+            for r in replies
+        ]
+        if message is not None:
+            commands.append("DATA")
+            queued = f"250 2.0.0 Ok: queued as {queue_ids[0]}"
+            transcript.append(TranscriptLine(stage="end_of_data", reply=queued))
+        closed = self.add(
             t + duration,
-            {
-                "host": host,
-                "session": f"{host}-1",
-                "peer": "127.0.0.1:40000",
-                "variant": variant,
-                "commands": commands or [],
-                "replies": [],
-                "decisions": list(decisions),
-                "messages": [],
-                "dropped_message": dropped,
-                "end": "quit",
-                "started": T0 + t,
-                "duration": duration,
-            },
+            SmtpClose(
+                host=host,
+                session=session,
+                peer=PEER,
+                port=2525,
+                variant=variant,
+                ehlo="gateway.test",
+                commands=tuple(commands),
+                replies=tuple(transcript),
+                messages=queue_ids,
+                dropped_message=dropped,
+                end="server_dropped" if dropped is not None else "quit",
+                started=T0 + t,
+                duration=duration,
+            ),
         )
-
-    def message(
-        self, t: float, *recipients: str, host: str = "example.com", meta: str | None = None
-    ) -> Entry:
-        return self.add(
-            Kind.SMTP_MESSAGE,
-            t,
-            {
-                "host": host,
-                "id": f"{host.upper()}000001",
-                "sender": "bounces@gateway.test",
-                "recipients": [{"address": r, "notify": None, "orcpt": None} for r in recipients],
-                "x_clevertap_meta": meta,
-                "bounces": [],
-            },
-        )
+        return Session(opened, given, message, closed)
 
     def dsn(self, t: float, recipient: str, action: str = "failed", status: str = "5.1.1") -> Entry:
         return self.add(
-            Kind.DSN,
             t,
-            {
-                "to": "bounces@gateway.test",
-                "from": "",
-                "dialect": "postfix",
-                "recipients": [{"recipient": recipient, "action": action, "status": status}],
-                "ok": True,
-                "reply": "250 ok",
-                "error": None,
-            },
+            Dsn(
+                to=SENDER,
+                dialect="postfix",
+                recipients=(DsnRecipient(recipient=recipient, action=action, status=status),),
+                ok=True,
+                reply="250 ok",
+            ),
         )
 
     def callback(
@@ -103,21 +171,24 @@ class Run:
         """A callback entry exactly as the fake CleverTap journals it (inspect() included)."""
         body = json.dumps(payload).encode()
         inspection = inspect(body, endpoint=Endpoint(endpoint), now=T0 + t)
-        data: dict[str, Any] = {
-            "endpoint": endpoint,
-            "path": f"/callbacks/{endpoint}",
-            "peer": "127.0.0.1:50000",
-            "content_type": "application/json",
-            "size": len(body),
-            "body": body.decode(),
-            "format": inspection.format,
-            "events": [[e.event, e.email, e.ts, e.meta] for e in inspection.events],
-            "violations": [v.to_json() for v in inspection.violations],
-            "status": status,
-        }
-        if fault is not None:
-            data["fault"] = {"rule": 0, "action": "status", "spec": fault}
-        return self.add(Kind.CALLBACK, t, data)
+        return self.add(
+            t,
+            Callback(
+                endpoint=endpoint,
+                path=f"/callbacks/{endpoint}",
+                peer="127.0.0.1:50000",
+                content_type="application/json",
+                size=len(body),
+                body=body.decode(),
+                format=inspection.format,
+                events=tuple(
+                    CallbackEvent(e.event, e.email, e.ts, e.meta) for e in inspection.events
+                ),
+                violations=tuple(inspection.violations),
+                status=status,
+                fault=None if fault is None else FaultHit(rule=0, action="status", spec=fault),
+            ),
+        )
 
     def legacy(self, t: float, event: str, *items: tuple[str, int], **kw: Any) -> Entry:
         endpoint = "unsubscribe" if event == "unsubscribe" else "bounce"
@@ -134,34 +205,33 @@ class Run:
         self, t: float, recipient: str, *, status: int | None = 200, ok: bool = True
     ) -> Entry:
         return self.add(
-            Kind.CLICK,
             t,
-            {
-                "recipient": recipient,
-                "via": "one_click",
-                "url": "http://127.0.0.1:8080/u/1",
-                "status": status,
-                "ok": ok,
-                "error": None if ok else "ConnectError: refused",
-                "message_seq": None,
-            },
+            Click(
+                recipient=recipient,
+                via="one_click",
+                url="http://127.0.0.1:8080/u/1",
+                status=status,
+                ok=ok,
+                error=None if ok else "ConnectError: refused",
+            ),
         )
 
     def sent(self, t: float, recipient: str, meta: str) -> Entry:
         return self.add(
-            Kind.SENT,
             t,
-            {
-                "message_id": f"<{recipient}>",
-                "from": "news@brand.test",
-                "to": [recipient],
-                "meta": meta,
-                "subject": "Harness campaign",
-                "ok": True,
-                "reply": "250 2.0.0 queued",
-                "error": None,
-            },
+            Sent(
+                message_id=f"<{recipient}>",
+                sender="news@brand.test",
+                to=(recipient,),
+                meta=meta,
+                subject="Harness campaign",
+                ok=True,
+                reply="250 2.0.0 queued",
+            ),
         )
+
+    def host_down(self, t: float, host: str, variant: str = "refused") -> Entry:
+        return self.add(t, HostChange(host=host, state="down", variant=variant))
 
     def check(
         self, scenario: Scenario | None = None, config: CrossCheckConfig | None = None
@@ -173,25 +243,37 @@ class Run:
 def rcpt(
     recipient: str,
     code: int,
-    klass: str,
+    klass: str | None,
     *,
     stage: str = "rcpt",
     mode: str | None = None,
     reply: str | None = None,
     attempt: int = 1,
-) -> dict[str, Any]:
-    return {
-        "recipient": recipient,
-        "sender": "bounces@gateway.test",
-        "stage": stage,
-        "code": code,
-        "enhanced": None,
-        "reply": reply or f"{code} reply",
-        "mode": mode,
-        "rule": recipient,
-        "class": klass,
-        "attempt": attempt,
-    }
+) -> SmtpReply:
+    """A reply deciding *recipient*, for :meth:`Run.session` (which fills in host and session).
+
+    *klass* None makes a protocol reply (503, 530: no rule, no class, no attempt), as the fake
+    MX journals its own replies to RCPT."""
+    text = reply or f"{code} reply"
+    words = text.split(" ")
+    enhanced = (
+        words[1] if len(words) > 1 and re.fullmatch(r"\d\.\d{1,3}\.\d{1,3}", words[1]) else None
+    )
+    protocol = klass is None
+    return SmtpReply(
+        host="",
+        session="",
+        recipient=recipient,
+        sender=SENDER,
+        stage=stage,
+        code=code,
+        enhanced=enhanced,
+        reply=text,
+        mode=None if protocol else mode,
+        rule=None if protocol else recipient,
+        bounce_class=klass,
+        attempt=None if protocol else attempt,
+    )
 
 
 def codes(violations: list[Violation]) -> list[str]:
@@ -226,15 +308,22 @@ def correct_run() -> Run:
     run.session(1, rcpt("nobody@example.com", 550, "hard", mode="invalid_address"))
     # grey: greylisted, then accepted: nothing to report
     run.session(1, rcpt("grey@example.com", 450, "soft", mode="greylist"))
-    run.session(2, rcpt("grey@example.com", 250, "none", mode="accept", attempt=2))
-    run.message(2.1, "grey@example.com", meta="grey|meta|3")
+    run.session(
+        2,
+        rcpt("grey@example.com", 250, "none", mode="accept", attempt=2),
+        accept=True,
+        meta="grey|meta|3",
+    )
     # ok and reader: accepted
-    run.session(1, rcpt("ok@example.com", 250, "none"), rcpt("reader@example.com", 250, "none"))
-    run.message(1.1, "ok@example.com", meta="ok|meta|0")
-    run.message(1.1, "reader@example.com", meta="reader|meta|5")
+    run.session(1, rcpt("ok@example.com", 250, "none"), accept=True, meta="ok|meta|0")
+    run.session(1, rcpt("reader@example.com", 250, "none"), accept=True, meta="reader|meta|5")
     # late: accepted, then a DSN
-    run.session(1, rcpt("late@example.com", 250, "hard", stage="later", mode="invalid_address"))
-    run.message(1.1, "late@example.com", meta="late|meta|4")
+    run.session(
+        1,
+        rcpt("late@example.com", 250, "hard", stage="later", mode="invalid_address"),
+        accept=True,
+        meta="late|meta|4",
+    )
     run.dsn(4, "late@example.com")
     # reader clicks
     run.click(5, "reader@example.com")
@@ -263,9 +352,12 @@ def test_the_same_journal_with_v2_callbacks_is_correct_too() -> None:
     run.sent(0, "nobody@example.com", "nobody|meta|2")
     run.sent(0, "late@example.com", "late|meta|3")
     run.session(
-        1, rcpt("ok@example.com", 250, "none"), rcpt("late@example.com", 250, "hard", stage="later")
+        1,
+        rcpt("ok@example.com", 250, "none"),
+        rcpt("late@example.com", 250, "hard", stage="later"),
+        accept=True,
+        meta="ok|meta|1",
     )
-    run.message(1.1, "ok@example.com", "late@example.com", meta="ok|meta|1")
     run.session(1, rcpt("nobody@example.com", 550, "hard"))
     run.dsn(3, "late@example.com")
     # delivered at 250 time, then the DSN's hard bounce: both right
@@ -310,7 +402,7 @@ def test_ct501_is_silent_when_the_domain_is_declared_down_refused() -> None:
 
 def test_ct501_is_silent_when_a_host_went_down_at_runtime() -> None:
     run = Run()
-    run.add(Kind.NOTE, 0.5, {"event": "host_down", "host": "down.test", "variant": "refused"})
+    run.host_down(0.5, "down.test")
     run.legacy(2, "softbounce", ("user@down.test", int(T0) + 1))
     assert run.check() == []
 
@@ -318,7 +410,7 @@ def test_ct501_is_silent_when_a_host_went_down_at_runtime() -> None:
 def test_a_down_host_seen_serving_other_domains_does_not_excuse_a_bounce() -> None:
     run = Run()
     run.session(0.1, rcpt("a@other.test", 250, "none"), host="mx-other")
-    run.add(Kind.NOTE, 0.5, {"event": "host_down", "host": "mx-other", "variant": "refused"})
+    run.host_down(0.5, "mx-other")
     run.legacy(2, "softbounce", ("user@elsewhere.test", int(T0) + 1))
     assert codes(run.check()) == ["CT501"]
 
@@ -338,16 +430,20 @@ def test_ct501_is_silent_for_a_tarpit_host_and_its_class_is_soft() -> None:
 
 
 def test_an_rcpt_answered_outside_the_rules_is_an_attempt() -> None:
-    # 530 auth required: no decision, but the RCPT command is in the session
+    # 530 auth required: the host's own reply, journaled without a class; it decides nothing
+    # about the address, but the address was attempted
     run = Run()
-    run.session(1, commands=["EHLO gw", "MAIL FROM:<b@gw.test>", "RCPT TO:<a@example.com>"])
+    run.session(1, rcpt("a@example.com", 530, None, reply="530 5.7.0 Authentication required"))
     run.legacy(2, "softbounce", ("a@example.com", int(T0) + 1))
+    assert run.check() == []
+    # and it is no failure either: no class to contradict
+    run.legacy(3, "hardbounce", ("a@example.com", int(T0) + 1))
     assert run.check() == []
 
 
 def test_a_dropped_message_is_a_soft_failure() -> None:
     run = Run()
-    dropped = {"sender": "b@gw", "recipients": ["a@down.test"], "after_dot": True, "size": 10}
+    dropped = DroppedMessage(sender="b@gw", recipients=("a@down.test",), after_dot=True, size=10)
     session = run.session(
         1, rcpt("a@down.test", 250, "none"), variant="drop_after_dot", dropped=dropped
     )
@@ -355,7 +451,8 @@ def test_a_dropped_message_is_a_soft_failure() -> None:
     assert run.check() == []
     cb = run.legacy(3, "hardbounce", ("a@down.test", int(T0) + 1))
     (violation,) = run.check()
-    assert (violation.code, violation.evidence) == ("CT503", (cb.seq, session.seq))
+    # the evidence is the end of the session, which says what was dropped
+    assert (violation.code, violation.evidence) == ("CT503", (cb.seq, session.closed.seq))
     assert "connection dropped after the final dot (drop_after_dot)" in violation.message
 
 
@@ -365,8 +462,10 @@ def test_a_dropped_message_is_a_soft_failure() -> None:
 def test_ct502_greylisted_then_accepted_is_no_bounce() -> None:
     run = Run()
     first = run.session(1, rcpt("grey@example.com", 450, "soft", mode="greylist"))
-    run.session(2, rcpt("grey@example.com", 250, "none", attempt=2))
-    accepted = run.message(2.1, "grey@example.com")
+    retry = run.session(2, rcpt("grey@example.com", 250, "none", attempt=2), accept=True)
+    accepted = retry.message
+    assert accepted is not None
+    assert isinstance(accepted.data, SmtpMessage)
     cb = run.legacy(3, "softbounce", ("grey@example.com", int(T0) + 2))
     (violation,) = run.check()
     assert violation.code == "CT502"
@@ -376,9 +475,9 @@ def test_ct502_greylisted_then_accepted_is_no_bounce() -> None:
     )
     assert violation.expected == "no bounce"
     assert violation.seen == (
-        "softbounce; final outcome: accepted as EXAMPLE.COM000001 on example.com"
+        f"softbounce; final outcome: accepted as {accepted.data.id} on example.com"
     )
-    assert violation.evidence == (cb.seq, first.seq, accepted.seq)
+    assert violation.evidence == (cb.seq, first.reply.seq, accepted.seq)
 
 
 def test_ct502_even_when_the_bounce_came_between_the_attempts() -> None:
@@ -386,16 +485,18 @@ def test_ct502_even_when_the_bounce_came_between_the_attempts() -> None:
     run = Run()
     run.session(1, rcpt("grey@example.com", 450, "soft", mode="greylist"))
     run.legacy(1.5, "softbounce", ("grey@example.com", int(T0) + 1))
-    run.session(2, rcpt("grey@example.com", 250, "none", attempt=2))
-    run.message(2.1, "grey@example.com")
+    run.session(2, rcpt("grey@example.com", 250, "none", attempt=2), accept=True)
     assert codes(run.check()) == ["CT502"]
 
 
 def test_accept_then_bounce_takes_its_class_from_the_mail_world() -> None:
     # the scenario overrode the class to soft: the DSN (5.1.1) must be reported soft
     run = Run()
-    run.session(1, rcpt("late@example.com", 250, "soft", stage="later", mode="invalid_address"))
-    run.message(1.1, "late@example.com")
+    run.session(
+        1,
+        rcpt("late@example.com", 250, "soft", stage="later", mode="invalid_address"),
+        accept=True,
+    )
     dsn = run.dsn(3, "late@example.com", status="5.1.1")
     run.legacy(4, "softbounce", ("late@example.com", int(T0) + 3))
     assert run.check() == []
@@ -406,9 +507,10 @@ def test_accept_then_bounce_takes_its_class_from_the_mail_world() -> None:
     assert violation.seen == "hardbounce (hard)"
 
 
-def test_a_dsn_without_its_session_is_classed_by_status() -> None:
+def test_a_dsn_without_a_later_reply_is_classed_by_status() -> None:
+    # no `later` reply says which class the mail world decided: the DSN's status does
     run = Run()
-    run.message(1, "late@example.com")
+    run.session(1, rcpt("late@example.com", 250, "none"), accept=True)
     run.dsn(3, "late@example.com", status="5.1.1")
     run.dsn(3, "slow@example.com", action="delayed", status="4.4.7")
     run.legacy(4, "softbounce", ("late@example.com", int(T0) + 3))
@@ -439,7 +541,20 @@ def test_ct503_soft_reported_as_hard() -> None:
         "at rcpt (mailbox_full_permanent, attempt 1) on example.com"
     )
     assert (violation.expected, violation.seen) == ("a soft bounce", "hardbounce (hard)")
-    assert violation.evidence == (cb.seq, session.seq)
+    assert violation.evidence == (cb.seq, session.reply.seq)
+
+
+def test_a_reply_counts_while_its_session_is_still_open() -> None:
+    # replies are journaled as they are given: a client that keeps its connection open (a
+    # connection cache) has no smtp_session entry yet, and its decisions count all the same
+    run = Run()
+    session = f"example.com-{run.journal.next_seq}"
+    run.add(1, SmtpOpen(host="example.com", session=session, peer=PEER))
+    refused = rcpt("full@example.com", 552, "soft", reply="552 5.2.2 Mailbox full")
+    reply = run.add(1.1, msgspec.structs.replace(refused, host="example.com", session=session))
+    cb = run.legacy(2, "hardbounce", ("full@example.com", int(T0) + 1))
+    (violation,) = run.check()
+    assert (violation.code, violation.evidence) == ("CT503", (cb.seq, reply.seq))
 
 
 def test_ct504_hard_reported_as_soft_in_v2() -> None:
@@ -450,7 +565,7 @@ def test_ct504_hard_reported_as_soft_in_v2() -> None:
     (violation,) = run.check()
     assert (violation.code, violation.path) == ("CT504", "$.events.failed[0]")
     assert (violation.expected, violation.seen) == ("a hard bounce", "soft_bounce (soft)")
-    assert violation.evidence == (cb.seq, session.seq)
+    assert violation.evidence == (cb.seq, session.reply.seq)
 
 
 def test_the_last_failure_before_the_callback_decides_the_class() -> None:
@@ -477,7 +592,7 @@ def test_ct505_ts_before_the_first_attempt() -> None:
     )
     assert violation.expected == f"{int(T0) + 5} <= ts <= {int(T0) + 17}"
     assert violation.seen == str(int(T0))
-    assert violation.evidence == (cb.seq, session.seq)
+    assert violation.evidence == (cb.seq, session.reply.seq)
     assert violation.extra == {"callback": cb.seq, "earliest": int(T0) + 5, "latest": int(T0) + 17}
 
 
@@ -559,19 +674,19 @@ def test_ct507_unsubscribe_without_a_click() -> None:
 
 def test_ct507_a_click_after_the_callback_or_one_that_never_arrived_does_not_count() -> None:
     run = Run()
-    run.click(1, "reader@example.com", status=None, ok=False)  # connection refused
+    refused = run.click(1, "reader@example.com", status=None, ok=False)  # connection refused
     cb = run.legacy(2, "unsubscribe", ("reader@example.com", int(T0) + 2))
     late = run.click(3, "reader@example.com")
     (violation,) = run.check()
     assert violation.code == "CT507"
-    assert violation.seen == f"clicks only after the callback (seq {late.seq - 2}, {late.seq})"
-    assert violation.evidence == (cb.seq, late.seq - 2, late.seq)
+    assert violation.seen == f"clicks only after the callback (seq {refused.seq}, {late.seq})"
+    assert violation.evidence == (cb.seq, refused.seq, late.seq)
 
 
 def test_ct507_v2_unsubscribed_after_a_click_is_fine() -> None:
     run = Run()
     run.sent(0, "reader@example.com", "m1")
-    run.message(1, "reader@example.com", meta="m1")
+    run.session(1, rcpt("reader@example.com", 250, "none"), accept=True, meta="m1")
     run.click(2, "reader@example.com", status=500, ok=False)  # it reached the integration
     run.v2(3, ("unsubscribed", "reader@example.com", "m1"))
     assert run.check() == []
@@ -613,7 +728,7 @@ def test_ct508_a_folded_header_at_the_mx_still_matches() -> None:
     # RFC 5322 folds only at whitespace; unfolding removes the CRLF and keeps the space
     long_meta = "a@example.com|" + "x" * 60 + "| campaign " + "y" * 40 + "|"
     folded = long_meta.replace("| campaign", "|\r\n campaign")
-    run.message(1, "a@example.com", meta=folded)
+    run.session(1, rcpt("a@example.com", 250, "none"), accept=True, meta=folded)
     run.v2(2, ("delivered", "a@example.com", long_meta))
     assert run.check() == []
 
@@ -629,14 +744,14 @@ def test_ct509_delivered_for_a_refused_message() -> None:
     (violation,) = run.check()
     assert violation.code == "CT509"
     assert violation.seen == "550 5.1.1 unknown at rcpt (attempt 1) on example.com"
-    assert violation.evidence == (cb.seq, session.seq)
+    assert violation.evidence == (cb.seq, session.reply.seq)
 
 
 def test_ct509_delivered_before_the_message_was_accepted() -> None:
     run = Run()
     run.sent(0, "a@example.com", "m1")
     run.v2(1, ("delivered", "a@example.com", "m1"))
-    run.message(2, "a@example.com", meta="m1")
+    run.session(2, rcpt("a@example.com", 250, "none"), accept=True, meta="m1")
     (violation,) = run.check()
     assert (violation.code, violation.seen) == ("CT509", "no attempt at all")
 
@@ -645,14 +760,35 @@ def test_ct509_delivered_before_the_message_was_accepted() -> None:
 
 
 def replay(example: str) -> list[Violation]:
-    """Replay a documented journal excerpt: ``<t> <kind> <json>`` per line, # comments."""
+    """Replay a documented journal excerpt: ``<t> <kind> <json>`` per line, # comments.
+
+    Each line becomes the record of its kind through ``record_from_json``: an example that no
+    longer matches the record types (a field renamed, removed, of another type) fails here."""
     run = Run()
     for line in example.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         t, kind, data = line.split(" ", 2)
-        run.add(Kind(kind), float(t), json.loads(data))
+        run.add(float(t), record_from_json(kind, json.loads(data)))
     return run.check()
+
+
+def test_an_example_that_does_not_match_the_record_types_is_refused() -> None:
+    # the shape before smtp_reply: decisions inside the session record
+    old = (
+        '0.5 smtp_session {"host": "mx1", "session": "mx1-1", "peer": "127.0.0.1:1", '
+        '"decisions": [{"recipient": "nobody@example.com", "code": 550, "class": "hard"}]}'
+    )
+    with pytest.raises(
+        msgspec.ValidationError, match=r"unknown field\(s\) decisions in a smtp_session record"
+    ):
+        replay(old)
+    wrong_type = (
+        '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", "recipient": "a@example.com", '
+        '"sender": "", "stage": "rcpt", "code": "550", "enhanced": null, "reply": "550"}'
+    )
+    with pytest.raises(msgspec.ValidationError, match="Expected `int`, got `str`"):
+        replay(wrong_type)
 
 
 CROSS = [c for c in all_checks() if c.family == "cross"]

@@ -14,13 +14,14 @@ import pytest
 from harness.checks import Violation
 from harness.clevertap.faults import parse_fault
 from harness.clevertap.server import CleverTapServer
-from harness.journal import Entry, Journal, Kind, MemoryJournal
+from harness.journal import Journal, Kind, MemoryJournal
+from harness.records import Sent, SmtpClose, SmtpReply, ViolationFound
 from harness.scenario.judge import Verdict, judge, pending
 from harness.scenario.loader import load_scenario, parse_scenario
 from harness.scenario.model import Scenario
 from harness.smtp.world import MailWorld
 
-from .test_crosschecks import T0, Run, rcpt
+from .test_crosschecks import T0, Run, Session, rcpt
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
@@ -38,7 +39,7 @@ def mailbox_full() -> Scenario:
     return load_scenario(SCENARIOS / "mailbox-full.yaml")
 
 
-def full_bounced(run: Run) -> Entry:
+def full_bounced(run: Run) -> Session:
     run.session(1, rcpt("full@example.com", 452, "soft", mode="mailbox_full"))
     return run.session(3, rcpt("full@example.com", 452, "soft", mode="mailbox_full", attempt=2))
 
@@ -46,8 +47,7 @@ def full_bounced(run: Run) -> Entry:
 def test_a_correct_run_passes_with_evidence(mailbox_full: Scenario) -> None:
     run = Run()
     full_bounced(run)
-    run.session(1, rcpt("ok@example.com", 250, "none"))
-    run.message(1.1, "ok@example.com")
+    run.session(1, rcpt("ok@example.com", 250, "none"), accept=True)
     cb = run.legacy(5, "softbounce", ("full@example.com", int(T0) + 4))
     verdict = verdict_of(run, mailbox_full)
     assert verdict.passed
@@ -64,7 +64,8 @@ def test_a_correct_run_passes_with_evidence(mailbox_full: Scenario) -> None:
         "mailbox-full",
         str(SCENARIOS / "mailbox-full.yaml"),
     )
-    assert (verdict.deadline, verdict.callbacks, verdict.entries) == (T0 + 30, 1, 5)
+    # three connections (smtp_open, smtp_reply, smtp_session; one smtp_message), one callback
+    assert (verdict.deadline, verdict.callbacks, verdict.entries) == (T0 + 30, 1, 11)
     assert run.journal.entries(Kind.VIOLATION) == []
 
 
@@ -89,12 +90,14 @@ def test_a_wrong_class_fails_with_the_nearest_callback_and_the_cross_check(
         f"hardbounce full@example.com (seq {cb.seq}, 200)"
     ]
     (violation,) = verdict.violations
-    assert (violation.code, violation.evidence) == ("CT503", (cb.seq, session.seq))
-    # the cross-check is in the journal too, readable as a Violation
+    assert (violation.code, violation.evidence) == ("CT503", (cb.seq, session.reply.seq))
+    # the cross-check is in the journal too, as the Violation itself
     (recorded,) = run.journal.entries(Kind.VIOLATION)
-    assert recorded.data["source"] == "judge"
-    assert recorded.data["scenario"] == "mailbox-full"
-    assert Violation.from_json(recorded.data) == violation
+    assert isinstance(recorded.data, ViolationFound)
+    assert recorded.data.source == "judge"
+    assert recorded.data.scenario == "mailbox-full"
+    assert recorded.data.violation == violation
+    assert Violation.from_json(recorded.to_json()["data"]["violation"]) == violation
 
 
 def test_judging_twice_records_each_violation_once(mailbox_full: Scenario) -> None:
@@ -187,7 +190,7 @@ def test_a_callback_after_the_deadline_does_not_count(mailbox_full: Scenario) ->
 def test_ts_must_be_within_the_window_of_the_real_event() -> None:
     scenario = load_scenario(SCENARIOS / "invalid-address.yaml")  # ts: {within: 15s}
     run = Run()
-    session = run.session(40, rcpt("nobody@example.com", 550, "hard"))
+    reply = run.session(40, rcpt("nobody@example.com", 550, "hard")).reply
     cb = run.legacy(80, "hardbounce", ("nobody@example.com", int(T0) + 79))
     # 40 s from the start is after the 15 s deadline: move the deadline out of the way
     verdict = judge(
@@ -199,12 +202,13 @@ def test_ts_must_be_within_the_window_of_the_real_event() -> None:
     assert results(verdict)[0] == (
         "expect.callbacks[0]",
         False,
-        # the session ran from 40 to 40.2 s: the window is [25, 55.2] rounded outwards
+        # the RCPT was answered 40.1 s from the start: the window [25.1, 55.1] is rounded
+        # outwards
         f"ts {int(T0) + 79} in seq {cb.seq} is 23 s after the window of the real event "
-        f"(seq {session.seq}): expected {int(T0) + 25} <= ts <= {int(T0) + 56} (within 15 s)",
+        f"(seq {reply.seq}): expected {int(T0) + 25} <= ts <= {int(T0) + 56} (within 15 s)",
     )
     assert results(verdict)[0][1] is False
-    assert verdict.expectations[0].evidence == (cb.seq, session.seq)
+    assert verdict.expectations[0].evidence == (cb.seq, reply.seq)
 
 
 def test_ts_within_the_window_meets_the_expectation() -> None:
@@ -399,19 +403,17 @@ class RealWorld:
         message.set_content("hello")
         # What the runner journals for each message it submits (the meta's first record).
         self.journal.append(
-            Kind.SENT,
-            {
-                "message_id": None,
-                "from": "news@brand.test",
-                "to": [recipient],
-                "meta": meta,
-                "subject": "Hi",
-                "ok": True,
-                "reply": "250 ok",
-                "error": None,
-            },
+            Sent(
+                message_id=f"<{recipient}>",
+                sender="news@brand.test",
+                to=(recipient,),
+                meta=meta,
+                subject="Hi",
+                ok=True,
+                reply="250 ok",
+            )
         )
-        before = len(self.journal.entries(Kind.SMTP_SESSION))
+        before = self.journal.next_seq - 1  # appended so far, committed or not
         try:
             with smtplib.SMTP(host, int(port), timeout=10) as smtp:
                 smtp.send_message(message, from_addr="bounces@gateway.test", to_addrs=[recipient])
@@ -419,13 +421,11 @@ class RealWorld:
             pass
         except ConnectionRefusedError:
             return  # refused: no session to wait for
-        # The session is journaled when it ends, in the server's thread: wait for it.
+        # The replies are journaled before the client reads them; the end of the session comes
+        # when the server's thread sees the connection close: wait for it, so that the journal
+        # holds whole sessions.
         found = self.journal.wait_for(
-            lambda e: (
-                e.kind is Kind.SMTP_SESSION
-                and len(self.journal.entries(Kind.SMTP_SESSION)) > before
-            ),
-            timeout=10,
+            lambda e: e.kind is Kind.SMTP_SESSION, timeout=10, since=before
         )
         assert found is not None
 
@@ -506,15 +506,25 @@ def test_a_real_run_with_a_wrong_class_a_retry_and_an_invented_bounce(
         ("CT502", "$[3].data[0]"),
         ("CT503", "$[0].data[0]"),
     ]
-    sessions = {
-        d["recipient"]: e.seq
-        for e in real_world.journal.entries(Kind.SMTP_SESSION)
-        for d in e.data["decisions"]
+    replies = {
+        e.data.recipient: e
+        for e in real_world.journal.entries(Kind.SMTP_REPLY)
+        if isinstance(e.data, SmtpReply)
     }
-    accepted = real_world.journal.entries(Kind.SMTP_MESSAGE)[0]
+    # each decision is its own entry, journaled before its session ended
+    ends = {
+        e.data.session: e.seq
+        for e in real_world.journal.entries(Kind.SMTP_SESSION)
+        if isinstance(e.data, SmtpClose)
+    }
+    assert sorted(replies) == ["full@example.com", "nobody@example.com", "ok@example.com"]
+    for reply in replies.values():
+        assert isinstance(reply.data, SmtpReply)
+        assert reply.seq < ends[reply.data.session]
+    (accepted,) = real_world.journal.entries(Kind.SMTP_MESSAGE)
     by_code = {v.code: v for v in verdict.violations}
     callback = by_code["CT503"].evidence[0]
-    assert by_code["CT503"].evidence == (callback, sessions["full@example.com"])
+    assert by_code["CT503"].evidence == (callback, replies["full@example.com"].seq)
     assert by_code["CT503"].message.startswith(
         "hardbounce for full@example.com, but the real failure is soft: 552 5.2.2 "
     )

@@ -28,15 +28,22 @@ from .test_crosschecks import T0, Run, rcpt
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 FULL = "452 4.2.2 The recipient's inbox is out of storage space."
+# The journal seqs the reports show, fixed by the runs below (a connection is three entries:
+# smtp_open, smtp_reply, smtp_session); the fixtures check them.
+REPLY, HARD, TYPO = 2, 4, 5
+"""``failed``: the 452 reply, the hardbounce callback, the rejected callback."""
+PASSED_CB = 4
+"""``passed``: its callback."""
 
 
 @pytest.fixture
 def failed() -> Verdict:
     """mailbox-full, reported hard, plus a rejected callback in milliseconds for a typo."""
     run = Run()
-    run.session(1, rcpt("full@example.com", 452, "soft", mode="mailbox_full", reply=FULL))
-    run.legacy(5, "hardbounce", ("full@example.com", int(T0) + 4))
-    run.legacy(6, "softbounce", ("ful@example.com", int(T0) * 1000), status=400)
+    session = run.session(1, rcpt("full@example.com", 452, "soft", mode="mailbox_full", reply=FULL))
+    hard = run.legacy(5, "hardbounce", ("full@example.com", int(T0) + 4))
+    typo = run.legacy(6, "softbounce", ("ful@example.com", int(T0) * 1000), status=400)
+    assert (session.reply.seq, hard.seq, typo.seq) == (REPLY, HARD, TYPO)
     scenario = load_scenario(SCENARIOS / "mailbox-full.yaml")
     return judge(scenario, run.journal, started=T0, finished=T0 + 12)
 
@@ -45,7 +52,7 @@ def failed() -> Verdict:
 def passed() -> Verdict:
     run = Run()
     run.session(1, rcpt("nobody@example.com", 550, "hard"))
-    run.legacy(2, "hardbounce", ("nobody@example.com", int(T0) + 1))
+    assert run.legacy(2, "hardbounce", ("nobody@example.com", int(T0) + 1)).seq == PASSED_CB
     scenario = load_scenario(SCENARIOS / "invalid-address.yaml")
     return judge(scenario, run.journal, started=T0, finished=T0 + 3.5)
 
@@ -65,13 +72,13 @@ def test_text_report_of_a_failed_scenario(failed: Verdict) -> None:
         found[2],  # the rule under the header
         "expect.callbacks[0]: softbounce for full@example.com | NO | did not arrive",
         "expect.nothing_else: no callback other than the expected ones | NO | 2 unexpected: "
-        "hardbounce full@example.com (seq 2, 200); softbounce ful@example.com (seq 3, 400, "
-        "CT303)",
+        f"hardbounce full@example.com (seq {HARD}, 200); softbounce ful@example.com (seq {TYPO}, "
+        "400, CT303)",
         "expect.violations: no violations | NO | 2 errors: CT303 x1, CT503 x1",
         "expect.callbacks[0]: expected vs seen",
         "- expected softbounce for full@example.com",
-        "+ seen hardbounce full@example.com (seq 2, 200)",
-        "+ seen softbounce ful@example.com (seq 3, 400, CT303)",
+        f"+ seen hardbounce full@example.com (seq {HARD}, 200)",
+        f"+ seen softbounce ful@example.com (seq {TYPO}, 400, CT303)",
         "violations: 2",
     ]
     assert set(found[2]) == {"-", "+"}
@@ -79,17 +86,18 @@ def test_text_report_of_a_failed_scenario(failed: Verdict) -> None:
         "code | severity | path | message | journal",
         found[12],
         "CT303 | error | $[0].data[0].ts | ts looks like milliseconds: 1700000000000 is "
-        "1700000000 s (2023-11-14T22:13:20Z) (expected epoch seconds, seen 1700000000000) | 3",
+        "1700000000 s (2023-11-14T22:13:20Z) (expected epoch seconds, seen 1700000000000) | "
+        f"{TYPO}",
         "CT503 | error | $[0].data[0] | hardbounce for full@example.com, but the real failure "
         f"is soft: {FULL} at rcpt (mailbox_full, attempt 1) on example.com (expected a soft "
-        "bounce, seen hardbounce (hard)) | 2, 1",
+        f"bounce, seen hardbounce (hard)) | {HARD}, {REPLY}",
         "",
     ]
     # narrower, long cells wrap inside their column: table lines stay within the width, while
     # the header and the diff lines are never broken (paths and addresses stay searchable)
     narrow = render_text(failed, width=80).splitlines()
     assert narrow[0] == f"FAIL mailbox-full ({path})  12.0 s, 2 callbacks"
-    assert "  + seen      softbounce ful@example.com (seq 3, 400, CT303)" in narrow
+    assert f"  + seen      softbounce ful@example.com (seq {TYPO}, 400, CT303)" in narrow
     assert max(len(line) for line in narrow if "|" in line) <= 80
 
 
@@ -102,8 +110,8 @@ def test_text_report_of_several_scenarios_ends_with_the_summary(
         lines(text)
     )
     assert (
-        "expect.callbacks[0]: hardbounce for nobody@example.com | yes | arrived in seq 2, 2.0 s "
-        "after the start" in lines(text)
+        "expect.callbacks[0]: hardbounce for nobody@example.com | yes | arrived in seq "
+        f"{PASSED_CB}, 2.0 s after the start" in lines(text)
     )
     # a single verdict (an assertion message, a JUnit test case) has no summary line
     assert "passed" not in render_text(passed).splitlines()[-1]
@@ -142,7 +150,7 @@ def test_terminal_report_is_coloured_and_says_the_same(failed: Verdict, passed: 
     assert "1 passed, 1 failed" in coloured
     assert "FAIL" in coloured
     assert "PASS" in coloured
-    assert "+ seen      hardbounce full@example.com (seq 2, 200)" in coloured
+    assert f"+ seen      hardbounce full@example.com (seq {HARD}, 200)" in coloured
 
 
 def test_json_report_shape(failed: Verdict, passed: Verdict, tmp_path: Path) -> None:
@@ -165,9 +173,9 @@ def test_json_report_shape(failed: Verdict, passed: Verdict, tmp_path: Path) -> 
         "counts",
     }
     assert [v["code"] for v in first["violations"]] == ["CT303", "CT503"]
-    assert first["violations"][1]["evidence"] == [2, 1]
+    assert first["violations"][1]["evidence"] == [HARD, REPLY]
     assert [e["email"] for e in first["unexpected"]] == ["full@example.com", "ful@example.com"]
-    assert first["counts"] == {"callbacks": 2, "entries": 3}
+    assert first["counts"] == {"callbacks": 2, "entries": 5}
     target = tmp_path / "report.json"
     write_json([failed, passed], target)
     assert json.loads(target.read_text(encoding="utf-8")) == data

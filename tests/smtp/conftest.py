@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness.journal import Entry, Kind
+from harness.journal import Entry, Journal, Kind
+from harness.records import SmtpClose, SmtpMessage, SmtpOpen, SmtpReply
 from harness.smtp.world import MailWorld
 
 
@@ -65,15 +66,62 @@ def client(world: MailWorld, name: str = "mx1", **kwargs: Any) -> smtplib.SMTP:
     return smtplib.SMTP("127.0.0.1", world.host(name).port, **kwargs)
 
 
-def sessions(world: MailWorld) -> list[Entry]:
-    """The session entries, once every open session has been journaled."""
-    return world.journal.entries(Kind.SMTP_SESSION)
+def _journal(source: MailWorld | Journal) -> Journal:
+    return source.journal if isinstance(source, MailWorld) else source
 
 
-def wait_session(world: MailWorld, count: int = 1) -> list[Entry]:
+def sessions(source: MailWorld | Journal) -> list[SmtpClose]:
+    """The ended sessions' records (``smtp_session``), in the order they ended."""
+    found = _journal(source).entries(Kind.SMTP_SESSION)
+    for entry in found:
+        assert isinstance(entry.data, SmtpClose), entry
+    return [e.data for e in found if isinstance(e.data, SmtpClose)]
+
+
+def wait_session(source: MailWorld | Journal, count: int = 1) -> list[SmtpClose]:
     """Block (bounded) until *count* sessions are journaled; sessions end asynchronously."""
-    found = world.journal.wait_for(
-        lambda e: len(world.journal.entries(Kind.SMTP_SESSION)) >= count, timeout=10
-    )
-    assert found is not None, f"fewer than {count} sessions journaled: {sessions(world)}"
-    return sessions(world)
+    journal = _journal(source)
+    found = journal.wait_for(lambda e: journal.count(Kind.SMTP_SESSION) >= count, timeout=10)
+    assert found is not None, f"fewer than {count} sessions journaled: {sessions(journal)}"
+    return sessions(journal)
+
+
+def messages(source: MailWorld | Journal) -> list[SmtpMessage]:
+    """The accepted messages' records, in order."""
+    found = _journal(source).entries(Kind.SMTP_MESSAGE)
+    for entry in found:
+        assert isinstance(entry.data, SmtpMessage), entry
+    return [e.data for e in found if isinstance(e.data, SmtpMessage)]
+
+
+def decisions(source: MailWorld | Journal, session: SmtpClose | str) -> list[SmtpReply]:
+    """The ``smtp_reply`` records of *session*, in order.
+
+    Checks the design on the way: each decision was journaled while its connection was open,
+    after the session's ``smtp_open`` and before its ``smtp_session``, with the session's host.
+    """
+    journal = _journal(source)
+    sid = session if isinstance(session, str) else session.session
+    opened: Entry | None = None
+    closed: int | None = None
+    found: list[Entry] = []
+    for entry in journal.entries():
+        data = entry.data
+        if isinstance(data, SmtpOpen) and data.session == sid:
+            assert opened is None, f"session {sid} opened twice"
+            opened = entry
+        elif isinstance(data, SmtpClose) and data.session == sid:
+            assert closed is None, f"session {sid} closed twice"
+            closed = entry.seq
+        elif isinstance(data, SmtpReply) and data.session == sid:
+            found.append(entry)
+    assert opened is not None, f"session {sid} has no smtp_open entry"
+    assert isinstance(opened.data, SmtpOpen)
+    host = opened.data.host
+    for entry in found:
+        assert isinstance(entry.data, SmtpReply)
+        assert entry.data.host == host, entry
+        assert opened.seq < entry.seq, f"decision {entry} journaled before its session opened"
+        if closed is not None:
+            assert entry.seq < closed, f"decision {entry} journaled after its session ended"
+    return [e.data for e in found if isinstance(e.data, SmtpReply)]

@@ -12,11 +12,12 @@ import pytest
 
 from harness.errors import ConfigError, ServerError, UnknownNameError
 from harness.journal import Kind
+from harness.records import DroppedMessage, HostChange, TranscriptLine
 from harness.smtp.catalog import CATALOG
 from harness.smtp.server import SERVER_DOWN
 from harness.smtp.world import MailWorld
 
-from .conftest import client, wait_session
+from .conftest import client, messages, sessions, wait_session
 
 MSG = b"Subject: hi\r\n\r\nbody\r\n"
 
@@ -49,10 +50,10 @@ def test_refused_keeps_the_port_and_up_serves_on_it_again(mx: Callable[..., Mail
     assert (host.state, host.port) == ("up", port)
     with client(world) as c:
         assert c.noop() == (250, b"OK")
-    notes = [e.data for e in world.journal.entries(Kind.NOTE)]
-    assert notes == [
-        {"event": "host_down", "host": "mx1", "variant": "refused", "port": port},
-        {"event": "host_up", "host": "mx1", "port": port, "was": "refused"},
+    changes = [e.data for e in world.journal.entries(Kind.HOST)]
+    assert changes == [
+        HostChange(host="mx1", state="down", port=port, variant="refused", delay=None),
+        HostChange(host="mx1", state="up", port=port, variant="refused", delay=None),
     ]
 
 
@@ -63,7 +64,7 @@ def test_refused_ends_open_sessions(mx: Callable[..., MailWorld]) -> None:
         c.ehlo("client.test")
         world.down("mx1", "refused")
         (session,) = wait_session(world)
-        assert session.data["end"] == "server_dropped"
+        assert session.end == "server_dropped"
     finally:
         c.close()
 
@@ -75,9 +76,9 @@ def test_greeting_421(mx: Callable[..., MailWorld]) -> None:
     expected = CATALOG["greeting_421"].reply("postfix", host="mx1.example.com")
     assert f"{info.value.smtp_code} {info.value.smtp_error.decode()}" == str(expected)
     (session,) = wait_session(world)
-    assert session.data["variant"] == "greeting_421"
-    assert session.data["replies"] == [{"stage": "greeting", "reply": str(expected)}]
-    assert session.data["end"] == "server_dropped"
+    assert session.variant == "greeting_421"
+    assert session.replies == (TranscriptLine(stage="greeting", reply=str(expected)),)
+    assert session.end == "server_dropped"
 
 
 def test_tarpit_accepts_and_never_greets(mx: Callable[..., MailWorld]) -> None:
@@ -89,10 +90,10 @@ def test_tarpit_accepts_and_never_greets(mx: Callable[..., MailWorld]) -> None:
         with pytest.raises(TimeoutError):
             sock.recv(1024)
     (session,) = wait_session(world)
-    assert session.data["variant"] == "tarpit"
-    assert session.data["replies"] == []
-    assert session.data["commands"] == ["EHLO impatient.test"]
-    assert session.data["end"] == "client_dropped"
+    assert session.variant == "tarpit"
+    assert session.replies == ()
+    assert session.commands == ("EHLO impatient.test",)
+    assert session.end == "client_dropped"
 
 
 def test_tarpit_sessions_end_when_the_world_stops(make_world: Callable[..., MailWorld]) -> None:
@@ -101,8 +102,8 @@ def test_tarpit_sessions_end_when_the_world_stops(make_world: Callable[..., Mail
         world.journal.wait_for(lambda e: False, timeout=0.05)  # let the server accept it
         world.stop_sync()
         assert sock.recv(1024) == b""
-    (session,) = world.journal.entries(Kind.SMTP_SESSION)
-    assert session.data["end"] == "server_stopped"
+    (session,) = sessions(world)
+    assert session.end == "server_stopped"
 
 
 def _start_data(world: MailWorld) -> smtplib.SMTP:
@@ -123,18 +124,17 @@ def test_drop_mid_data_hangs_up_before_the_final_dot(mx: Callable[..., MailWorld
     finally:
         c.close()
     (session,) = wait_session(world)
-    assert session.data["end"] == "server_dropped"
-    assert session.data["dropped_message"] == {
-        "sender": "news@brand.test",
-        "recipients": ["a@example.com"],
-        "after_dot": False,
-        "size": None,
-    }
-    assert session.data["replies"][-1] == {
-        "stage": "data",
-        "reply": "354 End data with <CR><LF>.<CR><LF>",
-    }
-    assert world.journal.entries(Kind.SMTP_MESSAGE) == []
+    assert session.end == "server_dropped"
+    assert session.dropped_message == DroppedMessage(
+        sender="news@brand.test",
+        recipients=("a@example.com",),
+        after_dot=False,
+        size=None,
+    )
+    assert session.replies[-1] == TranscriptLine(
+        stage="data", reply="354 End data with <CR><LF>.<CR><LF>"
+    )
+    assert messages(world) == []
 
 
 def test_drop_after_dot_hangs_up_without_a_reply(mx: Callable[..., MailWorld]) -> None:
@@ -146,14 +146,14 @@ def test_drop_after_dot_hangs_up_without_a_reply(mx: Callable[..., MailWorld]) -
     finally:
         c.close()
     (session,) = wait_session(world)
-    assert session.data["dropped_message"] == {
-        "sender": "news@brand.test",
-        "recipients": ["a@example.com"],
-        "after_dot": True,
-        "size": len(MSG),
-    }
-    assert session.data["replies"][-1]["reply"].startswith("354 ")
-    assert world.journal.entries(Kind.SMTP_MESSAGE) == []
+    assert session.dropped_message == DroppedMessage(
+        sender="news@brand.test",
+        recipients=("a@example.com",),
+        after_dot=True,
+        size=len(MSG),
+    )
+    assert session.replies[-1].reply.startswith("354 ")
+    assert messages(world) == []
 
 
 def test_slow_delays_every_reply(mx: Callable[..., MailWorld]) -> None:
@@ -165,17 +165,13 @@ def test_slow_delays_every_reply(mx: Callable[..., MailWorld]) -> None:
     # ... a patient one gets through.
     with client(world) as c:
         assert c.noop() == (250, b"OK")
-    notes = world.journal.entries(Kind.NOTE)
-    assert notes[0].data == {
-        "event": "host_down",
-        "host": "mx1",
-        "variant": "slow",
-        "port": world.host("mx1").port,
-        "delay": 0.5,
-    }
+    (change,) = world.journal.entries(Kind.HOST)
+    assert change.data == HostChange(
+        host="mx1", state="down", port=world.host("mx1").port, variant="slow", delay=0.5
+    )
     last = wait_session(world, 2)[-1]
-    assert last.data["variant"] == "slow"
-    assert last.data["end"] == "quit"
+    assert last.variant == "slow"
+    assert last.end == "quit"
 
 
 def test_tls_broken_advertises_starttls_and_fails_the_handshake(
@@ -190,11 +186,10 @@ def test_tls_broken_advertises_starttls_and_fails_the_handshake(
             c.starttls(context=ssl.create_default_context())
         c.close()
     (session,) = wait_session(world)
-    assert session.data["replies"][-1] == {
-        "stage": "starttls",
-        "reply": "220 2.0.0 Ready to start TLS",
-    }
-    assert (session.data["tls"], session.data["end"]) == (None, "server_dropped")
+    assert session.replies[-1] == TranscriptLine(
+        stage="starttls", reply="220 2.0.0 Ready to start TLS"
+    )
+    assert (session.tls, session.end) == (None, "server_dropped")
 
 
 def test_down_checks_its_arguments(mx: Callable[..., MailWorld]) -> None:

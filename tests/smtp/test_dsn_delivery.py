@@ -14,6 +14,7 @@ import pytest_asyncio
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from harness.journal import Journal, Kind
+from harness.records import Dsn, DsnRecipient
 from harness.smtp.dsn import deliver_dsn, dsn_bytes, dsn_for_mode
 
 NOW = 1_700_000_000.0
@@ -93,7 +94,7 @@ async def test_dsn_arrives_from_the_null_sender(intake: tuple[Intake, tuple[str,
     dsn = dsn_for_mode("invalid_address", RCPT, dialect="postfix", sender=VERP, now=NOW)
 
     entry = await deliver_dsn(
-        dsn, envelope_to=VERP, intake=address, journal=journal, context={"run": "late-bounce"}
+        dsn, envelope_to=VERP, intake=address, journal=journal, host="mx1", queue_id="MX1000042"
     )
 
     [received] = handler.messages
@@ -102,20 +103,22 @@ async def test_dsn_arrives_from_the_null_sender(intake: tuple[Intake, tuple[str,
     assert received.content == dsn_bytes(dsn)
     assert journal.entries() == [entry]
     assert entry.kind is Kind.DSN
-    assert dict(entry.data) == {
-        "to": VERP,
-        "from": "",
-        "intake": f"127.0.0.1:{address[1]}",
-        "transport": "smtp",
-        "dialect": "postfix",
-        "recipients": [{"recipient": RCPT, "action": "failed", "status": "5.1.1"}],
-        "message_id": dsn["Message-ID"],
-        "size": len(dsn_bytes(dsn)),
-        "ok": True,
-        "reply": "2.0.0 Ok: queued as DSN1",
-        "error": None,
-        "context": {"run": "late-bounce"},
-    }
+    assert entry.data == Dsn(
+        to=VERP,
+        sender="",
+        intake=f"127.0.0.1:{address[1]}",
+        transport="smtp",
+        dialect="postfix",
+        recipients=(DsnRecipient(recipient=RCPT, action="failed", status="5.1.1"),),
+        message_id=dsn["Message-ID"],
+        size=len(dsn_bytes(dsn)),
+        ok=True,
+        reply="2.0.0 Ok: queued as DSN1",
+        error=None,
+        maildir_key=None,
+        host="mx1",
+        message="MX1000042",
+    )
 
 
 @pytest.mark.asyncio
@@ -130,11 +133,13 @@ async def test_utf8_dsn_is_sent_with_smtputf8(intake: tuple[Intake, tuple[str, i
     assert "SMTPUTF8" in received.mail_options
     assert "BODY=8BITMIME" in received.mail_options
     assert received.content == dsn_bytes(dsn)
-    assert entry.data["ok"] is True
-    assert entry.data["dialect"] == "exim"
-    assert entry.data["recipients"] == [
-        {"recipient": "jörg@exämple.com", "action": "failed", "status": "5.0.0"}
-    ]
+    assert isinstance(entry.data, Dsn)
+    assert entry.data.ok is True
+    assert entry.data.dialect == "exim"
+    assert entry.data.recipients == (
+        DsnRecipient(recipient="jörg@exämple.com", action="failed", status="5.0.0"),
+    )
+    assert (entry.data.host, entry.data.message) == (None, None)
 
 
 @pytest.mark.asyncio
@@ -152,8 +157,9 @@ async def test_intake_without_smtputf8_is_a_journaled_failure() -> None:
         server.close()
         await server.wait_closed()
     assert handler.messages == []
-    assert entry.data["ok"] is False
-    assert entry.data["error"] == "SMTPNotSupported: SMTPUTF8 is not supported by this server"
+    assert isinstance(entry.data, Dsn)
+    assert entry.data.ok is False
+    assert entry.data.error == "SMTPNotSupported: SMTPUTF8 is not supported by this server"
 
 
 @pytest.mark.asyncio
@@ -164,11 +170,13 @@ async def test_unreachable_intake_is_journaled_not_raised(closed_port: tuple[str
     entry = await deliver_dsn(dsn, envelope_to=VERP, intake=closed_port, journal=journal)
 
     assert journal.entries(Kind.DSN) == [entry]
-    assert entry.data["ok"] is False
-    assert entry.data["reply"] is None
-    assert entry.data["intake"] == f"127.0.0.1:{closed_port[1]}"
-    assert entry.data["error"].startswith("SMTPConnectError: ")
-    assert entry.data["recipients"] == [{"recipient": RCPT, "action": "failed", "status": "4.2.2"}]
+    assert isinstance(entry.data, Dsn)
+    assert entry.data.ok is False
+    assert entry.data.reply is None
+    assert entry.data.intake == f"127.0.0.1:{closed_port[1]}"
+    assert entry.data.error is not None
+    assert entry.data.error.startswith("SMTPConnectError: ")
+    assert entry.data.recipients == (DsnRecipient(recipient=RCPT, action="failed", status="4.2.2"),)
 
 
 @pytest.mark.asyncio
@@ -182,9 +190,11 @@ async def test_refused_recipient_is_journaled(intake: tuple[Intake, tuple[str, i
     )
 
     assert handler.messages == []
-    assert entry.data["ok"] is False
-    assert entry.data["error"].startswith("SMTPRecipientsRefused: ")
-    assert "550" in entry.data["error"]
+    assert isinstance(entry.data, Dsn)
+    assert entry.data.ok is False
+    assert entry.data.error is not None
+    assert entry.data.error.startswith("SMTPRecipientsRefused: ")
+    assert "550" in entry.data.error
 
 
 @pytest.mark.asyncio
@@ -202,8 +212,9 @@ async def test_intake_rejecting_the_data_is_journaled(
         journal=journal,
     )
 
-    assert entry.data["ok"] is False
-    assert entry.data["error"] == "SMTPDataError: (554, '5.6.0 not a bounce I understand')"
+    assert isinstance(entry.data, Dsn)
+    assert entry.data.ok is False
+    assert entry.data.error == "SMTPDataError: (554, '5.6.0 not a bounce I understand')"
 
 
 @pytest.mark.asyncio
@@ -217,14 +228,15 @@ async def test_maildir_delivery_writes_one_file(tmp_path: Path) -> None:
     files = list((box_path / "new").iterdir())
     assert len(files) == 1
     assert files[0].read_bytes() == dsn_bytes(dsn, crlf=False)
+    assert isinstance(entry.data, Dsn)
     box = mailbox.Maildir(box_path, create=False)
-    assert list(box.keys()) == [entry.data["maildir_key"]]
+    assert list(box.keys()) == [entry.data.maildir_key]
     box.close()
-    assert entry.data["ok"] is True
-    assert entry.data["transport"] == "maildir"
-    assert entry.data["intake"] == str(box_path)
-    assert entry.data["size"] == files[0].stat().st_size
-    assert entry.data["dialect"] == "exim"
+    assert entry.data.ok is True
+    assert entry.data.transport == "maildir"
+    assert entry.data.intake == str(box_path)
+    assert entry.data.size == files[0].stat().st_size
+    assert entry.data.dialect == "exim"
 
 
 @pytest.mark.asyncio
@@ -241,5 +253,7 @@ async def test_maildir_failure_is_journaled(tmp_path: Path) -> None:
     )
 
     assert journal.entries(Kind.DSN) == [entry]
-    assert entry.data["ok"] is False
-    assert entry.data["error"].startswith("NotADirectoryError: ")
+    assert isinstance(entry.data, Dsn)
+    assert entry.data.ok is False
+    assert entry.data.error is not None
+    assert entry.data.error.startswith("NotADirectoryError: ")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 from collections.abc import Callable
@@ -10,11 +11,12 @@ import aiosmtplib
 import pytest
 
 from harness.journal import Kind
+from harness.records import Recipient, SmtpClose, SmtpMessage, SmtpReply, TranscriptLine
 from harness.smtp.catalog import CATALOG, FLAVOURS, Stage
 from harness.smtp.server import MXHost
 from harness.smtp.world import MailWorld
 
-from .conftest import FakeClock, client, wait_session
+from .conftest import FakeClock, client, decisions, messages, sessions, wait_session
 
 MSG = b"From: news@brand.test\r\nTo: a@example.com\r\nSubject: hello\r\n\r\nHi there.\r\n"
 
@@ -51,22 +53,26 @@ def test_every_catalog_mode_replies_exactly_at_its_stage(
         if expected.code != 421:
             c.quit()
     (session,) = wait_session(world)
-    decision = session.data["decisions"][0]
-    assert decision == {
-        "recipient": rcpt,
-        "sender": "news@brand.test",
-        "stage": str(mode.stage),
-        "code": expected.code,
-        "enhanced": expected.enhanced,
-        "reply": str(expected),
-        "mode": name,
-        "rule": rcpt,
-        "class": str(mode.bounce_class),
-        "attempt": 1,
-    }
-    assert {"stage": str(mode.stage), "reply": str(expected)} in session.data["replies"]
-    assert world.journal.entries(Kind.SMTP_MESSAGE) == []
-    assert session.data["end"] == ("server_dropped" if expected.code == 421 else "quit")
+    # One decision, journaled when given: a recipient accepted at RCPT whose mode acts at DATA
+    # or end of DATA gets no record for the 250 it was given first.
+    (decision,) = decisions(world, session)
+    assert decision == SmtpReply(
+        host="mx1",
+        session=session.session,
+        recipient=rcpt,
+        sender="news@brand.test",
+        stage=str(mode.stage),
+        code=expected.code,
+        enhanced=expected.enhanced,
+        reply=str(expected),
+        mode=name,
+        rule=rcpt,
+        bounce_class=str(mode.bounce_class),
+        attempt=1,
+    )
+    assert TranscriptLine(stage=str(mode.stage), reply=str(expected)) in session.replies
+    assert messages(world) == []
+    assert session.end == ("server_dropped" if expected.code == 421 else "quit")
 
 
 def test_accepted_message_is_journaled_with_headers_and_dsn_params(
@@ -92,32 +98,41 @@ def test_accepted_message_is_journaled_with_headers_and_dsn_params(
         assert c.rcpt("b@example.com")[0] == 250
         code, msg = c.data(message)
         assert code == 250
-        assert msg == b"2.0.0 Ok: queued as MX1000001"
     (entry,) = world.journal.entries(Kind.SMTP_MESSAGE)
     data = entry.data
-    assert data["id"] == "MX1000001"
-    assert data["sender"] == "news@brand.test"
-    assert data["recipients"] == [
-        {
-            "address": "a@example.com",
-            "notify": ["SUCCESS", "FAILURE"],
-            "orcpt": "rfc822;A@example.com",
-        },
-        {"address": "b@example.com", "notify": None, "orcpt": None},
-    ]
-    assert (data["ret"], data["envid"], data["body_type"]) == ("HDRS", "q+1", "8BITMIME")
-    assert data["x_clevertap_meta"] == "eyJ3enJrX2FjYyI6IjEyMyJ9"
-    assert data["list_unsubscribe"] == "<mailto:u@brand.test>, <https://brand.test/u/tok>"
-    assert data["list_unsubscribe_post"] == "List-Unsubscribe=One-Click"
-    assert (data["subject"], data["message_id"]) == ("Sale", "<m1@brand.test>")
-    assert data["headers"][0] == ["From", "news@brand.test"]
-    assert (data["body"], data["body_truncated"]) == ("0123456789", True)
-    assert data["size"] == len(message)
+    assert isinstance(data, SmtpMessage)
+    # The queue id comes from the journal's seq (never given twice), so it is read, not known.
+    assert data.id == f"MX1{entry.seq:06d}"
+    assert msg == f"2.0.0 Ok: queued as {data.id}".encode()
+    assert data.host == "mx1"
+    assert data.sender == "news@brand.test"
+    assert data.recipients == (
+        Recipient(
+            address="a@example.com",
+            notify=("SUCCESS", "FAILURE"),
+            orcpt="rfc822;A@example.com",
+        ),
+        Recipient(address="b@example.com", notify=None, orcpt=None),
+    )
+    assert (data.ret, data.envid, data.body_type) == ("HDRS", "q+1", "8BITMIME")
+    assert data.x_clevertap_meta == "eyJ3enJrX2FjYyI6IjEyMyJ9"
+    assert data.list_unsubscribe == "<mailto:u@brand.test>, <https://brand.test/u/tok>"
+    assert data.list_unsubscribe_post == "List-Unsubscribe=One-Click"
+    assert (data.subject, data.message_id) == ("Sale", "<m1@brand.test>")
+    assert data.headers[0] == ("From", "news@brand.test")
+    assert (data.body, data.body_truncated) == ("0123456789", True)
+    assert data.size == len(message)
     (session,) = wait_session(world)
-    assert session.data["messages"] == ["MX1000001"]
-    assert session.data["commands"][:2] == [
+    assert data.session == session.session
+    assert session.messages == (data.id,)
+    assert session.commands[:2] == (
         "EHLO client.test",
         "MAIL FROM:<news@brand.test> RET=HDRS ENVID=q+2B1 BODY=8BITMIME",
+    )
+    # The RCPT replies are decisions; the acceptance after the dot is the message, not a reply.
+    assert [(d.recipient, d.stage, d.code) for d in decisions(world, session)] == [
+        ("a@example.com", "rcpt", 250),
+        ("b@example.com", "rcpt", 250),
     ]
 
 
@@ -132,8 +147,8 @@ def test_ehlo_advertises_the_extensions(mx: Callable[..., MailWorld]) -> None:
         assert not c.has_extn("auth")
         assert not c.has_extn("starttls")
     (session,) = wait_session(world)
-    assert [r for r in session.data["replies"] if r["stage"] == "ehlo"] == [
-        {"stage": "ehlo", "reply": line}
+    assert [r for r in session.replies if r.stage == "ehlo"] == [
+        TranscriptLine(stage="ehlo", reply=line)
         for line in (
             "250-mx1.example.com",
             "250-SIZE 5000",
@@ -156,7 +171,7 @@ def test_sequence_by_attempt_over_real_retries(mx: Callable[..., MailWorld]) -> 
             c.mail("news@brand.test")
             replies.append(c.rcpt("grey@example.com")[0])
     assert replies == [450, 250, 250]
-    attempts = [s.data["decisions"][0]["attempt"] for s in wait_session(world, 3)]
+    attempts = [decisions(world, s)[0].attempt for s in wait_session(world, 3)]
     assert attempts == [1, 2, 3]
 
 
@@ -199,14 +214,14 @@ def test_data_stage_and_end_of_data_rejections_cover_every_recipient(
         assert c.rcpt("e@example.com")[0] == 250
         assert c.data(MSG) == (550, b"5.7.1 content refused")
     (session,) = wait_session(world)
-    late = [d for d in session.data["decisions"] if d["stage"] in ("data", "end_of_data")]
-    assert [(d["recipient"], d["stage"], d["class"], d.get("cause")) for d in late] == [
+    late = [d for d in decisions(world, session) if d.stage in ("data", "end_of_data")]
+    assert [(d.recipient, d.stage, d.bounce_class, d.cause) for d in late] == [
         ("ok@example.com", "data", "hard", "d@example.com"),
         ("d@example.com", "data", "hard", None),
         ("ok@example.com", "end_of_data", "soft", "e@example.com"),
         ("e@example.com", "end_of_data", "soft", None),
     ]
-    assert world.journal.entries(Kind.SMTP_MESSAGE) == []
+    assert messages(world) == []
 
 
 def test_mx_refuses_other_domains_and_relay_takes_every_domain(
@@ -227,10 +242,10 @@ def test_mx_refuses_other_domains_and_relay_takes_every_domain(
         assert c.rcpt("a@elsewhere.test")[0] == 250
         assert c.rcpt("b@far.test")[0] == 550
         assert c.data(MSG)[0] == 250
-    (message,) = world.journal.entries(Kind.SMTP_MESSAGE)
-    assert (message.data["host"], message.data["recipients"][0]["address"]) == (
+    (message,) = messages(world)
+    assert (message.host, [r.address for r in message.recipients]) == (
         "relay",
-        "a@elsewhere.test",
+        ["a@elsewhere.test"],
     )
 
 
@@ -250,8 +265,8 @@ def test_too_many_recipients_and_421_closes_the_channel(mx: Callable[..., MailWo
         with pytest.raises(smtplib.SMTPServerDisconnected):
             c.rcpt("a@example.com")
     first, second = wait_session(world, 2)
-    assert first.data["decisions"][-1]["mode"] == "too_many_recipients"
-    assert second.data["end"] == "server_dropped"
+    assert decisions(world, first)[-1].mode == "too_many_recipients"
+    assert second.end == "server_dropped"
 
 
 @pytest.mark.parametrize(
@@ -317,8 +332,13 @@ def test_size_limit_at_mail_and_at_end_of_data_then_the_server_goes_on(
         c.rcpt("a@example.com")
         assert c.data(MSG)[0] == 250
     (session,) = wait_session(world)
-    assert {"stage": "end_of_data", "reply": too_large} in session.data["replies"]
-    assert len(world.journal.entries(Kind.SMTP_MESSAGE)) == 1
+    assert TranscriptLine(stage="end_of_data", reply=too_large) in session.replies
+    # The host's own size rejection after the dot is a decision like the rules' ones.
+    late = [d for d in decisions(world, session) if d.stage == "end_of_data"]
+    assert [(d.recipient, d.code, d.reply, d.mode, d.bounce_class) for d in late] == [
+        ("a@example.com", 552, too_large, "too_large", "soft")
+    ]
+    assert len(messages(world)) == 1
 
 
 def _raw_session(port: int, payload: bytes, *, close: bool = True) -> bytes:
@@ -348,9 +368,9 @@ def test_garbage_and_overlong_lines_get_errors_and_the_journal_says_so(
     assert "500 5.5.2 Error: command line too long" in lines
     assert "221 Bye" in lines
     (session,) = wait_session(world)
-    stages = [r["stage"] for r in session.data["replies"] if r["reply"].startswith("500")]
+    stages = [r.stage for r in session.replies if r.reply.startswith("500")]
     assert stages == ["unrecognised", "unrecognised", "unrecognised"]
-    assert session.data["end"] == "quit"
+    assert session.end == "quit"
     # ... and the host still serves the next client.
     with client(world) as c:
         assert c.noop() == (250, b"OK")
@@ -363,8 +383,8 @@ def test_client_dropping_mid_command_is_journaled_and_others_are_served(
     port = world.host("mx1").port
     _raw_session(port, b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<half", close=True)
     (session,) = wait_session(world)
-    assert session.data["end"] == "client_dropped"
-    assert session.data["commands"] == ["EHLO c.test", "MAIL FROM:<a@b.test>"]
+    assert session.end == "client_dropped"
+    assert session.commands == ("EHLO c.test", "MAIL FROM:<a@b.test>")
     with client(world) as c:
         c.ehlo("client.test")
         assert c.mail("news@brand.test") == (250, b"2.1.0 Ok")
@@ -376,7 +396,7 @@ def test_idle_timeout_is_journaled(mx: Callable[..., MailWorld]) -> None:
         assert sock.recv(1024).startswith(b"220 ")
         assert sock.recv(1024) == b""  # the server hung up on the idle client
     (session,) = wait_session(world)
-    assert session.data["end"] == "timeout"
+    assert session.end == "timeout"
 
 
 def test_stopping_the_world_journals_open_sessions(make_world: Callable[..., MailWorld]) -> None:
@@ -385,9 +405,9 @@ def test_stopping_the_world_journals_open_sessions(make_world: Callable[..., Mai
     try:
         c.ehlo("client.test")
         world.stop_sync()
-        (session,) = world.journal.entries(Kind.SMTP_SESSION)
-        assert session.data["end"] == "server_stopped"
-        assert session.data["commands"] == ["EHLO client.test"]
+        (session,) = sessions(world)
+        assert session.end == "server_stopped"
+        assert session.commands == ("EHLO client.test",)
     finally:
         c.close()
 
@@ -403,8 +423,8 @@ def test_null_sender_and_smtputf8(mx: Callable[..., MailWorld]) -> None:
         assert c.docmd("MAIL FROM:<jörg@brand.test>")[0] == 553
         assert c.docmd("MAIL FROM:<jörg@brand.test> SMTPUTF8") == (250, b"2.1.0 Ok")
         assert c.rcpt("zoë@example.com")[0] == 250
-    first = world.journal.entries(Kind.SMTP_MESSAGE)[0]
-    assert first.data["sender"] == ""
+    first = messages(world)[0]
+    assert first.sender == ""
 
 
 @pytest.mark.asyncio
@@ -417,16 +437,17 @@ async def test_async_host_with_aiosmtplib_and_pipelining() -> None:
             errors, reply = await smtp.sendmail(
                 "news@brand.test", ["ok@example.com", "full@example.com"], MSG
             )
-            assert reply == "2.0.0 Ok: queued as MX1000001"
             full = errors["full@example.com"]
             text = "<full@example.com>: Recipient address rejected: Mailbox full, quota exceeded"
             assert (full.code, full.message) == (552, f"5.2.2 {text}")
         entry = await host.journal.wait_for_async(lambda e: e.kind is Kind.SMTP_SESSION, timeout=10)
         assert entry is not None
-        assert entry.data["end"] == "quit"
-    assert [
-        m.data["recipients"][0]["address"] for m in host.journal.entries(Kind.SMTP_MESSAGE)
-    ] == ["ok@example.com"]
+        assert isinstance(entry.data, SmtpClose)
+        assert entry.data.end == "quit"
+    (message,) = messages(host.journal)
+    assert reply == f"2.0.0 Ok: queued as {message.id}"
+    assert re.fullmatch(r"MX1\d{6}", message.id)
+    assert [r.address for r in message.recipients] == ["ok@example.com"]
 
 
 def test_flavour_list_is_what_the_tests_cover() -> None:

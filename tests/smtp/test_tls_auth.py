@@ -10,11 +10,12 @@ import aiosmtplib
 import pytest
 
 from harness.journal import Kind
+from harness.records import SmtpClose, SmtpReply
 from harness.smtp.server import MXHost
 from harness.smtp.tls import make_certificate
 from harness.smtp.world import MailWorld
 
-from .conftest import client, wait_session
+from .conftest import client, decisions, messages, wait_session
 
 USERS = {"campaign": "s3cret"}
 
@@ -36,9 +37,10 @@ def test_starttls_with_a_verified_certificate(mx: Callable[..., MailWorld]) -> N
         assert not c.has_extn("starttls")
         assert c.sendmail("news@brand.test", ["a@example.com"], b"Subject: x\r\n\r\ny\r\n") == {}
     (session,) = wait_session(world)
-    assert session.data["tls"] == "starttls"
-    (message,) = world.journal.entries(Kind.SMTP_MESSAGE)
-    assert message.data["tls"] == "starttls"
+    assert session.tls == "starttls"
+    (message,) = messages(world)
+    assert message.tls == "starttls"
+    assert message.session == session.session
 
 
 def test_implicit_tls(mx: Callable[..., MailWorld]) -> None:
@@ -50,7 +52,7 @@ def test_implicit_tls(mx: Callable[..., MailWorld]) -> None:
         assert not c.has_extn("starttls")
         assert c.noop() == (250, b"OK")
     (session,) = wait_session(world)
-    assert session.data["tls"] == "implicit"
+    assert session.tls == "implicit"
 
 
 def test_a_client_that_does_not_trust_the_certificate_fails_verification(
@@ -77,9 +79,9 @@ def test_auth_mechanisms_and_the_user_is_recorded(
         assert c.auth(mechanism, authobject) == (235, b"2.7.0 Authentication successful")
         assert c.sendmail("news@brand.test", ["a@example.com"], b"Subject: x\r\n\r\ny\r\n") == {}
     (session,) = wait_session(world)
-    assert session.data["auth"] == "campaign"
-    assert world.journal.entries(Kind.SMTP_MESSAGE)[0].data["auth"] == "campaign"
-    assert all("s3cret" not in command for command in session.data["commands"])
+    assert session.auth == "campaign"
+    assert messages(world)[0].auth == "campaign"
+    assert all("s3cret" not in command for command in session.commands)
 
 
 def test_wrong_password_and_missing_auth(mx: Callable[..., MailWorld]) -> None:
@@ -95,8 +97,25 @@ def test_wrong_password_and_missing_auth(mx: Callable[..., MailWorld]) -> None:
         assert c.docmd("MAIL FROM:<a@b.test>") == (530, b"5.7.0 Authentication required")
         assert c.docmd("RCPT TO:<a@example.com>") == (530, b"5.7.0 Authentication required")
     (session,) = wait_session(world)
-    assert session.data["auth"] is None
-    assert "AUTH PLAIN ***" in session.data["commands"]
+    assert session.auth is None
+    assert "AUTH PLAIN ***" in session.commands
+    # A protocol reply to RCPT is an attempt at the address that decides nothing about it.
+    assert decisions(world, session) == [
+        SmtpReply(
+            host="mx1",
+            session=session.session,
+            recipient="a@example.com",
+            sender="",
+            stage="rcpt",
+            code=530,
+            enhanced="5.7.0",
+            reply="530 5.7.0 Authentication required",
+            mode=None,
+            rule=None,
+            bounce_class=None,
+            attempt=None,
+        )
+    ]
 
 
 def test_auth_on_a_host_without_users_is_refused(mx: Callable[..., MailWorld]) -> None:
@@ -126,4 +145,5 @@ async def test_aiosmtplib_starttls_and_login() -> None:
             assert errors == {}
         entry = await host.journal.wait_for_async(lambda e: e.kind is Kind.SMTP_SESSION, timeout=10)
         assert entry is not None
-        assert (entry.data["tls"], entry.data["auth"]) == ("starttls", "campaign")
+        assert isinstance(entry.data, SmtpClose)
+        assert (entry.data.tls, entry.data.auth) == ("starttls", "campaign")

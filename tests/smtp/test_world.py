@@ -17,7 +17,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from harness.errors import ConfigError, ServerError, UnknownNameError
 from harness.journal import Kind
+from harness.records import Dsn, DsnRecipient, DsnSkipped, ScheduledBounce
 from harness.smtp.world import MailWorld
+
+from .conftest import decisions, messages, sessions
 
 MSG = (
     b"From: news@brand.test\r\nTo: late@example.com\r\nSubject: Sale\r\n"
@@ -136,8 +139,12 @@ async def test_accept_then_bounce_delivers_a_dsn_to_the_intake(
         )
         dsn_entry = await world.journal.wait_for_async(lambda e: e.kind is Kind.DSN, timeout=10)
         assert dsn_entry is not None
-        assert dsn_entry.data["ok"] is True
-        assert dsn_entry.data["context"]["recipients"] == ["late@example.com"]
+        dsn = dsn_entry.data
+        assert isinstance(dsn, Dsn)
+        assert dsn.ok is True
+        assert dsn.recipients == (
+            DsnRecipient(recipient="late@example.com", action="failed", status="5.1.1"),
+        )
         await asyncio.wait_for(handler.arrived.wait(), 10)
     ((mail_from, rcpt_tos, content),) = handler.received
     assert mail_from in ("", "<>")  # the null sender, however aiosmtpd spells it
@@ -152,26 +159,28 @@ async def test_accept_then_bounce_delivers_a_dsn_to_the_intake(
     assert "Status: 5.1.1" in text
     assert "Original-Envelope-Id: cmp-42" in text
     assert report.get_payload()[2].get_content_type() == "text/rfc822-headers"
-    (message,) = world.journal.entries(Kind.SMTP_MESSAGE)
-    assert message.data["bounces"] == [
-        {
-            "recipient": "late@example.com",
-            "after": 0.1,
-            "status": "5.1.1",
-            "diagnostic": "550 5.1.1 <late@example.com>: Recipient address rejected: User "
-            "unknown in local recipient table",
-            "dialect": "postfix",
-            "action": "failed",
-        }
-    ]
-    (session,) = world.journal.entries(Kind.SMTP_SESSION)
-    late = next(d for d in session.data["decisions"] if d["recipient"] == "late@example.com")
-    assert (late["stage"], late["code"], late["class"], late["mode"]) == (
+    (message,) = messages(world)
+    # The DSN names the host and the message it reports on.
+    assert (dsn.host, dsn.message, dsn.to) == ("mx1", message.id, VERP)
+    (session,) = sessions(world)
+    # The bounce due for an accept-then-bounce recipient lives in its "later" decision.
+    (late,) = [d for d in decisions(world, session) if d.recipient == "late@example.com"]
+    assert (late.stage, late.code, late.bounce_class, late.mode) == (
         "later",
         250,
         "hard",
         "invalid_address",
     )
+    assert late.bounce == ScheduledBounce(
+        after=0.1,
+        status="5.1.1",
+        diagnostic="550 5.1.1 <late@example.com>: Recipient address rejected: User "
+        "unknown in local recipient table",
+        dialect="postfix",
+        action="failed",
+    )
+    (ok,) = [d for d in decisions(world, session) if d.recipient == "ok@example.com"]
+    assert (ok.stage, ok.code, ok.bounce) == ("rcpt", 250, None)
 
 
 @pytest.mark.asyncio
@@ -186,16 +195,38 @@ async def test_dsns_that_cannot_be_sent_are_journaled(intake: tuple[Intake, int]
     async with world:
         mx_port = world.host("mx1").port
         await _send(mx_port, VERP, ["never@example.com"], **{"never@example.com": ["NOTIFY=NEVER"]})
-        note = await world.journal.wait_for_async(lambda e: e.kind is Kind.NOTE, timeout=10)
-        assert note is not None
-        assert note.data["reason"] == "NOTIFY asks for no report"
+        skipped = await world.journal.wait_for_async(
+            lambda e: e.kind is Kind.DSN_SKIPPED, timeout=10
+        )
+        assert skipped is not None
+        assert isinstance(skipped.data, DsnSkipped)
+        assert skipped.data.reason == "NOTIFY asks for no report"
         await _send(mx_port, VERP, ["slow@example.com"])
         await _send(mx_port, "", ["slow@example.com"])
-    reasons = [e.data["reason"] for e in world.journal.entries(Kind.NOTE)]
-    assert reasons == [
-        "NOTIFY asks for no report",
-        "the message came from the null sender",
-        "host stopped first",
+    found = [e.data for e in world.journal.entries(Kind.DSN_SKIPPED)]
+    ids = [m.id for m in messages(world)]
+    assert found == [
+        DsnSkipped(
+            host="mx1",
+            message=ids[0],
+            recipients=("never@example.com",),
+            sender=VERP,
+            reason="NOTIFY asks for no report",
+        ),
+        DsnSkipped(
+            host="mx1",
+            message=ids[2],
+            recipients=("slow@example.com",),
+            sender="",
+            reason="the message came from the null sender",
+        ),
+        DsnSkipped(
+            host="mx1",
+            message=ids[1],
+            recipients=("slow@example.com",),
+            sender=VERP,
+            reason="host stopped first",
+        ),
     ]
     assert handler.received == []
     assert world.journal.entries(Kind.DSN) == []
@@ -209,15 +240,15 @@ async def test_no_intake_configured_is_journaled() -> None:
     )
     async with world:
         await _send(world.host("mx1").port, VERP, ["a@example.com"])
-    (note,) = world.journal.entries(Kind.NOTE)
-    assert note.data == {
-        "event": "dsn_not_sent",
-        "reason": "no bounce intake is configured",
-        "host": "mx1",
-        "message": "MX1000001",
-        "recipients": ["a@example.com"],
-        "sender": VERP,
-    }
+    (message,) = messages(world)
+    (skipped,) = world.journal.entries(Kind.DSN_SKIPPED)
+    assert skipped.data == DsnSkipped(
+        host="mx1",
+        message=message.id,
+        recipients=("a@example.com",),
+        sender=VERP,
+        reason="no bounce intake is configured",
+    )
 
 
 def test_reset_restarts_sequences(make_world: Callable[..., MailWorld]) -> None:
