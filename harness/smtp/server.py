@@ -285,8 +285,14 @@ _REWRITE = {
     "500 Error: command 'AUTH' not recognized": "503 5.5.1 Error: send EHLO first",
     "554 Command refused due to lack of security": "554 5.7.0 Error: TLS handshake not complete",
 }
+# Postfix's replies that have no enhanced code: before EHLO the client has not been told of
+# ENHANCEDSTATUSCODES.
+_AS_IS = frozenset({"501 Syntax: EHLO hostname", "501 Syntax: HELO hostname"})
 _NOT_RECOGNISED = "500 5.5.2 Error: command not recognized"
 _NO_SMTPUTF8 = "555 5.5.4 Unsupported option: SMTPUTF8"
+_NEED_RCPT = "503 5.5.1 Error: need RCPT command"
+_NO_RECIPIENTS = "554 5.5.1 Error: no valid recipients"
+"""DATA after MAIL whose every RCPT was refused (or none sent); before MAIL it is _NEED_RCPT."""
 _BAD_UTF8 = "500 5.5.2 Error: bad UTF-8 syntax"
 _INTERNAL = "451 4.3.0 Error: internal server error, try again later"
 """What a client gets when the host itself fails: never the exception's text."""
@@ -309,6 +315,8 @@ _ENHANCED_FOR = {
 def _postfix_reply(line: str) -> str:
     """*line* as Postfix words it: known aiosmtpd texts replaced, an enhanced code added."""
     line = _REWRITE.get(line, line)
+    if line in _AS_IS:
+        return line
     if line.startswith('500 Error: command "'):
         return _NOT_RECOGNISED
     code, text = line[:3], line[4:]
@@ -818,6 +826,9 @@ class _Session(SMTP):
             await self.push("503 5.5.1 Error: DATA after BDAT")
             return
         env = self.env()
+        if env.mail_from is not None and not env.rcpt_tos and not arg:
+            await self.push(_NO_RECIPIENTS)
+            return
         ready = self.sess().host_name and env.rcpt_tos and not arg
         if ready and not (self.host.auth_required and not self.sess().authenticated):
             for recipient, outcome in env.later:
@@ -868,7 +879,7 @@ class _Session(SMTP):
             return
         if not env.rcpt_tos:
             self._chunks = None
-            await self.push("503 5.5.1 Error: need RCPT command")
+            await self.push(_NO_RECIPIENTS if env.mail_from is not None else _NEED_RCPT)
             return
         if self._chunks is None:
             # The first chunk stands where DATA would: DATA-stage rules and drops act here.

@@ -33,24 +33,15 @@ pytestmark = [
     pytest.mark.timeout(240),
 ]
 
-_PLAINTEXT = "Postfix retries in plaintext after the failed handshake and the host accepts the mail"
 TLS_BROKEN = "user@tls-broken.test"
-_XFAIL_FATE = {TLS_BROKEN: _PLAINTEXT}
-_XFAIL_DIAGNOSTIC = {
-    TLS_BROKEN: _PLAINTEXT,
-}
+_XFAIL_FATE: dict[str, str] = {}
+_XFAIL_DIAGNOSTIC: dict[str, str] = {}
 _XFAIL_REMOTE_MTA = dict.fromkeys(
     ("user@tarpit.test", "user@drop-mid-data.test", "user@drop-after-dot.test"),
     "dsn_for_mode names a Remote-MTA for a host that gave no SMTP reply; Postfix names "
     "none (harness/smtp/dsn.py)",
 )
-_XFAIL_JOURNAL = {
-    TLS_BROKEN: _PLAINTEXT,
-    "user@drop-mid-data.test": "drop modes keep reading: the pipelined QUIT is executed and the "
-    "session ends 'quit' (issue 10)",
-    "user@drop-after-dot.test": "drop modes keep reading: the pipelined QUIT is executed and the "
-    "session ends 'quit' (issue 10)",
-}
+_XFAIL_JOURNAL: dict[str, str] = {}
 # A tls_broken host refuses mail before STARTTLS (as a host requiring TLS does, RFC 3207), so a
 # client that falls back to plaintext after the failed handshake is refused there.
 _TLS_PLAINTEXT_REFUSAL = "5.7.0"
@@ -178,9 +169,12 @@ def test_journal_agrees_with_postfix(relay_result: dict[str, Any], rcpt: str) ->
         variant = RECIPIENTS[rcpt]
         sessions = relay_result["sessions"][host_name(variant)]
         if variant == "tls_broken":
-            # Handshakes fail; a plaintext retry is refused before any mail is taken.
-            assert sessions, sessions
-            assert not any("DATA" in s["commands"] for s in sessions), sessions
+            # Handshakes fail; the plaintext retry is refused at RCPT, a decision of the mode
+            # (soft, 5.7.0) the cross-checks see; no message is ever taken.
+            assert any(s["commands"][-1:] == ["STARTTLS"] for s in sessions), sessions
+            refusals = [(d["mode"], d["enhanced"], d["class"]) for d in facts["decisions"]]
+            assert refusals, facts["decisions"]
+            assert set(refusals) == {("tls_broken", "5.7.0", "soft")}, facts["decisions"]
             return
         if variant == "refused":
             assert sessions == []  # nothing listens: no session, only host_down
