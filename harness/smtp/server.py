@@ -48,7 +48,7 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any, ClassVar
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 from harness.errors import ConfigError, JournalWriteError, ServerError, UnknownNameError
 from harness.journal import Entry, Journal, MemoryJournal
@@ -252,6 +252,17 @@ class _Handler:
 
     async def handle_DATA(self, server: _Session, session: Session, envelope: Envelope) -> str:
         return await server.on_end_of_data()
+
+    async def handle_exception(self, error: Exception) -> str:
+        """What aiosmtpd answers when a command raised: never the exception's text.
+
+        A client whose TLS handshake fails (``TLSSetupException``) is no server error: aiosmtpd
+        closes the connection and sends nothing. Anything else is a harness bug, logged with
+        its traceback; the client gets a temporary failure, as from a real server in trouble.
+        """
+        if not isinstance(error, TLSSetupException):
+            log.error("SMTP command failed inside the fake MX host", exc_info=error)
+        return _INTERNAL
 
 
 _HANDLER = _Handler()

@@ -194,12 +194,6 @@ async def _run(port: int, payload: bytes) -> tuple[int, bytes]:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured on main, seed 20261129, 3000 sessions: 11 replies carry an internal error "
-    "(UnicodeEncodeError, IndexError), 110 tracebacks logged (99 TLSSetupException), 12 "
-    "sessions never end (issue 10)",
-)
 def test_fuzzed_sessions_get_no_internal_errors(tracebacks: _Tracebacks) -> None:
     world = MailWorld()
     rules = {
