@@ -1078,10 +1078,15 @@ class _Silent(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None
         self.record: _Record | None = None
         self._done: asyncio.Future[None] = host.loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.record = self.host._open_record(self, _peer(transport), self.variant, None)
+        if self.variant == "tarpit":
+            # Held long enough for any client's greeting timeout to fire first (Postfix waits
+            # 300 s), then closed: hostile or forgotten connections do not pile up.
+            self._timer = self.host.loop.call_later(self.host.tarpit_timeout, self.drop, "timeout")
         if self.variant == "greeting_421":
             reply = self.host._greeting_421
             self.record.replies.append(TranscriptLine(stage="greeting", reply=str(reply)))
@@ -1097,6 +1102,8 @@ class _Silent(asyncio.Protocol):
                     self.record.commands.append(line[:512])
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         record = self.record
         if record is not None and record.end is None:
             record.end = "client_dropped"
