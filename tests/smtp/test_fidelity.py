@@ -230,3 +230,42 @@ def test_host_limits_are_checked(mx: Callable[..., MailWorld]) -> None:
     ):
         with pytest.raises(ConfigError, match=next(iter(options))):
             MXHost("mx", domains=["example.com"], **options)  # type: ignore[arg-type]
+
+
+SCENARIO = """
+name: limits
+mx:
+  example.com:
+    idle_timeout: 30s
+    session_timeout: 2m
+    slow_delay: 250ms
+    line_length_limit: 1000
+    ok@example.com: accept
+  down.test: {server_down: tarpit, tarpit_timeout: 5s}
+campaign: {from: news@brand.test, to: [ok@example.com, a@down.test]}
+expect: {within: 5s}
+"""
+
+
+def test_host_limits_come_from_the_scenario() -> None:
+    from harness.scenario.loader import parse_scenario
+    from harness.world import World
+
+    world = World.from_scenario(parse_scenario(SCENARIO))
+    host, down = world.mail.host("example.com"), world.mail.host("down.test")
+    assert (host.timeout, host.session_timeout, host._slow_delay) == (30.0, 120.0, 0.25)
+    assert host.line_length_limit == 1000
+    assert down.tarpit_timeout == 5.0
+    # Unset limits keep the host's documented defaults.
+    assert (down.timeout, down.session_timeout, down.line_length_limit) == (300.0, 600.0, None)
+
+
+def test_a_bad_limit_in_a_scenario_names_its_place() -> None:
+    from harness.errors import ScenarioError
+    from harness.scenario.loader import parse_scenario
+
+    for bad in ("-3s", "0"):
+        with pytest.raises(ScenarioError) as caught:
+            parse_scenario(SCENARIO.replace("idle_timeout: 30s", f"idle_timeout: {bad}"))
+        (problem,) = caught.value.problems
+        assert problem.startswith('<scenario>:5:19: mx["example.com"].idle_timeout: '), problem
