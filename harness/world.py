@@ -237,6 +237,7 @@ def _add_host(mail: MailWorld, plan: HostPlan) -> MXHost:
         options["auth_required"] = True
     if declared.server_down is not None:
         options["server_down"] = declared.server_down
+    options.update(declared.server_options())
     if plan.role == "relay":
         return mail.add_relay("relay", **options)
     # Named after its first domain: the journal's "host" field then reads like the scenario.

@@ -161,6 +161,14 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     default=None,
     help="With SCENARIO: the integration's bounce intake, where accept-then-bounce DSNs go.",
 )
+@click.option(
+    "--postfix-transport",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="With SCENARIO: write the fake MX hosts' Postfix transport map to FILE once they listen, "
+    "and print the main.cf line that uses it (texthash:, no postmap needed).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -182,6 +190,7 @@ def serve(
     max_header_size: int,
     faults: list[FaultRule],
     intake: str | None,
+    postfix_transport: Path | None,
 ) -> None:
     """Run the fake CleverTap: callback endpoints and the control API (OpenAPI docs at /docs).
 
@@ -199,6 +208,8 @@ def serve(
         return
     if intake is not None:
         raise click.UsageError("--intake only applies with a SCENARIO")
+    if postfix_transport is not None:
+        raise click.UsageError("--postfix-transport only applies with a SCENARIO")
     try:
         settings = ServerSettings(
             host=host,

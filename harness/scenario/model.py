@@ -447,6 +447,35 @@ class MailHost(_Model):
     flavour: Literal[FLAVOURS] | None = Field(  # type: ignore[valid-type]
         None, description="Provider flavour of reply texts: " + ", ".join(FLAVOURS) + "."
     )
+    idle_timeout: Duration | None = Field(
+        None, gt=0, description="Seconds without a command before 421 and hang-up (300s)."
+    )
+    session_timeout: Duration | None = Field(
+        None, gt=0, description="Longest a whole session may last (600s)."
+    )
+    tarpit_timeout: Duration | None = Field(
+        None, gt=0, description="How long a tarpit connection is held before closing (300s)."
+    )
+    slow_delay: Duration | None = Field(
+        None, ge=0, description="The slow variant's delay before every reply (1s)."
+    )
+    line_length_limit: int | None = Field(
+        None,
+        ge=80,
+        description="Longest message line taken in DATA, in octets; none by default (as Postfix).",
+    )
+
+    def server_options(self) -> dict[str, Any]:
+        """The limits set here, as :class:`harness.smtp.server.MXHost` keyword arguments."""
+        names = {
+            "idle_timeout": "timeout",
+            "session_timeout": "session_timeout",
+            "tarpit_timeout": "tarpit_timeout",
+            "slow_delay": "slow_delay",
+            "line_length_limit": "line_length_limit",
+        }
+        values = {option: getattr(self, field) for field, option in names.items()}
+        return {option: value for option, value in values.items() if value is not None}
 
     @model_validator(mode="before")
     @classmethod

@@ -10,6 +10,7 @@ the journal (``/_harness``, OpenAPI docs at ``/docs``).
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import signal
 from collections.abc import Callable
@@ -26,7 +27,13 @@ from harness.scenario.loader import load_scenario
 from harness.scenario.model import Scenario
 from harness.world import World
 
-__all__ = ["banner", "build_world", "serve_command", "serve_scenario"]
+__all__ = [
+    "banner",
+    "build_world",
+    "serve_command",
+    "serve_scenario",
+    "write_postfix_transport",
+]
 
 
 def build_world(
@@ -37,7 +44,7 @@ def build_world(
     return World.from_scenario(scenario, journal=journal, settings=overrides)
 
 
-def banner(world: World, scenario: Scenario) -> list[str]:
+def banner(world: World, scenario: Scenario, *, postfix_transport: Path | None = None) -> list[str]:
     """What ``harness serve SCENARIO`` prints once the world runs."""
     urls = world.clevertap.urls
     settings = world.clevertap.settings
@@ -63,6 +70,9 @@ def banner(world: World, scenario: Scenario) -> list[str]:
         else "  DSNs: no bounce intake (give --intake HOST:PORT); accept-then-bounce DSNs are "
         "journaled as not sent"
     )
+    if postfix_transport is not None:
+        lines.append(f"postfix transport map written to {postfix_transport}; in main.cf:")
+        lines.append(f"  transport_maps = texthash:{postfix_transport}")
     lines.append(f"fake CleverTap on {urls.base} ({scenario.clevertap.format}, {stack()})")
     lines.append(f"  bounce       {urls.bounce}")
     lines.append(f"  unsubscribe  {urls.unsubscribe}")
@@ -78,13 +88,46 @@ def banner(world: World, scenario: Scenario) -> list[str]:
     return lines
 
 
-def serve_scenario(world: World, scenario: Scenario, echo: Callable[[str], None]) -> None:
-    """Run *world* until SIGINT/SIGTERM, printing :func:`banner` with *echo*."""
+def serve_scenario(
+    world: World,
+    scenario: Scenario,
+    echo: Callable[[str], None],
+    *,
+    postfix_transport: Path | None = None,
+) -> None:
+    """Run *world* until SIGINT/SIGTERM, printing :func:`banner` with *echo*.
+
+    With *postfix_transport*, the mail world's Postfix transport map is written there once the
+    hosts have their ports, so that a real Postfix can be put in front of the fake MX hosts.
+    """
     # The same loop as plain `harness serve`: uvloop when installed.
-    run_serving(_serve(world, scenario, echo))
+    run_serving(_serve(world, scenario, echo, postfix_transport))
 
 
-async def _serve(world: World, scenario: Scenario, echo: Callable[[str], None]) -> None:
+def write_postfix_transport(world: World, path: Path) -> Path:
+    """Write the mail world's transport map to *path* for ``transport_maps = texthash:PATH``.
+
+    ``texthash:`` tables are read as text when a Postfix process opens them: no ``postmap``.
+    The file is replaced in one rename, so a Postfix process never reads half of it. Returns
+    the absolute path (Postfix wants one).
+    """
+    target = path.resolve()
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        partial.write_text(world.mail.postfix_transport_map())
+        partial.replace(target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ConfigError(f"--postfix-transport: cannot write {path}: {exc}") from None
+    return target
+
+
+async def _serve(
+    world: World,
+    scenario: Scenario,
+    echo: Callable[[str], None],
+    postfix_transport: Path | None = None,
+) -> None:
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -92,7 +135,9 @@ async def _serve(world: World, scenario: Scenario, echo: Callable[[str], None]) 
     try:
         async with world:
             freeze_startup_objects()
-            for line in banner(world, scenario):
+            if postfix_transport is not None:
+                postfix_transport = write_postfix_transport(world, postfix_transport)
+            for line in banner(world, scenario, postfix_transport=postfix_transport):
                 echo(line)
             await done.wait()
             echo("stopping")
@@ -156,7 +201,9 @@ def serve_command(ctx: click.Context, path: Path, intake: str | None) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     try:
-        serve_scenario(world, scenario, click.echo)
+        serve_scenario(world, scenario, click.echo, postfix_transport=params["postfix_transport"])
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     except ServerError as exc:
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
         raise click.ClickException(f"{exc}{cause}") from None

@@ -690,6 +690,18 @@ class Rules:
         outcome = behaviour.decide(Context(sender, recipient, now, values or {}))
         return replace(outcome, rule=key)
 
+    def verify(self, recipient: str, *, values: Mapping[str, str] | None = None) -> Reply | None:
+        """The permanent refusal *recipient* always gets at RCPT, for VRFY; None otherwise.
+
+        Only a fixed behaviour answers (a mode or reply, no list, window or chance): those
+        count attempts, and a VRFY is not an attempt.
+        """
+        _, behaviour = self.match(recipient)
+        if not isinstance(behaviour, _Fixed) or behaviour.stage is not Stage.RCPT:
+            return None
+        outcome = behaviour.decide(Context("", recipient, 0.0, values or {}))
+        return outcome.reply if outcome.reply.code >= 500 else None
+
     def reset(self) -> None:
         """Forget every attempt counted so far (sequences start again, windows reopen)."""
         for rule in self._all:

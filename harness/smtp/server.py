@@ -48,7 +48,7 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any, ClassVar
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 from harness.errors import ConfigError, JournalWriteError, ServerError, UnknownNameError
 from harness.journal import Entry, Journal, MemoryJournal
@@ -250,6 +250,17 @@ class _Handler:
     async def handle_DATA(self, server: _Session, session: Session, envelope: Envelope) -> str:
         return await server.on_end_of_data()
 
+    async def handle_exception(self, error: Exception) -> str:
+        """What aiosmtpd answers when a command raised: never the exception's text.
+
+        A client whose TLS handshake fails (``TLSSetupException``) is no server error: aiosmtpd
+        closes the connection and sends nothing. Anything else is a harness bug, logged with
+        its traceback; the client gets a temporary failure, as from a real server in trouble.
+        """
+        if not isinstance(error, TLSSetupException):
+            log.error("SMTP command failed inside the fake MX host", exc_info=error)
+        return _INTERNAL
+
 
 _HANDLER = _Handler()
 
@@ -264,25 +275,88 @@ _STAGES = {
     "STARTTLS": "starttls",
 }
 
-# aiosmtpd's own replies, in the form real servers give them (with enhanced codes).
+# aiosmtpd's own replies, as Postfix gives them (tests/realmta compares the two reply by reply).
 _REWRITE = {
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
-    "503 Error: need RCPT command": "554 5.5.1 Error: no valid recipients",
+    "503 Error: need RCPT command": "503 5.5.1 Error: need RCPT command",
+    "503 Error: send HELO first": "503 5.5.1 Error: send HELO/EHLO first",
     "500 Command line too long": "500 5.5.2 Error: command line too long",
     "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Error: line too long in message",
+    "500 Error: bad syntax": "500 5.5.2 Error: bad syntax",
+    "250 OK": "250 2.0.0 Ok",
+    "221 Bye": "221 2.0.0 Bye",
+    "220 Ready to start TLS": "220 2.0.0 Ready to start TLS",
+    "454 TLS not available": "454 4.7.0 TLS not available due to local problem",
+    "503 Already authenticated": "503 5.5.1 Error: already authenticated",
+    "501 Not enough value": "501 5.5.4 Syntax: AUTH mechanism",
+    "501 Too many values": "501 5.5.4 Syntax: AUTH mechanism",
+    "500 Error: command 'AUTH' not recognized": "503 5.5.1 Error: send EHLO first",
+    "554 Command refused due to lack of security": "554 5.7.0 Error: TLS handshake not complete",
 }
+# Postfix's replies that have no enhanced code: before EHLO the client has not been told of
+# ENHANCEDSTATUSCODES.
+_AS_IS = frozenset({"501 Syntax: EHLO hostname", "501 Syntax: HELO hostname"})
+_NOT_RECOGNISED = "500 5.5.2 Error: command not recognized"
+_NO_SMTPUTF8 = "555 5.5.4 Unsupported option: SMTPUTF8"
+_NEED_RCPT = "503 5.5.1 Error: need RCPT command"
+_NO_RECIPIENTS = "554 5.5.1 Error: no valid recipients"
+"""DATA after MAIL whose every RCPT was refused (or none sent); before MAIL it is _NEED_RCPT."""
+_BAD_UTF8 = "500 5.5.2 Error: bad UTF-8 syntax"
+_INTERNAL = "451 4.3.0 Error: internal server error, try again later"
+"""What a client gets when the host itself fails: never the exception's text."""
+# Enhanced codes for replies that still have none (ENHANCEDSTATUSCODES is advertised, so every
+# reply carries one, as Postfix's do); by reply code, Postfix's choices.
+_ENHANCED_FOR = {
+    250: "2.0.0",
+    221: "2.0.0",
+    252: "2.0.0",
+    500: "5.5.2",
+    501: "5.5.4",
+    502: "5.5.2",
+    503: "5.5.1",
+    504: "5.5.4",
+    530: "5.7.0",
+    554: "5.5.1",
+}
+
+
+def _postfix_reply(line: str) -> str:
+    """*line* as Postfix words it: known aiosmtpd texts replaced, an enhanced code added."""
+    line = _REWRITE.get(line, line)
+    if line in _AS_IS:
+        return line
+    if line.startswith('500 Error: command "'):
+        return _NOT_RECOGNISED
+    code, text = line[:3], line[4:]
+    if line[3:4] != " " or not code.isdigit() or text[:1].isdigit():
+        return line
+    enhanced = _ENHANCED_FOR.get(int(code))
+    return f"{code} {enhanced} {text}" if enhanced else line
+
+
+def _printable(text: str) -> str:
+    """*text* without lone surrogates (aiosmtpd keeps undecodable bytes as surrogates)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 class _Session(SMTP):
     """One SMTP connection: aiosmtpd's state machine plus rules, DSN parameters and recording."""
 
     def __init__(self, host: MXHost, variant: str | None) -> None:
+        # aiosmtpd sizes its line reader (commands and message lines alike) by this attribute;
+        # without a configured limit, any message line fits, as with Postfix.
+        self.line_length_limit = host.line_length_limit or max(host.size_limit, 1 << 20) + 2
         super().__init__(
             _HANDLER,
             hostname=host.hostname,
             ident=_IDENT,
             data_size_limit=host.size_limit,
-            enable_SMTPUTF8=host.smtputf8,
+            # Always on for aiosmtpd: its "strict ASCII" mode answers non-ASCII with a bare 500
+            # before any command sees it. A host without SMTPUTF8 refuses it itself, as Postfix
+            # does (555 5.5.4 for the parameter, 553 5.6.7 for an address).
+            enable_SMTPUTF8=True,
             tls_context=host._starttls_context,
             require_starttls=host.require_tls,
             timeout=host.timeout,
@@ -303,6 +377,10 @@ class _Session(SMTP):
         self._silent = False
         self._delay = host._slow_delay if variant == "slow" else 0.0
         self._done: asyncio.Future[None] = host.loop.create_future()
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._chunks: list[bytes] | None = None
+        """BDAT chunks of the transaction so far; None when no BDAT transfer is under way."""
+        self._chunk_bytes = 0
 
     # Methods, not properties: aiosmtpd's __init__ runs inspect.getmembers() on the session,
     # which would evaluate properties before there is any state.
@@ -330,11 +408,14 @@ class _Session(SMTP):
         if first:
             tls = "implicit" if transport.get_extra_info("ssl_object") is not None else None
             self.record = self.host._open_record(self, _peer(transport), self.variant, tls)
+            self._session_timer = self.host.loop.call_later(self.host.session_timeout, self._expire)
         elif self.record is not None and self.sess().ssl is not None:
             # aiosmtpd calls connection_made again once the STARTTLS handshake is done.
             self.record.tls = "starttls"
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._session_timer is not None:
+            self._session_timer.cancel()
         super().connection_lost(error)
         # aiosmtpd cancels its per-connection task here; the host waits for it at stop so that
         # no task is left pending when the loop closes.
@@ -350,18 +431,39 @@ class _Session(SMTP):
             self._done.set_result(None)
 
     def _timeout_cb(self) -> None:
-        # aiosmtpd's idle-timeout callback: note why the connection ends before it closes it.
-        if self.record is not None and self.record.end is None:
-            self.record.end = "timeout"
-        super()._timeout_cb()  # type: ignore[no-untyped-call]
+        # aiosmtpd's idle-timeout callback (no command for ``timeout`` seconds).
+        self._expire()
+
+    def _expire(self) -> None:
+        """Idle or total-session timeout: say so as Postfix does, then hang up."""
+        if self.transport is None:
+            return
+        line = f"421 4.4.2 {self.host.hostname} Error: timeout exceeded"
+        if self.record is not None:
+            self.record.replies.append(TranscriptLine(stage="timeout", reply=line))
+        if isinstance(self.transport, asyncio.WriteTransport) and not self._silent:
+            self.transport.write(line.encode() + b"\r\n")
+        self.drop("timeout")
 
     def drop(self, reason: str) -> None:
-        """Close the connection from the server side, without a reply."""
+        """Close the connection from the server side, without a reply, and stop reading.
+
+        Bytes the client sent after this point (Postfix pipelines QUIT after the final dot) are
+        never executed: aiosmtpd's command loop runs while ``transport`` is set, so it ends as
+        soon as the current command returns.
+        """
         if self.record is not None and self.record.end is None:
             self.record.end = reason
         self._silent = True
-        if self.transport is not None:
-            self.transport.close()
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.close()
+        # After STARTTLS the transport is TLS's; the socket's own must be closed too, or a
+        # handshake that never finishes keeps the connection open.
+        if self._original_transport is not None:
+            self._original_transport.close()
 
     # -- replies -----------------------------------------------------------------------------
 
@@ -369,7 +471,7 @@ class _Session(SMTP):
         if self._silent:
             return
         line = status if isinstance(status, str) else status.decode("utf-8", "replace")
-        line = _REWRITE.get(line, line)
+        line = _postfix_reply(_printable(line))
         if line == "552 Error: Too much mail data":
             line = str(self.host._too_large)
         if (
@@ -425,7 +527,19 @@ class _Session(SMTP):
         self._answered = False
         if self.record is not None:
             text = shown if shown is not None else (f"{verb} {arg}" if arg else verb)
-            self.record.commands.append(text)
+            self.record.commands.append(_printable(text))
+
+    async def _start(self, verb: str, arg: str | None, shown: str | None = None) -> bool:
+        """Record the command; False (and ``500 5.5.2`` sent) when its argument is not UTF-8.
+
+        aiosmtpd keeps undecodable bytes as lone surrogates; Postfix refuses such a command
+        outright, so nothing built from it (a reply that echoes it, a journal entry) exists.
+        """
+        self._command(verb, arg, shown)
+        if arg is not None and not arg.isascii() and _printable(arg) != arg:
+            await self.push(_BAD_UTF8)
+            return False
+        return True
 
     async def _reply_outcome(
         self, outcome: Outcome, recipients: list[str], cause: str | None, stage: Stage | None = None
@@ -492,15 +606,18 @@ class _Session(SMTP):
     # -- commands ----------------------------------------------------------------------------
 
     async def smtp_HELO(self, arg: str) -> None:
-        self._command("HELO", arg)
+        if not await self._start("HELO", arg):
+            return
         if arg and self.record is not None:
             self.record.ehlo = arg
         await super().smtp_HELO(arg)
 
     async def smtp_EHLO(self, arg: str) -> None:
-        self._command("EHLO", arg)
+        if not await self._start("EHLO", arg):
+            return
         if arg and self.record is not None:
             self.record.ehlo = arg
+        self._chunks = None
         await super().smtp_EHLO(arg)
 
     def on_ehlo(self, hostname: str, lines: list[str]) -> list[str]:
@@ -509,41 +626,64 @@ class _Session(SMTP):
         keywords = [line[4:] for line in lines[1:-1]]
         if not host.auth_users:
             keywords = [k for k in keywords if not k.startswith("AUTH")]
+        if not host.smtputf8:
+            keywords = [k for k in keywords if k != "SMTPUTF8"]
         if self.variant == "tls_broken" and "STARTTLS" not in keywords:
             keywords.append("STARTTLS")
-        keywords += ["PIPELINING", "DSN", "ENHANCEDSTATUSCODES"]
+        # Postfix's: no HELP (it has no such command), CHUNKING (RFC 3030 BDAT) last.
+        keywords += ["PIPELINING", "DSN", "ENHANCEDSTATUSCODES", "VRFY", "CHUNKING"]
         # One push for the whole reply: one write instead of one per line (push() splits it
         # again for the journal).
-        return ["\r\n".join([lines[0], *(f"250-{k}" for k in keywords), "250 HELP"])]
+        return [
+            "\r\n".join([lines[0], *(f"250-{k}" for k in keywords[:-1]), f"250 {keywords[-1]}"])
+        ]
 
     async def smtp_NOOP(self, arg: str) -> None:
-        self._command("NOOP", arg)
-        await super().smtp_NOOP(arg)
+        if await self._start("NOOP", arg):
+            await super().smtp_NOOP(arg)
 
     async def smtp_RSET(self, arg: str) -> None:
-        self._command("RSET", arg)
-        await super().smtp_RSET(arg)
+        if await self._start("RSET", arg):
+            self._chunks = None
+            await super().smtp_RSET(arg)
 
     async def smtp_VRFY(self, arg: str) -> None:
-        self._command("VRFY", arg)
-        await super().smtp_VRFY(arg)
+        """As Postfix: the rules' permanent refusal for an address that has one (550 5.1.1
+        for ``invalid_address``), else ``252 2.0.0``; no attempt is counted."""
+        if not await self._start("VRFY", arg):
+            return
+        parsed = _parse_path(f"TO:{arg}", "TO:") if arg else None
+        if parsed is None or not parsed[0]:
+            await self.push("501 5.5.4 Syntax: VRFY address")
+            return
+        address = parsed[0]
+        values = {"rcpt": address, "peer": self._peer_ip(), "host": self.host.hostname}
+        refusal = self.host.rules.verify(address, values=values)
+        await self.push(str(refusal) if refusal is not None else f"252 2.0.0 {address}")
 
     async def smtp_HELP(self, arg: str) -> None:
-        self._command("HELP", arg)
-        await super().smtp_HELP(arg)
+        # Postfix has no HELP command.
+        if await self._start("HELP", arg):
+            await self.push(_NOT_RECOGNISED)
 
     async def smtp_EXPN(self, arg: str) -> None:
-        self._command("EXPN", arg)
-        await super().smtp_EXPN(arg)
+        # Postfix has no EXPN command.
+        if await self._start("EXPN", arg):
+            await self.push(_NOT_RECOGNISED)
 
     async def smtp_QUIT(self, arg: str) -> None:
-        self._command("QUIT", arg)
+        if not await self._start("QUIT", arg):
+            return
         if self.record is not None and not arg:
             self.record.end = "quit"
         await super().smtp_QUIT(arg)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
-        self._command("STARTTLS", arg)
+        if not await self._start("STARTTLS", arg):
+            return
+        if self._tls_protocol is not None or self.sess().ssl is not None:
+            await self.push("554 5.5.1 Error: TLS already active")
+            return
         if self.variant == "tls_broken" and not arg:
             await self.push("220 2.0.0 Ready to start TLS")
             # Read the client's hello, then answer it with a fatal alert: its handshake fails
@@ -557,17 +697,24 @@ class _Session(SMTP):
         await super().smtp_STARTTLS(arg)
 
     async def smtp_AUTH(self, arg: str) -> None:
-        mechanism = (arg or "").split(" ", 1)[0].upper()
-        self._command("AUTH", arg, shown=f"AUTH {mechanism} ***" if " " in (arg or "") else None)
+        # Split on any whitespace, as aiosmtpd does: a tab before the initial response must hide
+        # it as well as a space. Continuation lines are read by aiosmtpd and never recorded.
+        words = (arg or "").split(None, 1)
+        mechanism = words[0].upper() if words else ""
+        shown = f"AUTH {mechanism} ***" if len(words) > 1 else None
+        if not await self._start("AUTH", arg, shown=shown if shown else f"AUTH {mechanism}"):
+            return
         if not self.host.auth_users:
             await self.push("503 5.5.1 Error: authentication not enabled")
             return
-        await super().smtp_AUTH(arg)
+        # Mechanism names are case-insensitive (RFC 4954); aiosmtpd looks them up as given.
+        await super().smtp_AUTH(" ".join([mechanism, *words[1:]]) if words else arg)
         if self.sess().authenticated and self.record is not None:
             self.record.auth = str(self.sess().auth_data)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        self._command("MAIL", arg)
+        if not await self._start("MAIL", arg):
+            return
         if await self.check_helo_needed():
             return
         host = self.host
@@ -610,7 +757,8 @@ class _Session(SMTP):
         await self.push("250 2.1.0 Ok")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        self._command("RCPT", arg)
+        if not await self._start("RCPT", arg):
+            return
         if await self.check_helo_needed():
             return
         host = self.host
@@ -642,6 +790,11 @@ class _Session(SMTP):
             await self._protocol_reply(
                 "553 5.6.7 Must declare SMTPUTF8 to send unicode address", recipient
             )
+            return
+        if self.variant == "tls_broken" and self.sess().ssl is None:
+            # The client fell back to plaintext after the handshake this host broke: refused
+            # as a host that requires TLS refuses it (RFC 3207), so the failure stands.
+            await self._reply_outcome(host._plaintext_refused, [recipient], None)
             return
         if len(env.rcpt_tos) >= host.max_recipients:
             outcome = host._limit_outcome(recipient, self._peer_ip())
@@ -675,8 +828,15 @@ class _Session(SMTP):
         return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
     async def smtp_DATA(self, arg: str) -> None:
-        self._command("DATA", arg)
+        if not await self._start("DATA", arg):
+            return
+        if self._chunks is not None:
+            await self.push("503 5.5.1 Error: DATA after BDAT")
+            return
         env = self.env()
+        if env.mail_from is not None and not env.rcpt_tos and not arg:
+            await self.push(_NO_RECIPIENTS)
+            return
         ready = self.sess().host_name and env.rcpt_tos and not arg
         if ready and not (self.host.auth_required and not self.sess().authenticated):
             for recipient, outcome in env.later:
@@ -696,6 +856,83 @@ class _Session(SMTP):
             await self.push("530 5.7.0 Authentication required")
             return
         await super().smtp_DATA(arg)
+
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        """RFC 3030 CHUNKING: ``BDAT <size> [LAST]`` followed by exactly *size* octets.
+
+        The chunk is read whatever the answer (the client sends it without waiting), then
+        answered: ``250 2.0.0 Ok: N bytes`` per chunk, and after the ``LAST`` one the same
+        verdict the final dot of DATA gets (rules, size limit, acceptance).
+        """
+        if not await self._start("BDAT", arg):
+            return
+        words = (arg or "").split()
+        last = len(words) == 2 and words[1].upper() == "LAST"
+        if not words or not (words[0].isascii() and words[0].isdigit()) or len(words) > 1 + last:
+            await self.push("501 5.5.4 Syntax: BDAT count [LAST]")
+            return
+        host = self.host
+        env = self.env()
+        size = int(words[0])
+        total = self._chunk_bytes + size if self._chunks is not None else size
+        keep = not host.size_limit or total <= host.size_limit
+        chunk = await self._read_chunk(size, keep)
+        if chunk is None:
+            return  # the client went away mid-chunk
+        if not self.sess().host_name:
+            await self.push("503 5.5.1 Error: send HELO/EHLO first")
+            return
+        if host.auth_required and not self.sess().authenticated:
+            await self.push("530 5.7.0 Authentication required")
+            return
+        if not env.rcpt_tos:
+            self._chunks = None
+            await self.push(_NO_RECIPIENTS if env.mail_from is not None else _NEED_RCPT)
+            return
+        if self._chunks is None:
+            # The first chunk stands where DATA would: DATA-stage rules and drops act here.
+            for recipient, outcome in env.later:
+                if outcome.stage is Stage.DATA:
+                    await self._reply_outcome(outcome, list(env.rcpt_tos), recipient, Stage.DATA)
+                    self._set_rset_state()  # type: ignore[no-untyped-call]
+                    return
+            if self.variant == "drop_mid_data":
+                self._note_dropped(None)
+                self.drop("server_dropped")
+                return
+            self._chunks, self._chunk_bytes = [], 0
+        self._chunk_bytes = total
+        if keep:
+            self._chunks.append(chunk)
+        else:
+            self._chunks.clear()  # over the limit: nothing more is kept
+        if not last:
+            await self.push(f"250 2.0.0 Ok: {size} bytes")
+            return
+        content = b"".join(self._chunks)
+        self._chunks = None
+        self._stage, self._answered = "end_of_data", False
+        if not keep:
+            status = await self._host_decision(str(host._too_large))
+        else:
+            env.content = env.original_content = content
+            status = await self.on_end_of_data()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
+
+    async def _read_chunk(self, size: int, keep: bool) -> bytes | None:
+        """Read a BDAT chunk of *size* octets (kept only when *keep*); None at end of input."""
+        parts: list[bytes] = []
+        left = size
+        try:
+            while left:
+                part = await self._reader.readexactly(min(left, 1 << 16))
+                left -= len(part)
+                if keep:
+                    parts.append(part)
+        except asyncio.IncompleteReadError:
+            return None
+        return b"".join(parts)
 
     def _note_dropped(self, content: bytes | None) -> None:
         env = self.env()
@@ -737,14 +974,15 @@ class _Session(SMTP):
 
 def _check_mail_params(values: Mapping[str, str | bool], *, smtputf8: bool) -> str | None:
     size = values.get("SIZE")
-    if size is not None and (not isinstance(size, str) or not size.isdigit()):
-        return "501 5.5.4 Bad SIZE parameter"
+    # isascii: str.isdigit() also takes "²" and other digits int() refuses.
+    if size is not None and (not isinstance(size, str) or not (size.isascii() and size.isdigit())):
+        return "501 5.5.4 Bad message size syntax"
     body = values.get("BODY")
     if body is not None and (not isinstance(body, str) or body.upper() not in ("7BIT", "8BITMIME")):
         return "501 5.5.4 BODY must be 7BIT or 8BITMIME"
     utf8 = values.get("SMTPUTF8")
     if utf8 is not None and (utf8 is not True or not smtputf8):
-        return "501 5.5.4 SMTPUTF8 takes no value" if smtputf8 else "555 5.5.4 SMTPUTF8 disabled"
+        return "501 5.5.4 SMTPUTF8 takes no value" if smtputf8 else _NO_SMTPUTF8
     ret = values.get("RET")
     if ret is not None and (not isinstance(ret, str) or ret.upper() not in ("FULL", "HDRS")):
         return "501 5.5.4 RET must be FULL or HDRS"
@@ -837,10 +1075,15 @@ class _Silent(asyncio.Protocol):
         self.transport: asyncio.BaseTransport | None = None
         self.record: _Record | None = None
         self._done: asyncio.Future[None] = host.loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.record = self.host._open_record(self, _peer(transport), self.variant, None)
+        if self.variant == "tarpit":
+            # Held long enough for any client's greeting timeout to fire first (Postfix waits
+            # 300 s), then closed: hostile or forgotten connections do not pile up.
+            self._timer = self.host.loop.call_later(self.host.tarpit_timeout, self.drop, "timeout")
         if self.variant == "greeting_421":
             reply = self.host._greeting_421
             self.record.replies.append(TranscriptLine(stage="greeting", reply=str(reply)))
@@ -856,6 +1099,8 @@ class _Silent(asyncio.Protocol):
                     self.record.commands.append(line[:512])
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         record = self.record
         if record is not None and record.end is None:
             record.end = "client_dropped"
@@ -918,6 +1163,9 @@ class MXHost:
         server_down: str | None = None,
         slow_delay: float = 1.0,
         max_transcript: int = 1000,
+        session_timeout: float = 600.0,
+        tarpit_timeout: float = 300.0,
+        line_length_limit: int | None = None,
     ) -> None:
         if flavour not in FLAVOURS:
             raise ConfigError(
@@ -953,7 +1201,30 @@ class MXHost:
         self.auth_require_tls = tls == "starttls"
         self.bounce_intake = bounce_intake
         self.clock = clock
+        for what, value in (
+            ("timeout", timeout),
+            ("session_timeout", session_timeout),
+            ("tarpit_timeout", tarpit_timeout),
+        ):
+            if not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"MXHost {what} must be a number of seconds > 0, not {value!r}")
+        if slow_delay < 0:
+            raise ConfigError(f"MXHost slow_delay must be >= 0 seconds, not {slow_delay!r}")
+        if line_length_limit is not None and line_length_limit < 80:
+            raise ConfigError(
+                f"MXHost line_length_limit must be None (no limit) or >= 80, not "
+                f"{line_length_limit!r}"
+            )
         self.timeout = timeout
+        """Idle timeout: seconds without a command before the host says 421 and hangs up."""
+        self.session_timeout = session_timeout
+        """Seconds a whole session may last, whatever the client does (slow commands too)."""
+        self.tarpit_timeout = tarpit_timeout
+        """Seconds a ``tarpit`` connection is held before the host closes it."""
+        self.line_length_limit = line_length_limit
+        """Longest message line (octets, CRLF included) taken in DATA; longer ones get
+        ``500 5.5.2`` after the final dot. None, the default, takes any length, as Postfix does
+        (RFC 5321's 1000 is what a strict server enforces)."""
         self.body_cap = body_cap
         self._slow_delay = slow_delay
         if max_transcript < 0:
@@ -979,6 +1250,13 @@ class MXHost:
         self._greeting_421 = _mode_reply("greeting_421", flavour, host=self.hostname)
         self._relay_denied = CATALOG["relay_denied"]
         self._too_many = CATALOG["too_many_recipients"]
+        tls_broken = CATALOG["tls_broken"]
+        self._plaintext_refused = Outcome(
+            Stage.RCPT,
+            Reply(530, "5.7.0", "Must issue a STARTTLS command first"),
+            tls_broken.bounce_class,
+            tls_broken.name,
+        )
 
     # -- properties --------------------------------------------------------------------------
 

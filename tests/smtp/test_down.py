@@ -49,7 +49,7 @@ def test_refused_keeps_the_port_and_up_serves_on_it_again(mx: Callable[..., Mail
     world.up("mx1")
     assert (host.state, host.port) == ("up", port)
     with client(world) as c:
-        assert c.noop() == (250, b"OK")
+        assert c.noop() == (250, b"2.0.0 Ok")
     changes = [e.data for e in world.journal.entries(Kind.HOST)]
     assert changes == [
         HostChange(host="mx1", state="down", port=port, variant="refused", delay=None),
@@ -164,7 +164,7 @@ def test_slow_delays_every_reply(mx: Callable[..., MailWorld]) -> None:
         smtplib.SMTP("127.0.0.1", world.host("mx1").port, timeout=0.05)
     # ... a patient one gets through.
     with client(world) as c:
-        assert c.noop() == (250, b"OK")
+        assert c.noop() == (250, b"2.0.0 Ok")
     (change,) = world.journal.entries(Kind.HOST)
     assert change.data == HostChange(
         host="mx1", state="down", port=world.host("mx1").port, variant="slow", delay=0.5
@@ -218,7 +218,7 @@ async def test_down_and_up_inside_the_running_loop() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert (await reader.readline()).startswith(b"220 mx1.example.com")
         writer.write(b"QUIT\r\n")
-        assert await reader.readline() == b"221 Bye\r\n"
+        assert await reader.readline() == b"221 2.0.0 Bye\r\n"
         writer.close()
         await writer.wait_closed()
     with pytest.raises(ServerError, match="not running"):

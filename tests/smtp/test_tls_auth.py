@@ -50,7 +50,7 @@ def test_implicit_tls(mx: Callable[..., MailWorld]) -> None:
     with smtplib.SMTP_SSL("127.0.0.1", port, context=cert.client_context()) as c:
         c.ehlo("client.test")
         assert not c.has_extn("starttls")
-        assert c.noop() == (250, b"OK")
+        assert c.noop() == (250, b"2.0.0 Ok")
     (session,) = wait_session(world)
     assert session.tls == "implicit"
 

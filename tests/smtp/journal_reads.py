@@ -1,0 +1,32 @@
+"""Journal facts the SMTP fuzz, secrecy and hostile-client tests read, through small functions."""
+
+from __future__ import annotations
+
+from harness.journal import Journal
+from harness.records import Kind, SmtpClose
+
+__all__ = ["session_ends", "session_peers", "session_replies", "session_texts"]
+
+
+def _closes(journal: Journal) -> list[SmtpClose]:
+    return [e.data for e in journal.entries(Kind.SMTP_SESSION) if isinstance(e.data, SmtpClose)]
+
+
+def session_peers(journal: Journal) -> list[str]:
+    """The ``host:port`` of the client of every ended session."""
+    return [c.peer for c in _closes(journal)]
+
+
+def session_replies(journal: Journal) -> list[str]:
+    """Every reply text kept in any session's transcript."""
+    return [r.reply for c in _closes(journal) for r in c.replies]
+
+
+def session_ends(journal: Journal) -> dict[str, str]:
+    """Client ``host:port`` -> how its session ended (``quit``, ``timeout``, ...)."""
+    return {c.peer: c.end for c in _closes(journal)}
+
+
+def session_texts(journal: Journal) -> list[str]:
+    """Every journal entry as JSON text (to search it for what must never be there)."""
+    return [repr(e.to_json()) for e in journal.entries()]
