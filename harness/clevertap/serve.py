@@ -56,6 +56,7 @@ def stack() -> str:
         http = "httptools"
     return f"{'uvloop' if loop == 'uvloop' else 'asyncio'} + {http}"
 
+
 _DEFAULTS = ServerSettings()
 
 

@@ -205,7 +205,7 @@ def _allowed_host(value: str) -> str:
     except ValueError:
         pass
     name = text.removeprefix("*.")
-    if name == "localhost" or _DOMAIN.match(name):
+    if name == "localhost" or domain_problem(name) is None:
         return text
     raise _fail(
         [
