@@ -471,6 +471,21 @@ _POSTFIX_WARNING = (
 )
 
 
+def _postfix_quoted(address: str) -> str:
+    """*address* as Postfix 3.7 writes a sender it quotes: a UTF-8 local part in double quotes
+    with a backslash before each of its 8-bit bytes (``"j\\\xc3\\\xbcrgen"@x``), which is not
+    valid UTF-8 (real-dsns/postfix-12). The bytes travel as surrogate escapes, so the DSN
+    carries them verbatim."""
+    local, at, domain = address.rpartition("@")
+    if local.isascii():
+        return address
+    quoted = "".join(
+        c if c.isascii() else "".join(f"\\{chr(0xDC00 + b)}" for b in c.encode("utf-8"))
+        for c in local
+    )
+    return f'"{quoted}"{at}{domain}'
+
+
 def _postfix_reason(report: RecipientReport) -> str:
     diagnostic = report.diagnostic or f"delivery status {report.status}"
     if _is_reply(report.diagnostic) and report.remote_mta:
@@ -541,7 +556,7 @@ def _postfix(ctx: _Context, policy: email.policy.Policy) -> _Layout:
         per_message.append(("Original-Envelope-Id", original.envid))
     per_message += [
         ("X-Postfix-Queue-ID", ctx.queue_id),
-        ("X-Postfix-Sender", _address_field(original.envelope_sender)),
+        ("X-Postfix-Sender", f"rfc822; {_postfix_quoted(original.envelope_sender)}"),
         ("Arrival-Date", _postfix_date(ctx.arrival)),
     ]
     blocks = []
@@ -565,7 +580,7 @@ def _postfix(ctx: _Context, policy: email.policy.Policy) -> _Layout:
         description = "Undelivered Message Headers" if ctx.headers_only else "Undelivered Message"
     rcpt = ctx.reports[0].recipient if len(ctx.reports) == 1 else None
     trace = (
-        f"Return-Path: <{original.envelope_sender}>\n"
+        f"Return-Path: <{_postfix_quoted(original.envelope_sender)}>\n"
         f"Received: from client.sender.test (localhost [127.0.0.1])\n"
         f"\tby {ctx.mta} (Postfix) with {'UTF8SMTP' if original.smtputf8 else 'ESMTP'} "
         f"id {ctx.queue_id}"
@@ -1580,7 +1595,7 @@ def _assemble(ctx: _Context, layout: _Layout, policy: email.policy.Policy) -> Em
         # so a DSN used in memory looks exactly like one parsed from the wire.
         status.set_payload([_block(b, policy, layout.fold_width) for b in blocks])
 
-    trace = layout.trace.encode("utf-8")
+    trace = layout.trace.encode("utf-8", "surrogateescape")
     content = trace + original.content.replace(b"\r\n", b"\n")
     returned = EmailMessage(policy=policy)
     eight_bit = None if content.isascii() else "8bit"

@@ -266,3 +266,17 @@ def test_complaint_is_an_rfc5965_feedback_report(headers_only: bool) -> None:
 def test_complaint_feedback_type_is_checked() -> None:
     with pytest.raises(ConfigError, match="feedback_type must be one of abuse"):
         build_complaint(original(), RCPT, feedback_type="spam")
+
+
+def test_postfix_quotes_a_utf8_sender_byte_by_byte_as_postfix_37_does() -> None:
+    # real-dsns/postfix-12: X-Postfix-Sender and the returned Return-Path carry the local part
+    # quoted with a backslash before each 8-bit byte: the report is not valid UTF-8.
+    message = dsn_for_mode("invalid_address", RCPT, dialect="postfix", sender="jürgen@sender.test")
+    data = dsn_bytes(message)
+    assert b'X-Postfix-Sender: rfc822; "j\\\xc3\\\xbcrgen"@sender.test\r\n' in data
+    assert b'Return-Path: <"j\\\xc3\\\xbcrgen"@sender.test>\r\n' in data
+    assert "To: jürgen@sender.test\r\n".encode() in data  # the DSN still goes to the sender
+    with pytest.raises(UnicodeDecodeError):
+        data.decode("utf-8")
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert recipients_of(parsed) == [{"recipient": RCPT, "action": "failed", "status": "5.1.1"}]
