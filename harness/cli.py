@@ -35,7 +35,8 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "dsn": (
         "harness.smtp.dsn_cli",
         "dsn",
-        "Print the DSN a failure MODE produces, as RFC 5322 bytes.",
+        "Print the DSN a failure MODE produces (or an auto-reply, or a complaint) as RFC 5322 "
+        "bytes.",
     ),
     "init": (
         "harness.starter",

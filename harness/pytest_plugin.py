@@ -303,7 +303,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 # Where server code reports exceptions it caught: uvicorn ("Exception in ASGI application"),
 # aiosmtpd ("SMTP session exception", then it answers 500) and asyncio (a task or callback in
 # the world's loop that raised). None of them reaches the test by itself.
-_SERVER_LOGGERS = ("uvicorn.error", "mail.log", "asyncio")
+_SERVER_LOGGERS = ("uvicorn.error", "mail.log", "asyncio", "harness.smtp", "harness.journal")
 _WORLD_THREAD = "harness-world"  # the name World.start_sync gives its LoopThread
 
 
