@@ -214,7 +214,7 @@ def test_server_errors_surface_in_the_test_that_caused_them(project: pytest.Pyte
         [
             "*_ test_smtp_server_error _*",
             "1 error(s) inside the harness servers during this test:",
-            "  mail.log: * SMTP session exception",
+            "  harness.smtp: SMTP command failed inside the fake MX host",
             "*RuntimeError: boom in the server",
         ]
     )
