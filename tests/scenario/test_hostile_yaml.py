@@ -71,7 +71,9 @@ def test_deep_nesting_is_a_scenario_error_not_a_recursion_error(flow: bool) -> N
         f"hostile.yaml:{where}: YAML: nested more than {MAX_DEPTH} levels deep; a scenario "
         "needs far fewer (is this file generated or hostile?)"
     )
-    assert elapsed < 5.0
+    # A guard against a hang, not a speed target: ruamel's pure-Python scanner reads the 100,000
+    # brackets in about 2 s on an idle machine, and CI machines are shared.
+    assert elapsed < 30.0
 
 
 def test_ordinary_aliases_and_merge_keys_still_load() -> None:
