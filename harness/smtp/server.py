@@ -1327,8 +1327,11 @@ class MXHost:
         if sock is None:  # pragma: no cover - only called while started
             raise ServerError(f"MX host {self.name!r} is not started")
         # listen() now, so connections queue in the backlog even before asyncio starts
-        # accepting: the host is reachable the moment this returns.
-        sock.listen(128)
+        # accepting: the host is reachable the moment this returns. A deep backlog: with
+        # hundreds of connections arriving at once, a full one drops SYNs, and the client
+        # that meets it waits a whole second for its retransmission (the kernel caps the
+        # number at net.core.somaxconn).
+        sock.listen(4096)
         self._serving = self.loop.create_task(
             self.loop.create_server(self._factory, sock=sock, ssl=self._implicit_context)
         )
