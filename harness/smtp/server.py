@@ -76,6 +76,7 @@ SERVER_DOWN = tuple(name for name, mode in CATALOG.items() if mode.server_down)
 
 _IDENT = "ESMTP"
 _BODY_CAP = 64 * 1024
+_BACKLOG = 4096
 _XTEXT_HEX = "0123456789ABCDEF"
 # A fatal TLS alert (handshake_failure), sent instead of a ServerHello by ``tls_broken``.
 _TLS_ALERT = b"\x15\x03\x03\x00\x02\x02\x28"
@@ -1331,9 +1332,12 @@ class MXHost:
         # hundreds of connections arriving at once, a full one drops SYNs, and the client
         # that meets it waits a whole second for its retransmission (the kernel caps the
         # number at net.core.somaxconn).
-        sock.listen(4096)
+        sock.listen(_BACKLOG)
         self._serving = self.loop.create_task(
-            self.loop.create_server(self._factory, sock=sock, ssl=self._implicit_context)
+            # asyncio listens again with its own backlog (100 by default): give it ours.
+            self.loop.create_server(
+                self._factory, sock=sock, ssl=self._implicit_context, backlog=_BACKLOG
+            )
         )
 
     async def settled(self) -> None:
