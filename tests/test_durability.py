@@ -47,6 +47,7 @@ MX_LINE = re.compile(r"^\s+127\.0\.0\.1:(\d+)\s+example\.com")
 class Server:
     process: subprocess.Popen[str]
     port: int
+    drain: threading.Thread
 
 
 def _harness() -> list[str]:
@@ -86,8 +87,9 @@ def start(scenario: Path, journal: Path) -> Server:
         process.kill()
         raise AssertionError("harness serve did not start:\n" + "".join(lines))
     # Keep draining its output so that it never blocks on a full pipe.
-    threading.Thread(target=process.stdout.read, daemon=True).start()
-    return Server(process, port)
+    drain = threading.Thread(target=process.stdout.read, daemon=True)
+    drain.start()
+    return Server(process, port, drain)
 
 
 @dataclass
@@ -127,6 +129,9 @@ def servers() -> Iterator[list[Server]]:
         if server.process.poll() is None:
             server.process.kill()
         server.process.wait(10)
+        server.drain.join(10)
+        if server.process.stdout is not None:
+            server.process.stdout.close()
 
 
 def test_kill_9_loses_no_answered_decision_and_ids_are_never_reused(
@@ -183,3 +188,28 @@ def test_kill_9_loses_no_answered_decision_and_ids_are_never_reused(
     assert not set(new_queued) & queued, "a queue id was given twice"
     assert not set(new_sessions) & sessions, "a session id was given twice"
     assert min(e.seq for e in new) > last_seq
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty (0 bytes)"),
+        (b"not a database\n" * 100, "cannot be used as a journal: file is not a database"),
+    ],
+    ids=["empty", "not-sqlite"],
+)
+@pytest.mark.parametrize("with_scenario", [False, True], ids=["clevertap", "scenario"])
+def test_serve_refuses_a_file_that_cannot_be_a_journal(
+    tmp_path: Path, scenario: Path, content: bytes, message: str, with_scenario: bool
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    path.write_bytes(content)
+    args = ["serve", *([str(scenario)] if with_scenario else []), "--journal", str(path)]
+    run = subprocess.run(
+        [*_harness(), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr
+    assert str(path) in run.stderr
+    assert "Traceback" not in run.stderr
+    assert path.read_bytes() == content  # left as it was

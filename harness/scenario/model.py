@@ -41,7 +41,7 @@ from harness.clevertap.inspect import Endpoint
 from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
 from harness.errors import did_you_mean
 from harness.smtp import rules as smtp_rules
-from harness.smtp.catalog import CATALOG, FLAVOURS
+from harness.smtp.catalog import FLAVOURS, SERVER_DOWN
 from harness.vocab import (
     CLASS_OF_EVENT,
     LEGACY_EVENTS,
@@ -77,11 +77,14 @@ __all__ = [
 ]
 
 
-SERVER_DOWN_MODES = tuple(name for name, mode in CATALOG.items() if mode.server_down)
+SERVER_DOWN_MODES = SERVER_DOWN
 """Host-level failure modes: the whole server misbehaves, whoever the recipient is."""
 
 META_FIELDS = ("e", "n", "campaign", "ts")
 """Placeholders a ``campaign.meta`` template may use."""
+RETRY_REPORT_MARGIN = 5.0
+"""Seconds of ``expect.within`` left for reporting after the default retry budget: the
+callback's batching window and a retry or two of a failed callback."""
 DEFAULT_META = "{e}|{campaign}|{ts}|{n}|0|wzrk_default|"
 """Shaped after the ``X-CleverTap_META`` sample in CleverTap's v2 docs (pipe-separated)."""
 
@@ -732,6 +735,16 @@ class Integration(_Model):
         None, description="Readiness probe; default: the ready file of the integration contract."
     )
     ready_timeout: Duration = Field(10.0, description="How long to wait for readiness.")
+    stop_timeout: Duration = Field(
+        5.0,
+        description="How long it may take to exit after SIGTERM; then SIGKILL, and the "
+        "scenario fails.",
+    )
+    retry_budget: Duration | None = Field(
+        None,
+        description="How long its retry schedule for one message may take (HARNESS_RETRY_BUDGET); "
+        "default: expect.within minus 5 s, at least half of expect.within.",
+    )
 
     @field_validator("command", mode="before")
     @classmethod
@@ -842,6 +855,16 @@ class Expect(_Model):
         default_factory=ViolationPolicy,
         description="none (default) or {allow: [codes]}.",
     )
+    quiet: Duration = Field(
+        1.5,
+        description="Once everything settled, how long nothing new may happen before judging "
+        "(long enough to see a duplicate or a resent callback).",
+    )
+    after_dsn: Duration = Field(
+        2.0,
+        description="How long the run goes on after each DSN reached the integration (its "
+        "callback, or a duplicate of it).",
+    )
 
 
 class DsnDefaults(_Model):
@@ -885,6 +908,16 @@ class Scenario(_Model):
     def recipients(self) -> list[str]:
         """Every campaign recipient, in sending order."""
         return self.campaign.recipients
+
+    @property
+    def retry_budget(self) -> float:
+        """Seconds the integration's retry schedule for one message may take (first attempt to
+        giving up): ``integration.retry_budget``, else ``expect.within`` minus 5 s for reporting
+        (at least half of ``within``)."""
+        if self.integration is not None and self.integration.retry_budget is not None:
+            return float(self.integration.retry_budget)
+        within = float(self.expect.within)
+        return max(within / 2, within - RETRY_REPORT_MARGIN)
 
     @model_validator(mode="after")
     def _cross(self) -> Scenario:

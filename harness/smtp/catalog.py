@@ -17,6 +17,7 @@ from harness.vocab import BounceClass, Stage
 __all__ = [
     "CATALOG",
     "FLAVOURS",
+    "SERVER_DOWN",
     "BounceClass",
     "FailureMode",
     "Reply",
@@ -418,6 +419,10 @@ _MODES = [
 ]
 
 CATALOG: dict[str, FailureMode] = {m.name: m for m in _MODES}
+
+SERVER_DOWN: tuple[str, ...] = tuple(m.name for m in _MODES if m.server_down)
+"""The server-down variants (host-level failure modes): ``refused``, ``greeting_421``, ``tarpit``,
+``drop_mid_data``, ``drop_after_dot``, ``slow``, ``tls_broken``."""
 """Every failure mode by name, in the order of ``shared/reference/smtp-failures.md``.
 
 Texts may hold ``{rcpt}``, ``{peer}`` and ``{host}`` placeholders, which the servers fill

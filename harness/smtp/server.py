@@ -64,15 +64,12 @@ from harness.records import (
     SmtpReply,
     TranscriptLine,
 )
-from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Reply, Stage
+from harness.smtp.catalog import CATALOG, FLAVOURS, SERVER_DOWN, BounceClass, Reply, Stage
 from harness.smtp.rules import Outcome, Rules
 from harness.smtp.tls import Certificate, make_certificate
 
 __all__ = ["SERVER_DOWN", "MXHost"]
 
-SERVER_DOWN = tuple(name for name, mode in CATALOG.items() if mode.server_down)
-"""The server-down variants: ``refused``, ``greeting_421``, ``tarpit``, ``drop_mid_data``,
-``drop_after_dot``, ``slow``, ``tls_broken``."""
 
 _IDENT = "ESMTP"
 _BODY_CAP = 64 * 1024
