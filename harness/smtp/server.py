@@ -81,6 +81,7 @@ _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 _NOT_RECORDED = "451 4.3.0 Temporary failure: the server could not record this, try again later"
 """Answered instead of a decision the journal could not record (the sender retries)."""
 log = logging.getLogger("harness.smtp")
+_AIOSMTPD_LOG = logging.getLogger("mail.log")
 
 Intake = tuple[str, int] | Path
 
@@ -259,7 +260,9 @@ class _Handler:
         its traceback; the client gets a temporary failure, as from a real server in trouble.
         """
         if not isinstance(error, TLSSetupException):
-            log.error("SMTP command failed inside the fake MX host", exc_info=error)
+            # On aiosmtpd's logger, with its words: the pytest plugin raises what is logged
+            # there in the test that caused it.
+            _AIOSMTPD_LOG.error("fake MX host: SMTP session exception", exc_info=error)
         return _INTERNAL
 
 
@@ -695,7 +698,16 @@ class _Session(SMTP):
                 self.transport.write(_TLS_ALERT)
             self.drop("server_dropped")
             return
-        await super().smtp_STARTTLS(arg)
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException:
+            # The client's handshake failed: nothing to answer, the connection is over. Ended
+            # here: aiosmtpd's own handling closes a transport the client may have closed
+            # already (AttributeError on None). The TLS layer never hands connection_lost on
+            # for a connection whose handshake failed, so it is called here, once.
+            self.drop("client_dropped")
+            if not self._done.done():
+                self.connection_lost(None)
 
     async def smtp_AUTH(self, arg: str) -> None:
         # Split on any whitespace, as aiosmtpd does: a tab before the initial response must hide
