@@ -412,7 +412,8 @@ _MODES = [
         None,
         "4.7.5",
         _S,
-        "advertises STARTTLS, then the TLS handshake fails",
+        "advertises STARTTLS, then the TLS handshake fails; a plaintext retry is refused at RCPT "
+        "(530 5.7.0, soft)",
         server_down=True,
         postfix="Cannot start TLS: handshake failure with {host}",
     ),

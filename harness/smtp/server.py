@@ -73,6 +73,7 @@ __all__ = ["SERVER_DOWN", "MXHost"]
 
 _IDENT = "ESMTP"
 _BODY_CAP = 64 * 1024
+_BACKLOG = 4096
 _XTEXT_HEX = "0123456789ABCDEF"
 # A fatal TLS alert (handshake_failure), sent instead of a ServerHello by ``tls_broken``.
 _TLS_ALERT = b"\x15\x03\x03\x00\x02\x02\x28"
@@ -80,6 +81,7 @@ _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 _NOT_RECORDED = "451 4.3.0 Temporary failure: the server could not record this, try again later"
 """Answered instead of a decision the journal could not record (the sender retries)."""
 log = logging.getLogger("harness.smtp")
+_AIOSMTPD_LOG = logging.getLogger("mail.log")
 
 Intake = tuple[str, int] | Path
 
@@ -258,7 +260,9 @@ class _Handler:
         its traceback; the client gets a temporary failure, as from a real server in trouble.
         """
         if not isinstance(error, TLSSetupException):
-            log.error("SMTP command failed inside the fake MX host", exc_info=error)
+            # On aiosmtpd's logger, with its words: the pytest plugin raises what is logged
+            # there in the test that caused it.
+            _AIOSMTPD_LOG.error("fake MX host: SMTP session exception", exc_info=error)
         return _INTERNAL
 
 
@@ -694,7 +698,16 @@ class _Session(SMTP):
                 self.transport.write(_TLS_ALERT)
             self.drop("server_dropped")
             return
-        await super().smtp_STARTTLS(arg)
+        try:
+            await super().smtp_STARTTLS(arg)
+        except TLSSetupException:
+            # The client's handshake failed: nothing to answer, the connection is over. Ended
+            # here: aiosmtpd's own handling closes a transport the client may have closed
+            # already (AttributeError on None). The TLS layer never hands connection_lost on
+            # for a connection whose handshake failed, so it is called here, once.
+            self.drop("client_dropped")
+            if not self._done.done():
+                self.connection_lost(None)
 
     async def smtp_AUTH(self, arg: str) -> None:
         # Split on any whitespace, as aiosmtpd does: a tab before the initial response must hide
@@ -1324,10 +1337,16 @@ class MXHost:
         if sock is None:  # pragma: no cover - only called while started
             raise ServerError(f"MX host {self.name!r} is not started")
         # listen() now, so connections queue in the backlog even before asyncio starts
-        # accepting: the host is reachable the moment this returns.
-        sock.listen(128)
+        # accepting: the host is reachable the moment this returns. A deep backlog: with
+        # hundreds of connections arriving at once, a full one drops SYNs, and the client
+        # that meets it waits a whole second for its retransmission (the kernel caps the
+        # number at net.core.somaxconn).
+        sock.listen(_BACKLOG)
         self._serving = self.loop.create_task(
-            self.loop.create_server(self._factory, sock=sock, ssl=self._implicit_context)
+            # asyncio listens again with its own backlog (100 by default): give it ours.
+            self.loop.create_server(
+                self._factory, sock=sock, ssl=self._implicit_context, backlog=_BACKLOG
+            )
         )
 
     async def settled(self) -> None:

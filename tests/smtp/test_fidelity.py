@@ -114,22 +114,26 @@ def test_bdat_without_a_recipient_reads_the_chunk_and_refuses(
     raw.close()
 
 
+@pytest.mark.parametrize("via", ["DATA", "BDAT"])
 @pytest.mark.parametrize("variant", ["drop_mid_data", "drop_after_dot"])
-def test_drops_stop_reading_at_the_drop(mx: Callable[..., MailWorld], variant: str) -> None:
+def test_drops_stop_reading_at_the_drop(
+    mx: Callable[..., MailWorld], variant: str, via: str
+) -> None:
     """Pipelined lines after the drop (Postfix sends QUIT right after the dot) are never run."""
     world = mx(server_down=variant)
     raw = Raw(world.host("mx1").port)
     _envelope(raw, "a@example.com")
-    assert raw.command(b"DATA").startswith("354")
-    raw.send(
-        MESSAGE + b".\r\nRSET\r\nMAIL FROM:<x@brand.test>\r\nRCPT TO:<victim@example.com>\r\n"
-        b"HELP\r\nQUIT\r\n"
-    )
+    after = b"RSET\r\nMAIL FROM:<x@brand.test>\r\nRCPT TO:<victim@example.com>\r\nHELP\r\nQUIT\r\n"
+    if via == "DATA":
+        assert raw.command(b"DATA").startswith("354")
+        raw.send(MESSAGE + b".\r\n" + after)
+    else:
+        raw.send(b"BDAT %d LAST\r\n%s%s" % (len(MESSAGE), MESSAGE, after))
     assert raw.reply() == ""  # no reply at all: the connection is gone
     raw.close()
     (session,) = wait_session(world)
     assert session.end == "server_dropped"
-    assert session.commands[-1] == "DATA"
+    assert session.commands[-1] == ("DATA" if via == "DATA" else f"BDAT {len(MESSAGE)} LAST")
     assert session.dropped_message is not None
     assert session.dropped_message.recipients == ("a@example.com",)
     assert [d.recipient for d in decisions(world, session)] == ["a@example.com"]
