@@ -838,7 +838,17 @@ class SQLiteJournal(Journal):
 
 
 def open_journal(path: str | Path | None = None) -> Journal:
-    """An SQLite journal at *path*, or an in-memory one when *path* is None or ``":memory:"``."""
+    """An SQLite journal at *path*, or an in-memory one when *path* is None or ``":memory:"``,
+    or a PostgreSQL one when *path* is a ``postgresql://`` URL (:mod:`harness.journal_pg`)."""
+    if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+        try:
+            from harness.journal_pg import PostgresJournal
+        except ImportError as exc:
+            raise ConfigError(
+                f"a PostgreSQL journal needs psycopg 3 ({exc}); install it with "
+                "pip install 'clevertap-harness[postgres]'"
+            ) from None
+        return PostgresJournal(path)
     if path is None or str(path) == ":memory:":
         return MemoryJournal()
     return SQLiteJournal(path)
