@@ -45,7 +45,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 
@@ -837,10 +837,15 @@ class SQLiteJournal(Journal):
         super().__init__(Path(path))
 
 
+def is_postgres_url(path: object) -> TypeGuard[str]:
+    """Whether *path* is a PostgreSQL URL (``postgresql://`` or ``postgres://``), not a file."""
+    return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
+
+
 def open_journal(path: str | Path | None = None) -> Journal:
     """An SQLite journal at *path*, or an in-memory one when *path* is None or ``":memory:"``,
     or a PostgreSQL one when *path* is a ``postgresql://`` URL (:mod:`harness.journal_pg`)."""
-    if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(path):
         try:
             from harness.journal_pg import PostgresJournal
         except ImportError as exc:

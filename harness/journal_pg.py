@@ -18,8 +18,9 @@ seq order must equal commit order. A sequence alone does not give that: two tran
 process takes a transaction-level advisory lock (:data:`_LOCK`) before it numbers anything and
 keeps it until its commit: numbering and committing are one critical section across all
 processes, and PostgreSQL makes a commit visible before it releases the locks. Numbers come
-from the ``harness_seq`` sequence, set (non-transactionally) before each commit, so a number is
-never given twice, not even after a failed commit.
+from the ``harness_seq`` sequence, set (non-transactionally) by each commit's write, so a
+number is never given twice once a group reached the server; a group lost before that (the
+connection died) frees its numbers, and nothing recorded or answered carries them.
 
 **Group commit.** As the SQLite file store: the first append in a turn of the event loop opens
 the transaction (and takes the lock), later appends of the same turn join it, and it commits at
@@ -71,7 +72,7 @@ from harness.journal import (
 )
 from harness.records import Callback, Record
 
-__all__ = ["PostgresJournal", "is_postgres_url", "redact"]
+__all__ = ["PostgresJournal", "redact"]
 
 log = logging.getLogger("harness.journal")
 
@@ -148,11 +149,6 @@ SELECT setval('harness_seq', %(top)s), pg_notify('harness_journal', %(top)s::tex
 """
 
 
-def is_postgres_url(text: object) -> bool:
-    """Whether *text* names a PostgreSQL journal (``postgresql://`` or ``postgres://``)."""
-    return isinstance(text, str) and text.startswith(("postgresql://", "postgres://"))
-
-
 def redact(url: str) -> str:
     """*url* without its password, for messages and banners."""
     try:
@@ -193,20 +189,22 @@ class PostgresJournal(Journal):
         self._committed = 0  # the newest commit seen (own, or notified by any process)
         self.write_failures = 0
         """Appends and commits that failed since the journal opened."""
-        self._wdb = self._connect()
-        self._rdb = self._connect()
-        self._ldb = self._connect()
+        # Writer, reader, listener; replaced in place when one is lost (the finalizer closes
+        # whatever the list holds).
+        self._conns: list[psycopg.Connection[Any]] = []
         try:
+            self._conns += [self._connect() for _ in range(3)]
             self._setup()
             self._ldb.execute(f"LISTEN {_CHANNEL}")
         except psycopg.Error as exc:
-            self._close_connections()
+            _close_all(self._conns)
             raise ConfigError(f"{self._where} cannot be used as a journal: {exc}") from exc
+        except ConfigError:
+            _close_all(self._conns)
+            raise
         self._committed = self._announced = self._top()
         self._stop_token = f"stop:{id(self)}:{time.monotonic_ns()}"
-        self._finalizer = weakref.finalize(
-            self, functools.partial(_close_all, [self._wdb, self._rdb, self._ldb])
-        )
+        self._finalizer = weakref.finalize(self, functools.partial(_close_all, self._conns))
         self._thread = threading.Thread(
             target=self._listen, name="harness-journal-listen", daemon=True
         )
@@ -222,6 +220,24 @@ class PostgresJournal(Journal):
                 f"{self._where} cannot be reached: {str(exc).strip()}; check the URL "
                 "(postgresql://USER@HOST:PORT/DATABASE) and that the server runs"
             ) from exc
+
+    @property
+    def _wdb(self) -> psycopg.Connection[Any]:
+        return self._conns[0]
+
+    @property
+    def _rdb(self) -> psycopg.Connection[Any]:
+        return self._conns[1]
+
+    @property
+    def _ldb(self) -> psycopg.Connection[Any]:
+        return self._conns[2]
+
+    def _reconnect(self, which: int) -> psycopg.Connection[Any]:
+        """Replace a lost connection (0 writer, 1 reader) with a new one."""
+        _close_all([self._conns[which]])
+        self._conns[which] = self._connect()
+        return self._conns[which]
 
     def _setup(self) -> None:
         db = self._wdb
@@ -276,7 +292,7 @@ class PostgresJournal(Journal):
     def _begin_locked(self) -> None:
         """Open the group's transaction and take the commit-order lock (lock held)."""
         if self._wdb.broken or self._wdb.closed:
-            self._wdb = self._connect()
+            self._reconnect(0)
         db = self._wdb
         try:
             with db.pipeline():
@@ -432,7 +448,7 @@ class PostgresJournal(Journal):
             db = self._wdb
             try:
                 if db.broken or db.closed:
-                    self._wdb = db = self._connect()
+                    db = self._reconnect(0)
                 db.execute("BEGIN")
                 db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
                 db.execute("TRUNCATE harness_entries, harness_events, harness_codes")
@@ -454,8 +470,7 @@ class PostgresJournal(Journal):
                 if not self._rdb.broken:
                     raise
                 # The server restarted or dropped us: one new connection, one retry.
-                self._rdb = self._connect()
-                return self._rdb.execute(query, args).fetchall()
+                return self._reconnect(1).execute(query, args).fetchall()
 
     def _pg_select(self, query: str, args: Sequence[Any], since: int) -> Iterator[Entry]:
         """Entries of *query* (ending ``seq > %s ORDER BY seq LIMIT %s``), in chunks.
@@ -688,9 +703,6 @@ class PostgresJournal(Journal):
                 self._finalizer()
         with self._cond:
             self._cond.notify_all()
-
-    def _close_connections(self) -> None:
-        _close_all([self._wdb, self._rdb, self._ldb])
 
 
 def _close_all(connections: list[psycopg.Connection[Any]]) -> None:

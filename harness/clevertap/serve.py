@@ -14,8 +14,19 @@ from harness.clevertap.inspect import Endpoint
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
 from harness.errors import ConfigError, ServerError
+from harness.journal import Journal, is_postgres_url, open_journal
 
-__all__ = ["serve"]
+__all__ = ["describe_journal", "serve"]
+
+
+def describe_journal(journal: Journal) -> str:
+    """How the banner names *journal*: its file, its database (without password) or memory."""
+    url = getattr(journal, "url", None)
+    if isinstance(url, str):
+        from harness.journal_pg import redact
+
+        return f"journal {redact(url)}"
+    return f"journal {journal.path}" if journal.path else "journal in memory"
 
 
 def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[FaultRule]:
@@ -47,10 +58,11 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
 @click.option(
     "--journal",
     "journal",
-    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE|URL",
     default=None,
-    help="SQLite journal file: a restart on the same file keeps every callback. "
-    "Default: in memory.",
+    help="SQLite journal file: a restart on the same file keeps every callback; or a "
+    "postgresql://USER@HOST/DB URL: one journal shared by several harness processes "
+    "(docs/scale-out.md). Default: in memory.",
 )
 @click.option(
     "--strict/--lenient",
@@ -92,7 +104,7 @@ def serve(
     host: str,
     port: int,
     token: str | None,
-    journal: Path | None,
+    journal: str | None,
     strict: bool,
     bounce_path: str,
     unsubscribe_path: str,
@@ -118,12 +130,16 @@ def serve(
         return
     if intake is not None:
         raise click.UsageError("--intake only applies with a SCENARIO")
+    shared: Journal | None = None
     try:
+        if is_postgres_url(journal):
+            # Opened here: ServerSettings.journal_path names files only.
+            shared = open_journal(journal)
         settings = ServerSettings(
             host=host,
             port=port,
             token=token,
-            journal_path=journal,
+            journal_path=None if journal is None or shared is not None else Path(journal),
             strict=strict,
             bounce_path=bounce_path,
             unsubscribe_path=unsubscribe_path,
@@ -132,14 +148,19 @@ def serve(
             max_body=max_body,
             faults=tuple(faults),
         )
-        server = CleverTapServer(settings)
+        server = CleverTapServer(settings, journal=shared)
     except ConfigError as exc:
+        if shared is not None:
+            shared.close()
         raise click.UsageError(str(exc)) from None
     try:
         asyncio.run(_run(server))
     except ServerError as exc:
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
         raise click.ClickException(f"{exc}{cause}") from None
+    finally:
+        if shared is not None:
+            shared.close()
 
 
 async def _run(server: CleverTapServer) -> None:
@@ -163,7 +184,7 @@ async def _run(server: CleverTapServer) -> None:
 
 def _print_banner(server: CleverTapServer) -> None:
     s, urls = server.settings, server.urls
-    journal = f"journal {s.journal_path}" if s.journal_path else "journal in memory"
+    journal = describe_journal(server.journal)
     mode = "strict" if s.strict else "lenient"
     click.echo(f"fake CleverTap on {urls.base} ({mode}, {journal})")
     click.echo(f"  bounce       {urls.bounce}")
