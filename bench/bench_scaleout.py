@@ -203,10 +203,10 @@ def main() -> None:
     )
     for name, rows in results.items():
         rps = [r for r, _ in rows]
-        cpu = [c for _, c in rows]
+        cpus = [c for _, c in rows]
         print(
             f"{name:<13} {spread(rps, ',.0f'):>32} {statistics.median(rps) / base:>9.2f}x "
-            f"{spread(cpu, '.0f'):>30}"
+            f"{spread(cpus, '.0f'):>30}"
         )
 
 
