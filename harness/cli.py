@@ -9,6 +9,7 @@ check      harness.clevertap.cli:check
 serve      harness.clevertap.serve:serve
 catalog    harness.smtp.cli:catalog
 dsn        harness.smtp.dsn_cli:dsn
+judge      harness.scenario.judge_cli:judge_command
 run        harness.scenario.cli:run
 =========  ====================================
 
@@ -29,6 +30,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "catalog": ("harness.smtp.cli", "catalog"),
     "check": ("harness.clevertap.cli", "check"),
     "dsn": ("harness.smtp.dsn_cli", "dsn"),
+    "judge": ("harness.scenario.judge_cli", "judge_command"),
     "run": ("harness.scenario.cli", "run"),
     "schema": ("harness.clevertap.cli", "schema"),
     "serve": ("harness.clevertap.serve", "serve"),

@@ -97,6 +97,14 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     default=None,
     help="With SCENARIO: the integration's bounce intake, where accept-then-bounce DSNs go.",
 )
+@click.option(
+    "--hosts",
+    metavar="NAME,...",
+    default=None,
+    help="With SCENARIO: serve only these of its MX hosts (named after their first domain, as "
+    "the banner shows), e.g. to split one scenario's hosts across processes that share a "
+    "--journal postgresql://... (docs/scale-out.md).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -113,6 +121,7 @@ def serve(
     max_body: int,
     faults: list[FaultRule],
     intake: str | None,
+    hosts: str | None,
 ) -> None:
     """Run the fake CleverTap: callback endpoints and the control API (OpenAPI docs at /docs).
 
@@ -130,6 +139,8 @@ def serve(
         return
     if intake is not None:
         raise click.UsageError("--intake only applies with a SCENARIO")
+    if hosts is not None:
+        raise click.UsageError("--hosts only applies with a SCENARIO")
     shared: Journal | None = None
     try:
         if is_postgres_url(journal):
