@@ -51,7 +51,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from harness.errors import ConfigError, JournalWriteError
@@ -204,6 +203,7 @@ class PostgresJournal(Journal):
             raise
         self._committed = self._announced = self._top()
         self._stop_token = f"stop:{id(self)}:{time.monotonic_ns()}"
+        self._stopping = threading.Event()
         self._finalizer = weakref.finalize(self, functools.partial(_close_all, self._conns))
         self._thread = threading.Thread(
             target=self._listen, name="harness-journal-listen", daemon=True
@@ -293,16 +293,22 @@ class PostgresJournal(Journal):
         """Open the group's transaction and take the commit-order lock (lock held)."""
         if self._wdb.broken or self._wdb.closed:
             self._reconnect(0)
-        db = self._wdb
-        try:
-            with db.pipeline():
-                db.execute("BEGIN")
-                db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-                cur = db.execute("SELECT last_value, is_called FROM harness_seq")
-            row = cur.fetchone()
-        except psycopg.Error:
-            self._rollback_quietly()
-            raise
+        for attempt in (1, 2):
+            db = self._wdb
+            try:
+                with db.pipeline():
+                    db.execute("BEGIN")
+                    db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+                    cur = db.execute("SELECT last_value, is_called FROM harness_seq")
+                row = cur.fetchone()
+                break
+            except psycopg.Error:
+                self._rollback_quietly()
+                # A connection lost while idle (server restarted, idle timeout) is found here:
+                # nothing was sent for this group yet, so one new connection may try again.
+                if attempt == 2 or not db.broken:
+                    raise
+                self._reconnect(0)
         if row is None:  # pragma: no cover - a sequence always has its row
             raise psycopg.DataError("harness_seq has no row")
         last, called = int(row[0]), bool(row[1])
@@ -646,40 +652,60 @@ class PostgresJournal(Journal):
         return remove
 
     def _listen(self) -> None:
-        """The listener thread: wake waiters and feed subscribers on every NOTIFY."""
-        try:
-            for note in self._ldb.notifies():
-                if note.payload == self._stop_token:
+        """The listener thread: wake waiters and feed subscribers on every NOTIFY; after a lost
+        connection, listen again on a new one and catch up."""
+        pause = 0.1
+        while not self._stopping.is_set():
+            try:
+                self._listen_once()
+                return  # stopped by close()
+            except psycopg.Error as exc:
+                if self._stopping.is_set():
                     return
-                if not note.payload.isdigit():
-                    continue
-                top = int(note.payload)
-                with self._cond:
-                    if top > self._committed:
-                        self._committed = top
-                    self._cond.notify_all()
-                listeners = self._listeners
-                if not listeners:
-                    self._announced = max(self._announced, top)
-                    continue
-                if top <= self._announced:
-                    continue
-                for entry in self._pg_select(
-                    "SELECT seq, kind, at, data FROM harness_entries WHERE seq <= %s "
-                    "AND seq > %s ORDER BY seq LIMIT %s",
-                    (top,),
-                    self._announced,
-                ):
-                    for listener in listeners:
-                        listener(entry)
-                self._announced = top
-        except psycopg.Error as exc:
-            if not self._closed:
-                log.error(
-                    "journal listener on %s stopped (%s): waits now end at their timeout",
+                log.warning(
+                    "journal listener on %s lost its connection (%s); reconnecting",
                     redact(self.url),
-                    exc,
+                    str(exc).strip(),
                 )
+            # Only after a failure: wait a little (longer each time) before the next connection.
+            if self._stopping.wait(pause):
+                return
+            pause = min(pause * 2, 5.0)
+            try:
+                self._reconnect(2).execute(f"LISTEN {_CHANNEL}")
+                pause = 0.1
+                self._announce(self._top())  # what was committed while nobody listened
+            except (psycopg.Error, ConfigError):
+                continue
+
+    def _listen_once(self) -> None:
+        for note in self._ldb.notifies():
+            if note.payload == self._stop_token:
+                return
+            if note.payload.isdigit():
+                self._announce(int(note.payload))
+
+    def _announce(self, top: int) -> None:
+        """Entries up to *top* are committed: wake the waiters, feed the subscribers."""
+        with self._cond:
+            if top > self._committed:
+                self._committed = top
+            self._cond.notify_all()
+        listeners = self._listeners
+        if not listeners:
+            self._announced = max(self._announced, top)
+            return
+        if top <= self._announced:
+            return
+        for entry in self._pg_select(
+            "SELECT seq, kind, at, data FROM harness_entries WHERE seq <= %s "
+            "AND seq > %s ORDER BY seq LIMIT %s",
+            (top,),
+            self._announced,
+        ):
+            for listener in listeners:
+                listener(entry)
+        self._announced = top
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -689,14 +715,14 @@ class PostgresJournal(Journal):
             if self._closed:
                 return
             self.commit()
-            try:
-                self._wdb.execute(
-                    pgsql.SQL("SELECT pg_notify({}, {})").format(
-                        pgsql.Literal(_CHANNEL), pgsql.Literal(self._stop_token)
-                    )
-                )
-            except psycopg.Error:
-                pass  # the listener's connection is closed below either way
+            self._stopping.set()
+            # The listener blocks in notifies(): a notification of its own wakes it.
+            for conn in (self._wdb, self._rdb):
+                try:
+                    conn.execute("SELECT pg_notify(%s, %s)", (_CHANNEL, self._stop_token))
+                    break
+                except psycopg.Error:
+                    continue  # then the join times out and closing its connection ends it
             self._thread.join(5)
             self._closed = True
             with self._rlock:

@@ -296,3 +296,34 @@ def test_close_commits_and_stops_the_listener(pg_url: str) -> None:
         j.append(note())
     with PostgresJournal(pg_url) as again:
         assert again.count() == 1
+
+
+def test_an_append_after_the_connection_was_lost_while_idle_reconnects(
+    journal: PostgresJournal, pg_url: str
+) -> None:
+    journal.append(note("before"))
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (journal._wdb.info.backend_pid,))
+    # Nothing of the new group had been sent: the append takes a new connection and succeeds.
+    assert journal.append(note("after")).seq == 2
+    assert journal.write_failures == 0
+    assert [e.data for e in journal.entries()] == [note("before"), note("after")]
+
+
+def test_waits_survive_a_lost_listener_connection(
+    journal: PostgresJournal, other: PostgresJournal, pg_url: str
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (other._ldb.info.backend_pid,))
+    time.sleep(0.5)  # the listener notices, waits a little, listens on a new connection
+
+    def later() -> None:
+        time.sleep(0.5)
+        journal.append(note("late"))
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    found = other.wait_for(lambda e: e.data == note("late"), 10)
+    thread.join()
+    assert found is not None
+    assert other._thread.is_alive()

@@ -251,3 +251,29 @@ def test_kill_9_of_one_server_loses_nothing_it_acknowledged(pg_url: str) -> None
             recorded.add(entry.data.events[0].email)
     assert len(acked) >= 300
     assert acked <= recorded, f"acknowledged but lost: {sorted(acked - recorded)[:5]}"
+
+
+def test_a_wait_on_one_server_wakes_for_a_callback_posted_to_the_other(pg_url: str) -> None:
+    with serving(pg_url) as (_, one), serving(pg_url) as (_, two):
+
+        async def run() -> httpx.Response:
+            async with httpx.AsyncClient(timeout=30) as http:
+                waiting = asyncio.create_task(
+                    http.get(
+                        two + "/_harness/wait",
+                        params={"event": "hardbounce", "address": "w@example.com", "timeout": 20},
+                    )
+                )
+                await asyncio.sleep(0.5)
+                assert not waiting.done()
+                posted = await http.post(
+                    one + "/callbacks/bounce", content=bounce("w@example.com"), headers=JSON
+                )
+                assert posted.status_code == 200
+                return await waiting
+
+        started = time.monotonic()
+        response = asyncio.run(run())
+    assert response.status_code == 200, response.text
+    assert response.json()["seq"] == 1
+    assert time.monotonic() - started < 15
