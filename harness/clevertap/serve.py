@@ -14,7 +14,7 @@ from harness.clevertap.inspect import Endpoint
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
 from harness.errors import ConfigError, ServerError
-from harness.journal import Journal, is_postgres_url, open_journal
+from harness.journal import Journal, is_journal_url, open_journal
 
 __all__ = ["describe_journal", "serve"]
 
@@ -143,7 +143,7 @@ def serve(
         raise click.UsageError("--hosts only applies with a SCENARIO")
     shared: Journal | None = None
     try:
-        if is_postgres_url(journal):
+        if is_journal_url(journal):
             # Opened here: ServerSettings.journal_path names files only.
             shared = open_journal(journal)
         settings = ServerSettings(

@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 
 from harness.errors import ConfigError, ScenarioError
-from harness.journal import Journal, is_postgres_url, open_journal
+from harness.journal import Journal, is_journal_url, open_journal
 from harness.scenario.loader import load_scenario
 
 __all__ = ["judge_command", "window"]
@@ -75,7 +75,7 @@ def judge_command(
         for line in exc.problems:
             click.echo(line, err=True)
         raise SystemExit(2) from None
-    if not is_postgres_url(journal_path) and not Path(journal_path).is_file():
+    if not is_journal_url(journal_path) and not Path(journal_path).is_file():
         raise click.BadParameter(
             f"no journal file at {journal_path!r} (a file or a postgresql:// URL)",
             param_hint="--journal",

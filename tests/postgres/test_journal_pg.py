@@ -10,8 +10,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from harness.checks import Severity, Violation
+from harness.cli import main
 from harness.errors import ConfigError, JournalWriteError
 from harness.journal import Entry, Kind, open_journal
 from harness.journal_pg import PostgresJournal, redact
@@ -270,6 +272,20 @@ def test_an_unreachable_server_is_refused_with_the_url_and_no_password() -> None
         open_journal(url)
     assert "s3cret" not in str(info.value)
     assert redact(url) == "postgresql://me@127.0.0.1:1/nowhere"
+
+
+def test_a_url_of_an_unknown_scheme_is_refused_naming_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"no journal store for redis:// URLs \(known: "):
+        open_journal("redis://127.0.0.1/0")
+
+
+def test_serve_refuses_an_unreachable_journal_with_exit_2() -> None:
+    url = "postgresql://me@127.0.0.1:1/nowhere"
+    result = CliRunner().invoke(main, ["serve", "--journal", url])
+    assert result.exit_code == 2
+    assert "PostgreSQL journal postgresql://me@127.0.0.1:1/nowhere cannot be reached" in (
+        result.output
+    )
 
 
 def test_a_database_with_other_harness_tables_is_refused(pg_url: str) -> None:
