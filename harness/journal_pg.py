@@ -567,6 +567,30 @@ class PostgresJournal(Journal):
     def last_remembered(
         self, event: str, address: str, *, after: float, since: int = 0
     ) -> tuple[float, int] | None:
+        """As :meth:`Journal.last_remembered`, exact across processes.
+
+        In an event loop this first takes the turn's commit-order lock (the callback's own
+        append follows in the same turn): then every other process's callbacks are either
+        committed, so the index has them, or not numbered yet, so they come after this one and
+        their own lookup sees it. This process's callbacks not yet committed are looked up in
+        its pending group.
+        """
+        with self._lock:
+            try:
+                self._hold_turn()
+            except (psycopg.Error, ConfigError):
+                pass  # the append that follows meets the same failure and reports it
+            pending = [entry for entry, _ in self._group]
+        for mine in reversed(pending):
+            record = mine.data
+            if (
+                isinstance(record, Callback)
+                and record.remembered
+                and mine.at >= after
+                and mine.seq > since
+                and any(record.matching(event, address))
+            ):
+                return (mine.at, mine.seq)
         rows = self._query(
             "SELECT at, seq FROM harness_events WHERE akey = %s AND ekey = %s AND remembered "
             "AND at >= %s AND seq > %s ORDER BY seq DESC LIMIT 4",
@@ -603,21 +627,29 @@ class PostgresJournal(Journal):
         which another process may take first.
         """
         with self._lock:
-            if not self._in_tx:
-                try:
-                    asyncio.get_running_loop()
-                except RuntimeError:
-                    rows = self._query("SELECT last_value, is_called FROM harness_seq", ())
-                    last, called = int(rows[0][0]), bool(rows[0][1])
-                    return max(1, (last if called else last - 1) + 1)
-                try:
-                    self._begin_locked()
-                except (psycopg.Error, ConfigError) as exc:
-                    self._write_failed(exc, "append")
-                    raise JournalWriteError(f"the journal could not be reached: {exc}") from exc
-            nxt = self._next
+            try:
+                held = self._hold_turn()
+            except (psycopg.Error, ConfigError) as exc:
+                self._write_failed(exc, "append")
+                raise JournalWriteError(f"the journal could not be reached: {exc}") from exc
+            if held:
+                return self._next
+        rows = self._query("SELECT last_value, is_called FROM harness_seq", ())
+        last, called = int(rows[0][0]), bool(rows[0][1])
+        return max(1, (last if called else last - 1) + 1)
+
+    def _hold_turn(self) -> bool:
+        """In an event loop, open this turn's transaction (take the commit-order lock) as an
+        append does, committed at the end of the turn; False outside a loop (lock held)."""
+        if self._in_tx:
+            return True
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        self._begin_locked()
         self._schedule_commit()
-        return nxt
+        return True
 
     # -- waiting -------------------------------------------------------------------------------
 

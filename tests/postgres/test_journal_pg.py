@@ -343,3 +343,37 @@ def test_waits_survive_a_lost_listener_connection(
     thread.join()
     assert found is not None
     assert other._thread.is_alive()
+
+
+@pytest.mark.asyncio
+async def test_last_remembered_sees_this_turns_callbacks_before_they_commit(
+    journal: PostgresJournal,
+) -> None:
+    # Two identical callbacks handled in one loop turn: the second is still a duplicate.
+    entry = journal.append(callback("hardbounce", "a@example.com"), at=100.0)
+    assert journal.last_remembered("hardbounce", "a@example.com", after=50.0) == (100.0, 1)
+    assert journal.last_remembered("hardbounce", "a@example.com", after=100.5) is None
+    await journal.committed(entry)
+    assert journal.last_remembered("hardbounce", "a@example.com", after=50.0) == (100.0, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_lookup_in_a_loop_holds_the_order_lock_until_the_turn_ends(
+    journal: PostgresJournal, other: PostgresJournal
+) -> None:
+    # While this turn looks up and appends, another process cannot slip a callback in between
+    # (it would be numbered after this one and see it).
+    assert journal.last_remembered("hardbounce", "a@example.com", after=0) is None
+    taken: list[Entry] = []
+    thread = threading.Thread(target=lambda: taken.append(other.append(callback())))
+    thread.start()
+    thread.join(0.3)
+    assert taken == []
+    mine = journal.append(callback())
+    await journal.committed(mine)
+    await asyncio.to_thread(thread.join, 10)
+    assert other.last_remembered("hardbounce", "a@example.com", after=0) == (
+        taken[0].at,
+        taken[0].seq,
+    )
+    assert taken[0].seq == mine.seq + 1
