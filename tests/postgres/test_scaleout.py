@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import os
 import signal
 import subprocess
 import sys
@@ -44,6 +43,7 @@ def serving(url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    failed = True
     try:
         assert proc.stdout is not None
         base = None
@@ -59,16 +59,19 @@ def serving(url: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
             _, err = proc.communicate(timeout=10)
             pytest.fail(f"harness serve did not start: {err}")
         yield proc, base
+        failed = False
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.communicate(timeout=20)
+                _, err = proc.communicate(timeout=20)
             except subprocess.TimeoutExpired:  # pragma: no cover - a hung server
                 proc.kill()
-                proc.communicate()
+                _, err = proc.communicate()
         else:
-            proc.communicate()
+            _, err = proc.communicate()
+        if failed and err.strip():
+            print(f"--- stderr of harness serve (pid {proc.pid}) ---\n{err}")
 
 
 # -- two processes appending, one reader polling ---------------------------------------------------
@@ -152,21 +155,41 @@ def test_the_same_bounce_posted_to_two_servers_is_still_a_duplicate(pg_url: str)
 
 
 async def _post_all(bases: list[str], total: int, clients: int) -> list[list[str]]:
-    """*clients* concurrent clients posting *total* distinct bounces round-robin to *bases*;
-    returns what each client had acknowledged, in its order."""
+    """*clients* concurrent keep-alive clients posting *total* distinct bounces, client n to
+    server n % len(bases); returns what each client had acknowledged, in its order.
+
+    Each client is one HTTP/1.1 connection on asyncio streams, sending its next request when
+    the answer to the last is in (httpx would be the bottleneck at this rate).
+    """
     acked: list[list[str]] = [[] for _ in range(clients)]
-    limits = httpx.Limits(max_connections=clients)
 
-    async def client(n: int, http: httpx.AsyncClient) -> None:
-        for i in range(n, total, clients):
-            address = f"u{i}@example.com"
-            base = bases[i % len(bases)]
-            response = await http.post(base + "/callbacks/bounce", content=bounce(address))
-            assert response.status_code == 200, response.text
-            acked[n].append(address)
+    async def client(n: int) -> None:
+        host, port = httpx.URL(bases[n % len(bases)]).host, httpx.URL(bases[n % len(bases)]).port
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for i in range(n, total, clients):
+                address = f"u{i}@example.com"
+                body = bounce(address)
+                writer.write(
+                    b"POST /callbacks/bounce HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                    b"content-type: application/json\r\ncontent-length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                answer = await reader.readexactly(length)
+                assert head[9:12] == b"200", (head, answer)
+                acked[n].append(address)
+        finally:
+            writer.close()
+            await writer.wait_closed()
 
-    async with httpx.AsyncClient(headers=JSON, limits=limits, timeout=60) as http:
-        await asyncio.gather(*(client(n, http) for n in range(clients)))
+    await asyncio.gather(*(client(n) for n in range(clients)))
     return acked
 
 
@@ -191,15 +214,11 @@ def _check_load(pg_url: str, acked: list[list[str]], total: int) -> None:
 @pytest.mark.parametrize(
     "total",
     [
-        pytest.param(1_000, id="1k", marks=pytest.mark.timeout(300)),
+        pytest.param(2_000, id="2k"),
         pytest.param(20_000, id="20k", marks=[pytest.mark.slow, pytest.mark.timeout(600)]),
     ],
 )
-def test_load_two_servers_fifty_clients_lose_and_duplicate_nothing(
-    pg_url: str, total: int, request: pytest.FixtureRequest
-) -> None:
-    if total > 1_000 and not os.environ.get("HARNESS_FULL_LOAD"):
-        pytest.skip("the full 20,000-callback load test runs with HARNESS_FULL_LOAD=1")
+def test_load_two_servers_fifty_clients_lose_and_duplicate_nothing(pg_url: str, total: int) -> None:
     with serving(pg_url) as (_, one), serving(pg_url) as (_, two):
         started = time.monotonic()
         acked = asyncio.run(_post_all([one, two], total, 50))
