@@ -141,11 +141,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run")
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument(
+        "--fsync",
+        choices=("on", "off"),
+        default="on",
+        help="the PostgreSQL server's fsync (off: commits do not wait for the disk)",
+    )
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
     procs: list[Any] = []
-    with Cluster(settings={"fsync": "on", "full_page_writes": "on"}) as pg:
+    with Cluster(settings={"fsync": args.fsync, "full_page_writes": args.fsync}) as pg:
         url = pg.create_database("bench")
         pg_pids = _postgres_pids(pg.data)
 
@@ -195,7 +201,8 @@ def main() -> None:
     base = statistics.median(r for r, _ in results["memory x1"])
     print(
         f"POST {PATH}, {args.clients} clients, {args.seconds:g} s x {args.rounds} interleaved "
-        f"rounds; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+        f"rounds; PostgreSQL fsync {args.fsync}; load average {os.getloadavg()[0]:.2f} on "
+        f"{os.cpu_count()} cores"
     )
     print(
         f"{'setup':<13} {'callbacks/s median (min..max)':>32} {'vs memory':>10} "

@@ -234,7 +234,7 @@ class PostgresJournal(Journal):
         return self._conns[2]
 
     def _reconnect(self, which: int) -> psycopg.Connection[Any]:
-        """Replace a lost connection (0 writer, 1 reader) with a new one."""
+        """Replace a lost connection (0 writer, 1 reader, 2 listener) with a new one."""
         _close_all([self._conns[which]])
         self._conns[which] = self._connect()
         return self._conns[which]
@@ -255,7 +255,7 @@ class PostgresJournal(Journal):
             db.execute("ROLLBACK")
             raise ConfigError(
                 f"{self._where} has tables named harness* but no harness_meta: not a harness "
-                "journal; use another database or schema"
+                "journal; use another database"
             )
         for statement in _SCHEMA:
             db.execute(statement)
