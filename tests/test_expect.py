@@ -23,7 +23,8 @@ from harness.expect import (
     expect_no_violations,
     violations,
 )
-from harness.journal import Kind, MemoryJournal
+from harness.journal import Entry, Kind, MemoryJournal
+from harness.records import Callback, CallbackEvent, ViolationFound
 
 NOW = int(time.time())
 
@@ -49,6 +50,11 @@ def ct(server: CleverTapServer) -> Iterator[CleverTapServer]:
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10, headers={"content-type": "application/json"}) as c:
         yield c
+
+
+def callback(entry: Entry) -> Callback:
+    assert isinstance(entry.data, Callback), entry
+    return entry.data
 
 
 def post(client: httpx.Client, url: str, body: bytes) -> int:
@@ -77,7 +83,7 @@ def test_a_callback_already_journaled_satisfies_at_once(
     assert post(client, ct.urls.bounce, legacy("hardbounce", "gone@example.com")) == 200
     entry = expect_callback(ct.journal, "hardbounce", "gone@example.com", within=0)
     assert entry.kind is Kind.CALLBACK
-    assert entry.data["events"] == [["hardbounce", "gone@example.com", NOW, None]]
+    assert callback(entry).events == (CallbackEvent("hardbounce", "gone@example.com", NOW, None),)
 
 
 def test_a_callback_arriving_during_the_wait_satisfies_it(ct: CleverTapServer) -> None:
@@ -87,13 +93,13 @@ def test_a_callback_arriving_during_the_wait_satisfies_it(ct: CleverTapServer) -
     finally:
         thread.join()
     assert entry.seq == ct.journal.last_seq
-    assert entry.data["status"] == 200
+    assert callback(entry).status == 200
 
 
 def test_addresses_compare_case_insensitively(ct: CleverTapServer, client: httpx.Client) -> None:
     post(client, ct.urls.bounce, legacy("hardbounce", "Gone@Example.COM"))
     entry = expect_callback(ct.journal, "hardbounce", "gone@example.com", within=0)
-    assert entry.data["events"][0][1] == "Gone@Example.COM"
+    assert callback(entry).events[0].email == "Gone@Example.COM"
 
 
 def test_the_failure_reads_like_a_diff_nearest_first(
@@ -163,7 +169,7 @@ def test_a_rejected_callback_does_not_count_but_a_lenient_server_accepts_it(
                     expect_callback(ct.journal, "hardbounce", "gone@example.com", within=0)
             else:
                 entry = expect_callback(ct.journal, "hardbounce", "gone@example.com", within=0)
-                assert entry.data["violations"][0]["code"] == "CT303"
+                assert callback(entry).codes == ("CT303",)
 
 
 def test_a_faulted_callback_does_not_count_and_the_retry_does(
@@ -177,8 +183,8 @@ def test_a_faulted_callback_does_not_count_and_the_retry_does(
     assert "  <- not accepted: 503 (fault 503,first=1)" in str(info.value)
     assert post(client, ct.urls.bounce, body) == 200
     entry = expect_callback(ct.journal, "hardbounce", "gone@example.com", within=0)
-    assert entry.data["status"] == 200
-    assert "fault" not in entry.data
+    assert callback(entry).status == 200
+    assert callback(entry).fault is None
 
 
 def test_ts_window(ct: CleverTapServer, client: httpx.Client) -> None:
@@ -186,7 +192,7 @@ def test_ts_window(ct: CleverTapServer, client: httpx.Client) -> None:
     entry = expect_callback(
         ct.journal, "hardbounce", "gone@example.com", within=0, ts=(NOW - 100, NOW)
     )
-    assert entry.data["events"][0][2] == NOW - 100
+    assert callback(entry).events[0].ts == NOW - 100
     with pytest.raises(ExpectationError) as info:
         expect_callback(ct.journal, "hardbounce", "gone@example.com", within=0, ts=(NOW - 10, NOW))
     lines = str(info.value).splitlines()
@@ -218,7 +224,7 @@ def test_v2_callbacks_are_matched_by_type(ct: CleverTapServer, client: httpx.Cli
     ).encode()
     assert post(client, ct.urls.v2, body) == 200
     entry = expect_callback(ct.journal, "hard_bounce", "b@y.test", within=0)
-    assert entry.data["events"] == [["hard_bounce", "b@y.test", None, "m|1"]]
+    assert callback(entry).events == (CallbackEvent("hard_bounce", "b@y.test", None, "m|1"),)
     with pytest.raises(ExpectationError) as info:
         expect_callback(ct.journal, "soft_bounce", "b@y.test", within=0)
     assert str(info.value).splitlines()[2] == (
@@ -263,7 +269,8 @@ async def test_async_wait_does_not_block_the_loop_serving_the_callback() -> None
         sender = asyncio.ensure_future(later())
         entry = await expect_callback_async(ct.journal, "hardbounce", "gone@example.com", within=10)
         assert await sender == 200
-        assert entry.data["events"][0][:2] == ["hardbounce", "gone@example.com"]
+        first = callback(entry).events[0]
+        assert (first.event, first.email) == ("hardbounce", "gone@example.com")
         with pytest.raises(ExpectationError, match="same address, other event"):
             await expect_callback_async(ct.journal, "softbounce", "gone@example.com", within=0.05)
         await expect_no_callbacks_async(ct.journal, since=entry.seq, within=0.05)
@@ -373,9 +380,10 @@ def test_cross_check_violations_from_the_journal_count() -> None:
     cross = Violation(
         "CT501", Severity.ERROR, "mx:a@example.com", "hard bounce without a failure", "x", "y"
     )
-    journal.append(Kind.VIOLATION, cross.to_json())
-    wrapped = Violation("CT502", Severity.WARNING, "$", "w", evidence=(1,))
-    journal.append(Kind.VIOLATION, {"violation": wrapped.to_json()})
+    # Without evidence of its own, a cross-check violation points at its own entry.
+    journal.append(ViolationFound(violation=cross))
+    with_evidence = Violation("CT502", Severity.WARNING, "$", "w", evidence=(1,))
+    journal.append(ViolationFound(violation=with_evidence, source="crosscheck", scenario="s"))
     assert [(v.code, v.evidence) for v in violations(journal)] == [("CT501", (1,)), ("CT502", (1,))]
     with pytest.raises(ExpectationError, match=r"CT501  mx:a@example\.com  hard bounce"):
         expect_no_violations(journal)

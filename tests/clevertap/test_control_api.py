@@ -14,6 +14,7 @@ from harness.clevertap.faults import parse_fault
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
 from harness.journal import Kind
+from harness.records import Callback, FaultsChanged, record_json
 
 NOW = int(time.time())
 JSON = {"content-type": "application/json"}
@@ -58,6 +59,7 @@ def test_health(ct: CleverTapServer, client: httpx.Client, three: list[int]) -> 
             "unsubscribe": "/callbacks/unsubscribe",
             "v2": "/callbacks/v2",
         },
+        "journal_write_failures": 0,
     }
 
 
@@ -71,6 +73,9 @@ def test_list_callbacks_with_filters(client: httpx.Client, three: list[int]) -> 
     assert seqs(client.get("/callbacks", params={"endpoint": "unsubscribe"})) == [unsub]
     assert seqs(client.get("/callbacks", params={"since": bounce})) == [unsub, garbage]
     assert seqs(client.get("/callbacks", params={"limit": 1})) == [bounce]
+    assert seqs(client.get("/callbacks", params={"status": "accepted"})) == [bounce, unsub]
+    assert seqs(client.get("/callbacks", params={"status": "rejected"})) == [garbage]
+    assert seqs(client.get("/callbacks", params={"status": "any"})) == [bounce, unsub, garbage]
     # event and address must match the same event
     both = {"event": "unsubscribe", "address": "full@example.com"}
     assert seqs(client.get("/callbacks", params=both)) == []
@@ -82,7 +87,14 @@ def test_listed_callback_is_the_journal_entry(
     page = client.get("/callbacks", params={"since": three[0] - 1, "limit": 1}).json()
     assert page["last_seq"] == ct.journal.last_seq
     entry = ct.journal.entries(Kind.CALLBACK)[0]
-    assert page["callbacks"] == [{"seq": entry.seq, "at": entry.at, "data": dict(entry.data)}]
+    assert isinstance(entry.data, Callback)
+    assert page["callbacks"] == [
+        {"seq": entry.seq, "at": entry.at, "data": record_json(entry.data)}
+    ]
+    # The documented JSON form: field names, events as [event, email, ts, meta] arrays.
+    data = page["callbacks"][0]["data"]
+    assert (data["endpoint"], data["status"], data["format"]) == ("bounce", 200, "legacy")
+    assert data["events"] == [["softbounce", "Full@Example.com", NOW, None]]
 
 
 def test_bad_filter_values_get_422(client: httpx.Client) -> None:
@@ -137,10 +149,27 @@ def test_wait_times_out_with_408_and_a_reason(ct: CleverTapServer, client: httpx
     response = client.get("/wait", params=params)
     assert response.status_code == 408
     assert response.json() == {
-        "detail": "no callback matching event='softbounce', address='x@example.com' after seq 0 "
-        "within 0.05 s",
+        "detail": "no callback matching event='softbounce', address='x@example.com', "
+        "status='accepted' after seq 0 within 0.05 s",
         "last_seq": ct.journal.last_seq,
     }
+
+
+def test_wait_counts_only_accepted_callbacks_unless_told(
+    ct: CleverTapServer, client: httpx.Client
+) -> None:
+    ct.set_faults(parse_fault("503,first=1"))
+    assert post(ct, ct.urls.bounce, legacy("hardbounce", "h@example.com")) == 503
+    (refused,) = ct.journal.entries(Kind.CALLBACK)
+    params: dict[str, str | float] = {"event": "hardbounce", "timeout": 0.05}
+    assert client.get("/wait", params=params).status_code == 408
+    response = client.get("/wait", params={**params, "status": "rejected"})
+    assert (response.status_code, response.json()["seq"]) == (200, refused.seq)
+    assert client.get("/wait", params={**params, "status": "any"}).json()["seq"] == refused.seq
+    # The resend that is accepted is what the default wait returns.
+    assert post(ct, ct.urls.bounce, legacy("hardbounce", "h@example.com")) == 200
+    accepted = client.get("/wait", params=params).json()
+    assert (accepted["seq"], accepted["data"]["status"]) == (ct.journal.last_seq, 200)
 
 
 def test_wait_since_skips_older_callbacks(client: httpx.Client, three: list[int]) -> None:
@@ -174,8 +203,10 @@ def test_reset_clears_journal_duplicates_and_fault_counters(
     assert post(ct, ct.urls.bounce, body) == 200
     assert post(ct, ct.urls.bounce, body) == 200
     first, again = ct.journal.entries(Kind.CALLBACK)
-    assert first.data["violations"] == []
-    assert {v["code"] for v in again.data["violations"]} == {"CT402"}  # resent: a duplicate
+    assert isinstance(first.data, Callback)
+    assert isinstance(again.data, Callback)
+    assert first.data.violations == ()
+    assert again.data.codes == ("CT402",)  # resent: a duplicate
     ct.set_faults(parse_fault("503,first=1"))
     assert post(ct, ct.urls.v2, b"{}") == 503
     assert client.get("/faults").json()["rules"][0]["applied"] == 1
@@ -187,7 +218,8 @@ def test_reset_clears_journal_duplicates_and_fault_counters(
     assert post(ct, ct.urls.v2, b"{}") == 503  # the rule is armed again
     assert post(ct, ct.urls.bounce, body) == 200
     (_, after) = ct.journal.entries(Kind.CALLBACK)
-    assert after.data["violations"] == []  # not a duplicate any more
+    assert isinstance(after.data, Callback)
+    assert after.data.violations == ()  # not a duplicate any more
 
 
 def test_faults_can_be_read_set_and_removed(ct: CleverTapServer, client: httpx.Client) -> None:
@@ -215,8 +247,11 @@ def test_faults_can_be_read_set_and_removed(ct: CleverTapServer, client: httpx.C
     assert client.get("/faults").json()["rules"][0]["applied"] == 1
     assert client.delete("/faults").json() == {"rules": []}
     assert ct.faults.rules == []
-    notes = [e.data["rules"] for e in ct.journal.entries(Kind.NOTE)]
-    assert notes == [["429,retry_after=5,first=1"], []]
+    changes = [e.data for e in ct.journal.entries(Kind.FAULTS)]
+    assert changes == [
+        FaultsChanged(rules=("429,retry_after=5,first=1",)),
+        FaultsChanged(rules=()),
+    ]
 
 
 def test_invalid_fault_rules_get_422_naming_the_field(client: httpx.Client) -> None:

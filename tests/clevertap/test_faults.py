@@ -15,14 +15,23 @@ from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
 from harness.errors import ConfigError
 from harness.journal import Kind
+from harness.records import Callback, CallbackEvent, FaultHit
 
 NOW = int(time.time())
 JSON = {"content-type": "application/json"}
 BODY = json.dumps([{"event": "softbounce", "data": [{"e": "a@example.com", "ts": NOW}]}]).encode()
 
 
+def callbacks(ct: CleverTapServer) -> list[Callback]:
+    records: list[Callback] = []
+    for entry in ct.journal.entries(Kind.CALLBACK):
+        assert isinstance(entry.data, Callback)
+        records.append(entry.data)
+    return records
+
+
 def statuses(ct: CleverTapServer) -> list[int | None]:
-    return [e.data["status"] for e in ct.journal.entries(Kind.CALLBACK)]
+    return [r.status for r in callbacks(ct)]
 
 
 def test_status_for_the_first_k_requests(ct: CleverTapServer, client: httpx.Client) -> None:
@@ -34,15 +43,15 @@ def test_status_for_the_first_k_requests(ct: CleverTapServer, client: httpx.Clie
         "message": "fault injected by the harness: 503,first=2",
     }
     assert "retry-after" not in answers[0].headers
-    entries = ct.journal.entries(Kind.CALLBACK)
+    records = callbacks(ct)
     assert statuses(ct) == [503, 503, 200]
-    assert [e.data.get("fault") for e in entries] == [
-        {"rule": 0, "action": "status", "spec": "503,first=2"},
-        {"rule": 0, "action": "status", "spec": "503,first=2"},
+    assert [r.fault for r in records] == [
+        FaultHit(rule=0, action="status", spec="503,first=2"),
+        FaultHit(rule=0, action="status", spec="503,first=2"),
         None,
     ]
     # faulted requests are still inspected and journaled in full
-    assert entries[0].data["events"] == [["softbounce", "a@example.com", NOW, None]]
+    assert records[0].events == (CallbackEvent("softbounce", "a@example.com", NOW, None),)
 
 
 def test_429_with_retry_after(ct: CleverTapServer, client: httpx.Client) -> None:
@@ -89,9 +98,9 @@ def test_delay_answers_normally_but_late(ct: CleverTapServer, client: httpx.Clie
     with pytest.raises(httpx.ReadTimeout):
         client.post(ct.urls.bounce, content=BODY, headers=JSON, timeout=0.1)
     # ... the request was journaled with the fault and the answer it was going to get.
-    (entry,) = ct.journal.entries(Kind.CALLBACK)
-    assert entry.data["fault"] == {"rule": 0, "action": "delay", "spec": "delay=1,first=1"}
-    assert entry.data["status"] == 200
+    (record,) = callbacks(ct)
+    assert record.fault == FaultHit(rule=0, action="delay", spec="delay=1,first=1")
+    assert record.status == 200
     assert client.post(ct.urls.bounce, content=BODY, headers=JSON).status_code == 200
 
 
@@ -102,18 +111,20 @@ def test_close_drops_the_connection_without_an_answer(
     with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
         client.post(ct.urls.bounce, content=BODY, headers=JSON)
     assert client.post(ct.urls.bounce, content=BODY, headers=JSON).status_code == 200
-    closed, ok = ct.journal.entries(Kind.CALLBACK)
-    assert closed.data["status"] is None
-    assert closed.data["fault"] == {"rule": 0, "action": "close", "spec": "close,first=1"}
-    assert closed.data["events"] == ok.data["events"]
+    closed, ok = callbacks(ct)
+    assert closed.status is None
+    assert closed.fault == FaultHit(rule=0, action="close", spec="close,first=1")
+    assert closed.events == ok.events
+    assert ok.events == (CallbackEvent("softbounce", "a@example.com", NOW, None),)
 
 
 def test_reset_aborts_the_connection_with_rst(ct: CleverTapServer, client: httpx.Client) -> None:
     ct.set_faults(parse_fault("reset,first=1"))
     with pytest.raises(httpx.ReadError, match="Connection reset by peer"):
         client.post(ct.urls.bounce, content=BODY, headers=JSON)
-    (entry,) = ct.journal.entries(Kind.CALLBACK)
-    assert (entry.data["status"], entry.data["fault"]["action"]) == (None, "reset")
+    (record,) = callbacks(ct)
+    assert record.fault is not None
+    assert (record.status, record.fault.action) == (None, "reset")
 
 
 def test_a_faulted_request_resent_is_not_a_duplicate(
@@ -123,8 +134,8 @@ def test_a_faulted_request_resent_is_not_a_duplicate(
     assert client.post(ct.urls.bounce, content=BODY, headers=JSON).status_code == 503
     assert client.post(ct.urls.bounce, content=BODY, headers=JSON).status_code == 200
     assert client.post(ct.urls.bounce, content=BODY, headers=JSON).status_code == 200
-    codes = [{v["code"] for v in e.data["violations"]} for e in ct.journal.entries(Kind.CALLBACK)]
-    assert codes == [set(), set(), {"CT402"}]  # only the second accepted copy is a resend
+    codes = [r.codes for r in callbacks(ct)]
+    assert codes == [(), (), ("CT402",)]  # only the second accepted copy is a resend
 
 
 def test_faults_given_at_start() -> None:

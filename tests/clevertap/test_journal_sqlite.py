@@ -11,6 +11,7 @@ import httpx
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
 from harness.journal import Kind, SQLiteJournal
+from harness.records import Callback
 
 NOW = int(time.time())
 JSON = {"content-type": "application/json"}
@@ -43,13 +44,19 @@ def test_restart_on_the_same_file_keeps_every_callback(tmp_path: Path) -> None:
 def test_the_server_closes_the_file_it_opened_and_reopens_it_on_restart(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     ct = CleverTapServer(ServerSettings(journal_path=path))
+    answers = []
     with ct:
-        httpx.post(ct.urls.bounce, content=legacy("hardbounce", "a@example.com"), headers=JSON)
+        body = legacy("hardbounce", "a@example.com")
+        answers.append(httpx.post(ct.urls.bounce, content=body, headers=JSON).status_code)
     with ct:
-        httpx.post(ct.urls.bounce, content=legacy("hardbounce", "b@example.com"), headers=JSON)
+        body = legacy("hardbounce", "b@example.com")
+        answers.append(httpx.post(ct.urls.bounce, content=body, headers=JSON).status_code)
         assert len(ct.journal.entries(Kind.CALLBACK)) == 2
+    assert answers == [200, 200]  # the restarted server checks and records as the first did
     with SQLiteJournal(path) as reopened:
-        emails = [e.data["events"][0][1] for e in reopened.entries(Kind.CALLBACK)]
+        records = [e.data for e in reopened.entries(Kind.CALLBACK)]
+    assert all(isinstance(r, Callback) for r in records)
+    emails = [e.email for r in records if isinstance(r, Callback) for e in r.events]
     assert emails == ["a@example.com", "b@example.com"]
 
 
@@ -57,6 +64,9 @@ def test_reset_empties_the_file(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     with CleverTapServer(ServerSettings(journal_path=path)) as ct:
         httpx.post(ct.urls.bounce, content=legacy("hardbounce", "a@example.com"), headers=JSON)
+        forgotten = ct.journal.last_seq
         assert httpx.post(ct.urls.control + "/reset").status_code == 200
     with SQLiteJournal(path) as reopened:
         assert reopened.entries() == []
+        # A seq handed out before the reset is never handed out again, also after a restart.
+        assert reopened.next_seq > forgotten > 0

@@ -16,12 +16,14 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from harness.checks import Violation
 from harness.clevertap.inspect import CheckConfig
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
 from harness.cli import main
 from harness.errors import ConfigError, ServerError
-from harness.journal import Entry, Kind
+from harness.journal import Kind
+from harness.records import Callback, CallbackEvent, record_from_json
 
 NOW = int(time.time())
 JSON = {"content-type": "application/json"}
@@ -37,14 +39,18 @@ def v2(*items: tuple[str, str]) -> bytes:
     return json.dumps({"version": "v2", "events": {"success": success}}).encode()
 
 
-def only_callback(ct: CleverTapServer) -> Entry:
-    entries = ct.journal.entries(Kind.CALLBACK)
-    assert len(entries) == 1, entries
-    return entries[0]
+def callbacks(ct: CleverTapServer) -> list[Callback]:
+    records: list[Callback] = []
+    for entry in ct.journal.entries(Kind.CALLBACK):
+        assert isinstance(entry.data, Callback)
+        records.append(entry.data)
+    return records
 
 
-def codes(entry: Entry) -> set[str]:
-    return {v["code"] for v in entry.data["violations"]}
+def only_callback(ct: CleverTapServer) -> Callback:
+    records = callbacks(ct)
+    assert len(records) == 1, records
+    return records[0]
 
 
 def test_binds_loopback_on_a_real_port(ct: CleverTapServer) -> None:
@@ -63,42 +69,51 @@ def test_legacy_bounce_is_accepted_and_journaled_once(
     response = client.post(ct.urls.bounce, content=body, headers=JSON)
     assert response.status_code == 200
     assert response.content == b'{"status":"success","accepted":2}'
-    entry = only_callback(ct)
-    peer = entry.data["peer"]
+    record = only_callback(ct)
+    peer = record.peer
+    assert peer is not None
     assert peer.startswith("127.0.0.1:")
-    assert dict(entry.data) == {
-        "endpoint": "bounce",
-        "path": "/callbacks/bounce",
-        "peer": peer,
-        "content_type": "application/json",
-        "size": len(body),
-        "body": body.decode(),
-        "format": "legacy",
-        "events": [
-            ["softbounce", "full@example.com", NOW, None],
-            ["softbounce", "other@example.com", NOW, None],
-        ],
-        "violations": [],
-        "status": 200,
-    }
+    # Every field: the ones not listed keep their defaults (method POST, no fault, ...).
+    assert record == record_from_json(
+        Kind.CALLBACK,
+        {
+            "endpoint": "bounce",
+            "path": "/callbacks/bounce",
+            "peer": peer,
+            "content_type": "application/json",
+            "size": len(body),
+            "body": body.decode(),
+            "format": "legacy",
+            "events": [
+                ["softbounce", "full@example.com", NOW, None],
+                ["softbounce", "other@example.com", NOW, None],
+            ],
+            "violations": [],
+            "status": 200,
+        },
+    )
+    assert record.accepted
+    assert record.remembered
 
 
 def test_unsubscribe_endpoint(ct: CleverTapServer, client: httpx.Client) -> None:
     body = legacy("unsubscribe", "bye@example.com")
     response = client.post(ct.urls.unsubscribe, content=body, headers=JSON)
     assert response.json() == {"status": "success", "accepted": 1}
-    entry = only_callback(ct)
-    assert entry.data["endpoint"] == "unsubscribe"
-    assert entry.data["events"] == [["unsubscribe", "bye@example.com", NOW, None]]
+    record = only_callback(ct)
+    assert record.endpoint == "unsubscribe"
+    assert record.events == (CallbackEvent("unsubscribe", "bye@example.com", NOW, None),)
 
 
 def test_v2_success_body(ct: CleverTapServer, client: httpx.Client) -> None:
     response = client.post(ct.urls.v2, content=v2(("delivered", "ok@example.com")), headers=JSON)
     assert response.status_code == 200
     assert response.json() == {"status": "success", "message": "Callback processed successfully"}
-    entry = only_callback(ct)
-    assert entry.data["format"] == "v2"
-    assert entry.data["events"] == [["delivered", "ok@example.com", None, "ok@example.com|1|2|"]]
+    record = only_callback(ct)
+    assert record.format == "v2"
+    assert record.events == (
+        CallbackEvent("delivered", "ok@example.com", None, "ok@example.com|1|2|"),
+    )
 
 
 def test_non_json_body_is_rejected_with_ct101(ct: CleverTapServer, client: httpx.Client) -> None:
@@ -108,11 +123,13 @@ def test_non_json_body_is_rejected_with_ct101(ct: CleverTapServer, client: httpx
     assert answer["status"] == "error"
     assert answer["message"] == "invalid payload"
     assert "CT101" in {v["code"] for v in answer["violations"]}
-    entry = only_callback(ct)
-    assert entry.data["status"] == 400
-    assert entry.data["format"] is None
-    assert entry.data["body"] == "not json"
-    assert entry.data["violations"] == answer["violations"]
+    record = only_callback(ct)
+    assert record.status == 400
+    assert not record.accepted
+    assert record.format is None
+    assert record.body == "not json"
+    assert list(record.violations) == [Violation.from_json(v) for v in answer["violations"]]
+    assert [v.to_json() for v in record.violations] == answer["violations"]
 
 
 def test_v2_invalid_json_uses_the_documented_message(
@@ -129,7 +146,7 @@ def test_v2_without_version_is_mandatory_parameter_missing(
     response = client.post(ct.urls.v2, content=body, headers=JSON)
     assert response.status_code == 400
     assert response.json()["message"] == "Mandatory parameter missing"
-    assert only_callback(ct).data["status"] == 400
+    assert only_callback(ct).status == 400
 
 
 def test_v2_over_the_event_limit(client: httpx.Client) -> None:
@@ -148,19 +165,19 @@ def test_lenient_answers_200_and_still_records_violations(client: httpx.Client) 
         response = client.post(ct.urls.bounce, content=b"not json", headers=JSON)
         assert response.status_code == 200
         assert response.json() == {"status": "success", "accepted": 0}
-        entry = only_callback(ct)
-        assert entry.data["status"] == 200
-        assert "CT101" in codes(entry)
+        record = only_callback(ct)
+        assert record.status == 200
+        assert "CT101" in record.codes
 
 
 def test_undecodable_body_is_journaled_as_base64(ct: CleverTapServer, client: httpx.Client) -> None:
     raw = b"\xff\xfe[garbage\x00"
     response = client.post(ct.urls.bounce, content=raw, headers=JSON)
     assert response.status_code == 400
-    entry = only_callback(ct)
-    assert entry.data["body_base64"] is True
-    assert base64.b64decode(entry.data["body"]) == raw
-    assert entry.data["size"] == len(raw)
+    record = only_callback(ct)
+    assert record.body_base64 is True
+    assert base64.b64decode(record.body) == raw
+    assert record.size == len(raw)
 
 
 def test_body_over_the_cap_gets_413_and_is_journaled_truncated(client: httpx.Client) -> None:
@@ -188,22 +205,24 @@ def test_body_over_the_cap_gets_413_and_is_journaled_truncated(client: httpx.Cli
         )
         assert ok.status_code == 200
 
-        first, second, third = ct.journal.entries(Kind.CALLBACK)
-        for entry in (first, second):
-            assert entry.data["status"] == 413
-            assert entry.data["truncated"] is True
-            assert entry.data["size"] == len(body)
-            assert entry.data["body"] == body[:100].decode()
-            assert entry.data["violations"] == []
-        assert "truncated" not in third.data
+        first, second, third = callbacks(ct)
+        for record in (first, second):
+            assert record.status == 413
+            assert record.truncated is True
+            assert record.size == len(body)
+            assert record.body == body[:100].decode()
+            assert record.violations == ()
+            assert not record.remembered  # to be resent: the resend is no duplicate
+        assert third.truncated is False
+        assert third.body == legacy("softbounce", "a@example.com").decode()
 
 
 def test_wrong_method_gets_405_and_is_journaled(ct: CleverTapServer, client: httpx.Client) -> None:
     response = client.get(ct.urls.bounce)
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
-    entry = only_callback(ct)
-    assert (entry.data["method"], entry.data["status"]) == ("GET", 405)
+    record = only_callback(ct)
+    assert (record.method, record.status) == ("GET", 405)
 
 
 def test_unknown_path_is_not_a_callback(ct: CleverTapServer, client: httpx.Client) -> None:
@@ -283,10 +302,7 @@ def test_restart_of_the_same_object_keeps_the_memory_journal(client: httpx.Clien
         client.post(ct.urls.bounce, content=legacy("softbounce", "a@example.com"), headers=JSON)
     with ct:
         client.post(ct.urls.bounce, content=legacy("softbounce", "b@example.com"), headers=JSON)
-    assert [e.data["events"][0][1] for e in ct.journal.entries(Kind.CALLBACK)] == [
-        "a@example.com",
-        "b@example.com",
-    ]
+    assert [r.events[0].email for r in callbacks(ct)] == ["a@example.com", "b@example.com"]
 
 
 # -- harness serve ---------------------------------------------------------------------------------

@@ -12,4 +12,4 @@ def test_integration_gets_the_world_from_env(ct_world):
         smtp.sendmail("news@brand.test", ["ok@example.com"], "Subject: Hi\r\n\r\nHello\r\n")
 
     [message] = ct_world.entries(Kind.SMTP_MESSAGE)
-    assert message.data["subject"] == "Hi"
+    assert message.data.subject == "Hi"

@@ -10,5 +10,5 @@ def test_hardbounce_is_reported(ct_world):
     assert response.status_code == 200
 
     entry = ct_world.expect_callback("hardbounce", "gone@example.com", within=5)
-    assert entry.data["endpoint"] == "bounce"
+    assert entry.data.endpoint == "bounce"
     ct_world.expect_no_callbacks(event="unsubscribe")

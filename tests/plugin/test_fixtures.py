@@ -14,6 +14,7 @@ def test_ct_world_clevertap_and_mx_drive_real_servers(project: pytest.Pytester) 
 
         from bodies import JSON, legacy
         from harness.journal import Kind
+        from harness.records import Callback, Recipient, SmtpMessage
 
 
         def test_callback(ct_world, clevertap):
@@ -23,7 +24,9 @@ def test_ct_world_clevertap_and_mx_drive_real_servers(project: pytest.Pytester) 
             assert r.status_code == 200
             entry = ct_world.expect_callback("hardbounce", "gone@example.com", within=5)
             assert entry.kind is Kind.CALLBACK
-            assert entry.data["events"][0][:2] == ["hardbounce", "gone@example.com"]
+            assert isinstance(entry.data, Callback)
+            event = entry.data.events[0]
+            assert (event.event, event.email) == ("hardbounce", "gone@example.com")
             assert [e.seq for e in ct_world.callbacks()] == [entry.seq]
 
 
@@ -38,9 +41,10 @@ def test_ct_world_clevertap_and_mx_drive_real_servers(project: pytest.Pytester) 
                                         "Subject: hi\\r\\n\\r\\nbody\\r\\n")
             assert refused == {}
             [message] = ct_world.entries(Kind.SMTP_MESSAGE)
-            assert message.data["sender"] == "news@brand.test"
-            assert [r["address"] for r in message.data["recipients"]] == ["anyone@example.org"]
-            assert message.data["subject"] == "hi"
+            assert isinstance(message.data, SmtpMessage)
+            assert message.data.sender == "news@brand.test"
+            assert message.data.recipients == (Recipient(address="anyone@example.org"),)
+            assert message.data.subject == "hi"
         """
     )
     result = project.runpytest()

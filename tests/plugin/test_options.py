@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.journal import Kind, SQLiteJournal
+from harness.records import Callback
 
 SHOW_SETTINGS = """
 def test_show(harness_settings):
@@ -123,13 +124,16 @@ def test_journal_file_keeps_the_whole_run(project: pytest.Pytester) -> None:
         def test_two(ct_world):
             httpx.post(ct_world.urls.bounce, content=legacy("hardbounce", "two@example.com"),
                        headers=JSON)
-            assert [e.data["events"][0][1] for e in ct_world.callbacks()] == ["two@example.com"]
+            emails = [e.email for entry in ct_world.callbacks() for e in entry.data.events]
+            assert emails == ["two@example.com"]
         """
     )
     path = project.path / "runs" / "journal.sqlite"
     project.runpytest(f"--harness-journal={path}").assert_outcomes(passed=2)
     with SQLiteJournal(path) as journal:
-        emails = [e.data["events"][0][1] for e in journal.entries(Kind.CALLBACK)]
+        records = [e.data for e in journal.entries(Kind.CALLBACK)]
+    assert all(isinstance(r, Callback) for r in records)
+    emails = [e.email for r in records if isinstance(r, Callback) for e in r.events]
     assert emails == ["one@example.com", "two@example.com"]
 
 

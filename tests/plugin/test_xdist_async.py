@@ -77,7 +77,7 @@ def test_async_tests_wait_without_blocking_their_loop(project: pytest.Pytester) 
                                       headers=JSON)
             assert r.status_code == 200
             entry = await waiter
-            assert entry.data["endpoint"] == "unsubscribe"
+            assert entry.data.endpoint == "unsubscribe"
             await ct_world.expect_no_callbacks_async(within=0.05, email="other@example.com")
 
 

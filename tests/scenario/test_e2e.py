@@ -13,15 +13,28 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.journal import Kind
+from harness.journal import Journal, Kind
+from harness.records import (
+    Callback,
+    Click,
+    Dsn,
+    Record,
+    Sent,
+    SmtpClose,
+    SmtpMessage,
+    SmtpReply,
+)
 from harness.scenario.loader import load_scenario, parse_scenario
 from harness.scenario.runner import RunOptions, ScenarioResult, run_scenario
+
+R = TypeVar("R", bound=Record)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios"
@@ -39,30 +52,49 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
+def _records(journal: Journal, kind: Kind, record_type: type[R]) -> list[R]:
+    """The records of *kind*, in journal order, checked to be of *record_type*."""
+    records: list[R] = []
+    for entry in journal.entries(kind):
+        assert isinstance(entry.data, record_type), entry
+        records.append(entry.data)
+    return records
+
+
+def _events(journal: Journal) -> list[tuple[str, str]]:
+    callbacks = _records(journal, Kind.CALLBACK, Callback)
+    return [(ev.event, ev.email) for r in callbacks for ev in r.events]
+
+
 def test_mailbox_full_is_one_soft_bounce_after_the_retries() -> None:
     result = _run_file(SCENARIOS / "mailbox-full.yaml")
     assert (result.error, result.passed) == (None, True)
     journal = result.journal
-    sent = [e.data for e in journal.entries(Kind.SENT)]
-    assert [(s["to"], s["ok"]) for s in sent] == [
-        (["full@example.com"], True),
-        (["ok@example.com"], True),
+    sent = _records(journal, Kind.SENT, Sent)
+    assert [(s.to, s.ok) for s in sent] == [
+        (("full@example.com",), True),
+        (("ok@example.com",), True),
     ]
-    # Three attempts at the full mailbox (the example's retry schedule), one delivery of ok@.
-    decisions = [
-        (d["recipient"], d["stage"], d["code"])
-        for e in journal.entries(Kind.SMTP_SESSION)
-        for d in e.data["decisions"]
-        if d["code"] != 250 or d["stage"] == "end_of_data"
-    ]
-    assert sorted(decisions) == [
-        ("full@example.com", "rcpt", 452),
-        ("full@example.com", "rcpt", 452),
-        ("full@example.com", "rcpt", 452),
-        ("ok@example.com", "end_of_data", 250),
-    ]
-    events = [ev[:2] for e in journal.entries(Kind.CALLBACK) for ev in e.data["events"]]
-    assert events == [["softbounce", "full@example.com"]]
+    # Three attempts at the full mailbox (the example's retry schedule), one delivery of ok@:
+    # refusals are smtp_reply entries, the delivery is the smtp_message (no 250 reply record).
+    replies = _records(journal, Kind.SMTP_REPLY, SmtpReply)
+    refused = [(r.recipient, r.stage, r.code) for r in replies if r.code != 250]
+    assert refused == [("full@example.com", "rcpt", 452)] * 3
+    assert all(r.bounce_class == "soft" for r in replies if r.code == 452)
+    messages = _records(journal, Kind.SMTP_MESSAGE, SmtpMessage)
+    assert [[r.address for r in m.recipients] for m in messages] == [["ok@example.com"]]
+    # Each decision was journaled as it was given, before its session ended; the session that
+    # carried the message lists its queue id.
+    closed_at: dict[str, int] = {}
+    for entry in journal.entries(Kind.SMTP_SESSION):
+        assert isinstance(entry.data, SmtpClose)
+        closed_at[entry.data.session] = entry.seq
+    for entry in journal.entries(Kind.SMTP_REPLY):
+        assert isinstance(entry.data, SmtpReply)
+        assert entry.seq < closed_at[entry.data.session]
+    closes = {c.session: c for c in _records(journal, Kind.SMTP_SESSION, SmtpClose)}
+    assert closes[messages[0].session].messages == (messages[0].id,)
+    assert _events(journal) == [("softbounce", "full@example.com")]
     assert result.sut_exit == 0
 
 
@@ -71,14 +103,17 @@ def test_one_click_unsubscribe_uses_the_delivered_list_unsubscribe() -> None:
     assert result.passed
     journal = result.journal
     (click,) = journal.entries(Kind.CLICK)
-    message = next(
-        e for e in journal.entries(Kind.SMTP_MESSAGE) if e.seq == click.data["message_seq"]
-    )
-    assert message.data["recipients"][0]["address"] == "reader@example.com"
-    assert message.data["list_unsubscribe_post"] == "List-Unsubscribe=One-Click"
-    assert f"<{click.data['url']}>" in message.data["list_unsubscribe"]
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/u/[a-z2-7]{24}", click.data["url"])
-    assert (click.data["via"], click.data["status"], click.data["ok"]) == ("one_click", 200, True)
+    assert isinstance(click.data, Click)
+    message = next(e for e in journal.entries(Kind.SMTP_MESSAGE) if e.seq == click.data.message_seq)
+    assert isinstance(message.data, SmtpMessage)
+    assert message.data.recipients[0].address == "reader@example.com"
+    assert message.data.list_unsubscribe_post == "List-Unsubscribe=One-Click"
+    url = click.data.url
+    assert url is not None
+    assert message.data.list_unsubscribe is not None
+    assert f"<{url}>" in message.data.list_unsubscribe
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/u/[a-z2-7]{24}", url)
+    assert (click.data.via, click.data.status, click.data.ok) == ("one_click", 200, True)
     # after: 500ms counts from the moment the message reached the mail server.
     assert click.at - message.at >= 0.5
 
@@ -86,27 +121,30 @@ def test_one_click_unsubscribe_uses_the_delivered_list_unsubscribe() -> None:
 def test_v2_callbacks_echo_the_submitted_meta() -> None:
     result = _run_file(SCENARIOS / "v2-meta-echo.yaml")
     assert result.passed
-    sent = {e.data["to"][0]: e.data["meta"] for e in result.journal.entries(Kind.SENT)}
-    assert sent["ok@example.com"].startswith("ok@example.com|1568798080|")
-    assert sent["ok@example.com"].endswith("|20241104|0|wzrk_default|1|")
-    echoed = {
-        ev[1]: ev[3] for e in result.journal.entries(Kind.CALLBACK) for ev in e.data["events"]
-    }
+    sent = {s.to[0]: s.meta for s in _records(result.journal, Kind.SENT, Sent)}
+    meta = sent["ok@example.com"]
+    assert meta is not None
+    assert meta.startswith("ok@example.com|1568798080|")
+    assert meta.endswith("|20241104|0|wzrk_default|1|")
+    callbacks = _records(result.journal, Kind.CALLBACK, Callback)
+    echoed = {ev.email: ev.meta for r in callbacks for ev in r.events}
     assert echoed == sent
 
 
 def test_async_bounce_arrives_as_a_dsn_at_the_integrations_intake() -> None:
     result = _run_file(SCENARIOS / "async-bounce-postfix.yaml")
     assert result.passed
-    dsns = result.journal.entries(Kind.DSN)
+    dsns = _records(result.journal, Kind.DSN, Dsn)
     assert result.sut_addresses is not None
     assert result.sut_addresses.bounce is not None
     intake = "{}:{}".format(*result.sut_addresses.bounce)
     # One DSN per message (CleverTap sends one message per recipient), both to the intake.
-    assert [(d.data["ok"], d.data["intake"]) for d in dsns] == [(True, intake), (True, intake)]
-    reported = sorted(
-        (r["recipient"], r["action"], r["status"]) for d in dsns for r in d.data["recipients"]
-    )
+    assert [(d.ok, d.intake) for d in dsns] == [(True, intake), (True, intake)]
+    # Each names the host that bounced and the queue id of the message it reports on.
+    accepted = {(m.host, m.id) for m in _records(result.journal, Kind.SMTP_MESSAGE, SmtpMessage)}
+    assert len({d.message for d in dsns}) == 2
+    assert all((d.host, d.message) in accepted for d in dsns)
+    reported = sorted((r.recipient, r.action, r.status) for d in dsns for r in d.recipients)
     assert [(r[0].removeprefix("rfc822;"), r[1]) for r in reported] == [
         ("late@example.com", "failed"),
         ("later@example.com", "failed"),
@@ -134,14 +172,14 @@ expect:
     )
     result = _run_file(path)
     assert (result.error, result.passed) == (None, True)
-    clicks = {e.data["via"]: e.data for e in result.journal.entries(Kind.CLICK)}
+    clicks = {c.via: c for c in _records(result.journal, Kind.CLICK, Click)}
     # The GET shows a confirm page (a GET never unsubscribes); the person submits its form.
-    assert [(s["method"], s["status"]) for s in clicks["get"]["steps"]] == [
+    assert [(s.method, s.status) for s in clicks["get"].steps] == [
         ("GET", 200),
         ("POST", 200),
     ]
-    assert re.fullmatch(r"mailto:unsubscribe\+[a-z2-7]{24}@sut\.test", clicks["mailto"]["url"])
-    assert (clicks["mailto"]["ok"], clicks["mailto"]["status"]) == (True, 250)
+    assert re.fullmatch(r"mailto:unsubscribe\+[a-z2-7]{24}@sut\.test", clicks["mailto"].url or "")
+    assert (clicks["mailto"].ok, clicks["mailto"].status) == (True, 250)
 
 
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])
@@ -165,7 +203,7 @@ expect:
     )
     result = _run_file(path)
     assert (result.error, result.passed) == (None, True)
-    assert [e.data["ok"] for e in result.journal.entries(Kind.SENT)] == [True, True]
+    assert [s.ok for s in _records(result.journal, Kind.SENT, Sent)] == [True, True]
 
 
 def test_relay_with_auth_and_starttls(tmp_path: Path) -> None:
@@ -188,9 +226,9 @@ expect:
     )
     result = _run_file(path)
     assert (result.error, result.passed) == (None, True)
-    sessions = [e.data for e in result.journal.entries(Kind.SMTP_SESSION)]
-    assert {s["host"] for s in sessions} == {"relay"}
-    assert all(s["auth"] == "gateway" and s["tls"] for s in sessions)
+    sessions = _records(result.journal, Kind.SMTP_SESSION, SmtpClose)
+    assert {s.host for s in sessions} == {"relay"}
+    assert all(s.auth == "gateway" and s.tls for s in sessions)
 
 
 # -- the command line ----------------------------------------------------------------------------

@@ -20,7 +20,9 @@ import respx
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from harness.errors import ConfigError
-from harness.journal import Kind, MemoryJournal
+from harness.journal import Entry, Kind, MemoryJournal
+from harness.records import Click as ClickRecord
+from harness.records import ClickStep, Sent, record_from_json
 from harness.scenario.campaign import Submission, build_message, submit_campaign
 from harness.scenario.clicks import list_unsubscribe_uris, perform_click
 from harness.scenario.loader import load_scenario, parse_scenario
@@ -178,6 +180,14 @@ campaign:
 """
 
 
+def sent_records(journal: MemoryJournal) -> list[Sent]:
+    records: list[Sent] = []
+    for entry in journal.entries(Kind.SENT):
+        assert isinstance(entry.data, Sent)
+        records.append(entry.data)
+    return records
+
+
 @pytest.mark.asyncio
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 @pytest.mark.parametrize("inbox_server", ["none", "starttls", "implicit"], indirect=True)
@@ -195,26 +205,28 @@ async def test_campaign_submission(inbox_server: tuple[Inbox, Submission]) -> No
     assert counted == [1, 2, 3, 4, 5]
     assert inbox.connections == 3  # 5 messages, 2 per connection
     assert inbox.authenticated == 3
-    sent = {e.data["to"][0]: e.data for e in journal.entries(Kind.SENT)}
+    sent = {r.to[0]: r for r in sent_records(journal)}
     assert len(sent) == 5
     refused = sent["refuse@example.com"]
-    assert (refused["ok"], refused["reply"], refused["error"]) == (
+    assert (refused.ok, refused.reply, refused.error) == (
         False,
         "550 5.1.1 refused here",
         None,
     )
     for n, address in enumerate(campaign.recipients, start=1):
         record = sent[address]
-        assert record["meta"] == f"{address}|c42|{n}|"
-        assert (record["from"], record["subject"], record["n"]) == ("news@brand.test", "Spring", n)
+        assert record.to == (address,)
+        assert record.meta == f"{address}|c42|{n}|"
+        assert (record.sender, record.subject, record.n) == ("news@brand.test", "Spring", n)
         if address != "refuse@example.com":
-            assert record["ok"] is True
-            assert record["reply"].startswith("250 2.0.0 Ok: queued as Q")
+            assert record.ok is True
+            assert record.reply is not None
+            assert record.reply.startswith("250 2.0.0 Ok: queued as Q")
     by_rcpt = {rcpts[0]: raw for _, rcpts, raw in inbox.messages}
     assert sorted(by_rcpt) == ["a@example.com", "c@example.com", "d@example.com", "e@example.com"]
     parsed = email.message_from_bytes(by_rcpt["d@example.com"], policy=email.policy.default)
     assert parsed["X-CleverTap_META"] == "d@example.com|c42|4|"
-    assert parsed["Message-ID"] == sent["d@example.com"]["message_id"]
+    assert parsed["Message-ID"] == sent["d@example.com"].message_id
     assert (parsed["To"], parsed["X-Campaign"]) == ("d@example.com", "spring")
     assert "*|UNSUBSCRIBE|*" in parsed.get_content()
 
@@ -229,10 +241,10 @@ async def test_unreachable_integration_is_journaled_per_message() -> None:
         port = closed.getsockname()[1]
         accepted = await submit_campaign(campaign, Submission("127.0.0.1", port), journal)
     assert accepted == 0
-    records = [e.data for e in journal.entries(Kind.SENT)]
+    records = sent_records(journal)
     assert len(records) == 5
-    assert all(r["ok"] is False and r["reply"] is None for r in records)
-    assert all(f"127.0.0.1:{port}" in r["error"] for r in records)
+    assert all(r.ok is False and r.reply is None for r in records)
+    assert all(r.error is not None and f"127.0.0.1:{port}" in r.error for r in records)
 
 
 def test_meta_is_never_folded() -> None:
@@ -258,8 +270,24 @@ def test_list_unsubscribe_uris() -> None:
 
 
 def _delivered(journal: MemoryJournal, **data: Any) -> int:
-    record = {"recipients": [{"address": "Reader@Example.com"}], **data}
-    return journal.append(Kind.SMTP_MESSAGE, record).seq
+    """Journal a message accepted for Reader@Example.com, as a fake MX would."""
+    record = record_from_json(
+        Kind.SMTP_MESSAGE,
+        {
+            "host": "mx",
+            "session": "mx-test",
+            "id": "MXTEST",
+            "recipients": [{"address": "Reader@Example.com"}],
+            **data,
+        },
+    )
+    return journal.append(record).seq
+
+
+def clicked(entry: Entry) -> ClickRecord:
+    assert entry.kind is Kind.CLICK
+    assert isinstance(entry.data, ClickRecord)
+    return entry.data
 
 
 @pytest.mark.asyncio
@@ -268,18 +296,17 @@ async def test_one_click_needs_the_post_header() -> None:
     seq = _delivered(journal, list_unsubscribe="<https://u.test/t>", list_unsubscribe_post=None)
     click = Click(recipient="reader@example.com", via="one_click")
     entry = await perform_click(click, journal, deadline=0, intake=None)
-    assert entry.kind is Kind.CLICK
-    assert entry.data == {
-        "recipient": "reader@example.com",
-        "via": "one_click",
-        "url": "https://u.test/t",
-        "status": None,
-        "ok": False,
-        "error": "List-Unsubscribe-Post is 'missing', not 'List-Unsubscribe=One-Click': the "
+    assert clicked(entry) == ClickRecord(
+        recipient="reader@example.com",
+        via="one_click",
+        url="https://u.test/t",
+        status=None,
+        ok=False,
+        error="List-Unsubscribe-Post is 'missing', not 'List-Unsubscribe=One-Click': the "
         "message does not offer RFC 8058 one-click unsubscription",
-        "message_seq": seq,
-        "steps": [],
-    }
+        message_seq=seq,
+        steps=(),
+    )
 
 
 @pytest.mark.asyncio
@@ -298,8 +325,10 @@ async def test_one_click_posts_the_form_and_does_not_follow_redirects() -> None:
     assert request.content == b"List-Unsubscribe=One-Click"
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
     assert "cookie" not in request.headers
-    assert (entry.data["ok"], entry.data["status"]) == (False, 302)
-    assert entry.data["error"].startswith("answered 302 with a redirect to '/done'")
+    record = clicked(entry)
+    assert (record.ok, record.status) == (False, 302)
+    assert record.error is not None
+    assert record.error.startswith("answered 302 with a redirect to '/done'")
 
 
 @pytest.mark.asyncio
@@ -314,11 +343,12 @@ async def test_get_opens_the_body_link_and_confirms_the_form() -> None:
         confirm = mock.post("https://u.test/confirm").respond(200, html="<p>done</p>")
         entry = await perform_click(click, journal, deadline=0, intake=None)
     assert confirm.calls.last.request.content == b"t=1"
-    assert entry.data["ok"] is True
-    assert entry.data["steps"] == [
-        {"method": "GET", "url": "https://u.test/page/1", "status": 200},
-        {"method": "POST", "url": "https://u.test/confirm", "status": 200},
-    ]
+    record = clicked(entry)
+    assert record.ok is True
+    assert record.steps == (
+        ClickStep(method="GET", url="https://u.test/page/1", status=200),
+        ClickStep(method="POST", url="https://u.test/confirm", status=200),
+    )
 
 
 @pytest.mark.asyncio
@@ -326,8 +356,9 @@ async def test_a_message_that_never_arrives_is_a_failed_click() -> None:
     journal = MemoryJournal()
     click = Click(recipient="reader@example.com", via="mailto")
     entry = await perform_click(click, journal, deadline=0, intake=None)
-    assert (entry.data["ok"], entry.data["message_seq"]) == (False, None)
-    assert entry.data["error"] == (
+    record = clicked(entry)
+    assert (record.ok, record.message_seq) == (False, None)
+    assert record.error == (
         "no message to reader@example.com reached its mail server before the deadline; "
         "nothing to click"
     )
