@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
+from harness.journal import open_journal
 
 pytestmark = pytest.mark.postgres
 
@@ -97,6 +98,14 @@ def test_hosts_split_across_processes_are_judged_as_one_world(pg_url: str, tmp_p
         judged = CliRunner().invoke(main, ["judge", str(scenario), "--journal", pg_url])
         assert judged.exit_code == 0, judged.output
         assert "1 passed, 0 failed" in judged.output
+        # --since: only what came after; here nothing did, so both bounces are missing.
+        with open_journal(pg_url) as journal:
+            last = journal.last_seq
+        later = CliRunner().invoke(
+            main, ["judge", str(scenario), "--journal", pg_url, "--since", str(last)]
+        )
+        assert later.exit_code == 1, later.output
+        assert "0 passed, 1 failed" in later.output
         # A bounce for an address no host of either process ever saw: CT501, and a failure.
         bounce(exports(one)["HARNESS_BOUNCE_URL"], "ghost@a.test")
         judged = CliRunner().invoke(main, ["judge", str(scenario), "--journal", pg_url])
