@@ -43,6 +43,11 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
         "init",
         "Start a test suite in DIR: the shipped scenarios, a conftest.py and a test.",
     ),
+    "judge": (
+        "harness.scenario.judge_cli",
+        "judge_command",
+        "Judge SCENARIO's expectations on the entries a journal holds after --since.",
+    ),
     "run": (
         "harness.scenario.cli",
         "run",

@@ -46,7 +46,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgspec
 
@@ -838,8 +838,36 @@ class SQLiteJournal(Journal):
         super().__init__(Path(path))
 
 
+def is_journal_url(path: object) -> TypeGuard[str]:
+    """Whether *path* names a journal store by URL (``postgresql://...``), not a file."""
+    return isinstance(path, str) and "://" in path
+
+
 def open_journal(path: str | Path | None = None) -> Journal:
-    """An SQLite journal at *path*, or an in-memory one when *path* is None or ``":memory:"``."""
+    """An SQLite journal at *path*, or an in-memory one when *path* is None or ``":memory:"``,
+    or, for a URL (``postgresql://...``), the store registered for its scheme under the
+    ``harness.journals`` entry point (:mod:`harness.journal_pg` for PostgreSQL)."""
+    if is_journal_url(path):
+        return _open_url(path)
     if path is None or str(path) == ":memory:":
         return MemoryJournal()
     return SQLiteJournal(path)
+
+
+def _open_url(url: str) -> Journal:
+    from importlib.metadata import entry_points
+
+    scheme = url.split("://", 1)[0]
+    stores = {ep.name: ep for ep in entry_points(group="harness.journals")}
+    if scheme not in stores:
+        known = ", ".join(f"{name}://" for name in sorted(stores)) or "none installed"
+        raise ConfigError(f"no journal store for {scheme}:// URLs (known: {known})")
+    try:
+        store = stores[scheme].load()
+    except ImportError as exc:
+        raise ConfigError(
+            f"the {scheme}:// journal store cannot be loaded ({exc}); install its extra, e.g. "
+            "pip install 'clevertap-harness[postgres]'"
+        ) from None
+    journal: Journal = store(url)
+    return journal

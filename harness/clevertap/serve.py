@@ -24,8 +24,9 @@ from harness.clevertap.inspect import Endpoint
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
 from harness.errors import ConfigError, ServerError
+from harness.journal import Journal, is_journal_url, open_journal
 
-__all__ = ["loop_factory", "run_serving", "serve", "stack"]
+__all__ = ["describe_journal", "loop_factory", "run_serving", "serve", "stack"]
 
 T = TypeVar("T")
 
@@ -60,6 +61,16 @@ def stack() -> str:
 _DEFAULTS = ServerSettings()
 
 
+def describe_journal(journal: Journal) -> str:
+    """How the banner names *journal*: its file, its database (without password) or memory."""
+    url = getattr(journal, "url", None)
+    if isinstance(url, str):
+        from harness.journal_pg import redact
+
+        return f"journal {redact(url)}"
+    return f"journal {journal.path}" if journal.path else "journal in memory"
+
+
 def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[FaultRule]:
     try:
         return [parse_fault(text) for text in value]
@@ -89,10 +100,11 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
 @click.option(
     "--journal",
     "journal",
-    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE|URL",
     default=None,
-    help="SQLite journal file: a restart on the same file keeps every callback. "
-    "Default: in memory.",
+    help="SQLite journal file: a restart on the same file keeps every callback; or a "
+    "postgresql://USER@HOST/DB URL: one journal shared by several harness processes "
+    "(docs/scale-out.md). Default: in memory.",
 )
 @click.option(
     "--strict/--lenient",
@@ -170,6 +182,14 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     help="With SCENARIO: write the fake MX hosts' Postfix transport map to FILE once they listen, "
     "and print the main.cf line that uses it (texthash:, no postmap needed).",
 )
+@click.option(
+    "--hosts",
+    metavar="NAME,...",
+    default=None,
+    help="With SCENARIO: serve only these of its MX hosts (named after their first domain, as "
+    "the banner shows), e.g. to split one scenario's hosts across processes that share a "
+    "--journal postgresql://... (docs/scale-out.md).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -177,7 +197,7 @@ def serve(
     host: str,
     port: int,
     token: str | None,
-    journal: Path | None,
+    journal: str | None,
     strict: bool,
     bounce_path: str,
     unsubscribe_path: str,
@@ -192,6 +212,7 @@ def serve(
     faults: list[FaultRule],
     intake: str | None,
     postfix_transport: Path | None,
+    hosts: str | None,
 ) -> None:
     """Run the fake CleverTap: callback endpoints and the control API (OpenAPI docs at /docs).
 
@@ -211,12 +232,18 @@ def serve(
         raise click.UsageError("--intake only applies with a SCENARIO")
     if postfix_transport is not None:
         raise click.UsageError("--postfix-transport only applies with a SCENARIO")
+    if hosts is not None:
+        raise click.UsageError("--hosts only applies with a SCENARIO")
+    shared: Journal | None = None
     try:
+        if is_journal_url(journal):
+            # Opened here: ServerSettings.journal_path names files only.
+            shared = open_journal(journal)
         settings = ServerSettings(
             host=host,
             port=port,
             token=token,
-            journal_path=journal,
+            journal_path=None if journal is None or shared is not None else Path(journal),
             strict=strict,
             bounce_path=bounce_path,
             unsubscribe_path=unsubscribe_path,
@@ -230,14 +257,19 @@ def serve(
             max_header_size=max_header_size,
             faults=tuple(faults),
         )
-        server = CleverTapServer(settings)
+        server = CleverTapServer(settings, journal=shared)
     except ConfigError as exc:
+        if shared is not None:
+            shared.close()
         raise click.UsageError(str(exc)) from None
     try:
         run_serving(_run(server))
     except ServerError as exc:
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
         raise click.ClickException(f"{exc}{cause}") from None
+    finally:
+        if shared is not None:
+            shared.close()
 
 
 async def _run(server: CleverTapServer) -> None:
@@ -261,7 +293,7 @@ async def _run(server: CleverTapServer) -> None:
 
 def _print_banner(server: CleverTapServer) -> None:
     s, urls = server.settings, server.urls
-    journal = f"journal {s.journal_path}" if s.journal_path else "journal in memory"
+    journal = describe_journal(server.journal)
     mode = "strict" if s.strict else "lenient"
     click.echo(f"fake CleverTap on {urls.base} ({mode}, {journal}, {stack()})")
     click.echo(f"  bounce       {urls.bounce}")

@@ -13,7 +13,7 @@ import asyncio
 import os
 import shlex
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,45 @@ __all__ = [
 
 
 def build_world(
-    scenario: Scenario, overrides: dict[str, Any], journal_path: Path | None = None
+    scenario: Scenario,
+    overrides: dict[str, Any],
+    journal_path: str | Path | None = None,
+    *,
+    hosts: Sequence[str] | None = None,
 ) -> World:
-    """The scenario's world, with the server settings *overrides* (host, port, token, ...)."""
+    """The scenario's world, with the server settings *overrides* (host, port, token, ...).
+
+    *journal_path* is a file, a ``postgresql://`` URL or None (memory). *hosts*, when given,
+    are the mail hosts this process serves (by name); the others are served elsewhere, e.g. by
+    other processes writing the same PostgreSQL journal.
+    """
     journal = open_journal(journal_path)
-    return World.from_scenario(scenario, journal=journal, settings=overrides)
+    try:
+        world = World.from_scenario(scenario, journal=journal, settings=overrides)
+        if hosts is not None:
+            _keep_hosts(world, scenario, hosts)
+    except BaseException:
+        journal.close()
+        raise
+    return world
+
+
+def _keep_hosts(world: World, scenario: Scenario, names: Sequence[str]) -> None:
+    known = world.mail.hosts
+    if scenario.relay is not None:
+        raise ConfigError(
+            "--hosts splits a scenario's MX hosts across processes; this scenario sends "
+            "everything through one relay, so there is nothing to split"
+        )
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ConfigError(
+            f"--hosts: no host named {', '.join(map(repr, unknown)) or 'at all'} in scenario "
+            f"{scenario.name!r}; its hosts are {', '.join(known)}"
+        )
+    for name in list(known):
+        if name not in names:
+            del known[name]
 
 
 def banner(world: World, scenario: Scenario, *, postfix_transport: Path | None = None) -> list[str]:
@@ -190,7 +224,13 @@ def serve_command(ctx: click.Context, path: Path, intake: str | None) -> None:
         **{name: params[name] for name in _HTTP_LIMITS},
     }
     try:
-        world = build_world(scenario, overrides, params["journal"])
+        hosts = params.get("hosts")
+        world = build_world(
+            scenario,
+            overrides,
+            params["journal"],
+            hosts=None if hosts is None else [h.strip() for h in hosts.split(",") if h.strip()],
+        )
         if intake is not None:
             host, sep, port = intake.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
