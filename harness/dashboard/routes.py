@@ -67,13 +67,13 @@ def mount_dashboard(app: "CleverTapApp") -> None:
             return True
         header = request.headers.get("authorization", "")
         given = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE)
-        return given is not None and secrets.compare_digest(
-            given.encode(), settings.token.encode()
-        )
+        return given is not None and secrets.compare_digest(given.encode(), settings.token.encode())
 
     def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
         if not authorized(request):
-            target = quote(request.url.path + ("?" + request.url.query if request.url.query else ""))
+            target = quote(
+                request.url.path + ("?" + request.url.query if request.url.query else "")
+            )
             return RedirectResponse(f"/login?next={target}", status_code=303)
         body = _ENV.get_template(template).render(
             control=prefix, token=settings.token or "", faults=_faults(app), **context
@@ -83,7 +83,9 @@ def mount_dashboard(app: "CleverTapApp") -> None:
     KindQuery = Annotated[str | None, Query(description="An entry kind.")]
     Text = Annotated[str | None, Query()]
 
-    def make_filter(kind: str | None, address: str | None, event: str | None, code: str | None):  # type: ignore[no-untyped-def]
+    def make_filter(
+        kind: str | None, address: str | None, event: str | None, code: str | None
+    ) -> Filter:
         return Filter(
             kind=_kind(kind), address=address or None, event=event or None, code=code or None
         )
@@ -157,17 +159,17 @@ def mount_dashboard(app: "CleverTapApp") -> None:
     def session(request: Request, session: str) -> Response:
         entries = session_entries(app.journal, session)
         closing = next((e for e in entries if isinstance(e.data, SmtpClose)), None)
-        lines = views.transcript(closing.data) if closing and isinstance(closing.data, SmtpClose) else []
-        return render(
-            request, "session.html", session=session, entries=entries, transcript=lines
-        )
+        lines = []
+        if closing is not None and isinstance(closing.data, SmtpClose):
+            lines = views.transcript(closing.data)
+        return render(request, "session.html", session=session, entries=entries, transcript=lines)
 
     @router.get("/checks", response_class=HTMLResponse)
     def checks(request: Request) -> Response:
         return render(request, "checks.html", checks=all_checks())
 
     @router.get("/login", response_class=HTMLResponse)
-    def login_form(next: str = "/") -> HTMLResponse:  # noqa: A002 - the query name
+    def login_form(next: str = "/") -> HTMLResponse:
         return HTMLResponse(_ENV.get_template("login.html").render(next=next, wrong=False))
 
     @router.post("/login", response_class=HTMLResponse)

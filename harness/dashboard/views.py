@@ -19,7 +19,6 @@ from harness.records import (
     DsnSkipped,
     FaultsChanged,
     HostChange,
-    Note,
     Sent,
     SmtpClose,
     SmtpMessage,
@@ -80,9 +79,7 @@ def summary(entry: Entry) -> str:
         return f"host {r.host} {r.state}{variant}"
     if isinstance(r, FaultsChanged):
         return "faults: " + ("; ".join(r.rules) if r.rules else "none")
-    if isinstance(r, Note):
-        return f"{r.source}: {r.what} {r.detail}".rstrip()
-    return entry.kind  # pragma: no cover - every kind is handled above
+    return f"{r.source}: {r.what} {r.detail}".rstrip()  # a Note: every other kind is above
 
 
 def payload_html(body: str, marked: Collection[str]) -> Markup:

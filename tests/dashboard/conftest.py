@@ -67,7 +67,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         # A legacy hardbounce with a millisecond ts: CT303, shown highlighted.
         httpx.post(
             world.clevertap.urls.bounce,
-            json=[{"event": "hardbounce", "data": [{"e": "late@example.com", "ts": 1_700_000_000_123}]}],
+            json=[
+                {
+                    "event": "hardbounce",
+                    "data": [{"e": "late@example.com", "ts": 1_700_000_000_123}],
+                }
+            ],
             timeout=10,
         )
         yield world
@@ -99,8 +104,13 @@ def browser() -> Iterator[object]:
     chromium, driver_path = paths
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900", "--lang=en-US"):
+    for arg in (
+        "--headless=new",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        "--lang=en-US",
+    ):
         options.add_argument(arg)
     if os.geteuid() == 0:
         options.add_argument("--no-sandbox")  # Chromium refuses to run as root with its sandbox

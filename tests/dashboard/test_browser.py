@@ -50,7 +50,10 @@ def test_page_loads_with_the_journal(world: World, browser: Any) -> None:
     # The mail world's records are there, newest first: the DSN, the replies, the message.
     for seen in ("smtp_reply", "smtp_message", "dsn", "452", "CT303"):
         assert seen in text
-    seqs = [int(r.get_attribute("id")[1:]) for r in browser.find_elements(_by().CSS_SELECTOR, "#entries tr")]
+    seqs = [
+        int(r.get_attribute("id")[1:])
+        for r in browser.find_elements(_by().CSS_SELECTOR, "#entries tr")
+    ]
     assert seqs == sorted(seqs, reverse=True)
     screenshot(browser, "live")
 
@@ -145,7 +148,9 @@ def test_switch_a_fault_and_see_the_next_callback_answered_with_it(
         assert post_bounce(world, "faulted@example.com").status_code == 200
         screenshot(browser, "fault")
         browser.find_element(_by().ID, "fault-clear").click()
-        wait_for(browser, lambda d: d.find_element(_by().ID, "faults-now").text == "Faults now: none")
+        wait_for(
+            browser, lambda d: d.find_element(_by().ID, "faults-now").text == "Faults now: none"
+        )
     finally:
         world.clevertap.set_faults()
 
@@ -155,7 +160,8 @@ def test_session_transcript_and_message(world: World, browser: Any) -> None:
     browser.find_element(_by().CSS_SELECTOR, "#entries tr td.num a").click()
     wait_for(browser, lambda d: "/entry/" in d.current_url)
     main = browser.find_element(_by().TAG_NAME, "main").text
-    assert "November news" in main and "Hello from the dashboard test." in main
+    assert "November news" in main
+    assert "Hello from the dashboard test." in main
     eml = browser.find_element(_by().ID, "eml").get_attribute("href")
     raw = httpx.get(eml, timeout=10)
     assert raw.headers["content-type"].startswith("message/rfc822")

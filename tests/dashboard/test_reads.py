@@ -1,0 +1,143 @@
+"""The dashboard's journal reads: pages that neither skip nor repeat, and stay fast at 100k."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.checks import Severity, Violation
+from harness.dashboard.reads import Filter, page, story
+from harness.dashboard.views import payload_html, transcript
+from harness.journal import Journal, MemoryJournal
+from harness.records import (
+    Callback,
+    CallbackEvent,
+    Dsn,
+    DsnRecipient,
+    Kind,
+    SmtpClose,
+    SmtpReply,
+    TranscriptLine,
+)
+
+
+def fill(journal: Journal, n: int) -> None:
+    """*n* entries: mostly callbacks for 1000 addresses, SMTP replies, a DSN every 1000."""
+    for i in range(n):
+        address = f"user{i % 1000}@example.com"
+        if i % 1000 == 999:
+            journal.append(
+                Dsn(to="bounces@brand.test", recipients=(DsnRecipient(address, "failed", "5.1.1"),))
+            )
+        elif i % 3 == 0:
+            journal.append(
+                SmtpReply(
+                    host="mx",
+                    session=f"mx-{i}",
+                    recipient=address,
+                    sender="news@brand.test",
+                    stage="rcpt",
+                    code=250,
+                    enhanced="2.1.5",
+                    reply="250 2.1.5 Ok",
+                )
+            )
+        else:
+            flagged = i % 10 == 1
+            journal.append(
+                Callback(
+                    endpoint="bounce",
+                    path="/callbacks/bounce",
+                    status=200,
+                    events=(CallbackEvent("hardbounce" if i % 2 else "softbounce", address, 1),),
+                    violations=(Violation("CT303", Severity.ERROR, "$[0].data[0].ts", "ms"),)
+                    if flagged
+                    else (),
+                )
+            )
+
+
+FILTERS = {
+    "everything": Filter(),
+    "kind dsn (rare)": Filter(kind=Kind.DSN),
+    "kind smtp_reply": Filter(kind=Kind.SMTP_REPLY),
+    "recipient, callbacks": Filter(kind=Kind.CALLBACK, address="USER7@example.com"),
+    "recipient, every kind": Filter(address="user7@example.com"),
+    "event": Filter(event="softbounce"),
+    "check code": Filter(kind=Kind.CALLBACK, code="CT303"),
+}
+
+
+@pytest.mark.parametrize("name", list(FILTERS))
+def test_pages_walk_back_without_gaps_or_repeats(name: str) -> None:
+    journal = MemoryJournal()
+    fill(journal, 5000)
+    flt = FILTERS[name]
+    expected = [e.seq for e in journal.iter_entries() if flt.matches(e)][::-1]
+    seen: list[int] = []
+    before = None
+    while True:
+        found = page(journal, flt, before=before, limit=37)
+        seen += [e.seq for e in found.entries]
+        if found.older is None:
+            break
+        assert found.entries or found.scanned_to < (before or 10**9), "a page must make progress"
+        before = found.older
+    assert seen == expected
+
+
+@pytest.mark.slow
+def test_a_page_is_fast_at_100k_entries(capsys: pytest.CaptureFixture[str]) -> None:
+    journal = MemoryJournal()
+    fill(journal, 100_000)
+    worst = 0.0
+    lines = []
+    for name, flt in FILTERS.items():
+        start = time.perf_counter()
+        found = page(journal, flt, limit=100)
+        took = time.perf_counter() - start
+        worst = max(worst, took)
+        lines.append(f"{name:24} {len(found.entries):4} entries  {took * 1000:7.1f} ms")
+        assert found.entries, name
+    start = time.perf_counter()
+    told = story(journal, "user7@example.com")
+    lines.append(
+        f"{'story of a recipient':24} {len(told.callbacks):4} callbacks "
+        f"{(time.perf_counter() - start) * 1000:7.1f} ms"
+    )
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    # A generous bound for a shared 2-core machine; typical figures are in docs/dashboard.md.
+    assert worst < 1.0
+
+
+def test_violating_paths_are_marked() -> None:
+    html = payload_html(
+        '[{"event": "x", "data": [{"e": "a@b", "ts": 5}], "odd key": 1}]',
+        ["$[0].data[0].ts", "$[0]['odd key']"],
+    )
+    assert '<mark title="$[0].data[0].ts">5</mark>' in html
+    assert '<mark title="$[0][&#39;odd key&#39;]">1</mark>' in html
+    assert payload_html("not json <b>", []) == "<pre class=payload>not json &lt;b&gt;</pre>"
+
+
+def test_transcript_pairs_commands_with_replies() -> None:
+    record = SmtpClose(
+        host="mx",
+        session="mx-1",
+        peer="127.0.0.1:1",
+        commands=("EHLO a", "QUIT"),
+        replies=(
+            TranscriptLine("greeting", "220 hi"),
+            TranscriptLine("ehlo", "250 ok"),
+            TranscriptLine("quit", "221 bye"),
+        ),
+    )
+    assert transcript(record) == [
+        ("S", "220 hi"),
+        ("C", "EHLO a"),
+        ("S", "250 ok"),
+        ("C", "QUIT"),
+        ("S", "221 bye"),
+    ]
