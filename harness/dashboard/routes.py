@@ -14,6 +14,7 @@ Token: when the server has one, the pages and the stream want it like the contro
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at runtime.
 import asyncio
 import json
+import mailbox
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any
@@ -29,7 +30,7 @@ from harness.clevertap.faults import FaultRule
 from harness.dashboard import views
 from harness.dashboard.reads import Filter, page, session_entries, story
 from harness.journal import Entry
-from harness.records import Callback, Kind, SmtpClose, SmtpMessage, record_json
+from harness.records import Callback, Dsn, Kind, SmtpClose, SmtpMessage, record_json
 
 if TYPE_CHECKING:
     from harness.clevertap.app import CleverTapApp
@@ -139,6 +140,9 @@ def mount_dashboard(app: "CleverTapApp") -> None:
             context["payload"] = _payload(record)
         if isinstance(record, SmtpClose):
             context["transcript"] = views.transcript(record)
+        if isinstance(record, Dsn):
+            raw = _dsn_bytes(record)
+            context["raw_dsn"] = None if raw is None else raw.decode("utf-8", "replace")
         context["json"] = json.dumps(record_json(record), indent=2, ensure_ascii=False)
         return render(request, "entry.html", **context)
 
@@ -153,6 +157,20 @@ def mount_dashboard(app: "CleverTapApp") -> None:
             views.eml(found.data),
             media_type="message/rfc822",
             headers={"content-disposition": f'attachment; filename="{found.data.id}.eml"'},
+        )
+
+    @router.get("/entry/{seq}/dsn.eml")
+    def dsn_eml(request: Request, seq: int) -> Response:
+        if not authorized(request):
+            return Response("token required", status_code=401)
+        found = app.journal.get(seq)
+        raw = _dsn_bytes(found.data) if found and isinstance(found.data, Dsn) else None
+        if raw is None:
+            return Response(f"entry {seq} is no DSN kept in a Maildir", status_code=404)
+        return Response(
+            raw,
+            media_type="message/rfc822",
+            headers={"content-disposition": f'attachment; filename="dsn-{seq}.eml"'},
         )
 
     @router.get("/session/{session}", response_class=HTMLResponse)
@@ -234,6 +252,21 @@ def _faults(app: "CleverTapApp") -> list[str]:
         rule = FaultRule.model_validate(state).describe()
         shown.append(f"{rule} (seen {counters['seen']}, applied {counters['applied']})")
     return shown
+
+
+def _dsn_bytes(record: Dsn) -> bytes | None:
+    """The DSN as it was delivered, when it went into a Maildir (SMTP deliveries are not kept:
+    the intake has them)."""
+    if record.transport != "maildir" or not record.maildir_key:
+        return None
+    try:
+        box = mailbox.Maildir(record.intake, create=False)
+        try:
+            return box.get_bytes(record.maildir_key)
+        finally:
+            box.close()
+    except (KeyError, OSError):
+        return None  # moved or deleted since: the record still says what was sent
 
 
 def _payload(record: Callback) -> Any:

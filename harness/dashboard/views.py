@@ -122,20 +122,38 @@ def _render(value: Any, path: str, depth: int, marked: Collection[str], out: lis
 def transcript(record: SmtpClose) -> list[tuple[str, str]]:
     """The session as ``(who, line)`` pairs: ``S`` server, ``C`` client.
 
-    Each command is followed by its reply when the record kept all of them (the greeting comes
-    first); a session cut in the middle shows the commands, then the replies kept.
+    The record keeps commands and reply lines apart; they are put back in order by reply
+    (a multi-line reply continues while its fourth character is ``-``): the greeting, then
+    each command and its reply, and after a ``354`` the message and its end-of-data reply. A
+    session cut in the middle, or one that does not pair up, shows the commands, then the
+    replies.
     """
-    replies = [f"{line.reply}" for line in record.replies]
-    commands = list(record.commands)
-    if not record.commands_dropped and len(replies) == len(commands) + 1:
-        lines = [("S", replies[0])]
-        for command, reply in zip(commands, replies[1:], strict=True):
-            lines += [("C", command), ("S", reply)]
-        return lines
-    lines = [("C", c) for c in commands]
+    units: list[list[str]] = []
+    for line in record.replies:
+        if units and units[-1][-1][3:4] == "-":
+            units[-1].append(line.reply)
+        else:
+            units.append([line.reply])
+    lines: list[tuple[str, str]] = []
+    if not record.commands_dropped and units:
+        pending = iter(units)
+        lines += [("S", r) for r in next(pending)]
+        try:
+            for command in record.commands:
+                lines.append(("C", command))
+                reply = next(pending)
+                lines += [("S", r) for r in reply]
+                if command.upper().startswith("DATA") and reply[-1].startswith("354"):
+                    lines.append(("C", "<the message, then .>"))
+                    lines += [("S", r) for r in next(pending)]
+        except StopIteration:
+            pass  # the last command got no reply (the client or the server hung up)
+        if next(pending, None) is None:
+            return lines
+    lines = [("C", c) for c in record.commands]
     if record.commands_dropped:
-        lines.insert(len(commands) // 2, ("…", f"{record.commands_dropped} commands left out"))
-    lines += [("S", r) for r in replies]
+        lines.insert(len(lines) // 2, ("…", f"{record.commands_dropped} commands left out"))
+    lines += [("S", r.reply) for r in record.replies]
     return lines
 
 

@@ -129,4 +129,8 @@ SCREENSHOTS = os.environ.get("HARNESS_DASHBOARD_SCREENSHOTS")
 def screenshot(driver: object, name: str) -> None:
     if SCREENSHOTS:
         Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        # The whole page (up to a limit), not only the window.
+        height = driver.execute_script("return document.documentElement.scrollHeight")  # type: ignore[attr-defined]
+        driver.set_window_size(1280, min(max(height + 160, 900), 1800))  # type: ignore[attr-defined]
         driver.save_screenshot(str(Path(SCREENSHOTS) / f"{name}.png"))  # type: ignore[attr-defined]
+        driver.set_window_size(1280, 900)  # type: ignore[attr-defined]

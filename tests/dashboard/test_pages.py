@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -155,3 +158,30 @@ def test_the_token_rule() -> None:
             ct.url + "/_harness/events?since=0", 1, headers={"Authorization": "Bearer s3cret"}
         )
         assert "a@example.com" in events[0]["data"]
+
+
+def test_harness_serve_prints_the_dashboard_url() -> None:
+    """The real command: its banner names the dashboard, and the page is there."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "harness", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        _read_banner_and_page(process)
+
+
+def _read_banner_and_page(process: subprocess.Popen[str]) -> None:
+    try:
+        assert process.stdout is not None
+        url = None
+        for line in process.stdout:
+            if line.strip().startswith("dashboard"):
+                url = line.split()[1]
+                break
+        assert url is not None, "no dashboard line in the banner"
+        page = httpx.get(url, timeout=10)
+        assert page.status_code == 200
+        assert '<h1 id="journal-h">Journal</h1>' in page.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 import pytest
 
 from harness.checks import Severity, Violation
@@ -141,3 +142,36 @@ def test_transcript_pairs_commands_with_replies() -> None:
         ("C", "QUIT"),
         ("S", "221 bye"),
     ]
+
+
+def test_transcript_puts_multiline_replies_and_data_in_order() -> None:
+    lines = [
+        ("greeting", "220 hi"),
+        ("ehlo", "250-mx"),
+        ("ehlo", "250 HELP"),
+        ("data", "354 go"),
+        ("end_of_data", "250 queued"),
+        ("quit", "221 bye"),
+    ]
+    record = SmtpClose(
+        host="mx",
+        session="mx-1",
+        peer="127.0.0.1:1",
+        commands=("EHLO a", "DATA", "QUIT"),
+        replies=tuple(TranscriptLine(stage, reply) for stage, reply in lines),
+    )
+    assert transcript(record) == [
+        ("S", "220 hi"),
+        ("C", "EHLO a"),
+        ("S", "250-mx"),
+        ("S", "250 HELP"),
+        ("C", "DATA"),
+        ("S", "354 go"),
+        ("C", "<the message, then .>"),
+        ("S", "250 queued"),
+        ("C", "QUIT"),
+        ("S", "221 bye"),
+    ]
+    # A session cut in the middle cannot be paired: commands, then replies, and how many left.
+    cut = msgspec.structs.replace(record, commands_dropped=5)
+    assert transcript(cut)[1] == ("…", "5 commands left out")

@@ -90,6 +90,7 @@ function setUpLive() {
     const empty = document.getElementById("empty");
     if (empty) empty.remove();
     rows.insertAdjacentHTML("afterbegin", item.html);
+    document.getElementById("newest").textContent = item.seq;
     // Keep the page bounded however long it stays open; older rows are a click away.
     while (rows.rows.length > 500) rows.deleteRow(-1);
   });
