@@ -328,13 +328,14 @@ def test_serve_prints_its_urls_serves_and_stops_on_sigterm(client: httpx.Client)
     ) as proc:
         try:
             assert proc.stdout is not None
-            lines = [proc.stdout.readline() for _ in range(7)]
+            lines = [proc.stdout.readline() for _ in range(8)]
             assert lines[0].startswith("fake CleverTap on http://127.0.0.1:")
             assert "(lenient, journal in memory)" in lines[0]
-            urls = dict(line.split()[:2] for line in lines[1:5])
+            urls = dict(line.split()[:2] for line in lines[1:6])
             assert urls["bounce"].endswith("/callbacks/bounce")
-            assert lines[5].split() == ["fault", "503,first=1"]
-            assert lines[6] == "Ctrl-C to stop\n"
+            assert urls["dashboard"] == lines[0].split()[3] + "/"
+            assert lines[6].split() == ["fault", "503,first=1"]
+            assert lines[7] == "Ctrl-C to stop\n"
             body = legacy("softbounce", "a@example.com")
             assert client.post(urls["bounce"], content=body, headers=JSON).status_code == 503
             assert client.post(urls["bounce"], content=body, headers=JSON).status_code == 200
