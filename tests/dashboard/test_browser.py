@@ -195,3 +195,19 @@ def test_usable_from_the_keyboard(world: World, browser: Any) -> None:
     field.send_keys("ok@example.com", Keys.ENTER)
     wait_for(browser, lambda d: "/recipient/ok@example.com" in d.current_url)
     assert browser.find_element(_by().ID, "story-address").text == "ok@example.com"
+
+
+def test_reset_from_the_page(world: World, browser: Any) -> None:
+    browser.get(world.clevertap.url + "/")
+    assert browser.find_elements(_by().CSS_SELECTOR, "#entries tr")
+    last = world.journal.last_seq
+    browser.find_element(_by().ID, "reset").click()
+    browser.switch_to.alert.accept()  # "Forget every journal entry?"
+    wait_for(browser, lambda d: d.find_elements(_by().ID, "empty"))
+    assert world.journal.count() == 0
+    # Numbering goes on after a reset: the next entry is newer than any before it.
+    live(browser)
+    post_bounce(world, "after-reset@example.com")
+    assert world.journal.last_seq > last
+    wait_for(browser, lambda d: d.find_elements(_by().ID, f"e{world.journal.last_seq}"))
+    assert not browser.find_elements(_by().ID, "empty")
