@@ -182,6 +182,12 @@ def mount_dashboard(app: "CleverTapApp") -> None:
             lines = views.transcript(closing.data)
         return render(request, "session.html", session=session, entries=entries, transcript=lines)
 
+    @router.get("/fragment/faults", response_class=HTMLResponse)
+    def faults_fragment(request: Request) -> Response:
+        # The live page refreshes its "Faults now" line (the counters move with each callback)
+        # from here, so the rules are spelled by FaultRule.describe() alone.
+        return render(request, "_faults.html")
+
     @router.get("/checks", response_class=HTMLResponse)
     def checks(request: Request) -> Response:
         return render(request, "checks.html", checks=all_checks())

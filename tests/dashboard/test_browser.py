@@ -151,6 +151,11 @@ def test_switch_a_fault_and_see_the_next_callback_answered_with_it(
         assert "→ 503 [fault 503,first=1]" in row.text
         # first=1: the resend gets through.
         assert post_bounce(world, "faulted@example.com").status_code == 200
+        # The rule's counters follow the callbacks live.
+        wait_for(
+            browser,
+            lambda d: "(seen 2, applied 1)" in d.find_element(_by().ID, "faults-now").text,
+        )
         screenshot(browser, "fault")
         browser.find_element(_by().ID, "fault-clear").click()
         wait_for(

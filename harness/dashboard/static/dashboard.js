@@ -68,6 +68,32 @@ function setUpControls() {
   });
 }
 
+let refreshing = false;
+let again = false;
+
+function refreshFaults() {
+  // One request in flight at a time; a callback that arrives meanwhile asks for one more
+  // after it, so the counters end up current without a request per callback.
+  const now = document.getElementById("faults-now");
+  if (!now) return;
+  if (refreshing) {
+    again = true;
+    return;
+  }
+  refreshing = true;
+  fetch("/fragment/faults", { headers: headers() })
+    .then((response) => (response.ok ? response.text() : null))
+    .then((html) => { if (html !== null) now.innerHTML = html; })
+    .catch(() => {})
+    .finally(() => {
+      refreshing = false;
+      if (again) {
+        again = false;
+        refreshFaults();
+      }
+    });
+}
+
 function setUpLive() {
   const table = document.getElementById("journal");
   if (!table) return;
@@ -86,6 +112,7 @@ function setUpLive() {
   source.addEventListener("gap", () => window.location.reload());
   source.addEventListener("entry", (event) => {
     const item = JSON.parse(event.data);
+    if (item.kind === "callback" || item.kind === "faults") refreshFaults();
     if (document.getElementById("e" + item.seq)) return;
     const empty = document.getElementById("empty");
     if (empty) empty.remove();
