@@ -293,12 +293,21 @@ async def _stream(app: "CleverTapApp", flt: Filter, since: int) -> AsyncIterator
     or the server stops."""
     journal = app.journal
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Entry] = asyncio.Queue()
+    # Bounded: a client that stops reading (a tab in the background, a stalled proxy) must not
+    # make the server keep every entry for it. Past the bound it is told to reload (a gap).
+    queue: asyncio.Queue[Entry] = asyncio.Queue(maxsize=_BACKLOG * 10)
+    overflowed = asyncio.Event()
+
+    def put(entry: Entry) -> None:
+        try:
+            queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            overflowed.set()
 
     def on_entry(entry: Entry) -> None:
         # Called in the committing thread; must not raise (a closed loop after shutdown).
         try:
-            loop.call_soon_threadsafe(queue.put_nowait, entry)
+            loop.call_soon_threadsafe(put, entry)
         except RuntimeError:
             pass
 
@@ -328,6 +337,9 @@ async def _stream(app: "CleverTapApp", flt: Filter, since: int) -> AsyncIterator
                     return
                 yield ": keepalive\n\n"
                 continue
+            if overflowed.is_set():
+                yield "event: gap\ndata: {}\n\n"
+                return
             entry = getter.result()
             if entry.seq > last and flt.matches(entry):
                 last = entry.seq

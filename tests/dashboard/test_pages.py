@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -185,3 +186,25 @@ def _read_banner_and_page(process: subprocess.Popen[str]) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_stops_reading_is_told_to_reload() -> None:
+    """The stream keeps a bounded queue per client; past it, a gap, and the stream ends."""
+    from harness.clevertap.app import create_app
+    from harness.dashboard.reads import Filter
+    from harness.dashboard.routes import _BACKLOG, _stream
+    from harness.records import Note
+
+    app = create_app()
+    stream = _stream(app, Filter(), since=0)
+    assert await anext(stream) == "retry: 2000\n\n"  # subscribed now
+    # Caught up (nothing yet) and waiting for new entries when the flood comes.
+    first = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.2)
+    assert not first.done()
+    for i in range(_BACKLOG * 10 + 1):
+        app.journal.append(Note(source="test", what=str(i)))
+    # Nothing more is queued for it: the page reloads and reads the journal instead.
+    assert await first == "event: gap\ndata: {}\n\n"
+    assert [chunk async for chunk in stream] == []
