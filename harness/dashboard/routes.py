@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = ["mount_dashboard"]
 
 COOKIE = "harness_token"
+"""Prefix of the login cookie's name, which ends with the server's port: browsers share cookies
+between the ports of one host, and two harness servers on one machine have their own tokens."""
 _KEEPALIVE = 15.0
 """Seconds between comments on an idle stream, so proxies and browsers keep it open."""
 _BACKLOG = 500
@@ -51,6 +53,10 @@ _ENV = Environment(
     extensions=["jinja2.ext.do"],
 )
 _ENV.globals.update(clock=views.clock, summary=views.summary, quote=quote)
+
+
+def _cookie(request: Request) -> str:
+    return f"{COOKIE}_{request.url.port or 80}"
 
 
 def _kind(value: str | None) -> Kind | None:
@@ -67,7 +73,11 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         if settings.token is None:
             return True
         header = request.headers.get("authorization", "")
-        given = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+        given = (
+            header[7:]
+            if header.lower().startswith("bearer ")
+            else request.cookies.get(_cookie(request))
+        )
         return given is not None and secrets.compare_digest(given.encode(), settings.token.encode())
 
     def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
@@ -209,7 +219,7 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         ):
             response = RedirectResponse(target, status_code=303)
             if settings.token is not None:
-                response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
+                response.set_cookie(_cookie(request), given, httponly=True, samesite="strict")
             return response
         body = _ENV.get_template("login.html").render(next=target, wrong=True)
         return HTMLResponse(body, status_code=401)

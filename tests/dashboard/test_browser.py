@@ -216,3 +216,33 @@ def test_reset_from_the_page(world: World, browser: Any) -> None:
     assert world.journal.last_seq > last
     wait_for(browser, lambda d: d.find_elements(_by().ID, f"e{world.journal.last_seq}"))
     assert not browser.find_elements(_by().ID, "empty")
+
+
+def test_with_a_token_the_browser_logs_in_and_everything_works(browser: Any) -> None:
+    from harness.clevertap.server import CleverTapServer
+    from harness.clevertap.settings import ServerSettings
+
+    with CleverTapServer(ServerSettings(token="s3cret")) as ct:
+        browser.delete_all_cookies()
+        browser.get(ct.url + "/?kind=callback")
+        wait_for(browser, lambda d: "/login" in d.current_url)
+        field = browser.find_element(_by().ID, "token")
+        field.send_keys("s3cret")
+        field.submit()
+        wait_for(browser, lambda d: d.current_url.endswith("/?kind=callback"))
+        live(browser)  # the stream accepted the cookie
+        # The controls send the token to the control API as a Bearer header.
+        browser.find_element(_by().ID, "fault-set").click()
+        wait_for(browser, lambda d: "503" in d.find_element(_by().ID, "faults-now").text)
+        live(browser)
+        response = httpx.post(
+            ct.urls.bounce,
+            json=[
+                {"event": "hardbounce", "data": [{"e": "t@example.com", "ts": int(time.time())}]}
+            ],
+            timeout=10,
+        )
+        assert response.status_code == 503
+        seq = ct.journal.last_seq
+        row = wait_for(browser, lambda d: d.find_elements(_by().ID, f"e{seq}"))[0]
+        assert "→ 503" in row.text
