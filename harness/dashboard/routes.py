@@ -135,7 +135,7 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         # The search form's GET target: on to the story's own address.
         return RedirectResponse(f"/recipient/{quote(address.strip(), safe='@')}", status_code=303)
 
-    @router.get("/recipient/{address}", response_class=HTMLResponse)
+    @router.get("/recipient/{address:path}", response_class=HTMLResponse)
     def recipient(request: Request, address: str) -> Response:
         return render(request, "recipient.html", story=story(app.journal, address), views=views)
 

@@ -208,3 +208,11 @@ async def test_a_client_that_stops_reading_is_told_to_reload() -> None:
     # Nothing more is queued for it: the page reloads and reads the journal instead.
     assert await first == "event: gap\ndata: {}\n\n"
     assert [chunk async for chunk in stream] == []
+
+
+def test_the_story_of_an_address_with_a_slash(ct: CleverTapServer) -> None:
+    bounce(ct, "a/b@example.com")  # a legal local part
+    page = httpx.get(ct.url + "/recipient/a%2Fb@example.com", timeout=10)
+    assert page.status_code == 200
+    assert '<span id="story-address">a/b@example.com</span>' in page.text
+    assert "hardbounce a/b@example.com" in page.text
