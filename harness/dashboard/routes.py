@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.staticfiles import StaticFiles
 
@@ -80,12 +86,15 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         )
         return given is not None and secrets.compare_digest(given.encode(), settings.token.encode())
 
+    def to_login(request: Request) -> Response:
+        target = quote(request.url.path + ("?" + request.url.query if request.url.query else ""))
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+
     def render(request: Request, template: str, status: int = 200, **context: Any) -> Response:
+        # Handlers that read the journal call authorized() first, so nobody without the token
+        # makes the server do the work; this check covers the rest.
         if not authorized(request):
-            target = quote(
-                request.url.path + ("?" + request.url.query if request.url.query else "")
-            )
-            return RedirectResponse(f"/login?next={target}", status_code=303)
+            return to_login(request)
         body = _ENV.get_template(template).render(
             control=prefix, token=settings.token or "", faults=_faults(app), **context
         )
@@ -110,10 +119,12 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         code: Text = None,
         before: Annotated[int | None, Query(ge=1)] = None,
     ) -> Response:
+        if not authorized(request):
+            return to_login(request)
         try:
             flt = make_filter(kind, address, event, code)
         except ValueError:
-            return HTMLResponse(
+            return PlainTextResponse(
                 f"unknown kind {kind!r}; expected one of {', '.join(Kind)}", status_code=400
             )
         found = page(app.journal, flt, before=before)
@@ -137,10 +148,14 @@ def mount_dashboard(app: "CleverTapApp") -> None:
 
     @router.get("/recipient/{address:path}", response_class=HTMLResponse)
     def recipient(request: Request, address: str) -> Response:
+        if not authorized(request):
+            return to_login(request)
         return render(request, "recipient.html", story=story(app.journal, address), views=views)
 
     @router.get("/entry/{seq}", response_class=HTMLResponse)
     def entry(request: Request, seq: int) -> Response:
+        if not authorized(request):
+            return to_login(request)
         found = app.journal.get(seq)
         if found is None:
             return render(request, "missing.html", status=404, what=f"entry {seq}")
@@ -159,10 +174,10 @@ def mount_dashboard(app: "CleverTapApp") -> None:
     @router.get("/entry/{seq}/message.eml")
     def message_eml(request: Request, seq: int) -> Response:
         if not authorized(request):
-            return Response("token required", status_code=401)
+            return PlainTextResponse("token required", status_code=401)
         found = app.journal.get(seq)
         if found is None or not isinstance(found.data, SmtpMessage):
-            return Response(f"entry {seq} is not a message", status_code=404)
+            return PlainTextResponse(f"entry {seq} is not a message", status_code=404)
         return Response(
             views.eml(found.data),
             media_type="message/rfc822",
@@ -172,11 +187,11 @@ def mount_dashboard(app: "CleverTapApp") -> None:
     @router.get("/entry/{seq}/dsn.eml")
     def dsn_eml(request: Request, seq: int) -> Response:
         if not authorized(request):
-            return Response("token required", status_code=401)
+            return PlainTextResponse("token required", status_code=401)
         found = app.journal.get(seq)
         raw = _dsn_bytes(found.data) if found and isinstance(found.data, Dsn) else None
         if raw is None:
-            return Response(f"entry {seq} is no DSN kept in a Maildir", status_code=404)
+            return PlainTextResponse(f"entry {seq} is no DSN kept in a Maildir", status_code=404)
         return Response(
             raw,
             media_type="message/rfc822",
@@ -185,6 +200,8 @@ def mount_dashboard(app: "CleverTapApp") -> None:
 
     @router.get("/session/{session}", response_class=HTMLResponse)
     def session(request: Request, session: str) -> Response:
+        if not authorized(request):
+            return to_login(request)
         entries = session_entries(app.journal, session)
         closing = next((e for e in entries if isinstance(e.data, SmtpClose)), None)
         lines = []
@@ -243,7 +260,7 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         try:
             flt = make_filter(kind, address, event, code)
         except ValueError:
-            return Response(f"unknown kind {kind!r}", status_code=400)
+            return PlainTextResponse(f"unknown kind {kind!r}", status_code=400)
         resume = request.headers.get("last-event-id", "")
         start = int(resume) if resume.isdigit() else since
         return StreamingResponse(

@@ -102,9 +102,10 @@ def test_the_stream_filters_by_recipient(ct: CleverTapServer) -> None:
 
 def test_missing_and_wrong(ct: CleverTapServer) -> None:
     assert httpx.get(f"{ct.url}/entry/999999").status_code == 404
-    bad = httpx.get(f"{ct.url}/?kind=nonsense")
+    bad = httpx.get(f"{ct.url}/?kind=<b>nonsense</b>")
     assert bad.status_code == 400
-    assert "unknown kind 'nonsense'" in bad.text
+    assert "unknown kind '<b>nonsense</b>'" in bad.text
+    assert bad.headers["content-type"].startswith("text/plain")  # never markup from a query
     bounce(ct, "a@example.com")
     eml = httpx.get(f"{ct.url}/entry/{ct.journal.last_seq}/message.eml")
     assert eml.status_code == 404
