@@ -175,3 +175,35 @@ def test_transcript_puts_multiline_replies_and_data_in_order() -> None:
     # A session cut in the middle cannot be paired: commands, then replies, and how many left.
     cut = msgspec.structs.replace(record, commands_dropped=5)
     assert transcript(cut)[1] == ("…", "5 commands left out")
+
+
+@pytest.mark.slow
+def test_pages_over_http_are_fast_at_100k_entries(capsys: pytest.CaptureFixture[str]) -> None:
+    import httpx
+
+    from harness.clevertap.server import CleverTapServer
+
+    journal = MemoryJournal()
+    fill(journal, 100_000)
+    lines = []
+    with CleverTapServer(journal=journal) as server, httpx.Client(timeout=10) as client:
+        for path in (
+            "/",
+            "/?kind=dsn",
+            "/?address=user7@example.com&kind=callback",
+            "/?address=user7@example.com",
+            "/?code=CT303&kind=callback",
+            "/recipient/user7@example.com",
+            f"/entry/{journal.last_seq}",
+        ):
+            client.get(server.url + path)  # warm: templates compiled once
+            start = time.perf_counter()
+            response = client.get(server.url + path)
+            took = time.perf_counter() - start
+            assert response.status_code == 200, path
+            lines.append(
+                f"GET {path:45} {len(response.content) // 1024:4} KiB {took * 1000:7.1f} ms"
+            )
+            assert took < 2.0, path
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
