@@ -50,8 +50,8 @@ class Filter:
 
     @property
     def callbacks_only(self) -> bool:
-        """Event filters only make sense for callbacks; so do codes, but for the judge's
-        violation records."""
+        """Only callbacks can match: an event is a callback's, and so is the kind asked for.
+        (A code alone can also match the judge's violation records, so it is not enough.)"""
         return self.event is not None or self.kind is Kind.CALLBACK
 
     def matches(self, entry: Entry) -> bool:
@@ -117,7 +117,7 @@ class Page:
 def _window(journal: Journal, flt: Filter, lo: int, hi: int) -> Iterator[Entry]:
     """The entries with ``lo < seq < hi`` that may match *flt*, oldest first, through the most
     selective index."""
-    if flt.callbacks_only or (flt.code is not None and flt.kind is Kind.CALLBACK):
+    if flt.callbacks_only:
         candidates: Iterator[Entry] = iter(
             journal.callbacks(
                 event=flt.event, address=flt.address, code=flt.code, since=lo, limit=hi - lo
@@ -170,11 +170,9 @@ class Story:
 
     @property
     def seqs(self) -> set[int]:
-        return {
-            e.seq
-            for group in (self.sent, self.replies, self.messages, self.dsns, self.callbacks)
-            for e in group
-        } | {e.seq for e in self.clicks}
+        """The entries of the story so far (a violation whose evidence names one belongs)."""
+        groups = (self.sent, self.replies, self.messages, self.dsns, self.callbacks, self.clicks)
+        return {e.seq for group in groups for e in group}
 
 
 def story(journal: Journal, address: str) -> Story:
