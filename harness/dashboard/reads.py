@@ -98,7 +98,9 @@ def recipients_of(entry: Entry) -> tuple[str, ...]:
     if isinstance(record, Click):
         return (record.recipient,)
     if isinstance(record, ViolationFound):
-        address = record.violation.extra.get("address")
+        # The judge names the recipient in `extra` where it has one (no typed field yet); the
+        # story also finds a violation through its evidence.
+        address = record.violation.extra.get("recipient")
         return (address,) if isinstance(address, str) else ()
     return ()
 
