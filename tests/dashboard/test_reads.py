@@ -207,3 +207,30 @@ def test_pages_over_http_are_fast_at_100k_entries(capsys: pytest.CaptureFixture[
             assert took < 2.0, path
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+def test_the_story_gathers_the_judges_violations() -> None:
+    from harness.records import ViolationFound
+
+    journal = MemoryJournal()
+    fill(journal, 10)  # user0..user9: replies, callbacks
+    mine = journal.callbacks(address="user1@example.com")[0]
+    by_evidence = journal.append(
+        ViolationFound(
+            violation=Violation("CT510", Severity.ERROR, "$", "softbounce", evidence=(mine.seq,))
+        )
+    )
+    by_name = journal.append(
+        ViolationFound(
+            violation=Violation(
+                "CT511", Severity.ERROR, "mx", "no retry", extra={"recipient": "USER1@example.com"}
+            )
+        )
+    )
+    journal.append(ViolationFound(violation=Violation("CT510", Severity.ERROR, "$", "other")))
+    told = story(journal, "user1@example.com")
+    assert [e.seq for e in told.violations] == [by_evidence.seq, by_name.seq]
+    # The live filter finds the one that names the recipient; the code filter finds both CT510.
+    newest = page(journal, Filter(address="user1@example.com")).entries[0]
+    assert newest.seq == by_name.seq
+    assert len(page(journal, Filter(code="CT510")).entries) == 2
