@@ -730,7 +730,12 @@ def create_app(
     settings: ServerSettings | None = None, journal: Journal | None = None
 ) -> CleverTapApp:
     """The fake CleverTap app for *settings*, journaling into *journal* (in memory if None)."""
-    return CleverTapApp(
+    app = CleverTapApp(
         settings if settings is not None else ServerSettings(),
         journal if journal is not None else MemoryJournal(),
     )
+    # Imported here: the dashboard sits above the app (it reads the journal and the checks).
+    from harness.dashboard import mount_dashboard
+
+    mount_dashboard(app)
+    return app

@@ -301,6 +301,7 @@ def _print_banner(server: CleverTapServer) -> None:
     click.echo(f"  v2           {urls.v2}")
     auth = ", token required" if s.token else ""
     click.echo(f"  control      {urls.control}  (docs {urls.base}/docs{auth})")
+    click.echo(f"  dashboard    {urls.base}/")
     for rule in s.faults:
         click.echo(f"  fault        {rule.describe()}")
     click.echo("Ctrl-C to stop")

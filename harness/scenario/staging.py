@@ -113,6 +113,7 @@ def banner(world: World, scenario: Scenario, *, postfix_transport: Path | None =
     lines.append(f"  v2           {urls.v2}")
     auth = ", token required" if settings.token else ""
     lines.append(f"  control      {urls.control}  (docs {urls.base}/docs{auth})")
+    lines.append(f"  dashboard    {urls.base}/")
     for rule in settings.faults:
         lines.append(f"  fault        {rule.describe()}")
     lines.append("environment for the integration (docs/integration-contract.md):")

@@ -329,17 +329,18 @@ def test_serve_prints_its_urls_serves_and_stops_on_sigterm(client: httpx.Client)
     ) as proc:
         try:
             assert proc.stdout is not None
-            lines = [proc.stdout.readline() for _ in range(7)]
+            lines = [proc.stdout.readline() for _ in range(8)]
             assert lines[0].startswith("fake CleverTap on http://127.0.0.1:")
             # uvloop and httptools come with the base install (uvicorn[standard]); the server
             # must really run on them, not on asyncio + h11 inside a loop of its own making.
             loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
             http = "httptools" if importlib.util.find_spec("httptools") else "h11"
             assert f"(lenient, journal in memory, {loop} + {http})" in lines[0]
-            urls = dict(line.split()[:2] for line in lines[1:5])
+            urls = dict(line.split()[:2] for line in lines[1:6])
             assert urls["bounce"].endswith("/callbacks/bounce")
-            assert lines[5].split() == ["fault", "503,first=1"]
-            assert lines[6] == "Ctrl-C to stop\n"
+            assert urls["dashboard"] == lines[0].split()[3] + "/"
+            assert lines[6].split() == ["fault", "503,first=1"]
+            assert lines[7] == "Ctrl-C to stop\n"
             body = legacy("softbounce", "a@example.com")
             assert client.post(urls["bounce"], content=body, headers=JSON).status_code == 503
             assert client.post(urls["bounce"], content=body, headers=JSON).status_code == 200
