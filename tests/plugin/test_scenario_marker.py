@@ -33,14 +33,20 @@ pytestmark = pytest.mark.ct_scenario("scenarios/demo.yaml")
 
 
 def deliver(ct_scenario, to):
-    # play the integration: deliver to the MX of the recipient's domain, as the map says
+    # play the integration: deliver to the MX of the recipient's domain, as the map says, and
+    # retry a temporary failure once before giving up (one attempt only would be CT510)
     host, port = json.loads(ct_scenario.sut_env()["HARNESS_MX_MAP"])["example.com"].split(":")
-    with smtplib.SMTP(host, int(port)) as smtp:
-        try:
-            smtp.sendmail("bounces@gw.test", [to], "Subject: x\\r\\n\\r\\nx")
-        except smtplib.SMTPRecipientsRefused as exc:
-            return exc.recipients[to]
-    return (250, b"")
+    for attempt in range(2):
+        with smtplib.SMTP(host, int(port)) as smtp:
+            try:
+                smtp.sendmail("bounces@gw.test", [to], "Subject: x\\r\\n\\r\\nx")
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, reply = exc.recipients[to]
+                if code >= 500 or attempt == 1:
+                    return code, reply
+                continue
+        return (250, b"")
+    raise AssertionError("not reached")
 
 
 def report(ct_scenario, event, to):
