@@ -21,7 +21,7 @@ from harness.journal import Kind
 from harness.records import Callback
 
 LIMITS = {"header_timeout": 0.6, "body_timeout": 0.6, "keep_alive_timeout": 0.6}
-SLACK = 1.0
+SLACK = 2.0
 """Timers fire late on a loaded machine; never early."""
 
 BOUNCE = json.dumps(
