@@ -218,7 +218,6 @@ class Journal:
         self._db = self._open()
         self._finalizer = weakref.finalize(self, self._db.close)
 
-
     # -- opening -------------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
