@@ -145,6 +145,13 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     help="Seconds a connection may sit idle before or between requests.",
 )
 @click.option(
+    "--send-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULTS.send_timeout,
+    show_default=True,
+    help="Seconds a client may leave an answer unread before the connection is dropped.",
+)
+@click.option(
     "--max-connections",
     type=click.IntRange(min=1),
     default=_DEFAULTS.max_connections,
@@ -207,6 +214,7 @@ def serve(
     header_timeout: float,
     body_timeout: float,
     keep_alive_timeout: float,
+    send_timeout: float,
     max_connections: int,
     max_header_size: int,
     faults: list[FaultRule],
@@ -253,6 +261,7 @@ def serve(
             header_timeout=header_timeout,
             body_timeout=body_timeout,
             keep_alive_timeout=keep_alive_timeout,
+            send_timeout=send_timeout,
             max_connections=max_connections,
             max_header_size=max_header_size,
             faults=tuple(faults),

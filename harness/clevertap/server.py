@@ -110,6 +110,7 @@ class _DeadlineProtocol(H11Protocol):
         self.timeout_keep_alive = self.settings.keep_alive_timeout  # type: ignore[assignment]
         self._phase: _Phase | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self._send_deadline: asyncio.TimerHandle | None = None
         self._refused = False
 
     # uvicorn narrows the argument to Transport the same way.
@@ -129,6 +130,9 @@ class _DeadlineProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
         if self._refused:
             return
         super().connection_lost(exc)
@@ -142,6 +146,22 @@ class _DeadlineProtocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._follow()
+
+    # A client that stops reading its answer fills the send buffer: the transport pauses us and
+    # uvicorn waits for it to drain, without end. Past send_timeout the connection is aborted
+    # (close() would wait for the unread bytes to leave).
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(
+                self.settings.send_timeout, self.transport.abort
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
 
     # -- deadlines -------------------------------------------------------------------------------
 

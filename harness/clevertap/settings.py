@@ -73,6 +73,9 @@ class ServerSettings:
     and the connection closes (the callback is journaled with ``disconnected``)."""
     keep_alive_timeout: float = 5.0
     """Seconds a connection may sit idle before its first request or between requests."""
+    send_timeout: float = 30.0
+    """Seconds a client may leave an answer unread (the send buffer full) before the
+    connection is dropped."""
     max_connections: int = 1000
     """Open connections at most; one more is answered 503 and closed at once. Keep it below
     the process's file-descriptor limit (``ulimit -n``)."""
@@ -104,7 +107,7 @@ class ServerSettings:
                 f"ready_timeout and stop_timeout must be positive, got "
                 f"{self.ready_timeout!r} and {self.stop_timeout!r}"
             )
-        for name in ("header_timeout", "body_timeout", "keep_alive_timeout"):
+        for name in ("header_timeout", "body_timeout", "keep_alive_timeout", "send_timeout"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0 < value < float("inf")):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")

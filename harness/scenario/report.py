@@ -173,13 +173,6 @@ def _render_one(console: Console, verdict: Verdict, table_box: box.Box) -> None:
         if result.kind == "callback":
             _render_diff(console, result)
 
-    # Notes explain the run (a click refused because its URL left the harness's world, ...);
-    # one that repeats an expectation's reason is already in the table.
-    reasons = {result.reason for result in verdict.expectations}
-    for note in verdict.notes:
-        if note not in reasons:
-            console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
-
     if verdict.violations:
         failing = verdict.failing_violations
         vtable = Table(box=table_box, show_edge=False, pad_edge=False, title_justify="left")

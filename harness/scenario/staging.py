@@ -195,6 +195,7 @@ _HTTP_LIMITS = (
     "header_timeout",
     "body_timeout",
     "keep_alive_timeout",
+    "send_timeout",
     "max_connections",
     "max_header_size",
 )

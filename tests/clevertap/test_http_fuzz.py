@@ -150,6 +150,8 @@ def _body(rng: random.Random, path: str) -> bytes:
         lambda: b"\xef\xbb\xbf" + json.dumps(_payload(rng, path)).encode(),
         lambda: json.dumps(_payload(rng, path)).encode("utf-16"),
         lambda: b'[{"event":"softbounce","data":[{"e":"\xff\xfe@x.test","ts":1}]}]',
+        lambda: b'[{"event":"hardbounce","data":[{"e":"\\ud800@x.test","ts":1735689600}]}]',
+        lambda: b'{"version":"v2","events":{"items":[{"type":"spam","email":"\\udfff","meta":1}]}}',
         lambda: b"x" * (MAX_BODY + rng.randint(1, 5000)),
         lambda: b"event=unsubscribe&e=a%40example.com",
         lambda: b"null",
@@ -465,6 +467,7 @@ def test_seeded_http_fuzz_no_5xx_and_every_callback_journaled_once(
 
 
 def test_a_lone_surrogate_callback_keeps_the_control_api_listable() -> None:
+    # Issue 14: this callback was journaled, then the control API answered 500 until a reset.
     body = b'[{"event":"hardbounce","data":[{"e":"\\ud800@x.test","ts":1735689600}]}]'
     with CleverTapServer() as ct, httpx.Client(timeout=10) as http:
         answer = http.post(

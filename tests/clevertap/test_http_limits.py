@@ -21,7 +21,7 @@ from harness.journal import Kind
 from harness.records import Callback
 
 LIMITS = {"header_timeout": 0.6, "body_timeout": 0.6, "keep_alive_timeout": 0.6}
-SLACK = 1.0
+SLACK = 2.0
 """Timers fire late on a loaded machine; never early."""
 
 BOUNCE = json.dumps(
@@ -230,3 +230,34 @@ def test_forwarded_headers_do_not_change_the_journaled_peer(ct: CleverTapServer)
     (entry,) = ct.journal.entries(Kind.CALLBACK)
     assert isinstance(entry.data, Callback)
     assert str(entry.data.peer).startswith("127.0.0.1:")
+
+
+def test_a_client_that_never_reads_its_answer_is_dropped_after_send_timeout() -> None:
+    # Eight callbacks with ~900 KB bodies make GET /callbacks answer about 7 MB: more than the
+    # loopback socket buffers hold (they grow to about 4 MB), so the server's writes stall.
+    big = json.dumps(
+        [{"event": "hardbounce", "data": [{"e": "a@example.com", "ts": 1, "pad": "x" * 900_000}]}]
+    ).encode()
+    with CleverTapServer(ServerSettings(send_timeout=0.5, strict=False)) as ct:
+        headers = {"content-type": "application/json"}
+        for _ in range(8):
+            assert httpx.post(ct.urls.bounce, content=big, headers=headers).status_code == 200
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with sock:
+            sock.connect(("127.0.0.1", ct.port))
+            sock.sendall(b"GET /_harness/callbacks HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            time.sleep(0.5 + SLACK)  # not reading: the server is stuck writing, then gives up
+            received, reset = b"", False
+            sock.settimeout(5)
+            try:
+                while chunk := sock.recv(65536):
+                    received += chunk
+            except ConnectionResetError:
+                reset = True
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        assert length > 7 * len(big)
+        assert reset or len(body) < length  # aborted: the answer never arrived whole
+        # and the server is fine for everyone else
+        assert httpx.get(ct.urls.control + "/health").status_code == 200
