@@ -13,6 +13,7 @@ connections at once. Every message is journaled as one :class:`~harness.records.
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import secrets
 import ssl
 import time
@@ -33,6 +34,9 @@ __all__ = ["Submission", "build_message", "submit_campaign"]
 # Headers are never folded below the RFC 5321 line limit: an X-CleverTap_META value has no
 # spaces to fold at, and the integration must echo it byte for byte.
 _POLICY = SMTP_POLICY.clone(max_line_length=998)
+# A non-ASCII address (RFC 6531) travels as UTF-8 in the header fields too; the submission says
+# SMTPUTF8 for it.
+_UTF8_POLICY = _POLICY.clone(utf8=True)
 UNSUBSCRIBE_PLACEHOLDER = "*|UNSUBSCRIBE|*"
 
 
@@ -65,9 +69,13 @@ class Submission:
         )
 
 
+def _policy(*addresses: str) -> email.policy.EmailPolicy[EmailMessage]:
+    return _POLICY if all(a.isascii() for a in addresses) else _UTF8_POLICY
+
+
 def build_message(campaign: Campaign, recipient: str, n: int, ts: int, token: str) -> EmailMessage:
     """The message CleverTap would submit for recipient number *n* (from 1)."""
-    message = EmailMessage(policy=_POLICY)
+    message = EmailMessage(policy=_policy(campaign.sender, recipient))
     message["From"] = campaign.sender
     message["To"] = recipient
     message["Subject"] = campaign.subject
@@ -158,10 +166,36 @@ async def _send_batch(
                     record(n, recipient, meta, message_id, error=_describe(exc, submission))
                     client = None
                     continue
+            utf8 = not (campaign.sender.isascii() and recipient.isascii())
+            if utf8 and client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except (aiosmtplib.SMTPException, OSError) as exc:
+                    record(n, recipient, meta, message_id, error=_describe(exc, submission))
+                    client.close()
+                    client = None
+                    continue
+            if utf8 and not client.supports_extension("smtputf8"):
+                # Without SMTPUTF8 a non-ASCII address cannot be submitted at all (RFC 6531 3.4):
+                # the integration refused it as surely as with a 5xx.
+                record(
+                    n,
+                    recipient,
+                    meta,
+                    message_id,
+                    error=f"{submission.host}:{submission.port} does not offer SMTPUTF8, "
+                    f"needed for {recipient if not recipient.isascii() else campaign.sender}",
+                )
+                continue
             try:
-                await client.mail(campaign.sender)
-                await client.rcpt(recipient)
-                response = await client.data(message.as_bytes(policy=_POLICY))
+                await client.mail(
+                    campaign.sender,
+                    options=["SMTPUTF8"] if utf8 else None,
+                    encoding="utf-8" if utf8 else "ascii",
+                )
+                await client.rcpt(recipient, encoding="utf-8" if utf8 else "ascii")
+                policy = _UTF8_POLICY if utf8 else _POLICY
+                response = await client.data(message.as_bytes(policy=policy))
             except aiosmtplib.SMTPResponseException as exc:  # MAIL, RCPT or DATA refused
                 record(n, recipient, meta, message_id, reply=f"{exc.code} {exc.message}")
                 try:

@@ -21,18 +21,32 @@ What counts as "the real event" of a recipient, case by case:
   (by domain), runtime ``host_down`` notes and sessions played by a server-down variant all count
   as an attempt whose class is the catalog's class of the variant (soft). A host whose domains
   cannot be told (it never served anything) is assumed to serve every domain that no other host
-  was seen serving: a cross-check must never call such a bounce "never attempted".
+  was seen serving: a cross-check must never call such a bounce "never attempted";
+- a DSN whose ``Final-Recipient`` is not a recipient of the message it reports on (the queue id
+  in ``Dsn.message``; aliasing at the next hop): the real event of the address CleverTap sent
+  to, and the ``Final-Recipient`` is remembered as an alias (CT515);
+- a delayed DSN and a success DSN (delivered, relayed, expanded) are not failures: they are
+  observations of their own (CT513, CT514).
+
+Besides the accepted callbacks, two checks look at the whole run: callbacks resent too soon
+(CT511, over every request) and temporary failures never retried (CT510, over every recipient).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import idna
+
 from harness.checks import Check, Severity, Violation, register
+from harness.clevertap.faults import parse_fault
+from harness.errors import ConfigError
 from harness.journal import Entry
 from harness.records import (
     Callback,
@@ -66,6 +80,8 @@ _DOWN_VARIANTS = frozenset(
     name for name, mode in CATALOG.items() if mode.server_down and mode.bounce_class != "none"
 )
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+_DELIVERED = frozenset({"accepted", "dsn_success"})
+_SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})  # RFC 3464 2.3.3
 _TS_UNIT_LIMIT = 10**11  # CT303 territory: not seconds, so no window to compare with
 
 
@@ -76,6 +92,15 @@ class CrossCheckConfig:
     ts_skew: float = 5.0
     """Slack on both sides of the window a ``ts`` must fall in: clocks of different processes,
     and legacy ``ts`` being whole seconds."""
+    callback_backoff: float = 0.1
+    """The least time between a failed callback (429, 5xx, dropped) without ``Retry-After`` and
+    its resend (CT511). Half the first backoff of the example (0.2 s): less is no backoff at
+    all, a resend as fast as the loop runs."""
+    retry_after_cap: float = 5.0
+    """A ``Retry-After`` is honoured up to this many seconds (the contract's cap, section 5.3):
+    a resend after ``min(Retry-After, cap)`` is in time."""
+    timing_slack: float = 0.05
+    """Slack on the times of two requests the fake CleverTap journaled (timer resolution)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +111,8 @@ class Observation:
     """The journal entry that proves it."""
     kind: str
     """``reply`` (a failure reply), ``attempt`` (a recipient accepted at RCPT or only tried),
-    ``accepted`` (a message accepted with 250), ``dropped``, ``dsn`` or ``host_down``."""
+    ``accepted`` (a message accepted with 250), ``dropped``, ``dsn`` (a failed DSN),
+    ``dsn_delayed``, ``dsn_success`` (delivered, relayed, expanded) or ``host_down``."""
     start: float
     end: float
     """When it happened: between ``start`` and ``end`` (a session's span; equal for points)."""
@@ -95,6 +121,11 @@ class Observation:
     failed: bool
     detail: str
     """A readable account: ``452 4.2.2 ... at rcpt (mailbox_full, attempt 2) on mx1``."""
+    session: str | None = None
+    """The SMTP connection it happened in (one connection is one attempt); None for DSNs and
+    for a host seen down without a connection."""
+    temporary: bool = False
+    """A failure the contract says to retry: a 4xx reply, a dropped connection, a host down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +190,8 @@ class _Down:
     variant: str
     start: float
     seqs: list[int] = field(default_factory=list)
+    sessions: dict[str, float] = field(default_factory=dict)
+    """Connections it took while down (session id -> when): each one an attempt."""
 
 
 @dataclass
@@ -180,17 +213,41 @@ class Facts:
     down_hosts: dict[str, _Down] = field(default_factory=dict)
     down_domains: dict[str, _Down] = field(default_factory=dict)
     """Domains the scenario declares down (``*`` for a relay that is down)."""
+    finished: float | None = None
+    """How long the run is known to have gone on: the judge's end, or the last entry."""
+    retry_budget: float | None = None
+    """The scenario's retry budget (``HARNESS_RETRY_BUDGET``): the integration's whole retry
+    schedule for one message fits in it, first attempt to giving up."""
+    messages: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
+    """Queue id -> (seq, recipients) of every accepted message."""
+    aliases: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    """Key (:func:`_canon`) of a DSN's ``Final-Recipient`` that the message was not sent to ->
+    (the recipient it was sent to, the DSN's seq, the message's seq)."""
+    spelled: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Key (:func:`_canon`) -> (the address as CleverTap or the mail world first wrote it, seq)."""
+    temporary: set[str] = field(default_factory=set)
+    """Keys (:func:`_canon`) of the addresses that got a temporary failure reply or drop."""
+    _sent_spelled: set[str] = field(default_factory=set, repr=False)
+    _histories: dict[str, tuple[Observation, ...]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_entries(
-        cls, entries: Iterable[Entry], *, scenario: Scenario | None = None, started: float | None
+        cls,
+        entries: Iterable[Entry],
+        *,
+        scenario: Scenario | None = None,
+        started: float | None,
+        finished: float | None = None,
     ) -> Facts:
-        """Index *entries* (one run's). *scenario* tells which domains were down from the start."""
-        facts = cls(started=started)
+        """Index *entries* (one run's). *scenario* tells which domains were down from the start
+        and its retry budget; *finished* when the run ended (else its last entry)."""
+        facts = cls(started=started, finished=finished)
         later_class: dict[str, str] = {}
         dsns: list[tuple[Entry, Dsn]] = []
         sessions: dict[str, tuple[float, str | None]] = {}
         for entry in entries:
+            if facts.finished is None or entry.at > facts.finished:
+                facts.finished = entry.at
             record = entry.data
             if isinstance(record, SmtpReply):
                 facts._reply(entry, record, sessions, later_class)
@@ -199,6 +256,7 @@ class Facts:
                 if record.variant in _DOWN_VARIANTS:
                     down = facts.down_hosts.setdefault(record.host, _Down(record.variant, entry.at))
                     down.seqs.append(entry.seq)
+                    down.sessions[record.session] = entry.at
             elif isinstance(record, SmtpClose):
                 facts._close(entry, record)
             elif isinstance(record, SmtpMessage):
@@ -222,17 +280,30 @@ class Facts:
             facts._dsn(entry, dsn, later_class)
         if scenario is not None:
             facts._declared_down(scenario)
+            facts.retry_budget = scenario.retry_budget
         for found in facts.observations.values():
             found.sort(key=lambda o: (o.start, o.seq))
         return facts
 
     # -- indexing ------------------------------------------------------------------------------
 
-    def _add(self, address: str, observation: Observation) -> None:
-        self.observations.setdefault(address_key(address), []).append(observation)
+    def _add(self, key: str, observation: Observation) -> None:
+        """File *observation* under *key* (a :func:`_canon` key)."""
+        self.observations.setdefault(key, []).append(observation)
+        if observation.temporary:
+            self.temporary.add(key)
 
     def _serves(self, host: str, address: str) -> None:
         self.host_domains.setdefault(host, set()).add(address.rpartition("@")[2].lower())
+
+    def _spell(self, key: str, address: str, seq: int, *, sent: bool = False) -> None:
+        """Remember how *address* (*key*) was written: CleverTap's spelling (a SENT entry)
+        first."""
+        if sent and key not in self._sent_spelled:
+            self._sent_spelled.add(key)
+            self.spelled[key] = (address, seq)
+        else:
+            self.spelled.setdefault(key, (address, seq))
 
     def _reply(
         self,
@@ -242,8 +313,9 @@ class Facts:
         later_class: dict[str, str],
     ) -> None:
         at = entry.at
-        address = address_key(record.recipient)
+        address = _canon(record.recipient)
         self._serves(record.host, address)
+        self._spell(address, record.recipient, entry.seq)
         how = ", ".join(
             str(x)
             for x in (record.mode, f"attempt {record.attempt}" if record.attempt else None)
@@ -251,21 +323,37 @@ class Facts:
         )
         text = f"{record.reply} at {record.stage}" + (f" ({how})" if how else "")
         where = f" on {record.host}"
+        session = record.session
         if record.stage == "later":
             later_class[address] = str(record.bounce_class)
             self._add(
                 address,
-                Observation(entry.seq, "attempt", at, at, None, False, f"{text}, a DSN follows"),
+                Observation(
+                    entry.seq, "attempt", at, at, None, False, f"{text}, a DSN follows", session
+                ),
             )
         elif record.failed and record.bounce_class is not None:
             self._add(
                 address,
-                Observation(entry.seq, "reply", at, at, record.bounce_class, True, text + where),
+                Observation(
+                    entry.seq,
+                    "reply",
+                    at,
+                    at,
+                    record.bounce_class,
+                    True,
+                    text + where,
+                    session,
+                    temporary=record.code < 500,
+                ),
             )
         else:
             # Accepted at RCPT (acceptance of the message is its SmtpMessage record), or a
             # protocol reply (503, 530) that decides nothing about the address: an attempt.
-            self._add(address, Observation(entry.seq, "attempt", at, at, None, False, text + where))
+            self._add(
+                address,
+                Observation(entry.seq, "attempt", at, at, None, False, text + where, session),
+            )
 
     def _close(self, entry: Entry, record: SmtpClose) -> None:
         dropped = record.dropped_message
@@ -277,7 +365,7 @@ class Facts:
         for recipient in dropped.recipients:
             self._serves(record.host, recipient)
             self._add(
-                recipient,
+                _canon(recipient),
                 Observation(
                     entry.seq,
                     "dropped",
@@ -286,15 +374,18 @@ class Facts:
                     klass,
                     True,
                     f"connection dropped {when} ({record.variant}) on {record.host}",
+                    record.session,
+                    temporary=True,
                 ),
             )
 
     def _message(self, entry: Entry, record: SmtpMessage) -> None:
         recipients: set[str] = set()
         for recipient in record.recipients:
-            address = address_key(recipient.address)
+            address = _canon(recipient.address)
             recipients.add(address)
             self._serves(record.host, address)
+            self._spell(address, recipient.address, entry.seq)
             self._add(
                 address,
                 Observation(
@@ -305,8 +396,10 @@ class Facts:
                     "none",
                     False,
                     f"accepted as {record.id} on {record.host}",
+                    record.session,
                 ),
             )
+        self.messages[record.id] = (entry.seq, tuple(r.address for r in record.recipients))
         meta = record.x_clevertap_meta
         if meta is not None:
             # Long header lines may arrive folded; unfolding (RFC 5322 2.2.3) restores the value.
@@ -315,24 +408,32 @@ class Facts:
 
     def _dsn(self, entry: Entry, record: Dsn, later_class: Mapping[str, str]) -> None:
         delivered = "delivered to the intake" if record.ok else "NOT delivered to the intake"
+        message = self.messages.get(record.message) if record.message is not None else None
         for report in record.recipients:
-            if report.action not in ("failed", "delayed"):
+            recipient = report.recipient
+            if message is not None:
+                seq, sent_to = message
+                keys = {_canon(a) for a in sent_to}
+                if _canon(recipient) not in keys and len(sent_to) == 1:
+                    # Aliasing at the next hop: the DSN names the address the mail ended up
+                    # at; the real event is the one of the address the message was sent to.
+                    self.aliases[_canon(recipient)] = (sent_to[0], entry.seq, seq)
+                    recipient = sent_to[0]
+            detail = f"DSN {report.action} {report.status} ({record.dialect}), {delivered}"
+            if report.action == "failed":
+                klass = later_class.get(_canon(recipient)) or _status_class(report.status)
+                observation = Observation(entry.seq, "dsn", entry.at, entry.at, klass, True, detail)
+            elif report.action == "delayed":
+                observation = Observation(
+                    entry.seq, "dsn_delayed", entry.at, entry.at, None, False, detail
+                )
+            elif report.action in _SUCCESS_ACTIONS:
+                observation = Observation(
+                    entry.seq, "dsn_success", entry.at, entry.at, "none", False, detail
+                )
+            else:
                 continue
-            klass = later_class.get(address_key(report.recipient)) or _status_class(
-                report.action, report.status
-            )
-            self._add(
-                report.recipient,
-                Observation(
-                    entry.seq,
-                    "dsn",
-                    entry.at,
-                    entry.at,
-                    klass,
-                    True,
-                    f"DSN {report.action} {report.status} ({record.dialect}), {delivered}",
-                ),
-            )
+            self._add(_canon(recipient), observation)
 
     def _callback(self, entry: Entry, record: Callback) -> None:
         self.callbacks[entry.seq] = (entry, record)
@@ -356,10 +457,12 @@ class Facts:
             )
 
     def _sent(self, entry: Entry, record: Sent) -> None:
-        recipients = frozenset(address_key(a) for a in record.to)
-        for address in recipients:
+        for address in record.to:
+            self._spell(_canon(address), address, entry.seq, sent=True)
+        for address in frozenset(address_key(a) for a in record.to):
             self.sent.setdefault(address, []).append(entry)
         if record.meta is not None:
+            recipients = frozenset(_canon(a) for a in record.to)
             self.metas.setdefault(record.meta, []).append((entry.seq, recipients))
 
     def _declared_down(self, scenario: Scenario) -> None:
@@ -378,6 +481,8 @@ class Facts:
         declared = self.down_domains.get(domain) or self.down_domains.get("*")
         if declared is not None:
             return declared
+        if not self.down_hosts:
+            return None
         served = {d for domains in self.host_domains.values() for d in domains}
         for host, down in self.down_hosts.items():
             domains = self.host_domains.get(host)
@@ -392,7 +497,11 @@ class Facts:
 
     def history(self, address: str) -> list[Observation]:
         """Every observation for *address* in time order, a down host's included."""
-        found = list(self.observations.get(address_key(address), ()))
+        # Every check of every event asks again; the facts no longer change once indexed.
+        known = self._histories.get(address)
+        if known is not None:
+            return list(known)
+        found = list(self.observations.get(_canon(address), ()))
         down = self._down_for(address)
         if down is not None:
             mode = CATALOG[down.variant]
@@ -407,8 +516,10 @@ class Facts:
                     str(mode.bounce_class),
                     True,
                     f"its mail server is down ({down.variant}, {mode.enhanced})",
+                    temporary=True,
                 ),
             )
+        self._histories[address] = tuple(found)
         return found
 
     def attempted(self, address: str) -> bool:
@@ -426,9 +537,48 @@ class Facts:
         return found[-1] if found else None
 
     def accepted_before(self, address: str, at: float) -> Observation | None:
-        """The last acceptance of a message for *address* at or before *at*."""
-        found = [o for o in self.history(address) if o.kind == "accepted" and o.start <= at]
+        """The last acceptance of a message for *address* (by a fake MX, or a success DSN) at
+        or before *at*."""
+        found = [o for o in self.history(address) if o.kind in _DELIVERED and o.start <= at]
         return found[-1] if found else None
+
+    def outcome_before(self, address: str, at: float) -> Observation | None:
+        """The last observation for *address* at or before *at* that is more than an attempt."""
+        found = [o for o in self.history(address) if o.kind != "attempt" and o.start <= at]
+        return found[-1] if found else None
+
+    def attempts(self, address: str, at: float = math.inf) -> int | None:
+        """How many connections tried *address* up to *at*; None when that cannot be told (its
+        host refused every connection: refused connections leave no trace)."""
+        sessions = {
+            o.session
+            for o in self.observations.get(_canon(address), ())
+            if o.session is not None and o.start <= at
+        }
+        down = self._down_for(address)
+        if down is not None:
+            domain = address.rpartition("@")[2].lower()
+            # A domain the scenario declares down: the connections of the host seen down that
+            # serves it (by name or by the recipients it saw), if any.
+            hosts = (
+                [down]
+                if down.sessions
+                else [
+                    d
+                    for host, d in self.down_hosts.items()
+                    if host.lower() == domain or domain in self.host_domains.get(host, ())
+                ]
+            )
+            for host in hosts:
+                sessions.update(s for s, when in host.sessions.items() if when <= at)
+            if not sessions:
+                return None
+        return len(sessions)
+
+    def spelling(self, address: str) -> tuple[str, int] | None:
+        """How *address* was written where it was first seen, its IDN domain in either form:
+        (address, seq), CleverTap's spelling (a SENT entry) first."""
+        return self.spelled.get(_canon(address))
 
     def click_before(self, address: str, at: float) -> Entry | None:
         """The first click by *address* that reached the integration at or before *at*."""
@@ -440,8 +590,10 @@ class Facts:
     def real_window(self, event: ReportedEvent) -> tuple[float, float, int | None] | None:
         """When the real event behind *event* happened: (earliest, latest, evidence seq).
 
-        A bounce: from the first observation of its recipient to the last failure before the
-        callback. An unsubscribe: the first click. None when nothing real was found.
+        A bounce: the event that justifies it, the last failure before the callback (the
+        DSN's arrival for accept-then-bounce, the final reply after retries); without one, from
+        the first observation of the recipient. An unsubscribe: the first click. None when
+        nothing real was found.
         """
         if event.what == "unsubscribe":
             click = self.click_before(event.email, event.at)
@@ -450,8 +602,9 @@ class Facts:
         if not history:
             return None
         failure = self.failure_before(event.email, event.at)
-        last = failure if failure is not None else history[-1]
-        return (history[0].start, last.end, last.seq)
+        if failure is not None:
+            return (failure.start, failure.end, failure.seq)
+        return (history[0].start, history[-1].end, history[-1].seq)
 
     def real_event(self, event: ReportedEvent) -> tuple[float, float, int] | None:
         """The span of the one real event *event* reports: (start, end, evidence seq).
@@ -474,14 +627,37 @@ class Facts:
         return (failure.start, end, failure.seq)
 
 
+def _canon(address: str) -> str:
+    """:func:`address_key` with an IDN domain in one form (A-labels, after UTS 46 mapping).
+
+    The mail world may see ``user@xn--bcher-kva.example`` (an integration that converts the
+    domain for a server without SMTPUTF8, as it may) for the ``user@bücher.example`` CleverTap
+    sent to: one recipient, whose history must be one. Callback events keep ``address_key``,
+    so that CT515 can tell the reported form from the one sent to.
+    """
+    key = address_key(address)
+    local, at, domain = key.rpartition("@")
+    if not at or (domain.isascii() and "xn--" not in domain):
+        return key
+    return f"{local}@{_ascii_domain(domain)}"
+
+
+@lru_cache(maxsize=1024)
+def _ascii_domain(domain: str) -> str:
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii").lower()
+    except idna.IDNAError:
+        return domain  # not an IDN name at all: compared as written
+
+
 def _variant_class(variant: Any) -> str:
     mode = CATALOG.get(str(variant))
     return str(mode.bounce_class) if mode is not None else str(BounceClass.SOFT)
 
 
-def _status_class(action: str, status: str) -> str | None:
-    """The class of a DSN report whose ``later`` decision is unknown: the catalog's, by status."""
-    if action == "delayed" or status.startswith("4"):
+def _status_class(status: str) -> str | None:
+    """The class of a failed DSN whose ``later`` decision is unknown: the catalog's, by status."""
+    if status.startswith("4"):
         return str(BounceClass.SOFT)
     for mode in CATALOG.values():
         if mode.enhanced == status and mode.bounce_class is not BounceClass.NONE:
@@ -591,18 +767,26 @@ TS_OUTSIDE = register(
         severity=_E,
         family="cross",
         example=_example(
-            "# The bounce happened at 1700000000.5; the callback says an hour earlier.",
-            '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", '
-            '"recipient": "nobody@example.com", "sender": "bounces@brand.test", "stage": "rcpt", '
-            '"code": 550, "enhanced": "5.1.1", "reply": "550 5.1.1 User unknown", '
-            '"class": "hard", "mode": "invalid_address", "attempt": 1}',
-            '2 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
-            '"events": [["hardbounce", "nobody@example.com", 1699996400, null]]}',
+            "# Accepted at 0.6, bounced by a DSN at 15; the callback's ts is the send time.",
+            '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", "recipient": "late@example.com", '
+            '"sender": "bounces@brand.test", "stage": "later", "code": 250, "enhanced": "2.1.5", '
+            '"reply": "250 2.1.5 Ok", "class": "hard", "mode": "invalid_address", "attempt": 1}',
+            '0.6 smtp_message {"host": "mx1", "session": "mx1-1", "id": "MX1000003", '
+            '"sender": "bounces@brand.test", "recipients": [{"address": "late@example.com"}]}',
+            '15 dsn {"to": "bounces+late=example.com@gateway.test", "dialect": "postfix", '
+            '"recipients": [{"recipient": "late@example.com", "action": "failed", '
+            '"status": "5.1.1"}], "ok": true, "host": "mx1", "message": "MX1000003"}',
+            '16 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["hardbounce", "late@example.com", 1700000000, null]]}',
         ),
-        explanation="A legacy `ts` must lie between the first thing the mail world saw for the "
-        "address (its first attempt; for an unsubscribe, the click) and the moment the callback "
-        "arrived, give or take `ts_skew` (5 s by default). Outside it the integration made the "
-        "time up: a time zone applied twice, the campaign's send time, a constant.",
+        explanation="A legacy `ts` must lie between the event that justifies the report and "
+        "the moment the callback arrived, give or take `ts_skew` (5 s by default). That event "
+        "is the DSN's arrival for a message accepted and bounced later, the last failure "
+        "before the callback for a live failure (the final attempt, after retries: contract, "
+        "section 4.1), the click for an unsubscribe; for a server that was down, when it was "
+        "first seen down. Outside it the integration made the time up: the campaign's send "
+        "time, the first attempt's time for a later failure, a time zone applied twice, a "
+        "constant.",
     )
 )
 TWICE = register(
@@ -691,56 +875,226 @@ DELIVERED_NOT_ACCEPTED = register(
 )
 
 
+_W = Severity.WARNING
+_REPLY_4XX = (
+    '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", "recipient": "busy@example.com", '
+    '"sender": "bounces@brand.test", "stage": "rcpt", "code": 450, "enhanced": "4.2.1", '
+    '"reply": "450 4.2.1 Too many messages, slow down", "class": "soft", "mode": "throttle", '
+    '"attempt": 1}'
+)
+_REPLY_550 = (
+    '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", '
+    '"recipient": "nobody@example.com", "sender": "bounces@brand.test", "stage": "rcpt", '
+    '"code": 550, "enhanced": "5.1.1", "reply": "550 5.1.1 User unknown", '
+    '"class": "hard", "mode": "invalid_address", "attempt": 1}'
+)
+_ACCEPTED = (
+    '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", "recipient": "late@example.com", '
+    '"sender": "bounces@brand.test", "stage": "rcpt", "code": 250, "enhanced": "2.1.5", '
+    '"reply": "250 2.1.5 Ok", "class": "none", "mode": "accept", "attempt": 1}',
+    '0.6 smtp_message {"host": "mx1", "session": "mx1-1", "id": "MX1000003", '
+    '"sender": "bounces@brand.test", "recipients": [{"address": "late@example.com"}]}',
+)
+
+NEVER_RETRIED = register(
+    Check(
+        code="CT510",
+        title="temporary failure never retried",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# busy@example.com got a 4xx on its only attempt and was reported soft at once.",
+            _REPLY_4XX,
+            '2 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["softbounce", "busy@example.com", 1700000000, null]]}',
+        ),
+        explanation="Every failure the address got was temporary (a 4xx reply, a connection "
+        "dropped, its mail server down or silent) and the integration tried it only once: it "
+        "reported a bounce after that single attempt, or, reporting nothing, it did not try "
+        "again although the run went on for the whole retry budget after that attempt. The "
+        "contract (section 4.1) says a temporary failure is retried on the integration's "
+        "schedule and only then reported soft (greylisting and throttling go away on the "
+        "second attempt), and the whole schedule fits in the retry budget "
+        "(`HARNESS_RETRY_BUDGET`, section 4.4: `integration.retry_budget`, else `within` "
+        "minus 5 s, at least half of `within`): past it, the second attempt is not late, it is "
+        "missing. One connection is one attempt. A host that refuses every connection leaves "
+        "no trace of the attempts, so it is not judged here.",
+    )
+)
+RESENT_TOO_SOON = register(
+    Check(
+        code="CT511",
+        title="failed callback resent before its Retry-After or without backoff",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# A 429 with Retry-After: 2, and the same body resent 3 ms later.",
+            _REPLY_550,
+            '1 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 429, '
+            '"fault": {"rule": 0, "action": "status", "spec": "429,retry_after=2,first=1", '
+            '"retry_after": 2}, "events": [["hardbounce", "nobody@example.com", 1700000000, '
+            "null]]}",
+            '1.003 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["hardbounce", "nobody@example.com", 1700000000, null]]}',
+        ),
+        explanation="A callback answered 429 or 5xx, or dropped by a fault, was resent (the "
+        "next request to the same endpoint with the same body or one of its events) sooner "
+        "than the `Retry-After` it was given (honoured up to `retry_after_cap`, 5 s, as the "
+        "contract's section 5.3 allows), or, without a `Retry-After`, less than "
+        "`callback_backoff` (0.1 s) after the failure: no backoff at all. The time counts "
+        "from when the answer was sent (the fault's `delay` included). Hammering an endpoint "
+        "that is overloaded keeps it down, and CleverTap rate-limits with 429.",
+    )
+)
+UNSUBSCRIBED_TWICE = register(
+    Check(
+        code="CT512",
+        title="the same unsubscribe reported twice in the run",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# One click, two accepted unsubscribe callbacks.",
+            '1 click {"recipient": "reader@example.com", "via": "one_click", '
+            '"url": "http://127.0.0.1:8080/u/1", "status": 200, "ok": true}',
+            '2 callback {"endpoint": "unsubscribe", "path": "/callbacks/unsubscribe", '
+            '"status": 200, "events": [["unsubscribe", "reader@example.com", 1700000001, null]]}',
+            '9 callback {"endpoint": "unsubscribe", "path": "/callbacks/unsubscribe", '
+            '"status": 200, "events": [["unsubscribe", "reader@example.com", 1700000008, null]]}',
+        ),
+        explanation="An unsubscribe for the same address arrived in two callbacks that were "
+        "both accepted (2xx), whatever their `ts` and however far apart. Unsubscribing is "
+        "per address and idempotent (contract, section 3.3): a second click, on the same or "
+        "another message's link, answers 200 but sends no second callback. A resend after a "
+        "failed request is not a duplicate.",
+    )
+)
+DELAYED_AS_BOUNCE = register(
+    Check(
+        code="CT513",
+        title="delayed DSN reported as a bounce",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# Accepted, then a DSN with Action: delayed; reported as a soft bounce.",
+            *_ACCEPTED,
+            '3 dsn {"to": "bounces+late=example.com@gateway.test", "dialect": "postfix", '
+            '"recipients": [{"recipient": "late@example.com", "action": "delayed", '
+            '"status": "4.4.7"}], "ok": true, "host": "mx1", "message": "MX1000003"}',
+            '4 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["softbounce", "late@example.com", 1700000003, null]]}',
+        ),
+        explanation="The last thing the mail world said about the address before the callback "
+        "was a DSN with `Action: delayed` (RFC 3464): the remote server is still trying, the "
+        "message may yet be delivered. It is not a bounce, soft or hard (contract, section "
+        "4.2); a bounce comes, if ever, with a later `Action: failed` DSN.",
+    )
+)
+SUCCESS_AS_BOUNCE = register(
+    Check(
+        code="CT514",
+        title="success DSN reported as a bounce",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# Accepted, then a DSN with Action: relayed; reported as a hard bounce.",
+            *_ACCEPTED,
+            '3 dsn {"to": "bounces+late=example.com@gateway.test", "dialect": "postfix", '
+            '"recipients": [{"recipient": "late@example.com", "action": "relayed", '
+            '"status": "2.0.0"}], "ok": true, "host": "mx1", "message": "MX1000003"}',
+            '4 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["hardbounce", "late@example.com", 1700000003, null]]}',
+        ),
+        explanation="The last thing the mail world said about the address before the callback "
+        "was a success DSN (`Action: delivered`, `relayed` or `expanded`, RFC 3464): the "
+        "message got through. It arrives at the bounce address like a failure DSN, and a "
+        "processor that reads only the envelope, or the `Status` class without the `Action`, "
+        "reports it as a bounce (contract, section 4.2: nothing in legacy, `delivered` in v2).",
+    )
+)
+NOT_THE_ADDRESS_SENT_TO = register(
+    Check(
+        code="CT515",
+        title="reported address is not the address CleverTap sent to",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# The message to user@example.com was forwarded; the DSN's Final-Recipient is",
+            "# alias@other.test, and that is the address reported.",
+            '0 sent {"message_id": "<1@brand.test>", "from": "news@brand.test", '
+            '"to": ["user@example.com"], "subject": "Hi", "ok": true, "reply": "250 ok"}',
+            '0.5 smtp_reply {"host": "mx1", "session": "mx1-2", "recipient": "user@example.com", '
+            '"sender": "bounces@brand.test", "stage": "later", "code": 250, "enhanced": "2.1.5", '
+            '"reply": "250 2.1.5 Ok", "class": "hard", "mode": "invalid_address", "attempt": 1}',
+            '0.6 smtp_message {"host": "mx1", "session": "mx1-2", "id": "MX1000004", '
+            '"sender": "bounces@brand.test", "recipients": [{"address": "user@example.com"}]}',
+            '3 dsn {"to": "bounces+user=example.com@gateway.test", "dialect": "postfix", '
+            '"recipients": [{"recipient": "alias@other.test", "action": "failed", '
+            '"status": "5.1.1"}], "ok": true, "host": "mx1", "message": "MX1000004"}',
+            '4 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["hardbounce", "alias@other.test", 1700000003, null]]}',
+        ),
+        explanation="CleverTap can only match an event to a user by the address it sent to. "
+        "Two ways to get another one: the DSN's `Final-Recipient` after aliasing or "
+        "forwarding at the next hop (the DSN reports on a message sent to someone else; the "
+        "VERP envelope, or `Original-Recipient`, names the right one: contract, section 4.2), "
+        "and an IDN domain written in the other form (`xn--bcher-kva.example` for "
+        "`bücher.example`, or the reverse), compared after IDNA (UTS 46) mapping. The other "
+        "cross-checks are not run on such an event: they would only repeat that the address "
+        "is unknown.",
+    )
+)
+OTHER_CASE = register(
+    Check(
+        code="CT516",
+        title="reported address differs in the case of its local part",
+        severity=_W,
+        family="cross",
+        example=_example(
+            "# CleverTap sent to Ann.Lee@example.com; the callback says ann.lee@example.com.",
+            '0 sent {"message_id": "<1@brand.test>", "from": "news@brand.test", '
+            '"to": ["Ann.Lee@example.com"], "subject": "Hi", "ok": true, "reply": "250 ok"}',
+            '0.5 smtp_reply {"host": "mx1", "session": "mx1-2", '
+            '"recipient": "Ann.Lee@example.com", "sender": "bounces@brand.test", '
+            '"stage": "rcpt", "code": 550, "enhanced": "5.1.1", "reply": "550 5.1.1 User unknown", '
+            '"class": "hard", "mode": "invalid_address", "attempt": 1}',
+            '2 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["hardbounce", "ann.lee@example.com", 1700000001, null]]}',
+        ),
+        explanation="The reported address is the one CleverTap sent to except for the case of "
+        "its local part (the domain's case never matters). Mail systems almost always treat "
+        "local parts case-insensitively, and the harness matches them so everywhere, but "
+        "RFC 5321 lets them differ and CleverTap's own rule is not public: echo the address "
+        "exactly as it was sent. A warning, not an error.",
+    )
+)
+
+
 # -- running them --------------------------------------------------------------------------------
 
 
 def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list[Violation]:
-    """Every CT5xx violation in the accepted callbacks of *facts*, in journal order."""
+    """Every CT5xx violation of *facts*, in journal order (of the entry each one is about)."""
     config = config or CrossCheckConfig()
     found: list[Violation] = []
     reported: dict[tuple[str, str], ReportedEvent] = {}
     for event in facts.events:
         if not event.accepted or not event.email:
             continue
+        identity = _identity(facts, event)
+        if identity is not None:
+            found.append(identity)
+            if identity.severity is Severity.ERROR:
+                continue  # an address CleverTap never sent to: every other check would say so
         what = event.what
         if what in BOUNCES:
             found.extend(_bounce(facts, event, what))
-            key = (event.event, event.address)
-            first = reported.get(key)
-            if first is None:
-                reported[key] = event
-            elif first.seq != event.seq:  # twice in one payload is CT401
-                found.append(
-                    _violation(
-                        facts,
-                        TWICE,
-                        event,
-                        f"{event.event} for {event.email} was already reported in callback "
-                        f"{first.seq}",
-                        expected="one report per bounce",
-                        seen=f"reports in callbacks {first.seq} and {event.seq}",
-                        evidence=(first.seq, event.seq),
-                    )
-                )
-        elif what == "unsubscribe" and facts.click_before(event.email, event.at) is None:
-            clicks = facts.clicks.get(event.address, ())
-            seen = (
-                f"clicks only after the callback (seq {', '.join(str(c.seq) for c, _ in clicks)})"
-                if clicks
-                else "no click"
-            )
-            found.append(
-                _violation(
-                    facts,
-                    NO_CLICK,
-                    event,
-                    f"{event.event} for {event.email}, but no unsubscribe action by that "
-                    "recipient reached the integration before it",
-                    expected="a click (one-click POST, link or mailto) before the callback",
-                    seen=seen,
-                    evidence=(event.seq, *(c.seq for c, _ in clicks)),
-                )
-            )
+            found.extend(_twice(facts, event, (event.event, event.address), reported, TWICE))
+        elif what == "unsubscribe":
+            # Per address, whatever the format's event name (contract, section 3.3).
+            key = ("unsubscribe", event.address)
+            found.extend(_twice(facts, event, key, reported, UNSUBSCRIBED_TWICE))
+            if facts.click_before(event.email, event.at) is None:
+                found.append(_no_click(facts, event))
         elif what == "delivered" and facts.accepted_before(event.email, event.at) is None:
             failure = facts.failure_before(event.email, event.at)
             found.append(
@@ -757,7 +1111,104 @@ def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list
             )
         found.extend(_ts(facts, event, config))
         found.extend(_meta(facts, event))
+    bounced = {_canon(e.email) for (name, _), e in reported.items() if name != "unsubscribe"}
+    found.extend(_never_retried(facts, reported=bounced))
+    found.extend(_resent_too_soon(facts, config))
+    # Stable: the checks of one event keep their order.
+    found.sort(key=lambda v: v.evidence[0] if v.evidence else 0)
     return found
+
+
+def _twice(
+    facts: Facts,
+    event: ReportedEvent,
+    key: tuple[str, str],
+    reported: dict[tuple[str, str], ReportedEvent],
+    check: Check,
+) -> list[Violation]:
+    first = reported.get(key)
+    if first is None:
+        reported[key] = event
+        return []
+    if first.seq == event.seq:  # twice in one payload is CT401
+        return []
+    what = "bounce" if check is TWICE else "unsubscribe"
+    return [
+        _violation(
+            facts,
+            check,
+            event,
+            f"{event.event} for {event.email} was already reported in callback {first.seq}",
+            expected=f"one report per {what}",
+            seen=f"reports in callbacks {first.seq} and {event.seq}",
+            evidence=(first.seq, event.seq),
+        )
+    ]
+
+
+def _no_click(facts: Facts, event: ReportedEvent) -> Violation:
+    clicks = facts.clicks.get(event.address, ())
+    seen = (
+        f"clicks only after the callback (seq {', '.join(str(c.seq) for c, _ in clicks)})"
+        if clicks
+        else "no click"
+    )
+    return _violation(
+        facts,
+        NO_CLICK,
+        event,
+        f"{event.event} for {event.email}, but no unsubscribe action by that recipient reached "
+        "the integration before it",
+        expected="a click (one-click POST, link or mailto) before the callback",
+        seen=seen,
+        evidence=(event.seq, *(c.seq for c, _ in clicks)),
+    )
+
+
+def _identity(facts: Facts, event: ReportedEvent) -> Violation | None:
+    """CT515 when *event* names another address than the one CleverTap sent to (a DSN's
+    Final-Recipient after aliasing, the IDN domain in its other form); CT516 when only the
+    case of the local part differs."""
+    spelled = facts.spelling(event.email)
+    if spelled is None:
+        alias = facts.aliases.get(_canon(event.email))
+        if alias is None:
+            return None  # an address nobody knows: CT501, CT507 or CT509 say so
+        original, dsn, message = alias
+        return _violation(
+            facts,
+            NOT_THE_ADDRESS_SENT_TO,
+            event,
+            f"{event.event} for {event.email}, the Final-Recipient of the DSN (seq {dsn}) of a "
+            f"message sent to {original}",
+            expected=original,
+            seen=event.email,
+            evidence=(event.seq, dsn, message),
+        )
+    sent, seq = spelled
+    if address_key(sent) != event.address:
+        return _violation(
+            facts,
+            NOT_THE_ADDRESS_SENT_TO,
+            event,
+            f"{event.event} for {event.email}, but CleverTap sent to {sent}: the same domain in "
+            "its other IDN form",
+            expected=sent,
+            seen=event.email,
+            evidence=(event.seq, seq),
+        )
+    if event.email.rpartition("@")[0] == sent.rpartition("@")[0]:
+        return None
+    return _violation(
+        facts,
+        OTHER_CASE,
+        event,
+        f"{event.event} for {event.email}, but CleverTap sent to {sent}: the local part is in "
+        "another case",
+        expected=sent,
+        seen=event.email,
+        evidence=(event.seq, seq),
+    )
 
 
 def _bounce(facts: Facts, event: ReportedEvent, what: str) -> list[Violation]:
@@ -780,8 +1231,24 @@ def _bounce(facts: Facts, event: ReportedEvent, what: str) -> list[Violation]:
                 evidence=(event.seq, *(e.seq for e in sent or ())),
             )
         ]
+    last = facts.outcome_before(event.email, event.at)
+    if last is not None and last.kind in ("dsn_delayed", "dsn_success"):
+        check = DELAYED_AS_BOUNCE if last.kind == "dsn_delayed" else SUCCESS_AS_BOUNCE
+        said = "is delayed, not failed" if last.kind == "dsn_delayed" else "got through"
+        return [
+            _violation(
+                facts,
+                check,
+                event,
+                f"{event.event} for {event.email}, but the last DSN before it says the message "
+                f"{said}: {last.detail}",
+                expected="no bounce" if last.kind == "dsn_success" else "no bounce yet",
+                seen=f"{event.event}; last before it: {last.detail}",
+                evidence=(event.seq, last.seq),
+            )
+        ]
     final = facts.final(event.email)
-    if final is not None and final.kind == "accepted":
+    if final is not None and final.kind in _DELIVERED:
         earlier = [o.seq for o in history if o.failed]
         return [
             _violation(
@@ -795,9 +1262,10 @@ def _bounce(facts: Facts, event: ReportedEvent, what: str) -> list[Violation]:
                 evidence=(event.seq, *earlier, final.seq),
             )
         ]
+    found = _gave_up(facts, event)
     failure = facts.failure_before(event.email, event.at)
     if failure is None or failure.bounce_class not in BOUNCES or failure.bounce_class == what:
-        return []
+        return found
     check = SOFT_AS_HARD if failure.bounce_class == "soft" else HARD_AS_SOFT
     return [
         _violation(
@@ -809,8 +1277,158 @@ def _bounce(facts: Facts, event: ReportedEvent, what: str) -> list[Violation]:
             expected=f"a {failure.bounce_class} bounce",
             seen=f"{event.event} ({what})",
             evidence=(event.seq, failure.seq),
+        ),
+        *found,
+    ]
+
+
+def _temporary_only(facts: Facts, address: str, at: float) -> list[Observation] | None:
+    """The failures of *address* up to *at* when there are some and every one is temporary
+    and nothing else (an acceptance, a DSN) happened; else None."""
+    if _canon(address) not in facts.temporary and facts._down_for(address) is None:
+        return None  # the common case, without building the history
+    seen = [o for o in facts.history(address) if o.start <= at and o.kind != "attempt"]
+    if not seen or not all(o.failed and o.temporary for o in seen):
+        return None
+    return seen
+
+
+def _gave_up(facts: Facts, event: ReportedEvent) -> list[Violation]:
+    """CT510 for a bounce reported after a single attempt that failed temporarily."""
+    failures = _temporary_only(facts, event.email, event.at)
+    if failures is None or facts.attempts(event.email, event.at) != 1:
+        return []
+    return [
+        _violation(
+            facts,
+            NEVER_RETRIED,
+            event,
+            f"{event.event} for {event.email} after a single attempt that failed temporarily: "
+            f"{failures[-1].detail}",
+            expected="a retry on the integration's schedule before any bounce",
+            seen=f"1 attempt, then {event.event}",
+            evidence=(event.seq, *(o.seq for o in failures)),
         )
     ]
+
+
+def _never_retried(facts: Facts, *, reported: set[str]) -> list[Violation]:
+    """CT510 for addresses nobody reported, tried once, failed temporarily, although the run
+    went on for the whole retry budget after that attempt."""
+    budget, finished = facts.retry_budget, facts.finished
+    if budget is None or finished is None:
+        return []
+    found: list[Violation] = []
+    # Only a temporary failure or a host down can make a candidate.
+    candidates = set(facts.temporary)
+    if facts.down_hosts or facts.down_domains:
+        candidates |= set(facts.observations) | {_canon(a) for a in facts.sent}
+    for address in sorted(candidates):
+        if address in reported:
+            continue  # _gave_up judged it against its report
+        failures = _temporary_only(facts, address, math.inf)
+        if failures is None or failures[0].start + budget > finished:
+            continue
+        if facts.attempts(address) != 1:
+            continue
+        spelled = facts.spelling(address)
+        name = spelled[0] if spelled is not None else address
+        first = failures[0]
+        found.append(
+            Violation(
+                code=NEVER_RETRIED.code,
+                severity=NEVER_RETRIED.severity,
+                path=f"recipient {name}",
+                message=f"{name} failed temporarily on its only attempt and was not tried again "
+                f"in the {budget:g} s of the retry budget (HARNESS_RETRY_BUDGET): {first.detail}",
+                expected="a retry on the integration's schedule, within the retry budget",
+                seen=f"1 attempt in the {finished - first.start:.0f} s after it",
+                evidence=tuple(dict.fromkeys(o.seq for o in failures)),
+                extra={"recipient": name, "retry_budget": budget},
+            )
+        )
+    return found
+
+
+def _failed_request(record: Callback) -> bool:
+    """The integration must resend it: 429, 5xx, or a connection a fault dropped."""
+    if record.status is None:
+        return record.fault is not None and record.fault.action in ("close", "reset")
+    return record.status == 429 or record.status >= 500
+
+
+def _resent_too_soon(facts: Facts, config: CrossCheckConfig) -> list[Violation]:
+    """CT511 over every failed request and its resend."""
+    found: list[Violation] = []
+    calls = sorted(facts.callbacks.values(), key=lambda c: c[0].seq)
+    # Where each event and each body was sent, so that finding a resend is a lookup, not a scan
+    # of every later request (a run with a fault rate has many failed requests).
+    positions: dict[tuple[object, ...], list[int]] = {}
+    for i, (_, record) in enumerate(calls):
+        for key in _resend_keys(record):
+            places = positions.setdefault(key, [])
+            if not places or places[-1] != i:
+                places.append(i)
+    for i, (entry, record) in enumerate(calls):
+        if not _failed_request(record):
+            continue
+        later_ones = [
+            places[at]
+            for places in (positions[key] for key in _resend_keys(record))
+            if (at := bisect_right(places, i)) < len(places)
+        ]
+        if not later_ones:
+            continue
+        later, _ = calls[min(later_ones)]
+        answered = entry.at + _fault_delay(record)
+        gap = later.at - answered
+        retry_after = record.fault.retry_after if record.fault is not None else None
+        if record.status is not None:
+            how = str(record.status)
+        else:
+            how = f"dropped ({record.fault.spec if record.fault is not None else 'no answer'})"
+        if retry_after is not None:
+            need = min(float(retry_after), config.retry_after_cap)
+            given = f"{how} with Retry-After: {retry_after}"
+            expected = f"a resend at least {need:g} s after the answer"
+        else:
+            need = config.callback_backoff
+            given = how
+            expected = f"a backoff of at least {need:g} s"
+        if gap + config.timing_slack >= need:
+            continue
+        found.append(
+            Violation(
+                code=RESENT_TOO_SOON.code,
+                severity=RESENT_TOO_SOON.severity,
+                path="$",
+                message=f"callback {entry.seq} got {given} and was resent {gap:.3f} s later "
+                f"(callback {later.seq})",
+                expected=expected,
+                seen=f"{gap:.3f} s",
+                evidence=(entry.seq, later.seq),
+                extra={"callback": later.seq, "gap": round(gap, 3), "retry_after": retry_after},
+            )
+        )
+    return found
+
+
+def _resend_keys(record: Callback) -> set[tuple[object, ...]]:
+    """What makes a later request the resend of *record*: the same body to the same endpoint,
+    or one of its events (an integration may batch a failed event with new ones)."""
+    keys: set[tuple[object, ...]] = {(record.endpoint, "body", record.body, record.body_base64)}
+    keys.update((record.endpoint, e.event, address_key(e.email)) for e in record.events)
+    return keys
+
+
+def _fault_delay(record: Callback) -> float:
+    """How long the fake CleverTap waited before it answered (the fault's ``delay``)."""
+    if record.fault is None:
+        return 0.0
+    try:
+        return parse_fault(record.fault.spec).delay or 0.0
+    except ConfigError:
+        return 0.0  # a spec the parser no longer reads: count from the arrival (lenient)
 
 
 def _ts(facts: Facts, event: ReportedEvent, config: CrossCheckConfig) -> list[Violation]:
@@ -818,19 +1436,29 @@ def _ts(facts: Facts, event: ReportedEvent, config: CrossCheckConfig) -> list[Vi
         return []
     if event.what not in BOUNCES and event.what != "unsubscribe":
         return []
-    window = facts.real_window(event)
-    if window is None:
-        if event.what == "unsubscribe" or facts.started is None:
-            return []  # CT507 or CT501 says what is wrong; there is no real event to time
-        low, evidence = facts.started, None
+    # The window starts at the event that justifies the report (see Facts.real_window).
+    low: float
+    evidence: int | None = None
+    what = "the first attempt at the address"
+    if event.what == "unsubscribe":
+        click = facts.click_before(event.email, event.at)
+        if click is None:
+            return []  # CT507 says what is wrong; there is no real event to time
+        low, evidence, what = click.at, click.seq, "the click"
+    elif (failure := facts.failure_before(event.email, event.at)) is not None:
+        low, evidence = failure.start, failure.seq
+        what = _JUSTIFIED_BY.get(failure.kind, "the failure it reports")
+    elif history := facts.history(event.email):
+        low, evidence = history[0].start, history[-1].seq
+    elif facts.started is not None:
+        low = facts.started
     else:
-        low, _, evidence = window
+        return []  # CT501 says what is wrong
     earliest = math.floor(low - config.ts_skew)
     latest = event.at + config.ts_skew
     if earliest <= event.ts <= latest:
         return []
     if event.ts < earliest:
-        what = "the click" if event.what == "unsubscribe" else "the first attempt at the address"
         off = f"{earliest - event.ts:.0f} s before {what}"
     else:
         off = f"{event.ts - latest:.0f} s after the callback arrived"
@@ -848,12 +1476,18 @@ def _ts(facts: Facts, event: ReportedEvent, config: CrossCheckConfig) -> list[Vi
     ]
 
 
+_JUSTIFIED_BY = {
+    "dsn": "the DSN arrived",
+    "host_down": "its mail server was seen down",
+}
+
+
 def _meta(facts: Facts, event: ReportedEvent) -> list[Violation]:
     if event.endpoint != "v2" or not event.meta:
         return []
     carriers = facts.metas.get(event.meta)
     if not carriers:
-        own = [m for m, _ in _metas_of(facts, event.address)]
+        own = [m for m, _ in _metas_of(facts, _canon(event.email))]
         return [
             _violation(
                 facts,
@@ -863,11 +1497,11 @@ def _meta(facts: Facts, event: ReportedEvent) -> list[Violation]:
                 "message",
                 expected=repr(own[0]) if own else "the X-CleverTap_META of a sent message",
                 seen=repr(event.meta),
-                evidence=(event.seq, *(s for _, s in _metas_of(facts, event.address))),
+                evidence=(event.seq, *(s for _, s in _metas_of(facts, _canon(event.email)))),
             )
         ]
     recipients = set().union(*(r for _, r in carriers))
-    if event.address in recipients or not recipients:
+    if _canon(event.email) in recipients or not recipients:
         return []
     return [
         _violation(

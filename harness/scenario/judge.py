@@ -23,6 +23,13 @@ What counts, and why:
   count expectation fails instead).
 - **violations**: every error-severity violation fails the run unless the scenario allows its
   code (``violations: {allow: [CT301]}``); warnings are reported and never fail it.
+- **the integration's stop** (when the runner says how it ended, *stopped*): it must run until
+  SIGTERM and then exit within ``integration.stop_timeout``; killed with SIGKILL, or gone before
+  the run ended, fails the run.
+
+An expected callback that did not arrive says what the mail world saw for its recipient (from
+:meth:`Facts.history`): when it was submitted, every attempt, acceptance and DSN, and when the
+``within`` window closed (``ExpectationResult.world``).
 
 Events are matched by their name in the scenario's format (``softbounce`` in legacy,
 ``soft_bounce`` in v2) and the address, case-insensitively.
@@ -33,6 +40,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -43,7 +51,7 @@ import msgspec
 
 from harness.checks import Severity, Violation
 from harness.journal import Entry, Journal, Kind
-from harness.records import Callback, ViolationFound
+from harness.records import Callback, Sent, ViolationFound
 from harness.scenario.crosschecks import (
     CrossCheckConfig,
     Facts,
@@ -53,16 +61,18 @@ from harness.scenario.crosschecks import (
 from harness.scenario.model import AbsentCallback, ExpectedCallback, Scenario
 from harness.vocab import address_key
 
-__all__ = ["ExpectationResult", "Verdict", "judge", "pending"]
+__all__ = ["ExpectationResult", "Stopped", "Verdict", "judge", "pending", "world_account"]
 
 _NEAREST = 3
+_WORLD_LINES = 8
+"""At most this many observations in a "what the world saw" account (first and last ones)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ExpectationResult:
     """The fate of one expectation of a scenario."""
 
-    kind: Literal["callback", "absent", "nothing_else", "violations"]
+    kind: Literal["callback", "absent", "nothing_else", "violations", "integration"]
     path: str
     """Where it is written in the scenario: ``expect.callbacks[0]``."""
     description: str
@@ -77,6 +87,10 @@ class ExpectationResult:
     arrived_after: float | None = None
     """Seconds from the start of the run to the callback that met it (expected callbacks)."""
     expectation: ExpectedCallback | AbsentCallback | None = None
+    world: tuple[str, ...] = ()
+    """When an expected callback is missing: what the mail world saw for its recipient, one
+    line per observation (``+1.2 s seq 14: accepted as MX1000002 on mx1``), then when the
+    window closed."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,7 +102,24 @@ class ExpectationResult:
             "evidence": list(self.evidence),
             "nearest": [e.to_json() for e in self.nearest],
             "arrived_after": self.arrived_after,
+            "world": list(self.world),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """How the integration under test ended, as the runner saw it."""
+
+    timeout: float
+    """Seconds it had to exit after SIGTERM (``integration.stop_timeout``)."""
+    exit_code: int | None
+    """Its exit status (negative: the signal that ended it); None if unknown."""
+    killed: bool
+    """Still running *timeout* seconds after SIGTERM: killed with SIGKILL."""
+    seconds: float | None = None
+    """From SIGTERM to its exit."""
+    early: bool = False
+    """It had exited on its own before the runner sent SIGTERM."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +177,7 @@ class Verdict:
                 "duration": self.duration,
             },
             "counts": {"callbacks": self.callbacks, "entries": self.entries},
+            "notes": list(self.notes),
         }
 
 
@@ -156,16 +188,20 @@ def judge(
     started: float,
     finished: float | None = None,
     config: CrossCheckConfig | None = None,
+    stopped: Stopped | None = None,
+    notes: Sequence[str] = (),
 ) -> Verdict:
     """Judge the run of *scenario* recorded in *journal* between *started* and *finished*.
 
     *started* and *finished* are wall-clock times (``time.time()``); *finished* defaults to now.
+    *stopped* (the runner's account of the integration's end) adds the stop expectation;
+    *notes* are kept in the verdict as they are.
     Appends each cross-check violation to the journal as a ``Kind.VIOLATION`` entry (once, even
     when called again on the same run). See the module docstring for what counts.
     """
     end = time.time() if finished is None else finished
     entries = _run_entries(journal, started, end)
-    facts = Facts.from_entries(entries, scenario=scenario, started=started)
+    facts = Facts.from_entries(entries, scenario=scenario, started=started, finished=end)
     deadline = started + scenario.expect.within
     crossed = cross_check(facts, config=config)
     _record(journal, scenario, entries, crossed)
@@ -187,13 +223,15 @@ def judge(
     allowed = tuple(expect.violations.allow)
     results: list[ExpectationResult] = []
     for i, wanted in enumerate(expect.callbacks):
-        results.append(_expected(facts, wanted, i, started, deadline))
+        results.append(_expected(facts, wanted, i, started, deadline, scenario.retry_budget))
     for i, absent in enumerate(expect.absent):
         results.append(_absent(facts, absent, i))
     unexpected = _unexpected(facts, expect.callbacks)
     if expect.nothing_else:
         results.append(_nothing_else(unexpected))
     results.append(_violations(violations, allowed))
+    if stopped is not None:
+        results.append(_stop(stopped))
 
     return Verdict(
         scenario=scenario.name,
@@ -208,6 +246,7 @@ def judge(
         deadline=deadline,
         callbacks=len(facts.callbacks),
         entries=len(entries),
+        notes=list(notes),
     )
 
 
@@ -276,7 +315,12 @@ def _seqs(events: Iterable[ReportedEvent]) -> str:
 
 
 def _expected(
-    facts: Facts, wanted: ExpectedCallback, i: int, started: float, deadline: float
+    facts: Facts,
+    wanted: ExpectedCallback,
+    i: int,
+    started: float,
+    deadline: float,
+    budget: float,
 ) -> ExpectationResult:
     address = address_key(wanted.e)
     matching = [e for e in facts.events if e.event == wanted.event and e.address == address]
@@ -312,6 +356,7 @@ def _expected(
             reason=reason,
             evidence=tuple(dict.fromkeys(e.seq for e in late + refused)),
             nearest=nearest,
+            world=world_account(facts, wanted.e, started, deadline, budget),
         )
     if len(in_time) != wanted.count:
         times = "time" if len(in_time) == 1 else "times"
@@ -338,6 +383,90 @@ def _expected(
         evidence=evidence,
         arrived_after=last.at - started,
     )
+
+
+_KINDS = {
+    "reply": "refused",
+    "attempt": "attempt",
+    "accepted": "accepted",
+    "dropped": "dropped",
+    "dsn": "DSN",
+    "host_down": "host down",
+}
+
+
+def world_account(
+    facts: Facts, address: str, started: float, deadline: float, budget: float | None = None
+) -> tuple[str, ...]:
+    """What the mail world saw for *address*, one line each, times from the start of the run:
+    its submission, every attempt, acceptance, drop and DSN, then when the window closed (and,
+    when the last thing seen was a temporary failure, that a retry may still have been due)."""
+    lines: list[str] = []
+
+    def at(when: float) -> str:
+        return f"+{when - started:.1f} s"
+
+    for entry in facts.sent.get(address_key(address), ()):
+        sent = entry.data
+        if isinstance(sent, Sent):
+            if sent.ok:
+                lines.append(f"{at(entry.at)} seq {entry.seq}: submitted to the integration")
+            else:
+                why = sent.reply or sent.error or "refused"
+                lines.append(f"{at(entry.at)} seq {entry.seq}: submission refused: {why}")
+    history = facts.history(address)
+    shown = list(history)
+    skipped = 0
+    if len(shown) > _WORLD_LINES:
+        skipped = len(shown) - _WORLD_LINES
+        shown = shown[:2] + shown[-(_WORLD_LINES - 2) :]
+    for n, observation in enumerate(shown):
+        if skipped and n == 2:
+            lines.append(f"... {skipped} more observations ...")
+        kind = _KINDS.get(observation.kind, observation.kind)
+        lines.append(f"{at(observation.start)} seq {observation.seq}: {kind}: {observation.detail}")
+    if not history:
+        lines.append("no fake mail server saw an attempt at this address, and no DSN named it")
+    window = f"{at(deadline)}: the window closed (expect.within {deadline - started:g} s)"
+    final = facts.final(address)
+    reported = any(e.address == address_key(address) for e in facts.events)
+    if final is not None and final.failed and final.bounce_class == "soft" and not reported:
+        window += (
+            f"; the last thing seen ({at(final.start)}) was a temporary failure: the integration "
+            "may still have been retrying"
+        )
+        if budget is not None:
+            window += f" (its retry budget, HARNESS_RETRY_BUDGET, was {budget:g} s)"
+    lines.append(window)
+    return tuple(lines)
+
+
+def _stop(stopped: Stopped) -> ExpectationResult:
+    description = f"the integration runs until SIGTERM, then exits within {stopped.timeout:g} s"
+    result = functools.partial(
+        ExpectationResult, "integration", "integration.stop_timeout", description
+    )
+    code = stopped.exit_code
+    if stopped.killed:
+        return result(
+            met=False,
+            reason=f"killed with SIGKILL: still running {stopped.timeout:g} s after SIGTERM "
+            "(SIGTERM ignored, or its shutdown took too long)",
+        )
+    if stopped.early:
+        return result(
+            met=False,
+            reason=f"exited on its own (exit status {code}) before the run ended; it must run "
+            "until SIGTERM",
+        )
+    took = f" {stopped.seconds:.1f} s" if stopped.seconds is not None else ""
+    if code == -signal.SIGTERM:
+        how = f"ended by SIGTERM itself{took} after it (no handler: nothing queued was flushed)"
+    elif code is not None and code < 0:
+        how = f"ended by signal {-code}{took} after SIGTERM"
+    else:
+        how = f"exited (status {code}){took} after SIGTERM"
+    return result(met=True, reason=how)
 
 
 def _ts_problems(

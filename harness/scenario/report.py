@@ -4,11 +4,12 @@ Every function takes the :class:`~harness.scenario.judge.Verdict` of each scenar
 verdict) and renders only what is in them.
 
 **Terminal / text** (:func:`print_report`, :func:`render_text`): per scenario a header line
-(``PASS``/``FAIL``, name, file, duration, callbacks), a table of expectations (met or not, with
-the reason and the journal seqs that prove it), for each unmet expected callback an
-expected-vs-seen diff of the nearest callbacks that did arrive, a table of violations (code,
-severity, path, message with expected and seen, journal seqs), then a summary line
-``N passed, M failed``.
+(``PASS``/``FAIL``, name, file, duration, callbacks), its notes, a table of expectations (met
+or not, with the reason and the journal seqs that prove it; the integration's stop after
+SIGTERM among them), for each unmet expected callback an expected-vs-seen diff of the nearest
+callbacks that did arrive and what the mail world saw for that recipient, a table of
+violations (code, severity, path, message with expected and seen, journal seqs), then a summary
+line ``N passed, M failed``.
 
 **JSON** (:func:`report_json`, stable; new keys may be added, none removed or renamed)::
 
@@ -17,16 +18,20 @@ severity, path, message with expected and seen, journal seqs), then a summary li
      "summary": {"total": int, "passed": int, "failed": int},
      "scenarios": [                                    # Verdict.to_json(), one per scenario
        {"scenario": str, "path": str | null, "passed": bool,
-        "expectations": [{"kind": "callback"|"absent"|"nothing_else"|"violations",
+        "expectations": [{"kind": "callback"|"absent"|"nothing_else"|"violations"
+                                  |"integration",
                           "path": "expect.callbacks[0]", "description": str, "met": bool,
                           "reason": str, "evidence": [seq, ...], "arrived_after": float | null,
                           "nearest": [{"seq", "at", "endpoint", "event", "email", "ts", "meta",
-                                       "status", "fault", "codes"}, ...]}, ...],
+                                       "status", "fault", "codes"}, ...],
+                          "world": [str, ...]}, ...],          # what the mail world saw
+                                                               # (a missing expected callback)
         "violations": [Violation.to_json(), ...],
         "unexpected": [{"seq", "at", "endpoint", "event", ...}, ...],
         "allowed": [code, ...],
         "timings": {"started", "finished", "deadline", "duration"},
-        "counts": {"callbacks": int, "entries": int}}, ...]}
+        "counts": {"callbacks": int, "entries": int},
+        "notes": [str, ...]}, ...]}                    # e.g. judged at the deadline, unsettled
 
 **JUnit XML** (:func:`junit_xml`): ``<testsuites>`` holding one ``<testsuite>`` for the run and
 one ``<testcase>`` per scenario; a failed scenario has a ``<failure>`` whose text is the plain
@@ -152,6 +157,8 @@ def _render_one(console: Console, verdict: Verdict, table_box: box.Box) -> None:
     head.append(f"  {verdict.duration:.1f} s, {verdict.callbacks} callback{plural}")
     # Lines outside the tables are never wrapped: a long path or address stays searchable.
     console.print(head, soft_wrap=True)
+    for note in verdict.notes:
+        console.print(Text(f"note: {note}", style="yellow"), soft_wrap=True)
 
     table = Table(box=table_box, show_edge=False, pad_edge=False, expand=False)
     table.add_column("expectation", overflow="fold")
@@ -201,6 +208,10 @@ def _render_diff(console: Console, result: ExpectationResult) -> None:
         console.print(Text("  + seen      no callback at all", style="red"), soft_wrap=True)
     for event in result.nearest:
         console.print(Text(f"  + seen      {event.describe()}", style="red"), soft_wrap=True)
+    if result.world:
+        console.print(Text("  the mail world, for this recipient:"), soft_wrap=True)
+    for line in result.world:
+        console.print(Text(f"    {line}"), soft_wrap=True)
 
 
 # -- JSON ----------------------------------------------------------------------------------------

@@ -10,10 +10,16 @@ For each scenario (docs/runner.md):
 3. play CleverTap: submit the campaign (:mod:`harness.scenario.campaign`);
 4. play the recipients: perform the scripted clicks once their messages arrived
    (:mod:`harness.scenario.clicks`);
-5. wait until nothing is pending any more (every recipient settled, no expectation still
-   waiting, the journal quiet for a moment) or the ``expect.within`` deadline;
-6. judge from the journal (:func:`harness.scenario.judge.judge`), stop the integration (SIGTERM,
-   then SIGKILL after a grace period; its output is kept), stop the world.
+5. wait until the run has settled (every recipient settled, every scheduled DSN sent and its
+   ``expect.after_dsn`` window over, no expected callback still missing, then ``expect.quiet``
+   without anything new) or the ``expect.within`` deadline (later only for DSNs still due);
+6. stop the integration (SIGTERM to its process group, SIGKILL after
+   ``integration.stop_timeout``; its output is kept), judge from the journal
+   (:func:`harness.scenario.judge.judge`, callbacks flushed at shutdown included, a kill failing
+   the scenario), stop the world.
+
+A harness error in one scenario (an exception of the harness itself) is that scenario's failed
+result, with the reason; the other scenarios of the run go on.
 
 Everything is async; :func:`run_scenarios_sync` is the entry point for sync callers (the CLI).
 """
@@ -21,18 +27,20 @@ Everything is async; :func:`run_scenarios_sync` is the entry point for sync call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
 from harness.journal import Entry, Journal, MemoryJournal
-from harness.records import Callback, Sent, SmtpMessage
+from harness.records import Callback, Dsn, DsnSkipped, Note, Sent, SmtpMessage, SmtpReply
 from harness.scenario.campaign import Submission, submit_campaign
 from harness.scenario.clicks import perform_click
-from harness.scenario.judge import ExpectationResult, Verdict, judge, pending
+from harness.scenario.judge import ExpectationResult, Stopped, Verdict, judge, pending
 from harness.scenario.model import ReadyProbe, Scenario
 from harness.scenario.sut import (
     SutAddresses,
@@ -51,6 +59,8 @@ __all__ = [
     "Progress",
     "RunOptions",
     "ScenarioResult",
+    "Settling",
+    "harness_error_text",
     "run_scenario",
     "run_scenarios",
     "run_scenarios_sync",
@@ -67,7 +77,7 @@ class Progress:
     """1-based position of the scenario in the run."""
     total: int
     phase: str
-    """starting | submitting | waiting | judging | done"""
+    """starting | submitting | waiting | stopping | judging | done"""
     submitted: int = 0
     messages: int = 0
     callbacks: int = 0
@@ -83,11 +93,12 @@ class RunOptions:
     """Scenarios run at once (each has its own world and integration, all on port 0)."""
     connections: int = 8
     """SMTP connections the campaign driver uses at once."""
-    quiet: float = 0.5
-    """Once nothing is pending, the journal must stay this many seconds without a new callback
-    before judging: a duplicate or unexpected callback right after the expected ones counts."""
-    stop_grace: float = 8.0
-    """Seconds the integration gets to exit after SIGTERM before it is killed."""
+    quiet: float | None = None
+    """Overrides every scenario's ``expect.quiet``: once everything settled, how many seconds
+    nothing new may happen before judging."""
+    stop_grace: float | None = None
+    """Overrides every scenario's ``integration.stop_timeout``: seconds the integration gets to
+    exit after SIGTERM before it is killed (and the scenario fails)."""
     on_progress: Callable[[Progress], None] | None = None
 
     def __post_init__(self) -> None:
@@ -106,18 +117,23 @@ class ScenarioResult:
     verdict: Verdict | None = None
     error: str | None = None
     """The run failed before it could be judged (the integration did not start, ...)."""
+    harness_error: bool = False
+    """The failure is the harness's own (an exception in the harness), not the integration's."""
     sut_command: list[str] | None = None
     sut_addresses: SutAddresses | None = None
     sut_exit: int | None = None
     sut_killed: bool = False
+    """Still running ``integration.stop_timeout`` after SIGTERM: killed with SIGKILL."""
     sut_log: str = ""
     """The integration's output (stdout and stderr), the tail kept for the report."""
     submitted: int = 0
     accepted: int = 0
     started_at: float = 0.0
     """Wall-clock time the campaign submission began (what ``ts`` checks measure from)."""
+    settled: bool = False
+    """The wait ended because the run settled (not at the deadline)."""
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per phase: world, sut_start, submit, wait, judge, stop, total."""
+    """Seconds per phase: world, sut_start, submit, wait, stop, judge, total."""
 
     @property
     def name(self) -> str:
@@ -136,8 +152,9 @@ async def run_scenario(
     index: int = 1,
     total: int = 1,
 ) -> ScenarioResult:
-    """Run one scenario end to end and judge it. Never raises for what the integration does;
-    :class:`ConfigError` when the integration cannot even be found."""
+    """Run one scenario end to end and judge it. Never raises for what the integration does,
+    nor for an error of the harness itself (that is the result's ``error``, with
+    ``harness_error``); :class:`ConfigError` when the integration cannot even be found."""
     options = options or RunOptions()
     journal = journal if journal is not None else MemoryJournal()
     result = ScenarioResult(scenario, journal)
@@ -152,17 +169,18 @@ async def run_scenario(
     if options.sut is not None or integration.addresses is None:
         command = resolve_command(scenario, options.sut)
         result.sut_command = command[0]
+    grace = options.stop_grace if options.stop_grace is not None else integration.stop_timeout
     report("starting", messages=len(scenario.recipients))
-    world = World.from_scenario(scenario, journal=journal)
     with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
         sut: SutProcess | None = None
-        mark = time.monotonic()
         try:
+            world = World.from_scenario(scenario, journal=journal)
+            mark = time.monotonic()
             async with world:
                 result.timings["world"] = time.monotonic() - mark
                 try:
                     sut, addresses, submission = await _start_sut(
-                        scenario, world, command, Path(tmp)
+                        scenario, world, command, Path(tmp), grace
                     )
                 except SutError as exc:
                     result.error = str(exc)
@@ -170,30 +188,89 @@ async def run_scenario(
                 finally:
                     result.timings["sut_start"] = time.monotonic() - mark - result.timings["world"]
                 result.sut_addresses = addresses
-                await _drive(scenario, world, submission, addresses, options, result, report)
+                try:
+                    notes = await _drive(
+                        scenario, world, submission, addresses, options, result, report
+                    )
+                finally:
+                    # Stopped while the world still runs, whatever happened: what it flushes
+                    # at shutdown reaches the fake CleverTap.
+                    mark = time.monotonic()
+                    stopped: Stopped | None = None
+                    if sut is not None:
+                        report(
+                            "stopping",
+                            submitted=result.submitted,
+                            messages=len(scenario.recipients),
+                        )
+                        stopped, sut = await _stop_sut(sut, grace, result, journal), None
+                    result.timings["stop"] = time.monotonic() - mark
                 mark = time.monotonic()
                 report("judging", submitted=result.submitted, messages=len(scenario.recipients))
+                # Judged once the integration is gone: the callbacks it flushed at SIGTERM count.
                 result.verdict = judge(
-                    scenario, journal, started=result.started_at, finished=time.time()
+                    scenario,
+                    journal,
+                    started=result.started_at,
+                    finished=time.time(),
+                    stopped=stopped,
+                    notes=notes,
                 )
                 result.timings["judge"] = time.monotonic() - mark
-                mark = time.monotonic()
-                if sut is not None:
-                    await _stop_sut(sut, options, result)
-                    sut = None
-                result.timings["stop"] = time.monotonic() - mark
+        except HarnessError as exc:  # the world could not start, the journal is full, ...
+            result.verdict = None
+            result.error = str(exc)
+        except Exception as exc:  # one scenario's harness error is its own failure
+            result.verdict = None
+            result.error = harness_error_text(exc)
+            result.harness_error = True
         finally:
             if sut is not None:
-                await _stop_sut(sut, options, result)
+                await _stop_sut(sut, grace, result, None)
             result.timings["total"] = time.monotonic() - began
             report("done", submitted=result.submitted, messages=len(scenario.recipients))
     return result
 
 
-async def _stop_sut(sut: SutProcess, options: RunOptions, result: ScenarioResult) -> None:
-    result.sut_exit = await sut.stop(options.stop_grace)
+def harness_error_text(exc: BaseException) -> str:
+    """An exception of the harness as one readable line: its type, message and where in the
+    harness it was raised (the innermost frame of the harness's own code)."""
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    package = str(Path(__file__).resolve().parents[1])
+    own = [f for f in frames if f.filename.startswith(package)] or frames
+    if own:
+        frame = own[-1]
+        where = f" at {Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+    return f"harness error{where}: {type(exc).__name__}: {exc}"
+
+
+async def _stop_sut(
+    sut: SutProcess, grace: float, result: ScenarioResult, journal: Journal | None
+) -> Stopped:
+    early = sut.exited
+    mark = time.monotonic()
+    result.sut_exit = await sut.stop(grace)
+    seconds = time.monotonic() - mark
     result.sut_killed = sut.killed
     result.sut_log = sut.log_tail()
+    stopped = Stopped(
+        timeout=grace,
+        exit_code=result.sut_exit,
+        killed=sut.killed,
+        seconds=None if early else seconds,
+        early=early,
+    )
+    if journal is not None:
+        if sut.killed:
+            what = f"killed with SIGKILL, still running {grace:g} s after SIGTERM"
+        elif early:
+            what = f"had exited on its own (status {result.sut_exit}) before SIGTERM"
+        else:
+            what = f"exited (status {result.sut_exit}) {seconds:.2f} s after SIGTERM"
+        with contextlib.suppress(HarnessError):
+            journal.append(Note(source="runner", what="integration stopped", detail=what))
+    return stopped
 
 
 async def _start_sut(
@@ -201,6 +278,7 @@ async def _start_sut(
     world: World,
     command: tuple[list[str], Path] | None,
     tmp: Path,
+    grace: float,
 ) -> tuple[SutProcess | None, SutAddresses, Submission]:
     integration = integration_of(scenario)
     certificate: Certificate | None = None
@@ -214,6 +292,8 @@ async def _start_sut(
         env = sut_base_env()
         env.update(world.sut_env())
         env["HARNESS_READY_FILE"] = str(ready_file)
+        env["HARNESS_RETRY_BUDGET"] = f"{scenario.retry_budget:g}"
+        env["HARNESS_STOP_TIMEOUT"] = f"{grace:g}"
         env["HARNESS_SUBMISSION_TLS"] = integration.tls
         if certificate is not None:
             cert_file, key_file = certificate.write(tmp / "tls")
@@ -234,8 +314,15 @@ async def _start_sut(
             await sut.stop(1.0)
             tail = sut.log_tail()
             raise SutError(f"{exc}\n--- its output ---\n{tail or '(nothing)'}") from exc
+        except BaseException:
+            await sut.stop(1.0)  # never left running, whatever went wrong
+            raise
         if addresses is None:
-            addresses = _addresses_from_scenario(scenario)
+            try:
+                addresses = _addresses_from_scenario(scenario)
+            except SutError:
+                await sut.stop(1.0)
+                raise
     else:
         addresses = _addresses_from_scenario(scenario)
         probe = integration.ready or ReadyProbe(
@@ -278,7 +365,9 @@ async def _drive(
     options: RunOptions,
     result: ScenarioResult,
     report: Callable[..., None],
-) -> None:
+) -> list[str]:
+    """Submit, click, and wait until the run settles or its time is up; returns notes for the
+    verdict (what was still open when the wait ended at the deadline)."""
     journal = world.journal
     total = len(scenario.recipients)
     since = journal.last_seq
@@ -297,42 +386,42 @@ async def _drive(
         )
         for click in scenario.unsubscribe
     ]
-    settled = _Settled(scenario.recipients, since)
+    quiet = options.quiet if options.quiet is not None else scenario.expect.quiet
+    settling = Settling(
+        scenario.recipients, since, quiet=quiet, after_dsn=scenario.expect.after_dsn
+    )
     mark = time.monotonic()
+    notes: list[str] = []
     try:
         report("submitting", messages=total)
 
         def sent(count: int) -> None:
             result.submitted = count
             if count % 50 == 0 or count == total:
-                report("submitting", submitted=count, messages=total, callbacks=settled.callbacks)
+                report("submitting", submitted=count, messages=total, callbacks=settling.callbacks)
 
         result.accepted = await submit_campaign(
             scenario.campaign, submission, journal, connections=options.connections, on_sent=sent
         )
         result.timings["submit"] = time.monotonic() - mark
         mark = time.monotonic()
-        quiet_since: float | None = None
         while True:
             now = time.time()
-            if now >= deadline:
+            settling.update(journal)
+            clicking = sum(not c.done() for c in clicks)
+            missing = pending(scenario, journal)
+            if settling.ready(now, busy=bool(clicking) or missing):
+                result.settled = True
                 break
-            settled.update(journal)
-            busy = (
-                not all(c.done() for c in clicks) or not settled.done or pending(scenario, journal)
-            )
-            if busy:
-                quiet_since = None
-            else:
-                last = settled.last_activity
-                quiet_since = max(quiet_since or last, last)
-                if now - quiet_since >= options.quiet:
-                    break
+            limit = settling.limit(deadline)
+            if now >= limit:
+                notes.extend(settling.open_items(clicking=clicking, missing=missing))
+                break
             report(
-                "waiting", submitted=result.submitted, messages=total, callbacks=settled.callbacks
+                "waiting", submitted=result.submitted, messages=total, callbacks=settling.callbacks
             )
             await journal.wait_for_async(
-                lambda e: True, min(0.1, max(0.0, deadline - now)), since=journal.last_seq
+                lambda e: True, min(0.1, max(0.0, limit - now)), since=journal.last_seq
             )
         result.timings["wait"] = time.monotonic() - mark
     finally:
@@ -340,32 +429,92 @@ async def _drive(
             if not task.done():
                 task.cancel()
         await asyncio.gather(*clicks, return_exceptions=True)
+    return notes
 
 
-class _Settled:
-    """Which recipients have a final observable outcome: their message was accepted by a fake
-    mail server *and* that SMTP session ended (the integration's attempt is over), a callback
-    named them, or the integration refused their submission.
+DSN_SLACK = 5.0
+"""Seconds past a DSN's due time the run waits for it to be sent (past the deadline too)."""
 
-    Absent-only scenarios (greylisting, slow servers) have nothing the judge could be waiting
-    for, so without this the run would be judged before the integration had even retried.
-    Updated incrementally from the journal (a 10,000-recipient campaign is scanned once).
+
+class Settling:
+    """Whether a run can be judged yet, updated incrementally from its journal (a
+    10,000-recipient campaign is scanned once).
+
+    The run has settled when
+
+    - every recipient has a final observable outcome: its message was accepted by a fake mail
+      server, a callback named it, or the integration refused its submission (absent-only
+      scenarios, such as greylisting, would otherwise be judged before the integration retried);
+    - every scheduled DSN (a recipient accepted with an accept-then-bounce rule: its
+      ``SmtpReply`` at stage ``later`` carries ``bounce.after``; due that long after its
+      message's ``SmtpMessage``) was sent (a ``Dsn`` entry) or given up (``DsnSkipped``), and
+      ``after_dsn`` seconds have passed since each DSN was sent: what the integration makes of
+      it, a callback or a duplicate, is part of the run;
+    - after a callback that was refused with a ``Retry-After``, that long has passed (its resend
+      is part of the run);
+    - and then nothing new has been journaled for ``quiet`` seconds.
+
+    The caller adds what it knows besides the journal (clicks in flight, expected callbacks
+    still missing) as *busy*.
     """
 
-    def __init__(self, recipients: Sequence[str], since: int) -> None:
+    def __init__(
+        self,
+        recipients: Sequence[str],
+        since: int,
+        *,
+        quiet: float,
+        after_dsn: float,
+        now: float | None = None,
+    ) -> None:
         self.open = {address_key(r) for r in recipients}
         self.since = since
+        self.quiet = quiet
+        self.after_dsn = after_dsn
         self.callbacks = 0
-        self.last_activity = time.time()
-
-    @property
-    def done(self) -> bool:
-        return not self.open
+        self.last_activity = time.time() if now is None else now
+        self.hold_until = 0.0
+        """Not judged before this (a DSN's consequence window, a Retry-After)."""
+        self.dsn_hold = 0.0
+        """The end of the last DSN's consequence window (the deadline does not cut it short)."""
+        self._later: dict[tuple[str, str], float] = {}
+        self.dsns_due: dict[tuple[str, str], float] = {}
+        """(queue id, recipient) -> when its DSN is due."""
 
     def update(self, journal: Journal) -> None:
         for entry in journal.entries(since=self.since):
             self._see(entry)
             self.since = entry.seq
+
+    def ready(self, now: float, *, busy: bool) -> bool:
+        """True when the run can be judged at *now*."""
+        if busy or self.open or self.dsns_due:
+            return False
+        return now >= max(self.last_activity + self.quiet, self.hold_until)
+
+    def limit(self, deadline: float) -> float:
+        """When waiting ends whatever is open: the deadline, later only for DSNs still due and
+        the consequence window of those sent."""
+        limit = max(deadline, self.dsn_hold)
+        if self.dsns_due:
+            limit = max(limit, max(self.dsns_due.values()) + self.after_dsn + DSN_SLACK)
+        return limit
+
+    def open_items(self, *, clicking: int = 0, missing: bool = False) -> list[str]:
+        """What was still open when the wait ended, for the verdict's notes."""
+        items: list[str] = []
+        if self.open:
+            shown = ", ".join(sorted(self.open)[:5]) + (", ..." if len(self.open) > 5 else "")
+            items.append(f"{len(self.open)} recipient(s) without a final outcome: {shown}")
+        if self.dsns_due:
+            items.append(f"{len(self.dsns_due)} DSN(s) due but never sent")
+        if clicking:
+            items.append(f"{clicking} click(s) still waiting for their message")
+        if missing:
+            items.append("expected callbacks still missing")
+        if not items:
+            return []
+        return ["judged when the time was up, not settled: " + "; ".join(items)]
 
     def _see(self, entry: Entry) -> None:
         record = entry.data
@@ -374,19 +523,54 @@ class _Settled:
             self.callbacks += 1
             for event in record.events:
                 self.open.discard(address_key(event.email))
+            if not record.accepted and record.fault is not None and record.fault.retry_after:
+                self.hold_until = max(self.hold_until, entry.at + record.fault.retry_after)
+        elif isinstance(record, SmtpReply):
+            if record.stage == "later" and record.bounce is not None:
+                key = (record.session, address_key(record.recipient))
+                self._later[key] = record.bounce.after
         elif isinstance(record, SmtpMessage):
             # Journaled when the 250 is given, whether or not the client keeps the connection.
             for recipient in record.recipients:
-                self.open.discard(address_key(recipient.address))
+                address = address_key(recipient.address)
+                self.open.discard(address)
+                after = self._later.pop((record.session, address), None)
+                if after is not None:
+                    self.dsns_due[(record.id, address)] = entry.at + after
+        elif isinstance(record, Dsn):
+            self._dsn_done(record.message, [r.recipient for r in record.recipients])
+            self.dsn_hold = max(self.dsn_hold, entry.at + self.after_dsn)
+            self.hold_until = max(self.hold_until, self.dsn_hold)
+        elif isinstance(record, DsnSkipped):
+            self._dsn_done(record.message, list(record.recipients))
         elif isinstance(record, Sent) and not record.ok:
             for rcpt in record.to:
                 self.open.discard(address_key(rcpt))
 
+    def _dsn_done(self, message: str | None, recipients: Sequence[str]) -> None:
+        unmatched = 0
+        for recipient in recipients:
+            address = address_key(recipient)
+            keys = [k for k in self.dsns_due if k[1] == address and message in (None, k[0])]
+            if keys:
+                del self.dsns_due[min(keys, key=self.dsns_due.__getitem__)]
+            else:
+                unmatched += 1
+        # A DSN may name another address than the one sent to (aliasing at the next hop): it
+        # still settles that many recipients of its message, the earliest due first.
+        if unmatched and message is not None:
+            mine = sorted(
+                (k for k in self.dsns_due if k[0] == message), key=self.dsns_due.__getitem__
+            )
+            for key in mine[:unmatched]:
+                del self.dsns_due[key]
+
 
 def verdict_of(result: ScenarioResult) -> Verdict:
     """The result's verdict; for a run that failed before it could be judged, a failed verdict
-    whose one unmet expectation (at path ``integration``) says why, with the integration's
-    output, so that every report format shows it."""
+    whose one unmet expectation (at path ``integration``, or ``harness`` for an error of the
+    harness itself) says why, with the integration's output, so that every report format shows
+    it."""
     if result.verdict is not None:
         return result.verdict
     scenario = result.scenario
@@ -394,33 +578,43 @@ def verdict_of(result: ScenarioResult) -> Verdict:
     if result.sut_log.strip() and result.sut_log.strip() not in reason:
         reason += "\n--- its output ---\n" + result.sut_log.rstrip()
     started = result.started_at or time.time()
+    if result.harness_error:
+        expectation = ExpectationResult(
+            kind="integration",
+            path="harness",
+            description="the harness runs the scenario to the end",
+            met=False,
+            reason=reason,
+        )
+    else:
+        expectation = ExpectationResult(
+            kind="violations",
+            path="integration",
+            description="the integration under test starts and takes the campaign",
+            met=False,
+            reason=reason,
+        )
     return Verdict(
         scenario=scenario.name,
         path=str(scenario.source) if scenario.source is not None else None,
         passed=False,
-        expectations=[
-            ExpectationResult(
-                kind="violations",
-                path="integration",
-                description="the integration under test starts and takes the campaign",
-                met=False,
-                reason=reason,
-            )
-        ],
+        expectations=[expectation],
         violations=[],
         unexpected=[],
         allowed=(),
         started=started,
         finished=started + result.timings.get("total", 0.0),
         deadline=started + scenario.expect.within,
-        notes=[reason],
     )
 
 
 async def run_scenarios(
     scenarios: Sequence[Scenario], options: RunOptions | None = None
 ) -> list[ScenarioResult]:
-    """Run *scenarios* (``options.jobs`` at a time), results in the order given."""
+    """Run *scenarios* (``options.jobs`` at a time), results in the order given.
+
+    Every scenario gets a result: one whose run raised (a configuration problem found late, an
+    error of the harness itself) is a failed result with the reason; the others go on."""
     options = options or RunOptions()
     gate = asyncio.Semaphore(options.jobs)
     total = len(scenarios)
@@ -431,6 +625,10 @@ async def run_scenarios(
                 return await run_scenario(scenario, options, index=i, total=total)
             except HarnessError as exc:
                 return ScenarioResult(scenario, MemoryJournal(), error=str(exc))
+            except Exception as exc:  # never lose the other scenarios' reports
+                return ScenarioResult(
+                    scenario, MemoryJournal(), error=harness_error_text(exc), harness_error=True
+                )
 
     return list(await asyncio.gather(*(one(i, s) for i, s in enumerate(scenarios, start=1))))
 

@@ -241,24 +241,52 @@ class SutProcess:
                     )
                 await asyncio.sleep(0.02)
 
+    @property
+    def exited(self) -> bool:
+        """The process has ended (on its own, if :meth:`stop` was not called yet)."""
+        return self.process is not None and self.process.returncode is not None
+
     async def stop(self, grace: float) -> int | None:
-        """SIGTERM, wait up to *grace* seconds, then SIGKILL; returns the exit code."""
+        """SIGTERM to its process group, wait up to *grace* seconds for the group to end, then
+        SIGKILL to the group (``killed`` is then True); returns the exit code of the process.
+
+        The whole group (the process was started in its own session): a shell wrapper's
+        children get the SIGTERM too, and none of them may outlive the run.
+        """
         process = self.process
         if process is None:
             return None
+        pgid = process.pid
+        ending = time.monotonic() + grace
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
         if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), grace)
             except TimeoutError:
                 self.killed = True
-                # The whole session: a shell wrapper's children must not outlive the run.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+        # The leader gone, what it left behind in its group gets the rest of the time.
+        while not self.killed and _group_alive(pgid):
+            if time.monotonic() >= ending:
+                self.killed = True
+                break
+            await asyncio.sleep(0.05)
+        if self.killed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            await process.wait()
         self.exit_code = process.returncode
         return self.exit_code
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a member we may not signal is still alive
+        return True
+    return True
 
 
 def _read_ready_file(path: Path) -> SutAddresses | None:

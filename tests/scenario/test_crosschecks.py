@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from harness.checks import Severity, Violation, all_checks, get_check
+from harness.clevertap.faults import parse_fault
 from harness.clevertap.inspect import Endpoint, inspect
 from harness.journal import Entry, Journal, MemoryJournal
 from harness.records import (
@@ -147,7 +148,17 @@ class Run:
         )
         return Session(opened, given, message, closed)
 
-    def dsn(self, t: float, recipient: str, action: str = "failed", status: str = "5.1.1") -> Entry:
+    def dsn(
+        self,
+        t: float,
+        recipient: str,
+        action: str = "failed",
+        status: str = "5.1.1",
+        *,
+        message: str | None = None,
+    ) -> Entry:
+        """A DSN about *recipient* (its Final-Recipient), about the message queued as
+        *message* when given."""
         return self.add(
             t,
             Dsn(
@@ -156,6 +167,7 @@ class Run:
                 recipients=(DsnRecipient(recipient=recipient, action=action, status=status),),
                 ok=True,
                 reply="250 ok",
+                message=message,
             ),
         )
 
@@ -186,7 +198,7 @@ class Run:
                 ),
                 violations=tuple(inspection.violations),
                 status=status,
-                fault=None if fault is None else FaultHit(rule=0, action="status", spec=fault),
+                fault=None if fault is None else _fault_hit(fault),
             ),
         )
 
@@ -238,6 +250,12 @@ class Run:
     ) -> list[Violation]:
         facts = Facts.from_entries(self.journal.entries(), scenario=scenario, started=T0)
         return cross_check(facts, config=config)
+
+
+def _fault_hit(spec: str) -> FaultHit:
+    """The FaultHit the fake CleverTap journals for the rule *spec* (``429,retry_after=2``)."""
+    rule = parse_fault(spec)
+    return FaultHit(rule=0, action=rule.action, spec=rule.describe(), retry_after=rule.retry_after)
 
 
 def rcpt(
@@ -418,6 +436,7 @@ def test_a_down_host_seen_serving_other_domains_does_not_excuse_a_bounce() -> No
 def test_ct501_is_silent_for_a_tarpit_host_and_its_class_is_soft() -> None:
     run = Run()
     run.session(1, host="down.test", variant="tarpit")
+    run.session(1.5, host="down.test", variant="tarpit")  # the retry
     run.legacy(2, "softbounce", ("user@down.test", int(T0) + 1))
     assert run.check() == []
     run.legacy(3, "hardbounce", ("user@down.test", int(T0) + 1))
@@ -444,8 +463,9 @@ def test_an_rcpt_answered_outside_the_rules_is_an_attempt() -> None:
 def test_a_dropped_message_is_a_soft_failure() -> None:
     run = Run()
     dropped = DroppedMessage(sender="b@gw", recipients=("a@down.test",), after_dot=True, size=10)
-    session = run.session(
-        1, rcpt("a@down.test", 250, "none"), variant="drop_after_dot", dropped=dropped
+    run.session(1, rcpt("a@down.test", 250, "none"), variant="drop_after_dot", dropped=dropped)
+    session = run.session(  # the retry, dropped too
+        1.5, rcpt("a@down.test", 250, "none"), variant="drop_after_dot", dropped=dropped
     )
     run.legacy(2, "softbounce", ("a@down.test", int(T0) + 1))
     assert run.check() == []
@@ -511,10 +531,11 @@ def test_a_dsn_without_a_later_reply_is_classed_by_status() -> None:
     # no `later` reply says which class the mail world decided: the DSN's status does
     run = Run()
     run.session(1, rcpt("late@example.com", 250, "none"), accept=True)
+    run.session(1, rcpt("expired@example.com", 250, "none"), accept=True)
     run.dsn(3, "late@example.com", status="5.1.1")
-    run.dsn(3, "slow@example.com", action="delayed", status="4.4.7")
+    run.dsn(3, "expired@example.com", status="4.4.7")  # a queue given up on: soft
     run.legacy(4, "softbounce", ("late@example.com", int(T0) + 3))
-    run.legacy(4, "hardbounce", ("slow@example.com", int(T0) + 3))
+    run.legacy(4, "hardbounce", ("expired@example.com", int(T0) + 3))
     assert codes(run.check()) == ["CT504", "CT503"]
 
 
@@ -580,15 +601,14 @@ def test_the_last_failure_before_the_callback_decides_the_class() -> None:
 # --- CT505 -------------------------------------------------------------------------------------
 
 
-def test_ct505_ts_before_the_first_attempt() -> None:
+def test_ct505_ts_before_the_failure_it_reports() -> None:
     run = Run()
     session = run.session(10, rcpt("nobody@example.com", 550, "hard"))
     cb = run.legacy(12, "hardbounce", ("nobody@example.com", int(T0)))
     (violation,) = run.check()
     assert violation.code == "CT505"
     assert violation.message == (
-        f"ts {int(T0)} of hardbounce for nobody@example.com is 5 s before the first attempt at "
-        "the address"
+        f"ts {int(T0)} of hardbounce for nobody@example.com is 5 s before the failure it reports"
     )
     assert violation.expected == f"{int(T0) + 5} <= ts <= {int(T0) + 17}"
     assert violation.seen == str(int(T0))
@@ -795,7 +815,7 @@ CROSS = [c for c in all_checks() if c.family == "cross"]
 
 
 def test_every_cross_check_is_registered_with_an_example() -> None:
-    assert [c.code for c in CROSS] == [f"CT50{n}" for n in range(1, 10)]
+    assert [c.code for c in CROSS] == [f"CT5{n:02}" for n in range(1, 17)]
     assert all(c.explanation and c.example for c in CROSS)
 
 

@@ -223,6 +223,7 @@ def test_absent_is_broken_even_by_a_request_that_was_not_accepted() -> None:
     scenario = load_scenario(SCENARIOS / "greylisting.yaml")
     run = Run()
     run.session(1, rcpt("grey@example.com", 450, "soft"))
+    run.session(1.5, rcpt("grey@example.com", 450, "soft", attempt=2))  # retried: no CT510
     cb = run.legacy(2, "softbounce", ("grey@example.com", int(T0) + 1), status=503, fault="503")
     verdict = verdict_of(run, scenario)
     assert results(verdict) == [
@@ -328,6 +329,7 @@ def test_to_json_is_plain_data(mailbox_full: Scenario) -> None:
     full_bounced(run)
     cb = run.legacy(5, "hardbounce", ("full@example.com", int(T0) + 4))
     data = verdict_of(run, mailbox_full).to_json()
+    first, second = (e.seq for e in run.journal.entries(Kind.SMTP_REPLY))
     assert data["passed"] is False
     assert data["expectations"][0] == {
         "kind": "callback",
@@ -351,6 +353,13 @@ def test_to_json_is_plain_data(mailbox_full: Scenario) -> None:
             }
         ],
         "arrived_after": None,
+        "world": [
+            f"+1.1 s seq {first}: refused: 452 reply at rcpt (mailbox_full, attempt 1) "
+            "on example.com",
+            f"+3.1 s seq {second}: refused: 452 reply at rcpt (mailbox_full, attempt 2) "
+            "on example.com",
+            "+30.0 s: the window closed (expect.within 30 s)",
+        ],
     }
     assert data["violations"][0]["code"] == "CT503"
     assert data["timings"] == {
@@ -492,6 +501,7 @@ def test_a_real_run_with_a_wrong_class_a_retry_and_an_invented_bounce(
     ]
     with httpx.Client(timeout=10) as client:
         assert client.post(real_world.ct.urls.bounce, json=payload).status_code == 503
+        time.sleep(0.15)  # a backoff: resending at once is CT511
         assert client.post(real_world.ct.urls.bounce, json=payload).status_code == 200
     verdict = judge(real_world.scenario, real_world.journal, started=started)
     assert not verdict.passed

@@ -66,7 +66,7 @@ def test_text_report_of_a_failed_scenario(failed: Verdict) -> None:
     text = render_text(failed, width=400)
     path = SCENARIOS / "mailbox-full.yaml"
     found = lines(text)
-    assert found[:11] == [
+    assert found[:14] == [
         f"FAIL mailbox-full ({path}) 12.0 s, 2 callbacks",
         "expectation | met | evidence",
         found[2],  # the rule under the header
@@ -74,23 +74,31 @@ def test_text_report_of_a_failed_scenario(failed: Verdict) -> None:
         "expect.nothing_else: no callback other than the expected ones | NO | 2 unexpected: "
         f"hardbounce full@example.com (seq {HARD}, 200); softbounce ful@example.com (seq {TYPO}, "
         "400, CT303)",
-        "expect.violations: no violations | NO | 2 errors: CT303 x1, CT503 x1",
+        "expect.violations: no violations | NO | 3 errors: CT303 x1, CT503 x1, CT510 x1",
         "expect.callbacks[0]: expected vs seen",
         "- expected softbounce for full@example.com",
         f"+ seen hardbounce full@example.com (seq {HARD}, 200)",
         f"+ seen softbounce ful@example.com (seq {TYPO}, 400, CT303)",
-        "violations: 2",
+        "the mail world, for this recipient:",
+        f"+1.1 s seq {REPLY}: refused: {FULL} at rcpt (mailbox_full, attempt 1) on example.com",
+        "+30.0 s: the window closed (expect.within 30 s)",
+        "violations: 3",
     ]
     assert set(found[2]) == {"-", "+"}
-    assert found[11:] == [
+    assert found[14:] == [
         "code | severity | path | message | journal",
-        found[12],
+        found[15],
         "CT303 | error | $[0].data[0].ts | ts looks like milliseconds: 1700000000000 is "
         "1700000000 s (2023-11-14T22:13:20Z) (expected epoch seconds, seen 1700000000000) | "
         f"{TYPO}",
         "CT503 | error | $[0].data[0] | hardbounce for full@example.com, but the real failure "
         f"is soft: {FULL} at rcpt (mailbox_full, attempt 1) on example.com (expected a soft "
         f"bounce, seen hardbounce (hard)) | {HARD}, {REPLY}",
+        # the 452 was never retried before the bounce
+        "CT510 | error | $[0].data[0] | hardbounce for full@example.com after a single attempt "
+        f"that failed temporarily: {FULL} at rcpt (mailbox_full, attempt 1) on example.com "
+        "(expected a retry on the integration's schedule before any bounce, seen 1 attempt, "
+        f"then hardbounce) | {HARD}, {REPLY}",
         "",
     ]
     # narrower, long cells wrap inside their column: table lines stay within the width, while
@@ -171,8 +179,9 @@ def test_json_report_shape(failed: Verdict, passed: Verdict, tmp_path: Path) -> 
         "allowed",
         "timings",
         "counts",
+        "notes",
     }
-    assert [v["code"] for v in first["violations"]] == ["CT303", "CT503"]
+    assert [v["code"] for v in first["violations"]] == ["CT303", "CT503", "CT510"]
     assert first["violations"][1]["evidence"] == [HARD, REPLY]
     assert [e["email"] for e in first["unexpected"]] == ["full@example.com", "ful@example.com"]
     assert first["counts"] == {"callbacks": 2, "entries": 5}
@@ -259,7 +268,7 @@ def test_junit_xml_structure(failed: Verdict, passed: Verdict, tmp_path: Path) -
     assert failure.attrib == {
         "type": "ScenarioFailed",
         "message": "3 of 3 expectations not met; expect.callbacks[0]: softbounce for "
-        "full@example.com: did not arrive; 2 violations",
+        "full@example.com: did not arrive; 3 violations",
     }
     assert failure.text == render_text(failed)
     assert good.attrib["name"] == "invalid-address"
