@@ -4,7 +4,9 @@ the starter suite that ``harness init`` writes.
 The repository keeps one copy of each, at the top (``examples/``, ``scenarios/``); the wheel
 carries them under ``harness/_bundled/`` (hatch ``force-include`` in pyproject.toml). So a file is
 looked for inside the installed package first, then in the source checkout the package was
-imported from (an editable install).
+imported from (an editable install). hatch also copies the force-included files of an editable
+install to ``site-packages/harness/_bundled/``, but ``harness`` itself is imported from the
+checkout there, so :data:`_PACKAGE` is the checkout's and its files are the ones used.
 """
 
 from __future__ import annotations

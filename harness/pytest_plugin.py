@@ -233,24 +233,18 @@ def _resolve_settings(config: pytest.Config) -> HarnessSettings:
                 ) from None
             break
     settings = HarnessSettings(**values)
-    if settings.token is None and not _is_loopback(settings.host):
-        raise ConfigError(
-            f"clevertap-harness: --ct-host {settings.host!r} is not a loopback address: set a "
-            "token (--ct-token, ct_token or CTHARNESS_TOKEN) so that only you can drive the "
-            "control API"
-        )
-    return settings
+    # The fake CleverTap's own rules (a token off loopback, ...), checked now rather than when
+    # the world starts, and said with this plugin's option names.
+    from harness.clevertap.settings import ServerSettings
 
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        ServerSettings(host=settings.host, token=settings.token)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"clevertap-harness: --ct-host / --ct-token: {exc} (--ct-token, ct_token or "
+            "CTHARNESS_TOKEN)"
+        ) from None
+    return settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -518,13 +512,27 @@ def ct_session_world(ct_settings: HarnessSettings, _ct_session: _Session) -> Ite
 
 
 class _Checked:
-    """What the after-test hook asks of a fixture (a WorldFixture, the ct_mock check)."""
+    """What the after-test hook (and, inside ``@given``, each example) asks of a fixture: a
+    WorldFixture, or the ct_mock check."""
+
+    def _begin(self) -> None:
+        """Start afresh: before each hypothesis example."""
+        raise NotImplementedError
+
+    def _problem(self) -> str | None:
+        """What the test or example left behind; None when all is well."""
+        raise NotImplementedError
 
     def _check(self) -> None:
-        raise NotImplementedError
+        """After a test body that passed: fail the test with :meth:`_problem`."""
+        problem = self._problem()
+        if problem is not None:
+            # Outside any except block, so pytest shows no "during handling of the above
+            # exception" chain: the message is the whole story.
+            pytest.fail(problem, pytrace=False)
 
     def _attach_errors(self, item: pytest.Item) -> None:
-        raise NotImplementedError
+        """After a test body that failed: add what belongs beside its error."""
 
 
 @dataclass(slots=True)
@@ -754,14 +762,6 @@ class WorldFixture(_Checked):
 
     # -- after the test ----------------------------------------------------------------------
 
-    def _check(self) -> None:
-        """Run after a test body that passed; fails the test with what it left unmet."""
-        problem = self._problem()
-        if problem is not None:
-            # Raised outside the except blocks of _problem, so pytest shows no "during
-            # handling of the above exception" chain: the message is the whole story.
-            pytest.fail(problem, pytrace=False)
-
     def _problem(self) -> str | None:
         """What the test (or example) left behind: server errors, unmet expectations, or
         error-level violations; None when all is well."""
@@ -914,15 +914,14 @@ def _anything(entry: Entry) -> bool:
     return True
 
 
-def _register(request: pytest.FixtureRequest, fixture: WorldFixture | _MockCheck) -> None:
+def _register(request: pytest.FixtureRequest, fixture: _Checked) -> None:
     node = request.node
     node.stash.setdefault(_CALL_FIXTURES, []).append(fixture)
-    if isinstance(fixture, WorldFixture):
-        _per_example(request, fixture)
+    _per_example(request, fixture)
 
 
-def _per_example(request: pytest.FixtureRequest, fixture: WorldFixture) -> None:
-    """Inside ``@given``, reset the world before every example and check it after each one.
+def _per_example(request: pytest.FixtureRequest, fixture: _Checked) -> None:
+    """Inside ``@given``, reset the fixture before every example and check it after each one.
 
     One fixture value serves every example of a hypothesis test, so without this the journal,
     the duplicate index and the fault counters would carry over from one example to the next
@@ -1054,19 +1053,18 @@ class _MockCheck(_Checked):
     def __init__(self, mock: CleverTapMock) -> None:
         self.mock = mock
 
-    def _check(self) -> None:
+    def _begin(self) -> None:
+        self.mock.reset()
+        self.mock.since = self.mock.journal.last_seq
+
+    def _problem(self) -> str | None:
         from harness.errors import ExpectationError
 
         try:
             self.mock.check()
         except ExpectationError as exc:
-            problem = f"ct_mock after the test:\n{exc}"
-        else:
-            return
-        pytest.fail(problem, pytrace=False)
-
-    def _attach_errors(self, item: pytest.Item) -> None:
-        """The body failed: its error is the one to see."""
+            return f"ct_mock after the test:\n{exc}"
+        return None
 
 
 @pytest.fixture

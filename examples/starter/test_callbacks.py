@@ -28,8 +28,8 @@ def test_full_mailbox_is_a_softbounce(ct_scenario: ScenarioFixture) -> None:
     env = ct_scenario.sut_env()
     host, port = json.loads(env["HARNESS_MX_MAP"])["example.com"].split(":")
 
-    # Your integration: deliver, get 452 (mailbox full: temporary), retry, and report a soft
-    # bounce once it gives up (reporting after one attempt is CT510).
+    # Your integration: deliver, get 452 (mailbox full: temporary), retry, get 452 again,
+    # report a soft bounce. (Reporting after a single attempt is check CT510.)
     for _attempt in range(2):
         with smtplib.SMTP(host, int(port)) as smtp, pytest.raises(smtplib.SMTPRecipientsRefused):
             smtp.sendmail("bounces@gw.test", ["full@example.com"], "Subject: x\r\n\r\nx\r\n")

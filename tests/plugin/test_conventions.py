@@ -36,6 +36,27 @@ def test_ct_world_inside_given_is_reset_before_every_example(project: pytest.Pyt
     project.runpytest().assert_outcomes(passed=2)
 
 
+def test_ct_mock_inside_given_is_reset_before_every_example(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import httpx
+        from hypothesis import HealthCheck, given, settings, strategies as st
+
+        from bodies import JSON, legacy
+
+
+        @settings(max_examples=10, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(st.integers(0, 3))
+        def test_same_address_every_example(ct_mock, n):
+            r = httpx.post(ct_mock.urls.bounce, content=legacy("hardbounce", "a@example.com"),
+                           headers=JSON)
+            assert r.status_code == 200, r.text  # no CT402: the duplicates are per example
+            assert len(ct_mock.journal.entries()) == 1
+        """
+    )
+    project.runpytest().assert_outcomes(passed=1)
+
+
 def test_violations_fail_the_example_that_caused_them_and_hypothesis_shrinks_to_it(
     project: pytest.Pytester,
 ) -> None:

@@ -63,8 +63,8 @@ def test_precedence_is_cli_then_ini_then_env(
         (
             ["--ct-host=0.0.0.0"],
             {},
-            "--ct-host '0.0.0.0' is not a loopback address: set a token (--ct-token, ct_token "
-            "or CTHARNESS_TOKEN)*",
+            "--ct-host / --ct-token: host '0.0.0.0' is not a loopback address: set a token *"
+            "(--ct-token, ct_token or CTHARNESS_TOKEN)",
         ),
     ],
 )
