@@ -93,9 +93,11 @@ class HarnessSettings:
     """Port of the fake CleverTap; 0 takes a free one (the only sane choice with xdist)."""
     relay_port: int = 0
     """Port of the default accept-all relay; 0 takes a free one."""
-    journal: Path | None = None
-    """An SQLite journal file (kept across tests); None keeps the journal in memory. Under xdist
-    the worker id is appended to the file name (``run-gw0.sqlite``)."""
+    journal: Path | str | None = None
+    """An SQLite journal file (kept across tests), or a journal URL (``postgresql://...``, one
+    journal shared with other harness processes: docs/scale-out.md); None keeps the journal in
+    memory. Under xdist the worker id is appended to a file name (``run-gw0.sqlite``); a URL
+    cannot be split per worker, so it is refused under xdist."""
     strictness: Strictness = "strict"
     """strict: payloads with error-level violations are answered 400; lenient: 200."""
     timeout: float = 5.0
@@ -107,10 +109,17 @@ class HarnessSettings:
         """A copy with *changes* applied."""
         return replace(self, **changes)
 
-    def journal_for(self, worker: str | None) -> Path | None:
-        """The journal file of one xdist *worker* (None: not under xdist)."""
+    def journal_for(self, worker: str | None) -> Path | str | None:
+        """The journal of one xdist *worker* (None: not under xdist)."""
         if self.journal is None or worker is None:
             return self.journal
+        if isinstance(self.journal, str):
+            from harness.errors import ConfigError
+
+            raise ConfigError(
+                f"the journal {self.journal.split('@')[-1]!r} is a shared store: xdist workers "
+                "would read each other's callbacks in it; run without -n, or give a file"
+            )
         return self.journal.with_name(f"{self.journal.stem}-{worker}{self.journal.suffix}")
 
 
@@ -121,6 +130,12 @@ def _positive_duration(text: str) -> float:
     if value <= 0:
         raise ValueError
     return value
+
+
+def _journal(text: str) -> Path | str:
+    from harness.journal import is_journal_url
+
+    return text if is_journal_url(text) else Path(text)
 
 
 def _port(text: str) -> int:
@@ -184,7 +199,13 @@ _OPTIONS = (
     _Option(
         "relay_port", _port, "PORT", "a port 0-65535", "port of the accept-all relay (0: free)"
     ),
-    _Option("journal", Path, "PATH", "a file path", "SQLite journal file (default: in memory)"),
+    _Option(
+        "journal",
+        _journal,
+        "PATH|URL",
+        "a file path or a journal URL",
+        "SQLite journal file, or postgresql://... (default: in memory)",
+    ),
     _Option(
         "strictness",
         _choice("strict", "lenient"),
@@ -388,7 +409,7 @@ class _Session:
 
         self.settings = settings
         path = settings.journal_for(worker)
-        if path is not None:
+        if isinstance(path, Path):
             path.parent.mkdir(parents=True, exist_ok=True)
         # One journal per process: every world of the session appends to it, so it reads as
         # one ordered story of the run, and a journal file gets everything.
