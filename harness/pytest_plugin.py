@@ -202,7 +202,7 @@ _OPTIONS = (
     _Option(
         "journal",
         _journal,
-        "PATH|URL",
+        "JOURNAL",
         "a file path or a journal URL",
         "SQLite journal file, or postgresql://... (default: in memory)",
     ),
