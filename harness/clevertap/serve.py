@@ -191,11 +191,11 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
 )
 @click.option(
     "--hosts",
-    metavar="NAME,...",
+    metavar="NAME[,NAME]",
     default=None,
     help="With SCENARIO: serve only these of its MX hosts (named after their first domain, as "
     "the banner shows), e.g. to split one scenario's hosts across processes that share a "
-    "--journal postgresql://... (docs/scale-out.md).",
+    "--journal postgresql:// URL (docs/scale-out.md).",
 )
 @click.pass_context
 def serve(

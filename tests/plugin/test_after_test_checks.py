@@ -214,7 +214,7 @@ def test_server_errors_surface_in_the_test_that_caused_them(project: pytest.Pyte
         [
             "*_ test_smtp_server_error _*",
             "1 error(s) inside the harness servers during this test:",
-            "  harness.smtp: SMTP command failed inside the fake MX host",
+            "  mail.log: * SMTP session exception",
             "*RuntimeError: boom in the server",
         ]
     )
