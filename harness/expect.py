@@ -171,28 +171,36 @@ def _callbacks(entries: Iterable[Entry]) -> list[tuple[Entry, Callback]]:
     return [(e, e.data) for e in entries if isinstance(e.data, Callback)]
 
 
-def nearest(
-    event: str, email: str, callbacks: list[tuple[Entry, Callback]]
-) -> list[tuple[tuple[int, float, int], str]]:
-    """Every event that arrived, with a sort key (nearest first) and its line with the reason:
-    the one nearest-candidates function (``expect`` and the scenario report use it)."""
-    want = _Want(event, email, None)
-    return _candidates(want, callbacks)
+def nearness(
+    item: CallbackEvent, *, event: str | None, email: str, accepted: bool, seq: int
+) -> tuple[int, float, bool, int]:
+    """How near a reported event is to the one wanted (smaller is nearer): the one ranking of
+    candidates, used by ``expect_*`` failures and by the scenario judge's "nearest" lines.
+
+    Same event and address first, then the same address, then the same event, then the rest;
+    within each, the most similar address first, accepted before refused, then journal order.
+    """
+    same_address = item.matches(None, email)
+    same_event = event is None or item.event == event
+    rank = 0 if same_address and same_event else 1 if same_address else 2 if same_event else 3
+    closeness = -_similarity(item.email.casefold(), email.casefold())
+    return (rank, closeness, not accepted, seq)
 
 
 def _candidates(
     want: _Want, callbacks: list[tuple[Entry, Callback]]
-) -> list[tuple[tuple[int, float, int], str]]:
-    found: list[tuple[tuple[int, float, int], str]] = []
-    key = want.email.casefold()
+) -> list[tuple[tuple[int, float, bool, int], str]]:
+    found: list[tuple[tuple[int, float, bool, int], str]] = []
     for entry, record in callbacks:
         if not record.events:
-            found.append(((4, 0.0, entry.seq), _event_line(entry, record, None)))
+            found.append(((4, 0.0, False, entry.seq), _event_line(entry, record, None)))
             continue
         for item in record.events:
             same_address = item.matches(None, want.email)
             same_event = item.event == want.event
-            closeness = -_similarity(item.email.casefold(), key)
+            near = nearness(
+                item, event=want.event, email=want.email, accepted=record.accepted, seq=entry.seq
+            )
             if same_address and same_event:
                 if not record.accepted:
                     reason = "not accepted: " + _answer(record)
@@ -202,15 +210,14 @@ def _candidates(
                         if want.ts
                         else ""
                     )
-                rank = 0
             elif same_address:
-                rank, reason = 1, "same address, other event"
+                reason = "same address, other event"
             elif same_event:
-                rank, reason = 2, "same event, other address"
+                reason = "same event, other address"
             else:
-                rank, reason = 3, "other event and address"
+                reason = "other event and address"
             line = _event_line(entry, record, item)
-            found.append(((rank, closeness, entry.seq), f"{line}  <- {reason}" if reason else line))
+            found.append((near, f"{line}  <- {reason}" if reason else line))
     found.sort(key=lambda c: c[0])
     return found
 

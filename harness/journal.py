@@ -227,6 +227,10 @@ class Journal:
             # the process.
             db.execute("PRAGMA journal_mode=OFF")
             db.execute("PRAGMA synchronous=OFF")
+            # Every page of an in-memory database stays in its page cache (there is nowhere to
+            # spill to); past the default 2 MB cap SQLite keeps trying to recycle pages that
+            # cannot be, a cost that showed as pauses of tens of ms at a few 100k entries.
+            db.execute("PRAGMA cache_size=-4000000")
             for statement in _SCHEMA:
                 db.execute(statement)
             return db

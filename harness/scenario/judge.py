@@ -37,7 +37,6 @@ Events are matched by their name in the scenario's format (``softbounce`` in leg
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import signal
@@ -50,8 +49,9 @@ from typing import Any, Literal
 import msgspec
 
 from harness.checks import Severity, Violation
+from harness.expect import nearness
 from harness.journal import Entry, Journal, Kind
-from harness.records import Callback, Sent, ViolationFound
+from harness.records import Callback, CallbackEvent, Sent, ViolationFound
 from harness.scenario.crosschecks import (
     CrossCheckConfig,
     Facts,
@@ -502,10 +502,9 @@ def _nearest(
     with the same event, then the rest; accepted before refused."""
     skip = {(e.seq, e.index) for e in exclude}
 
-    def score(e: ReportedEvent) -> tuple[float, bool, bool, int]:
-        unlike = 1.0 - difflib.SequenceMatcher(None, e.address, address).ratio()
-        other_event = event is not None and e.event != event
-        return (unlike, other_event, not e.accepted, e.seq)
+    def score(e: ReportedEvent) -> tuple[int, float, bool, int]:
+        item = CallbackEvent(e.event, e.email, e.ts, e.meta)
+        return nearness(item, event=event, email=address, accepted=e.accepted, seq=e.seq)
 
     candidates = [e for e in facts.events if (e.seq, e.index) not in skip]
     return tuple(sorted(candidates, key=score)[:_NEAREST])

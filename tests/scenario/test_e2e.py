@@ -321,6 +321,7 @@ def test_scenario_model_accepts_env_only_integration() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # 18 scenarios, each with its settling quiet period: minutes when shared
 def test_every_shipped_scenario_passes_against_the_example() -> None:
     result = CliRunner().invoke(main, ["run", "-q", "-j", "2", str(SCENARIOS)])
     assert result.exit_code == 0, result.output
