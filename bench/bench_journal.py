@@ -297,13 +297,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of part 2")
     parser.add_argument("--requests", type=int, default=20_000, help="callbacks per round")
     parser.add_argument("--skip-scale", action="store_true", help="part 2 only")
+    parser.add_argument("--skip-http", action="store_true", help="part 1 only")
+    parser.add_argument(
+        "--stores", default="memory,sqlite", help="part 1's stores, comma-separated"
+    )
     args = parser.parse_args()
     ctx = mp.get_context("spawn")
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
 
     if not args.skip_scale:
         print(f"\n== part 1: {args.entries:,} callbacks through process_callback, per store")
-        for store in ("memory", "sqlite"):
+        for store in args.stores.split(","):
             out = ctx.Queue()
             child = ctx.Process(target=_scale, args=(store, args.entries, out))
             child.start()
@@ -325,6 +329,8 @@ def main() -> None:
             if r["reopen_s"] is not None:
                 print(f"        reopening the {r['n']:,}-entry file: {r['reopen_s']:.3f} s")
 
+    if args.skip_http:
+        return
     print(f"\n== part 2: {CLIENTS} clients over HTTP, {args.requests:,} callbacks per round")
     rates: dict[str, list[float]] = {"memory": [], "sqlite": []}
     cpus: dict[str, list[float]] = {"memory": [], "sqlite": []}
