@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
-from harness.journal import Entry, Journal, MemoryJournal
+from harness.journal import Entry, Journal, Kind, MemoryJournal
 from harness.records import Callback, Dsn, DsnSkipped, Note, Sent, SmtpMessage, SmtpReply
 from harness.scenario.campaign import Submission, submit_campaign
-from harness.scenario.clicks import perform_click
+from harness.scenario.clicks import ClickScope, click_notes, perform_click
 from harness.scenario.judge import ExpectationResult, Stopped, Verdict, judge, pending
 from harness.scenario.model import ReadyProbe, Scenario
 from harness.scenario.sut import (
@@ -379,9 +379,21 @@ async def _drive(
         if addresses.bounce is not None
         else submission
     )
+    # The clicker contacts only the harness's world: loopback, what the integration announced,
+    # and the scenario's unsubscribe_allow_hosts (docs/runner.md).
+    scope = ClickScope.build(
+        scenario.unsubscribe_allow_hosts,
+        announced=[
+            addresses.smtp[0],
+            addresses.bounce[0] if addresses.bounce is not None else None,
+            addresses.http,
+        ],
+    )
     clicks = [
         asyncio.create_task(
-            perform_click(click, journal, deadline=deadline, intake=intake, since=since),
+            perform_click(
+                click, journal, deadline=deadline, intake=intake, since=since, scope=scope
+            ),
             name=f"click {click.recipient}",
         )
         for click in scenario.unsubscribe
@@ -429,6 +441,8 @@ async def _drive(
             if not task.done():
                 task.cancel()
         await asyncio.gather(*clicks, return_exceptions=True)
+    # A click the clicker refused to make (outside the harness's world) says so in the report.
+    notes.extend(click_notes(journal.iter_entries(Kind.CLICK, since=since)))
     return notes
 
 
