@@ -21,13 +21,23 @@ def _by():  # type: ignore[no-untyped-def]
 
 
 def wait_for(driver: Any, condition: Any, timeout: float = 10) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def attempt(d: Any) -> Any:
+        try:
+            return condition(d)
+        except WebDriverException as exc:
+            # Chromium's way of saying stale: the node was replaced by a live update between
+            # finding it and reading it. Look again.
+            if "does not belong to the document" in str(exc):
+                return False
+            raise
 
     # Controls reload the page: an element found just before the reload goes stale.
     return WebDriverWait(
         driver, timeout, ignored_exceptions=[StaleElementReferenceException]
-    ).until(condition)
+    ).until(attempt)
 
 
 def live(driver: Any) -> None:
