@@ -38,6 +38,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, RootModel
 
+from harness._rawhttp import post
+
 PATH = "/callbacks/bounce"
 
 
@@ -119,20 +121,8 @@ async def _client(
                 break
             body = make(i)
             i += 1
-            writer.write(
-                b"POST " + PATH.encode() + b" HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-                b"content-type: application/json\r\ncontent-length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
-            if head[9:12] != b"200":
+            status, _ = await post(reader, writer, PATH, body)
+            if status != 200:
                 errors += 1
             if now >= warmup_until:
                 latencies.append(time.perf_counter() - now)

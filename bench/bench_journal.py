@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness._rawhttp import post
+
 PATH = "/callbacks/bounce"
 CLIENTS = 20
 
@@ -239,24 +241,7 @@ async def _client(port: int, first: int, count: int, now: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for i in range(first, first + count):
-            payload = body(i, now)
-            writer.write(
-                b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                b"Content-Type: application/json\r\nContent-Length: "
-                + str(len(payload)).encode()
-                + b"\r\n\r\n"
-                + payload
-            )
-            length = 0
-            while True:
-                line = await reader.readline()
-                if not line:
-                    raise ConnectionError("server closed the connection")
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-                if line in (b"\r\n", b"\n"):
-                    break
-            answer = await reader.readexactly(length)
+            _, answer = await post(reader, writer, PATH, body(i, now))
             if b'"success"' not in answer:
                 raise SystemExit(f"unexpected answer: {answer[:200]!r}")
     finally:

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness._rawhttp import post
+
 PATH = "/callbacks/bounce"
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -95,21 +97,9 @@ async def _client(port: int, until: float, start: int, now_s: int) -> tuple[int,
         while time.perf_counter() < until:
             body = payload(i, now_s)
             i += 1
-            writer.write(
-                b"POST " + PATH.encode() + b" HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-                b"content-type: application/json\r\ncontent-length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
+            status, _ = await post(reader, writer, PATH, body)
             done += 1
-            errors += head[9:12] != b"200"
+            errors += status != 200
     finally:
         writer.close()
         await writer.wait_closed()

@@ -55,11 +55,14 @@ from harness.records import RECORD_TYPES, Callback, Kind, Record, RecordType, re
 from harness.vocab import address_key
 
 __all__ = [
+    "SQLITE",
     "Entry",
     "Journal",
     "Kind",
     "MemoryJournal",
     "SQLiteJournal",
+    "SqlDialect",
+    "candidate_query",
     "open_journal",
 ]
 
@@ -168,6 +171,85 @@ class Entry:
 
 
 Predicate = Callable[[Entry], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class SqlDialect:
+    """What differs between the SQL stores in the candidate queries (:func:`candidate_query`)."""
+
+    param: str
+    """The placeholder: ``?`` (sqlite3) or ``%s`` (psycopg)."""
+    entries: str
+    events: str
+    codes: str
+    join: str
+    """SQLite needs ``CROSS JOIN`` to keep the small index side as the outer loop."""
+    flagged: str
+    upper_bound: bool
+    """Whether the query also bounds seq from above (the SQLite store's committed seq)."""
+    boolean: Callable[[bool], Any]
+
+
+SQLITE = SqlDialect("?", "entries", "events", "codes", "CROSS JOIN", "e.flagged = 1", True, int)
+
+
+def candidate_query(
+    dialect: SqlDialect,
+    event: str | None,
+    address: str | None,
+    code: str | None,
+    endpoint: str | None,
+    accepted: bool | None,
+    flagged: bool,
+) -> tuple[str, list[Any]]:
+    """The one plan of the callback reads, for every SQL store: start from the most selective
+    index (the address's or the event's events, a code's callbacks, else the callbacks
+    themselves) and join the entries, in seq order. Returns the query and its leading
+    parameters; it ends with ``seq > P`` (and ``seq <= P`` when the dialect bounds it) and
+    ``LIMIT P``, whose values the store appends. Candidates only: callbacks() checks each
+    against its record (the keys are hashes)."""
+    p = dialect.param
+    # Every callback has a non-NULL endpoint (-1 for a wrong path), and only callbacks do:
+    # this term lets the partial indexes serve.
+    where = ["e.endpoint IS NOT NULL"]
+    args: list[Any] = []
+    if endpoint is not None:
+        where.append(f"e.endpoint = {p}")
+        args.append(_ENDPOINT_CODE.get(endpoint, -2))
+    if accepted is not None:
+        where.append(f"e.accepted = {p}")
+        args.append(dialect.boolean(accepted))
+    if flagged:
+        where.append(dialect.flagged)
+    if address is not None or event is not None:
+        if address is not None:
+            where.append(f"v.akey = {p}")
+            args.append(address_index_key(address))
+        if event is not None:
+            where.append(f"v.ekey = {p}")
+            args.append(_key(event))
+        source, seq = (
+            f"{dialect.events} v {dialect.join} {dialect.entries} e ON e.seq = v.seq",
+            "v.seq",
+        )
+    elif code is not None:
+        where.append(f"c.code = {p}")
+        args.append(code)
+        source, seq = (
+            f"{dialect.codes} c {dialect.join} {dialect.entries} e ON e.seq = c.seq",
+            "c.seq",
+        )
+    else:
+        source, seq = f"{dialect.entries} e", "e.seq"
+    where.append(f"{seq} > {p}")
+    if dialect.upper_bound:
+        where.append(f"{seq} <= {p}")
+    sql = (
+        f"SELECT e.seq, e.kind, e.at, e.data FROM {source} WHERE {' AND '.join(where)} "
+        f"ORDER BY {seq} LIMIT {p}"
+    )
+    return sql, args
+
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODERS: dict[int, msgspec.msgpack.Decoder[Any]] = {
@@ -609,46 +691,7 @@ class Journal:
         since: int,
     ) -> Iterator[Entry]:
         """Candidates in seq order from the most selective index; callbacks() checks them."""
-        columns = "SELECT e.seq, e.kind, e.at, e.data FROM entries e"
-        # Every callback has a non-NULL endpoint (-1 for a wrong path), and only callbacks do:
-        # this term lets SQLite use the partial indexes.
-        where = ["e.endpoint IS NOT NULL"]
-        args: list[Any] = []
-        if endpoint is not None:
-            where.append("e.endpoint = ?")
-            args.append(_ENDPOINT_CODE.get(endpoint, -2))
-        if accepted is not None:
-            where.append("e.accepted = ?")
-            args.append(int(accepted))
-        if flagged:
-            where.append("e.flagged = 1")
-        if address is not None or event is not None:
-            if address is not None:
-                where.append("v.akey = ?")
-                args.append(address_index_key(address))
-            if event is not None:
-                where.append("v.ekey = ?")
-                args.append(_key(event))
-            # CROSS JOIN fixes the loop order: the few events of the address (or of the event,
-            # in seq order) first, then their entries; never a scan of entries by another index.
-            sql = (
-                "SELECT e.seq, e.kind, e.at, e.data FROM events v CROSS JOIN entries e "
-                f"ON e.seq = v.seq WHERE {' AND '.join([*where, 'v.seq > ?', 'v.seq <= ?'])} "
-                "ORDER BY v.seq LIMIT ?"
-            )
-        elif code is not None:
-            where.append("c.code = ?")
-            args.append(code)
-            sql = (
-                "SELECT e.seq, e.kind, e.at, e.data FROM codes c CROSS JOIN entries e "
-                f"ON e.seq = c.seq WHERE {' AND '.join([*where, 'c.seq > ?', 'c.seq <= ?'])} "
-                "ORDER BY c.seq LIMIT ?"
-            )
-        else:
-            sql = (
-                f"{columns} WHERE {' AND '.join([*where, 'e.seq > ?', 'e.seq <= ?'])} "
-                "ORDER BY e.seq LIMIT ?"
-            )
+        sql, args = candidate_query(SQLITE, event, address, code, endpoint, accepted, flagged)
         return self._select(sql, (*args, since, None))
 
     def last_remembered(

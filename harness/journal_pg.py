@@ -63,11 +63,13 @@ from harness.journal import (
     Journal,
     Kind,
     Predicate,
+    SqlDialect,
     _CommitWaiter,
     _encode,
     _key,
     _settle,
     address_index_key,
+    candidate_query,
 )
 from harness.records import Callback, Record
 
@@ -77,6 +79,12 @@ log = logging.getLogger("harness.journal")
 
 _FORMAT = 1
 """Version of the table layout; a database written by another layout is refused."""
+
+POSTGRES = SqlDialect(
+    "%s", "harness_entries", "harness_events", "harness_codes", "JOIN", "e.flagged", False, bool
+)
+"""PostgreSQL's planner keeps the selective side outer by itself; its readers see committed
+rows only, so no upper bound on seq."""
 _LOCK = 0x6861726E657373  # "harness": the advisory lock that orders commits
 _CHANNEL = "harness_journal"
 _CHUNK = 2000
@@ -525,43 +533,9 @@ class PostgresJournal(Journal):
         flagged: bool,
         since: int,
     ) -> Iterator[Entry]:
-        # The same plan as the SQLite store: the most selective index first, then the entries;
-        # callbacks() checks every candidate against the record itself.
-        where = ["e.endpoint IS NOT NULL"]
-        args: list[Any] = []
-        if endpoint is not None:
-            where.append("e.endpoint = %s")
-            args.append(_ENDPOINT_CODE.get(endpoint, -2))
-        if accepted is not None:
-            where.append("e.accepted = %s")
-            args.append(accepted)
-        if flagged:
-            where.append("e.flagged")
-        if address is not None or event is not None:
-            if address is not None:
-                where.append("v.akey = %s")
-                args.append(address_index_key(address))
-            if event is not None:
-                where.append("v.ekey = %s")
-                args.append(_key(event))
-            query = (
-                "SELECT e.seq, e.kind, e.at, e.data FROM harness_events v JOIN harness_entries e "
-                f"ON e.seq = v.seq WHERE {' AND '.join([*where, 'v.seq > %s'])} "
-                "ORDER BY v.seq LIMIT %s"
-            )
-        elif code is not None:
-            where.append("c.code = %s")
-            args.append(code)
-            query = (
-                "SELECT e.seq, e.kind, e.at, e.data FROM harness_codes c JOIN harness_entries e "
-                f"ON e.seq = c.seq WHERE {' AND '.join([*where, 'c.seq > %s'])} "
-                "ORDER BY c.seq LIMIT %s"
-            )
-        else:
-            query = (
-                "SELECT e.seq, e.kind, e.at, e.data FROM harness_entries e "
-                f"WHERE {' AND '.join([*where, 'e.seq > %s'])} ORDER BY e.seq LIMIT %s"
-            )
+        # The same plan as the SQLite store (one builder); callbacks() checks every candidate
+        # against the record itself.
+        query, args = candidate_query(POSTGRES, event, address, code, endpoint, accepted, flagged)
         return self._pg_select(query, args, since)
 
     def last_remembered(

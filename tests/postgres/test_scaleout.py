@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from harness._rawhttp import post
 from harness.journal import Kind, open_journal
 from harness.journal_pg import PostgresJournal
 from harness.records import Callback, Note
@@ -170,20 +171,8 @@ async def _post_all(bases: list[str], total: int, clients: int) -> list[list[str
             for i in range(n, total, clients):
                 address = f"u{i}@example.com"
                 body = bounce(address)
-                writer.write(
-                    b"POST /callbacks/bounce HTTP/1.1\r\nhost: 127.0.0.1\r\n"
-                    b"content-type: application/json\r\ncontent-length: "
-                    + str(len(body)).encode()
-                    + b"\r\n\r\n"
-                    + body
-                )
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                answer = await reader.readexactly(length)
-                assert head[9:12] == b"200", (head, answer)
+                status, answer = await post(reader, writer, "/callbacks/bounce", body)
+                assert status == 200, answer
                 acked[n].append(address)
         finally:
             writer.close()
