@@ -404,6 +404,9 @@ class Dsn(Record, frozen=True):
     due) or a ``complaint`` (RFC 5965 ARF: the recipient marked the message as spam)."""
     style: str | None = None
     """The auto-reply's style (``vacation``, ``exchange``) or the complaint's ``Feedback-Type``."""
+    started: float | None = None
+    """When its delivery began (epoch seconds). The entry is journaled once delivery ended, and
+    the integration may act on the report before that: its consequences count from here."""
 
 
 class DsnSkipped(Record, frozen=True):

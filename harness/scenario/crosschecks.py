@@ -422,10 +422,12 @@ class Facts:
             self.metas.setdefault(unfolded, []).append((entry.seq, frozenset(recipients)))
 
     def _dsn(self, entry: Entry, record: Dsn, later_class: Mapping[str, str]) -> None:
+        # From when its delivery began: the integration may call back before it is journaled.
+        at = min(entry.at, record.started) if record.started is not None else entry.at
         delivered = "delivered to the intake" if record.ok else "NOT delivered to the intake"
         message = self.messages.get(record.message) if record.message is not None else None
         if record.report is not MailReport.DSN:
-            self._mail_report(entry, record, delivered)
+            self._mail_report(entry, record, at, delivered)
             return
         for report in record.recipients:
             recipient = report.recipient
@@ -446,20 +448,20 @@ class Facts:
             detail = f"DSN {report.action} {report.status} ({record.dialect}), {delivered}"
             if report.action == "failed":
                 klass = later_class.get(_canon(recipient)) or _status_class(report.status)
-                observation = Observation(entry.seq, "dsn", entry.at, entry.at, klass, True, detail)
+                observation = Observation(entry.seq, "dsn", at, entry.at, klass, True, detail)
             elif report.action == "delayed":
                 observation = Observation(
-                    entry.seq, "dsn_delayed", entry.at, entry.at, None, False, detail
+                    entry.seq, "dsn_delayed", at, entry.at, None, False, detail
                 )
             elif report.action in _SUCCESS_ACTIONS:
                 observation = Observation(
-                    entry.seq, "dsn_success", entry.at, entry.at, "none", False, detail
+                    entry.seq, "dsn_success", at, entry.at, "none", False, detail
                 )
             else:
                 continue
             self._add(_canon(recipient), observation)
 
-    def _mail_report(self, entry: Entry, record: Dsn, delivered: str) -> None:
+    def _mail_report(self, entry: Entry, record: Dsn, at: float, delivered: str) -> None:
         """An auto-reply or a complaint about the recipient(s) of *record*."""
         auto = record.report is MailReport.AUTO_REPLY
         for report in record.recipients:
@@ -468,7 +470,7 @@ class Facts:
             observation = Observation(
                 entry.seq,
                 str(record.report),
-                entry.at,
+                at,
                 entry.at,
                 "none",
                 False,
@@ -1185,7 +1187,7 @@ COMPLAINT_NOT_REPORTED = register(
         "as `spam` or unsubscribed. CleverTap unsubscribes users who complain (v2 `spam` "
         "maps to Channel Unsubscribed); mailing them again hurts the sender's reputation with "
         "the very provider that sent the report. An address already reported unsubscribed "
-        "(after a click) needs no second report.",
+        "(after a click) needs no second report; one reported as a bounce instead is CT522.",
     )
 )
 COMPLAINT_AS_BOUNCE = register(
@@ -1253,7 +1255,10 @@ def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list
         if what in ("unsubscribe", "spam"):
             unsubscribed.add(_canon(event.email))
         if what in BOUNCES:
-            found.extend(_bounce(facts, event, what))
+            bounce = _bounce(facts, event, what)
+            if any(v.code == COMPLAINT_AS_BOUNCE.code for v in bounce):
+                unsubscribed.add(_canon(event.email))  # CT522 says it; CT521 would repeat it
+            found.extend(bounce)
             found.extend(_twice(facts, event, (event.event, event.address), reported, TWICE))
         elif what == "unsubscribe":
             # Per address, whatever the format's event name (contract, section 3.3).

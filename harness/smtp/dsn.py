@@ -29,6 +29,7 @@ import pathlib
 import quopri
 import re
 import textwrap
+import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -1969,6 +1970,7 @@ async def deliver_dsn(
     says which, *about* names the recipient who replied or complained, *style* the reply's
     style or the complaint's feedback type; the entry is a ``Dsn`` with that ``report``.
     """
+    started = time.time()
     data = dsn_bytes(message, crlf=True)
     is_maildir = isinstance(intake, pathlib.Path)
     fields: dict[str, Any] = {
@@ -1989,6 +1991,7 @@ async def deliver_dsn(
         else (DsnRecipient(recipient=about or ""),),
         "report": report,
         "style": style,
+        "started": started,
         "message_id": str(message.get("Message-ID", "")) or None,
         "size": len(data),
         "host": host,
