@@ -192,3 +192,14 @@ def test_ct523_complaint_reported_with_another_event_than_the_mapping(tmp_path: 
     )
     assert "CT523" not in _codes(remapped)
     assert "CT521" not in _codes(remapped)
+
+
+def test_the_reports_example_of_the_docs_passes_against_the_example(tmp_path: Path) -> None:
+    docs = (ROOT / "docs" / "scenarios.md").read_text(encoding="utf-8")
+    (text,) = [b for b in re.findall(r"```yaml\n(.*?)```", docs, re.S) if "name: reports" in b]
+    path = tmp_path / "reports.yaml"
+    path.write_text(text, encoding="utf-8")
+    result = asyncio.run(run_scenario(load_scenario(path), RunOptions()))
+    assert result.passed, result.verdict
+    kinds = sorted(str(r.report) for r in _reports(result))
+    assert kinds == ["auto_reply", "complaint", "dsn", "dsn"]
