@@ -1888,9 +1888,8 @@ def recipients_of(message: Message) -> list[dict[str, str]]:
     built = _BUILT.get(message)
     if built is not None and built[0] in PLAIN_TEXT_DIALECTS:
         dialect, reports = built
-        return [
-            _found(r.recipient, r.action, _reported_status(dialect, r), r.orcpt) for r in reports
-        ]
+        # No Original-Recipient either: only what the message says is reported.
+        return [_found(r.recipient, r.action, _reported_status(dialect, r), None) for r in reports]
     found: list[dict[str, str]] = []
     for part in message.walk():
         ctype = part.get_content_type()
