@@ -30,6 +30,11 @@ What counts as "the real event" of a recipient, case by case:
 
 Besides the accepted callbacks, two checks look at the whole run: callbacks resent too soon
 (CT511, over every request) and temporary failures never retried (CT510, over every recipient).
+
+A link scanner's fetches (a ``Click`` with ``via: scan``) are not an unsubscribe action: an
+unsubscribe after a scan and no click is CT507, and says so. The integration's own doors are
+probed too (CT6xx): a submission with a wrong password, a wrong user or no AUTH that the
+integration accepted (a ``SubmissionProbe`` record) is CT601.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from harness.records import (
     SmtpMessage,
     SmtpOpen,
     SmtpReply,
+    SubmissionProbe,
 )
 from harness.smtp.catalog import CATALOG, BounceClass
 from harness.vocab import CLASS_OF_EVENT, address_key
@@ -227,6 +233,8 @@ class Facts:
     """Key (:func:`_canon`) -> (the address as CleverTap or the mail world first wrote it, seq)."""
     temporary: set[str] = field(default_factory=set)
     """Keys (:func:`_canon`) of the addresses that got a temporary failure reply or drop."""
+    probes: list[tuple[Entry, SubmissionProbe]] = field(default_factory=list)
+    """The submissions tried with bad credentials (CT601), in journal order."""
     _sent_spelled: set[str] = field(default_factory=set, repr=False)
     _histories: dict[str, tuple[Observation, ...]] = field(default_factory=dict, repr=False)
 
@@ -269,6 +277,8 @@ class Facts:
                 facts.clicks.setdefault(address_key(record.recipient), []).append((entry, record))
             elif isinstance(record, Sent):
                 facts._sent(entry, record)
+            elif isinstance(record, SubmissionProbe):
+                facts.probes.append((entry, record))
             elif isinstance(record, HostChange) and record.state == "down":
                 variant = str(record.variant)
                 if variant in _DOWN_VARIANTS:
@@ -581,9 +591,10 @@ class Facts:
         return self.spelled.get(_canon(address))
 
     def click_before(self, address: str, at: float) -> Entry | None:
-        """The first click by *address* that reached the integration at or before *at*."""
+        """The first click by *address* that reached the integration at or before *at* (a link
+        scanner's fetches are no click)."""
         for entry, click in self.clicks.get(address_key(address), ()):
-            if click.reached and entry.at <= at:
+            if click.acted and entry.at <= at:
                 return entry
         return None
 
@@ -827,7 +838,10 @@ NO_CLICK = register(
         ),
         explanation="An unsubscribe callback for an address for which no unsubscribe action "
         "(one-click POST, link, mailto) reached the integration before the callback. An "
-        "unsubscribe applies to the whole account, so a spurious one silently loses a user.",
+        "unsubscribe applies to the whole account, so a spurious one silently loses a user. "
+        "A link scanner's GET (a `scan` click: mail security gateways and previewers fetch "
+        "every URL of a message) is no unsubscribe action: an integration that unsubscribes on "
+        "a GET fails here, with the scan named in the violation.",
     )
 )
 META_UNKNOWN = register(
@@ -1069,6 +1083,68 @@ OTHER_CASE = register(
 )
 
 
+# -- the integration's own doors (CT6xx) ---------------------------------------------------------
+
+SUBMISSION_ACCEPTED = register(
+    Check(
+        code="CT601",
+        title="submission accepted with wrong or missing credentials",
+        severity=_E,
+        family="integration",
+        example=_example(
+            "# The integration was given clevertap / secret (HARNESS_SUBMISSION_USER, _PASSWORD);",
+            "# after the campaign the runner tried a wrong password, and AUTH succeeded.",
+            '5 submission_probe {"probe": "wrong_password", "username": "clevertap", '
+            '"auth_reply": "235 2.7.0 Authentication successful", "accepted": true, '
+            '"stage": "auth", "reply": "235 2.7.0 Authentication successful", '
+            '"steps": ["AUTH -> 235 2.7.0 Authentication successful"]}',
+        ),
+        explanation="After the campaign the runner submits again with bad credentials "
+        "(`integration.submission_probes`: a wrong password, a user it was not given, no AUTH "
+        "at all) and stops before DATA, so nothing is relayed. The integration must refuse "
+        "each: `535` to AUTH, `530` to MAIL or RCPT without AUTH (contract, section 3.1). One "
+        "that accepts them relays anybody's mail under the brand's name. The violation says "
+        "which credentials were accepted and at which step.",
+    )
+)
+
+_PROBED = {
+    "wrong_password": "a submission with a wrong password for {user!r}",
+    "wrong_user": "a submission as {user!r}, a user name it was not given",
+    "no_auth": "a submission without AUTH",
+}
+
+
+def _probes(facts: Facts) -> list[Violation]:
+    """CT601 for every submission probe the integration accepted."""
+    found: list[Violation] = []
+    for entry, probe in facts.probes:
+        if not probe.accepted:
+            continue
+        what = _PROBED.get(probe.probe, probe.probe).format(user=probe.username)
+        if probe.stage == "auth":
+            how = f"AUTH answered {probe.reply}"
+        else:
+            how = f"{(probe.stage or 'the submission').upper()} answered {probe.reply}"
+            if probe.auth_reply is not None:
+                how += f" although AUTH was refused ({probe.auth_reply})"
+        found.append(
+            Violation(
+                code=SUBMISSION_ACCEPTED.code,
+                severity=SUBMISSION_ACCEPTED.severity,
+                path=f"submission {probe.probe}",
+                message=f"the integration's submission port accepted {what}: {how}",
+                expected="535 to AUTH, and no recipient accepted"
+                if probe.username is not None
+                else "530 (authentication required) to MAIL or RCPT",
+                seen="; ".join(probe.steps) or str(probe.reply),
+                evidence=(entry.seq,),
+                extra={"probe": probe.probe, "username": probe.username},
+            )
+        )
+    return found
+
+
 # -- running them --------------------------------------------------------------------------------
 
 
@@ -1114,6 +1190,7 @@ def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list
     bounced = {_canon(e.email) for (name, _), e in reported.items() if name != "unsubscribe"}
     found.extend(_never_retried(facts, reported=bounced))
     found.extend(_resent_too_soon(facts, config))
+    found.extend(_probes(facts))
     # Stable: the checks of one event keep their order.
     found.sort(key=lambda v: v.evidence[0] if v.evidence else 0)
     return found
@@ -1148,20 +1225,37 @@ def _twice(
 
 def _no_click(facts: Facts, event: ReportedEvent) -> Violation:
     clicks = facts.clicks.get(event.address, ())
-    seen = (
-        f"clicks only after the callback (seq {', '.join(str(c.seq) for c, _ in clicks)})"
-        if clicks
-        else "no click"
-    )
+    scans = [e for e, c in clicks if c.scan and c.reached and e.at <= event.at]
+    others = [e for e, c in clicks if not c.scan]
+    if scans:
+        # The classic bug: the page unsubscribes on GET, and a scanner fetched it.
+        listed = ", ".join(str(e.seq) for e in scans)
+        message = (
+            f"{event.event} for {event.email} after only a link scanner's GET (seq {listed}): "
+            "the integration unsubscribed on a GET, which scanners and previewers make"
+        )
+        seen = f"a link scanner's GET of the message's links (seq {listed}) and no click"
+        if others:
+            later = ", ".join(str(e.seq) for e in others)
+            seen += f"; clicks only after the callback (seq {later})"
+    else:
+        message = (
+            f"{event.event} for {event.email}, but no unsubscribe action by that recipient "
+            "reached the integration before it"
+        )
+        seen = (
+            f"clicks only after the callback (seq {', '.join(str(e.seq) for e in others)})"
+            if others
+            else "no click"
+        )
     return _violation(
         facts,
         NO_CLICK,
         event,
-        f"{event.event} for {event.email}, but no unsubscribe action by that recipient reached "
-        "the integration before it",
+        message,
         expected="a click (one-click POST, link or mailto) before the callback",
         seen=seen,
-        evidence=(event.seq, *(c.seq for c, _ in clicks)),
+        evidence=(event.seq, *(e.seq for e, _ in clicks)),
     )
 
 
