@@ -65,7 +65,7 @@ from harness.records import (
     SmtpReply,
     SubmissionProbe,
 )
-from harness.smtp.catalog import CATALOG, BounceClass
+from harness.smtp.catalog import CATALOG, SLOW_DELAY, BounceClass
 from harness.vocab import CLASS_OF_EVENT, address_key
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ _DOWN_VARIANTS = frozenset(
 )
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _DELIVERED = frozenset({"accepted", "dsn_success"})
+_SLOW = "slow"  # the server-down variant that is no failure: a working server, answering late
 _SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})  # RFC 3464 2.3.3
 _TS_UNIT_LIMIT = 10**11  # CT303 territory: not seconds, so no window to compare with
 
@@ -118,7 +119,8 @@ class Observation:
     kind: str
     """``reply`` (a failure reply), ``attempt`` (a recipient accepted at RCPT or only tried),
     ``accepted`` (a message accepted with 250), ``dropped``, ``dsn`` (a failed DSN),
-    ``dsn_delayed``, ``dsn_success`` (delivered, relayed, expanded) or ``host_down``."""
+    ``dsn_delayed``, ``dsn_success`` (delivered, relayed, expanded), ``host_down`` or ``slow``
+    (connections to a host playing ``slow``: a working server that answers late)."""
     start: float
     end: float
     """When it happened: between ``start`` and ``end`` (a session's span; equal for points)."""
@@ -198,6 +200,10 @@ class _Down:
     seqs: list[int] = field(default_factory=list)
     sessions: dict[str, float] = field(default_factory=dict)
     """Connections it took while down (session id -> when): each one an attempt."""
+    closed: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Session id -> (its duration, how it ended), for the ``slow`` variant's account."""
+    delay: float | None = None
+    """The ``slow`` variant's delay before every reply, when known."""
 
 
 @dataclass
@@ -219,6 +225,10 @@ class Facts:
     down_hosts: dict[str, _Down] = field(default_factory=dict)
     down_domains: dict[str, _Down] = field(default_factory=dict)
     """Domains the scenario declares down (``*`` for a relay that is down)."""
+    slow_hosts: dict[str, _Down] = field(default_factory=dict)
+    slow_domains: dict[str, _Down] = field(default_factory=dict)
+    """Hosts seen playing ``slow``, domains the scenario declares slow: working servers that
+    answer late; a connection to one is an attempt even when the client gave up before RCPT."""
     finished: float | None = None
     """How long the run is known to have gone on: the judge's end, or the last entry."""
     retry_budget: float | None = None
@@ -265,6 +275,10 @@ class Facts:
                     down = facts.down_hosts.setdefault(record.host, _Down(record.variant, entry.at))
                     down.seqs.append(entry.seq)
                     down.sessions[record.session] = entry.at
+                elif record.variant == _SLOW:
+                    slow = facts.slow_hosts.setdefault(record.host, _Down(_SLOW, entry.at))
+                    slow.seqs.append(entry.seq)
+                    slow.sessions[record.session] = entry.at
             elif isinstance(record, SmtpClose):
                 facts._close(entry, record)
             elif isinstance(record, SmtpMessage):
@@ -279,6 +293,10 @@ class Facts:
                 facts._sent(entry, record)
             elif isinstance(record, SubmissionProbe):
                 facts.probes.append((entry, record))
+            elif isinstance(record, HostChange) and record.variant == _SLOW:
+                if record.state == "down":
+                    slow = facts.slow_hosts.setdefault(record.host, _Down(_SLOW, entry.at))
+                    slow.delay = record.delay
             elif isinstance(record, HostChange) and record.state == "down":
                 variant = str(record.variant)
                 if variant in _DOWN_VARIANTS:
@@ -366,6 +384,9 @@ class Facts:
             )
 
     def _close(self, entry: Entry, record: SmtpClose) -> None:
+        slow = self.slow_hosts.get(record.host) if record.variant == _SLOW else None
+        if slow is not None:
+            slow.closed[record.session] = (record.duration, record.end)
         dropped = record.dropped_message
         if dropped is None:
             return
@@ -479,6 +500,12 @@ class Facts:
         start = self.started if self.started is not None else 0.0
         for plan in scenario.hosts():
             variant = plan.host.server_down
+            if variant == _SLOW:
+                delay = plan.host.slow_delay
+                for domain in plan.domains or ["*"]:
+                    self.slow_domains[domain] = _Down(
+                        _SLOW, start, delay=SLOW_DELAY if delay is None else float(delay)
+                    )
             if variant not in _DOWN_VARIANTS:
                 continue
             for domain in plan.domains or ["*"]:
@@ -529,8 +556,44 @@ class Facts:
                     temporary=True,
                 ),
             )
+        elif (slow := self._slow_account(address)) is not None:
+            found.insert(0, slow)
         self._histories[address] = tuple(found)
         return found
+
+    def _slow_account(self, address: str) -> Observation | None:
+        """The connections the integration made to *address*'s host when that host plays
+        ``slow`` (one observation for all of them), or None."""
+        domain = address.rpartition("@")[2].lower()
+        declared = self.slow_domains.get(domain) or self.slow_domains.get("*")
+        served = {d for domains in self.host_domains.values() for d in domains}
+        seen = [
+            d
+            for host, d in self.slow_hosts.items()
+            if domain in self.host_domains.get(host, ())
+            or (host not in self.host_domains and (host.lower() == domain or domain not in served))
+        ]
+        if not seen or (declared is None and not any(d.sessions for d in seen)):
+            return None
+        sessions = sorted(at for d in seen for at in d.sessions.values())
+        if not sessions:
+            return None
+        closed = [c for d in seen for c in d.closed.values()]
+        delay = next((d.delay for d in (declared, *seen) if d is not None and d.delay), None)
+        late = f"{delay:g} s late" if delay is not None else "late"
+        longest = max((duration for duration, _ in closed), default=0.0)
+        by_client = sum(end in ("client_dropped", "quit") for _, end in closed)
+        return Observation(
+            min(s for d in seen for s in d.seqs),
+            _SLOW,
+            sessions[0],
+            sessions[-1],
+            "none",
+            False,
+            f"its mail server is slow, not down (every reply {late}): {len(sessions)} "
+            f"connection(s), {by_client} ended by the integration, the longest after "
+            f"{longest:.1f} s",
+        )
 
     def attempted(self, address: str) -> bool:
         """True when the mail world saw any attempt at *address* (or its server was down)."""
@@ -1082,6 +1145,32 @@ OTHER_CASE = register(
     )
 )
 
+SLOW_AS_BOUNCE = register(
+    Check(
+        code="CT517",
+        title="bounce for a mail server that was slow, not down",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# slow.test waits 1 s before every reply; the integration's SMTP timeout is 0.8 s.",
+            '0 sent {"message_id": "<1@brand.test>", "from": "news@brand.test", '
+            '"to": ["user@slow.test"], "subject": "Hi", "ok": true, "reply": "250 ok"}',
+            '0.1 smtp_open {"host": "slow.test", "session": "slow.test-2", '
+            '"peer": "127.0.0.1:42422", "variant": "slow"}',
+            '0.9 smtp_session {"host": "slow.test", "session": "slow.test-2", '
+            '"peer": "127.0.0.1:42422", "variant": "slow", "end": "client_dropped", '
+            '"started": 1700000000.1, "duration": 0.8}',
+            '3 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["softbounce", "user@slow.test", 1700000002, null]]}',
+        ),
+        explanation="Every connection to the address's mail server went to a host playing "
+        "`slow` (a working server that waits before every reply, 1 s by default) and nothing "
+        "failed: the integration gave up before the server answered. Its SMTP timeout is "
+        "shorter than the contract's range (section 4.4: a per-reply timeout of 2 s or more; "
+        "RFC 5321 4.5.3.2 asks for minutes), so a working server is reported as a bounce.",
+    )
+)
+
 
 # -- the integration's own doors (CT6xx) ---------------------------------------------------------
 
@@ -1323,6 +1412,21 @@ def _bounce(facts: Facts, event: ReportedEvent, what: str) -> list[Violation]:
                 expected="an SMTP attempt or a DSN for the address",
                 seen=seen,
                 evidence=(event.seq, *(e.seq for e in sent or ())),
+            )
+        ]
+    slow = next((o for o in history if o.kind == _SLOW), None)
+    if slow is not None and not any(o.failed or o.kind in _DELIVERED for o in history):
+        return [
+            _violation(
+                facts,
+                SLOW_AS_BOUNCE,
+                event,
+                f"{event.event} for {event.email}, but its mail server never failed: it answered "
+                "late, and the integration gave up before it answered",
+                expected="a delivery: a per-reply SMTP timeout longer than the server's delay "
+                "(the contract asks for 2 s or more)",
+                seen=slow.detail,
+                evidence=(event.seq, slow.seq),
             )
         ]
     last = facts.outcome_before(event.email, event.at)

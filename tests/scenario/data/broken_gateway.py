@@ -4,7 +4,9 @@
 
 - ``unsubscribe_on_get``: the unsubscribe page unsubscribes on GET (what link scanners trip);
 - ``any_password``: submission AUTH accepts any user name and password;
-- ``open_submission``: submission takes mail without AUTH (AUTH is still offered).
+- ``open_submission``: submission takes mail without AUTH (AUTH is still offered);
+- ``plaintext_mx``: not a bug but a choice the contract allows: no STARTTLS to MX hosts, even
+  when offered (the example uses it when offered).
 
 The example's own ``--bug`` variants are its author's; these patch it from outside so that the
 runner's tests do not depend on which variants the example ships.
@@ -62,10 +64,24 @@ def _open_submission() -> None:
     listeners.SMTP = Open  # type: ignore[misc]
 
 
+def _plaintext_mx() -> None:
+    import aiosmtplib
+    import relay
+
+    class Plain(aiosmtplib.SMTP):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("start_tls") is None:  # None: "when offered", i.e. to MX hosts
+                kwargs["start_tls"] = False
+            super().__init__(*args, **kwargs)
+
+    relay.aiosmtplib = SimpleNamespace(**{**vars(aiosmtplib), "SMTP": Plain})
+
+
 BUGS = {
     "unsubscribe_on_get": _unsubscribe_on_get,
     "any_password": _any_password,
     "open_submission": _open_submission,
+    "plaintext_mx": _plaintext_mx,
 }
 
 if __name__ == "__main__":
