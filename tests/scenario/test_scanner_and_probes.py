@@ -130,6 +130,26 @@ async def test_a_scan_gets_every_link_follows_redirects_and_submits_no_form(
     assert {request.headers["User-Agent"] for request, _ in httpserver.log} == {SCANNER_AGENT}
 
 
+@pytest.mark.asyncio
+async def test_one_dead_link_does_not_stop_the_scan(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/read-online", method="GET").respond_with_data("hi")
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/u/1"
+        journal = MemoryJournal()
+        _delivered(
+            journal,
+            list_unsubscribe=f"<{dead}>",
+            body=f"Online: {httpserver.url_for('/read-online')}\n",
+        )
+        click = ClickSpec(recipient="reader@example.com", via="scan")
+        record = clicked(await perform_click(click, journal, deadline=0, intake=None))
+    assert [(s.url, s.status) for s in record.steps] == [(httpserver.url_for("/read-online"), 200)]
+    assert record.ok
+    assert record.error is not None
+    assert record.error.startswith(f"GET {dead}: ConnectError: ")
+
+
 def test_ct507_after_a_scan_says_so_and_a_click_after_the_scan_is_fine() -> None:
     run = Run()
     scan = run.add(
