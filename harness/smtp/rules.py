@@ -509,7 +509,7 @@ def _mode_or_reply(value: object, path: Path) -> tuple[FailureMode | None, Reply
         return CATALOG[name], None
     if name[:1].isdigit():
         return None, parse_reply(name, path)
-    hint = did_you_mean(name, CATALOG)
+    hint = did_you_mean(name, [*CATALOG, "auto_reply", "complaint"])
     message = "unknown failure mode" + (f"; did you mean {hint}?" if hint else "")
     raise RuleError(
         path,
@@ -633,7 +633,7 @@ def _parse_mapping(data: Mapping[str, Any], path: Path, flavour: str) -> Behavio
     if len(later) > 1:
         raise RuleError(
             path,
-            f"give one of {', '.join(later)}, not both",
+            f"give only one of {', '.join(later)}",
             expected="one of " + ", ".join(_LATER_KEYS),
             seen=dict(data),
         )
