@@ -30,13 +30,13 @@ What counts as "the real event" of a recipient, case by case:
 - a host playing ``slow`` is a working server that answers late: the connections the
   integration made to it are one ``slow`` observation, an attempt that failed nothing, even when
   the integration hung up before RCPT (a bounce after it is CT517, not CT501);
-- an auto-reply (RFC 3834) is no failure and asks for no callback (CT518); a complaint (RFC 5965)
+- an auto-reply (RFC 3834) is no failure and asks for no callback (CT520); a complaint (RFC 5965)
   is the real event of a ``spam`` or ``unsubscribe`` callback, whichever the scenario's
-  ``clevertap.complaint_as`` maps it to (CT519-CT521), as a click is for an unsubscribe.
+  ``clevertap.complaint_as`` maps it to (CT521-CT523), as a click is for an unsubscribe.
 
 Besides the accepted callbacks, three checks look at the whole run: callbacks resent too soon
 (CT511, over every request), temporary failures never retried (CT510, over every recipient) and
-complaints never reported (CT519).
+complaints never reported (CT521).
 
 A link scanner's fetches (a ``Click`` with ``via: scan``) are not an unsubscribe action: an
 unsubscribe after a scan and no click is CT507, and says so. The integration's own doors are
@@ -256,7 +256,7 @@ class Facts:
     the format's default, told by the callback's endpoint (v2 ``spam``, legacy ``unsubscribe``)."""
     report_window: float = 2.0
     """How long after a complaint reached the integration its callback may take (the
-    scenario's ``expect.after_dsn``): a run that went on longer without it missed it (CT519)."""
+    scenario's ``expect.after_dsn``): a run that went on longer without it missed it (CT521)."""
     complaints: dict[str, list[Observation]] = field(default_factory=dict)
     """Key (:func:`_canon`) -> the complaints delivered to the integration's intake."""
     probes: list[tuple[Entry, SubmissionProbe]] = field(default_factory=list)
@@ -1316,7 +1316,7 @@ _COMPLAINT = (
 
 AUTO_REPLY_REPORTED = register(
     Check(
-        code="CT518",
+        code="CT520",
         title="auto-reply reported as a bounce or a complaint",
         severity=_E,
         family="cross",
@@ -1339,7 +1339,7 @@ AUTO_REPLY_REPORTED = register(
 )
 COMPLAINT_NOT_REPORTED = register(
     Check(
-        code="CT519",
+        code="CT521",
         title="complaint never reported",
         severity=_E,
         family="cross",
@@ -1355,12 +1355,12 @@ COMPLAINT_NOT_REPORTED = register(
         "as `spam` or unsubscribed. CleverTap unsubscribes users who complain (v2 `spam` "
         "maps to Channel Unsubscribed); mailing them again hurts the sender's reputation with "
         "the very provider that sent the report. An address already reported unsubscribed "
-        "(after a click) needs no second report; one reported as a bounce instead is CT520.",
+        "(after a click) needs no second report; one reported as a bounce instead is CT522.",
     )
 )
 COMPLAINT_AS_BOUNCE = register(
     Check(
-        code="CT520",
+        code="CT522",
         title="complaint reported as a bounce",
         severity=_E,
         family="cross",
@@ -1380,7 +1380,7 @@ COMPLAINT_AS_BOUNCE = register(
 )
 COMPLAINT_WRONG_EVENT = register(
     Check(
-        code="CT521",
+        code="CT523",
         title="complaint reported with another event than the scenario's mapping",
         severity=_E,
         family="cross",
@@ -1425,7 +1425,7 @@ def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list
         if what in BOUNCES:
             bounce = _bounce(facts, event, what)
             if any(v.code == COMPLAINT_AS_BOUNCE.code for v in bounce):
-                unsubscribed.add(_canon(event.email))  # CT520 says it; CT519 would repeat it
+                unsubscribed.add(_canon(event.email))  # CT522 says it; CT521 would repeat it
             found.extend(bounce)
             found.extend(_twice(facts, event, (event.event, event.address), reported, TWICE))
         elif what == "unsubscribe":
@@ -1503,7 +1503,7 @@ def _expected_for_complaint(facts: Facts, event: ReportedEvent) -> str:
 
 
 def _complaint_event(facts: Facts, event: ReportedEvent) -> list[Violation]:
-    """CT521 when an event caused by a complaint is not the scenario's mapping of one."""
+    """CT523 when an event caused by a complaint is not the scenario's mapping of one."""
     expected = _expected_for_complaint(facts, event)
     if event.event == expected:
         return []
@@ -1525,7 +1525,7 @@ def _complaint_event(facts: Facts, event: ReportedEvent) -> list[Violation]:
 
 
 def _after_auto_reply(facts: Facts, event: ReportedEvent) -> list[Violation]:
-    """CT518 when the last thing before *event* was an auto-reply."""
+    """CT520 when the last thing before *event* was an auto-reply."""
     last = facts.outcome_before(event.email, event.at)
     if last is None or last.kind != MailReport.AUTO_REPLY:
         return []
@@ -1544,7 +1544,7 @@ def _after_auto_reply(facts: Facts, event: ReportedEvent) -> list[Violation]:
 
 
 def _complaints_unreported(facts: Facts, unsubscribed: set[str]) -> list[Violation]:
-    """CT519 for complaints that reached the integration and no callback ever followed."""
+    """CT521 for complaints that reached the integration and no callback ever followed."""
     finished = facts.finished
     if finished is None:
         return []

@@ -1,4 +1,4 @@
-"""The cross-checks of reports (CT518-CT521, and CT505/CT507/CT515 around them): each fires on a
+"""The cross-checks of reports (CT520-CT523, and CT505/CT507/CT515 around them): each fires on a
 journal built to trigger it, and the right callback next to it raises nothing. Journals are
 built with the typed records, as in ``test_crosschecks``."""
 
@@ -62,23 +62,23 @@ def judged(run: Run, *, finished: float, scenario: str | None = None) -> list[st
     return codes(cross_check(facts))
 
 
-# --- CT518: an auto-reply reported -------------------------------------------------------------
+# --- CT520: an auto-reply reported -------------------------------------------------------------
 
 
-def test_ct518_a_bounce_or_spam_for_an_auto_reply() -> None:
+def test_ct520_a_bounce_or_spam_for_an_auto_reply() -> None:
     run = Run()
     queue = accepted(run, "away@example.com")
     seq = mail_report(run, 3, "away@example.com", MailReport.AUTO_REPLY, queue)
     cb = run.legacy(4, "softbounce", ("away@example.com", TS + 3))
     (violation,) = run.check()
-    assert violation.code == "CT518"
+    assert violation.code == "CT520"
     assert violation.evidence == (cb.seq, seq)
     assert "auto-reply (vacation) from away@example.com" in violation.message
     spam = Run()
     queue = accepted(spam, "away@example.com")
     mail_report(spam, 3, "away@example.com", MailReport.AUTO_REPLY, queue)
     spam.v2(4, ("spam", "away@example.com", "away@example.com|m"))
-    assert codes(spam.check()) == ["CT518"]
+    assert codes(spam.check()) == ["CT520"]
 
 
 def test_an_auto_reply_with_no_callback_or_delivered_is_right() -> None:
@@ -97,33 +97,33 @@ def test_a_callback_that_beats_the_reports_journal_entry_is_still_judged_on_it()
     queue = accepted(run, "away@example.com")
     run.legacy(3.05, "hardbounce", ("away@example.com", TS + 3))
     mail_report(run, 3.1, "away@example.com", MailReport.AUTO_REPLY, queue, started=3.0)
-    assert codes(run.check()) == ["CT518"]
+    assert codes(run.check()) == ["CT520"]
 
 
-# --- CT519: a complaint never reported ----------------------------------------------------------
+# --- CT521: a complaint never reported ----------------------------------------------------------
 
 
-def test_ct519_a_complaint_nobody_reported_once_its_window_passed() -> None:
+def test_ct521_a_complaint_nobody_reported_once_its_window_passed() -> None:
     run = Run()
     queue = accepted(run, "angry@example.com")
     seq = mail_report(run, 3, "angry@example.com", MailReport.COMPLAINT, queue)
     assert judged(run, finished=4.5) == []  # still within after_dsn (2 s)
     facts = Facts.from_entries(run.journal.entries(), started=T0, finished=T0 + 5.5)
     (violation,) = cross_check(facts)
-    assert violation.code == "CT519"
+    assert violation.code == "CT521"
     assert violation.path == "recipient angry@example.com"
     assert violation.evidence == (seq,)
     assert "in the 2.5 s that followed" in violation.message
 
 
-def test_ct519_not_for_a_complaint_that_never_reached_the_integration() -> None:
+def test_ct521_not_for_a_complaint_that_never_reached_the_integration() -> None:
     run = Run()
     queue = accepted(run, "angry@example.com")
     mail_report(run, 3, "angry@example.com", MailReport.COMPLAINT, queue, ok=False)
     assert judged(run, finished=30) == []
 
 
-def test_ct519_not_when_a_click_already_unsubscribed_the_address() -> None:
+def test_ct521_not_when_a_click_already_unsubscribed_the_address() -> None:
     run = Run()
     queue = accepted(run, "angry@example.com")
     run.click(2, "angry@example.com")
@@ -132,10 +132,10 @@ def test_ct519_not_when_a_click_already_unsubscribed_the_address() -> None:
     assert judged(run, finished=30) == []
 
 
-# --- CT520: a complaint reported as a bounce ----------------------------------------------------
+# --- CT522: a complaint reported as a bounce ----------------------------------------------------
 
 
-def test_ct520_a_complaint_reported_as_a_bounce_and_nothing_else() -> None:
+def test_ct522_a_complaint_reported_as_a_bounce_and_nothing_else() -> None:
     run = Run()
     queue = accepted(run, "angry@example.com")
     seq = mail_report(run, 3, "angry@example.com", MailReport.COMPLAINT, queue)
@@ -143,13 +143,13 @@ def test_ct520_a_complaint_reported_as_a_bounce_and_nothing_else() -> None:
     violations = cross_check(
         Facts.from_entries(run.journal.entries(), started=T0, finished=T0 + 30)
     )
-    (violation,) = violations  # no CT519 besides: CT520 says it
-    assert violation.code == "CT520"
+    (violation,) = violations  # no CT521 besides: CT522 says it
+    assert violation.code == "CT522"
     assert violation.evidence == (cb.seq, seq)
     assert violation.expected == "unsubscribe"
 
 
-# --- CT521: the wrong event for the mapping; the right ones ---------------------------------------
+# --- CT523: the wrong event for the mapping; the right ones ---------------------------------------
 
 
 V2_SCENARIO = """
@@ -162,25 +162,25 @@ campaign: {{from: news@brand.test, to: [angry@example.com]}}
 """
 
 
-def test_ct521_v2_unsubscribed_when_complaints_map_to_spam() -> None:
+def test_ct523_v2_unsubscribed_when_complaints_map_to_spam() -> None:
     run = Run()
     queue = accepted(run, "angry@example.com")
     mail_report(run, 3, "angry@example.com", MailReport.COMPLAINT, queue)
     run.v2(4, ("unsubscribed", "angry@example.com", "angry@example.com|m"))
-    assert codes(run.check()) == ["CT521"]  # no scenario: v2's default, spam
-    assert judged(run, finished=30, scenario=V2_SCENARIO.format(mapping="")) == ["CT521"]
+    assert codes(run.check()) == ["CT523"]  # no scenario: v2's default, spam
+    assert judged(run, finished=30, scenario=V2_SCENARIO.format(mapping="")) == ["CT523"]
     mapped = V2_SCENARIO.format(mapping=", complaint_as: unsubscribe")
     assert judged(run, finished=30, scenario=mapped) == []
 
 
-def test_ct521_v2_spam_when_complaints_map_to_unsubscribe() -> None:
+def test_ct523_v2_spam_when_complaints_map_to_unsubscribe() -> None:
     run = Run()
     queue = accepted(run, "angry@example.com")
     mail_report(run, 3, "angry@example.com", MailReport.COMPLAINT, queue)
     run.v2(4, ("spam", "angry@example.com", "angry@example.com|m"))
     assert run.check() == []
     mapped = V2_SCENARIO.format(mapping=", complaint_as: unsubscribe")
-    assert judged(run, finished=30, scenario=mapped) == ["CT521"]
+    assert judged(run, finished=30, scenario=mapped) == ["CT523"]
 
 
 def test_a_legacy_unsubscribe_after_a_complaint_needs_no_click_and_is_timed_from_it() -> None:

@@ -165,26 +165,26 @@ def test_ct515_the_alias_reported_instead_of_the_address_sent_to(tmp_path: Path)
     assert _codes(right) == {"CT503": ["sales@example.com"]}
 
 
-def test_ct518_auto_replies_reported_as_bounces(tmp_path: Path) -> None:
+def test_ct520_auto_replies_reported_as_bounces(tmp_path: Path) -> None:
     result = _run("auto-reply", tmp_path, NAIVE_EVENT="softbounce")
     assert not result.passed
-    assert _codes(result) == {"CT518": ["away@example.com", "ooo@example.com"]}
+    assert _codes(result) == {"CT520": ["away@example.com", "ooo@example.com"]}
 
 
-def test_ct519_and_ct520_complaints_ignored_or_reported_as_bounces(tmp_path: Path) -> None:
+def test_ct521_and_ct522_complaints_ignored_or_reported_as_bounces(tmp_path: Path) -> None:
     ignored = _run("complaint-legacy", tmp_path, NAIVE_EVENT="none")
-    assert _codes(ignored) == {"CT519": ["angry@example.com", "fraud@example.com"]}
+    assert _codes(ignored) == {"CT521": ["angry@example.com", "fraud@example.com"]}
     as_bounce = _run("complaint-legacy", tmp_path, NAIVE_EVENT="hardbounce")
-    assert _codes(as_bounce) == {"CT520": ["angry@example.com", "fraud@example.com"]}
+    assert _codes(as_bounce) == {"CT522": ["angry@example.com", "fraud@example.com"]}
     # The right event, with no click: no CT507, no CT52x.
     right = _run("complaint-legacy", tmp_path, NAIVE_EVENT="unsubscribe")
     assert right.passed, right.verdict
     assert _violations(right) == []
 
 
-def test_ct521_complaint_reported_with_another_event_than_the_mapping(tmp_path: Path) -> None:
+def test_ct523_complaint_reported_with_another_event_than_the_mapping(tmp_path: Path) -> None:
     wrong = _run("complaint-v2", tmp_path, NAIVE_EVENT="unsubscribed")
-    assert _codes(wrong) == {"CT521": ["angry@example.com"]}
+    assert _codes(wrong) == {"CT523": ["angry@example.com"]}
     # The same callback is right when the scenario maps complaints to unsubscribe.
     remapped = _run(
         "complaint-v2",
@@ -192,8 +192,8 @@ def test_ct521_complaint_reported_with_another_event_than_the_mapping(tmp_path: 
         replace=("complaint_as: spam", "complaint_as: unsubscribe"),
         NAIVE_EVENT="unsubscribed",
     )
+    assert "CT523" not in _codes(remapped)
     assert "CT521" not in _codes(remapped)
-    assert "CT519" not in _codes(remapped)
 
 
 def test_the_reports_example_of_the_docs_passes_against_the_example(tmp_path: Path) -> None:
