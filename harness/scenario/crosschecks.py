@@ -251,6 +251,8 @@ class Facts:
     """Key (:func:`_canon`) -> (the address as CleverTap or the mail world first wrote it, seq)."""
     temporary: set[str] = field(default_factory=set)
     """Keys (:func:`_canon`) of the addresses that got a temporary failure reply or drop."""
+    probes: list[tuple[Entry, SubmissionProbe]] = field(default_factory=list)
+    """The submissions tried with bad credentials (CT601), in journal order."""
     complaint_event: str | None = None
     """The event a complaint must become (``clevertap.complaint_as`` of the scenario); None:
     the format's default, told by the callback's endpoint (v2 ``spam``, legacy ``unsubscribe``)."""
@@ -259,8 +261,6 @@ class Facts:
     scenario's ``expect.after_dsn``): a run that went on longer without it missed it (CT521)."""
     complaints: dict[str, list[Observation]] = field(default_factory=dict)
     """Key (:func:`_canon`) -> the complaints delivered to the integration's intake."""
-    probes: list[tuple[Entry, SubmissionProbe]] = field(default_factory=list)
-    """The submissions tried with bad credentials (CT601), in journal order."""
     _sent_spelled: set[str] = field(default_factory=set, repr=False)
     _histories: dict[str, tuple[Observation, ...]] = field(default_factory=dict, repr=False)
 
