@@ -205,11 +205,25 @@ def test_the_servers_never_import_the_scenario_layer(layer: str) -> None:
     assert offenders == []
 
 
+@pytest.mark.parametrize(("layer", "other"), [("clevertap", "smtp"), ("smtp", "clevertap")])
+def test_the_servers_never_import_each_other(layer: str, other: str) -> None:
+    # What both sides need (the address policy, the vocabulary) lives below them both.
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in sorted((PACKAGE / layer).glob("*.py"))
+        if path.name not in _CLI
+        for module in _imports(path)
+        if module.startswith(f"harness.{other}")
+    ]
+    assert offenders == []
+
+
 @pytest.mark.parametrize(
-    "module", ["checks.py", "vocab.py", "records.py", "journal.py", "errors.py"]
+    "module", ["checks.py", "vocab.py", "records.py", "journal.py", "errors.py", "addresses.py"]
 )
 def test_the_bottom_modules_import_nothing_above_them(module: str) -> None:
     allowed = {
+        "addresses.py": set(),
         "checks.py": {"harness.errors"},
         "vocab.py": set(),
         "records.py": {"harness.checks", "harness.vocab"},

@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
 
 from harness import strategies as hs
-from harness.clevertap.addresses import address_problem
+from harness.addresses import address_problem
 from harness.clevertap.inspect import Endpoint
 from harness.clevertap.models import LegacyPayload, V2Payload
 from harness.clevertap.schema import json_schema

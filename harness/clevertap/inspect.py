@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import orjson
 
+from harness.addresses import address_problem
 from harness.checks import Check, Severity, Violation
 from harness.clevertap import checks as c
-from harness.clevertap.addresses import address_problem
 from harness.errors import did_you_mean
 from harness.vocab import (
     LEGACY_BOUNCE_EVENTS,

@@ -37,7 +37,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from harness.clevertap.addresses import address_problem, domain_problem
+from harness.addresses import address_problem, domain_problem
 from harness.clevertap.faults import FaultRule
 from harness.clevertap.inspect import Endpoint
 from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
@@ -178,7 +178,7 @@ _HOST_PORT = re.compile(r"^(?P<host>[^\s:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})
 
 
 def _address(value: str) -> str:
-    # The checks' policy (harness.clevertap.addresses): what a callback may name, a scenario may.
+    # The checks' policy (harness.addresses): what a callback may name, a scenario may.
     problem = address_problem(value)
     if problem is not None:
         raise _fail([Problem((), f"not an email address: {problem}", "local@domain", repr(value))])

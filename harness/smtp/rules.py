@@ -44,7 +44,7 @@ from fnmatch import translate
 from typing import Any
 
 from harness import durations
-from harness.clevertap.addresses import address_problem
+from harness.addresses import address_problem
 from harness.errors import ConfigError, did_you_mean
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, FailureMode, Reply, Stage
 from harness.smtp.dialects import (
@@ -931,7 +931,7 @@ _PATTERN_KEY = re.compile(r"[^\s@]+@[^\s@]+|[^\s@]+")
 
 def _valid_key(key: str) -> bool:
     """An address as the callback checks judge it (one address policy:
-    :mod:`harness.clevertap.addresses`, a leaf module), or a domain, pattern or other key
+    :mod:`harness.addresses`, a leaf module), or a domain, pattern or other key
     without spaces (domains are judged where they name a host: the scenario's ``mx`` keys)."""
     key = key.strip()
     if "@" in key and not any(c in key for c in "*?["):

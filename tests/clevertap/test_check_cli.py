@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from harness.clevertap.addresses import address_problem
+from harness.addresses import address_problem
 from harness.cli import main
 
 DATA = Path(__file__).parent / "data"

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.addresses import address_problem
 from harness.checks import Severity, all_checks, get_check
-from harness.clevertap.addresses import address_problem
 from harness.clevertap.inspect import (
     CheckConfig,
     DuplicateIndex,

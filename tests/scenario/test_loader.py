@@ -373,7 +373,7 @@ POLICY_SAMPLES = [
 
 @pytest.mark.parametrize("address", POLICY_SAMPLES)
 def test_loader_and_checks_agree_on_addresses(address: str) -> None:
-    from harness.clevertap.addresses import address_problem
+    from harness.addresses import address_problem
 
     quoted = address.replace('"', '\\"')
     text = f'campaign: {{from: a@brand.test, to: ["{quoted}"]}}\n'

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from harness.clevertap import addresses
-from harness.clevertap.addresses import address_problem
+from harness import addresses
+from harness.addresses import address_problem
 
 DOMAINS = st.sampled_from(
     [
