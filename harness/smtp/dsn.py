@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.policy
-import hashlib
 import html
 import mailbox
 import pathlib
@@ -33,10 +32,9 @@ import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage, Message
 from email.parser import BytesParser, HeaderParser
-from email.utils import format_datetime
 from typing import Any
 
 import aiosmtplib
@@ -53,6 +51,7 @@ from harness.smtp.dialects import (
     SUCCESS_DIALECTS,
     Dialect,
 )
+from harness.smtp.mailtext import as_datetime, fingerprint, header_block, mail_date, raw_text
 from harness.vocab import MailReport, address_key
 
 __all__ = [
@@ -126,6 +125,12 @@ class OriginalMessage:
                 "at most 100"
             )
 
+    def header(self, name: str) -> str | None:
+        """The first *name* header field of the message, unfolded; None when it has none."""
+        head = raw_text(header_block(self.content))
+        value = HeaderParser(policy=email.policy.compat32).parsestr(head).get(name)
+        return " ".join(str(value).split()) if value is not None else None
+
 
 @dataclass(frozen=True)
 class RecipientReport:
@@ -187,22 +192,10 @@ class RecipientReport:
 # -- building ----------------------------------------------------------------------------------
 
 
-def _as_datetime(now: float | datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(UTC).replace(microsecond=0)
-    if isinstance(now, datetime):
-        return now if now.tzinfo else now.replace(tzinfo=UTC)
-    return datetime.fromtimestamp(now, UTC)
-
-
-def _date(when: datetime) -> str:
-    return format_datetime(when.replace(microsecond=0))
-
-
 def _postfix_date(when: datetime) -> str:
     # Postfix appends the zone's name in a comment: "+0000 (UTC)".
     offset = when.utcoffset()
-    return _date(when) + (" (UTC)" if offset is not None and not offset else "")
+    return mail_date(when) + (" (UTC)" if offset is not None and not offset else "")
 
 
 def _is_ascii(text: str) -> bool:
@@ -222,26 +215,6 @@ def _is_reply(diagnostic: str | None) -> bool:
 def _orcpt(value: str) -> str:
     # ORCPT is kept verbatim (as Postfix does, xtext and all); only a bare address gets its type.
     return value if ";" in value else f"rfc822;{value}"
-
-
-def _fingerprint(*parts: object) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(repr(part).encode("utf-8", "surrogateescape"))
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _headers_of(content: bytes) -> bytes:
-    normal = content.replace(b"\r\n", b"\n")
-    head, sep, _ = normal.partition(b"\n\n")
-    return head + b"\n" if sep else normal
-
-
-def _raw(data: bytes) -> str:
-    # The email package carries 8-bit payloads as surrogate-escaped str and writes them back
-    # byte for byte, which keeps the returned message exactly as it was accepted.
-    return data.replace(b"\r\n", b"\n").decode("ascii", "surrogateescape")
 
 
 def _wrap(text: str, width: int = 79, indent: str = "    ") -> str:
@@ -284,7 +257,7 @@ class _Context:
     @property
     def arrival(self) -> datetime:
         arrival = self.original.arrival
-        return _as_datetime(arrival) if arrival is not None else self.now
+        return as_datetime(arrival) if arrival is not None else self.now
 
     @property
     def stamp(self) -> int:
@@ -314,18 +287,8 @@ class _Context:
         )
 
     @property
-    def original_headers(self) -> Message:
-        return HeaderParser(policy=email.policy.compat32).parsestr(
-            _raw(_headers_of(self.original.content))
-        )
-
-    def original_header(self, name: str) -> str | None:
-        value = self.original_headers.get(name)
-        return " ".join(str(value).split()) if value is not None else None
-
-    @property
     def original_subject(self) -> str:
-        return self.original_header("Subject") or ""
+        return self.original.header("Subject") or ""
 
     def failed(self) -> list[RecipientReport]:
         return [r for r in self.reports if r.action == "failed"]
@@ -349,7 +312,7 @@ def _connected(report: RecipientReport) -> bool:
 
 def _will_retry_until(ctx: _Context, report: RecipientReport) -> datetime:
     if report.will_retry_until is not None:
-        return _as_datetime(report.will_retry_until)
+        return as_datetime(report.will_retry_until)
     return ctx.now + _LIFETIME
 
 
@@ -373,7 +336,7 @@ def _remote_field(report: RecipientReport, dns: str = "dns; ") -> list[tuple[str
 
 def _will_retry_field(ctx: _Context, report: RecipientReport) -> list[tuple[str, str]]:
     if report.action == "delayed":
-        return [("Will-Retry-Until", _date(_will_retry_until(ctx, report)))]
+        return [("Will-Retry-Until", mail_date(_will_retry_until(ctx, report)))]
     return []
 
 
@@ -427,7 +390,7 @@ def _text_part(
     if encoding.lower() == "quoted-printable":
         part.set_payload(quopri.encodestring(text.encode("utf-8")).decode("ascii"))
     else:
-        part.set_payload(_raw(text.encode("utf-8")))
+        part.set_payload(raw_text(text.encode("utf-8")))
     return part
 
 
@@ -694,7 +657,7 @@ def _exim_text(ctx: _Context) -> str:
         return "\n".join(lines) + "\n"
     if ctx.kind == "delayed":
         delayed = ctx.delayed()
-        date = ctx.original_header("Date")
+        date = ctx.original.header("Date")
         which = (
             "The address to which the message has not yet been delivered is:"
             if len(delayed) == 1
@@ -731,16 +694,16 @@ def _exim_headers(ctx: _Context, content_type: str, subject: str) -> list[tuple[
     sender = ctx.original.envelope_sender
     received = (
         f"from Debian-exim by {ctx.mta} with local (Exim 4.96)\n\tid {ctx.exim_dsn_id}\n"
-        f"\tfor {sender};\n\t{_date(ctx.now)}"
+        f"\tfor {sender};\n\t{mail_date(ctx.now)}"
     )
-    references = ctx.original_header("Message-ID")
+    references = ctx.original.header("Message-ID")
     refs = [("References", references)] if references else []
     frm = ("From", f"Mail Delivery System <Mailer-Daemon@{ctx.mta}>")
     tail = [
         ("Content-Type", content_type),
         ("MIME-Version", "1.0"),
     ]
-    ids = [("Message-Id", f"<E{ctx.exim_dsn_id}@{ctx.mta}>"), ("Date", _date(ctx.now))]
+    ids = [("Message-Id", f"<E{ctx.exim_dsn_id}@{ctx.mta}>"), ("Date", mail_date(ctx.now))]
     if ctx.kind == "success":
         return [
             ("Received", received),
@@ -801,7 +764,7 @@ def _exim(ctx: _Context, policy: email.policy.Policy) -> _Layout:
         "Received: from [127.0.0.1] (port=40000 helo=client.sender.test)\n"
         f"\tby {ctx.mta} with esmtp (Exim 4.96)\n"
         f"\t(envelope-from <{original.envelope_sender}>)\n"
-        f"\tid {ctx.exim_id};\n\t{_date(ctx.arrival)}\n"
+        f"\tid {ctx.exim_id};\n\t{mail_date(ctx.arrival)}\n"
     )
     return _Layout(
         headers=_exim_headers(ctx, content_type, subject),
@@ -859,14 +822,14 @@ def _generic(ctx: _Context, policy: email.policy.Policy) -> _Layout:
         ("From", f"Mail Delivery Subsystem <MAILER-DAEMON@{ctx.mta}>"),
         ("To", original.envelope_sender),
         ("Subject", subject),
-        ("Date", _date(ctx.now)),
+        ("Date", mail_date(ctx.now)),
         ("Message-ID", f"<{ctx.fingerprint[:24]}@{ctx.mta}>"),
         ("MIME-Version", "1.0"),
     ]
     per_message = [("Reporting-MTA", f"dns; {ctx.mta}")]
     if original.envid is not None:
         per_message.append(("Original-Envelope-Id", original.envid))
-    per_message.append(("Arrival-Date", _date(ctx.arrival)))
+    per_message.append(("Arrival-Date", mail_date(ctx.arrival)))
     blocks = []
     for report in ctx.reports:
         fields = [("Final-Recipient", _address_field(report.recipient))]
@@ -874,7 +837,7 @@ def _generic(ctx: _Context, policy: email.policy.Policy) -> _Layout:
             fields.append(("Original-Recipient", _orcpt(report.orcpt)))
         fields += [("Action", report.action), ("Status", report.status)]
         fields += _remote_field(report) + _diagnostic_field(report)
-        fields.append(("Last-Attempt-Date", _date(ctx.now)))
+        fields.append(("Last-Attempt-Date", mail_date(ctx.now)))
         fields += _will_retry_field(ctx, report)
         blocks.append(fields)
     text = _generic_text(ctx)
@@ -915,7 +878,7 @@ def _sendmail_text(ctx: _Context) -> str:
             "",
         ]
     lines += [
-        f"The original message was received at {_date(ctx.arrival)}",
+        f"The original message was received at {mail_date(ctx.arrival)}",
         "from localhost [127.0.0.1]",
         "",
     ]
@@ -970,9 +933,9 @@ def _sendmail(ctx: _Context, policy: email.policy.Policy) -> _Layout:
         (
             "Received",
             f"from localhost (localhost)\n\tby {ctx.mta} (8.17.1/8.17.1) id {qid};\n"
-            f"\t{_date(ctx.now)}",
+            f"\t{mail_date(ctx.now)}",
         ),
-        ("Date", _date(ctx.now)),
+        ("Date", mail_date(ctx.now)),
         ("From", f"Mail Delivery Subsystem <MAILER-DAEMON@{ctx.mta}>"),
         ("Message-Id", f"<{ctx.now:%Y%m%d%H%M}.{qid}@{ctx.mta}>"),
         ("To", f"<{original.envelope_sender}>"),
@@ -982,7 +945,10 @@ def _sendmail(ctx: _Context, policy: email.policy.Policy) -> _Layout:
     per_message = [("Reporting-MTA", f"dns; {ctx.mta}")]
     if original.envid is not None:
         per_message.append(("Original-Envelope-Id", original.envid))
-    per_message += [("Received-From-MTA", "DNS; localhost"), ("Arrival-Date", _date(ctx.arrival))]
+    per_message += [
+        ("Received-From-MTA", "DNS; localhost"),
+        ("Arrival-Date", mail_date(ctx.arrival)),
+    ]
     blocks = []
     for report in ctx.reports:
         fields = []
@@ -997,7 +963,7 @@ def _sendmail(ctx: _Context, policy: email.policy.Policy) -> _Layout:
             ("Status", report.status),
         ]
         fields += _remote_field(report, "DNS; ") + _diagnostic_field(report, "SMTP; ")
-        fields.append(("Last-Attempt-Date", _date(ctx.now)))
+        fields.append(("Last-Attempt-Date", mail_date(ctx.now)))
         fields += _will_retry_field(ctx, report)
         blocks.append(fields)
     return _Layout(
@@ -1052,7 +1018,7 @@ def _gmail(ctx: _Context, policy: email.policy.Policy) -> _Layout:
         "success": "Delivery Status Notification (Success)",
     }[ctx.kind]
     outer = f"0000000000{ctx.fingerprint[24:38]}"
-    msgid = ctx.original_header("Message-ID")
+    msgid = ctx.original.header("Message-ID")
     refs = [("References", msgid), ("In-Reply-To", msgid)] if msgid else []
     failed = [r.recipient for r in ctx.failed()]
     headers = [
@@ -1065,7 +1031,7 @@ def _gmail(ctx: _Context, policy: email.policy.Policy) -> _Layout:
         *refs,
         *([("X-Failed-Recipients", ", ".join(failed))] if failed else []),
         ("Message-ID", f"<{ctx.fingerprint[:12]}.{ctx.fingerprint[12:24]}@{ctx.mta}>"),
-        ("Date", _date(ctx.now)),
+        ("Date", mail_date(ctx.now)),
     ]
     paragraphs = [p for r in ctx.reports for p in _gmail_paragraphs(ctx, r)]
     alternative = _alternative(
@@ -1084,7 +1050,7 @@ def _gmail(ctx: _Context, policy: email.policy.Policy) -> _Layout:
     per_message = [("Reporting-MTA", f"dns; {ctx.mta}")]
     if original.envid is not None:
         per_message.append(("Original-Envelope-Id", original.envid))
-    per_message.append(("Arrival-Date", _date(ctx.arrival)))
+    per_message.append(("Arrival-Date", mail_date(ctx.arrival)))
     if msgid:
         per_message.append(("X-Original-Message-ID", msgid))
     blocks = []
@@ -1098,7 +1064,7 @@ def _gmail(ctx: _Context, policy: email.policy.Policy) -> _Layout:
             name, ip = _split_host(report.remote_mta)
             fields.append(("Remote-MTA", f"dns; {name}. ({ip}, the server for the domain.)"))
         fields += _diagnostic_field(report)
-        fields.append(("Last-Attempt-Date", _date(ctx.now)))
+        fields.append(("Last-Attempt-Date", mail_date(ctx.now)))
         fields += _will_retry_field(ctx, report)
         blocks.append(fields)
     return _Layout(
@@ -1157,13 +1123,13 @@ def _exchange_common(ctx: _Context, policy: email.policy.Policy, *, online: bool
         else:
             plain.append(f"#{reply} ##")
         plain.append("")
-    head = _headers_of(original.content).decode("utf-8", "replace")
+    head = header_block(original.content).decode("utf-8", "replace")
     plain += ["Original message headers:", "", head.rstrip("\n")]
     text = "\n".join(plain) + "\n"
     prefix = "Delivery delayed" if delayed else "Undeliverable"
     subject = f"{prefix}: {ctx.original_subject}".rstrip()
     boundary = f"_{ctx.fingerprint[:24]}_"
-    msgid = ctx.original_header("Message-ID")
+    msgid = ctx.original.header("Message-ID")
     refs = [("In-Reply-To", msgid), ("References", msgid)] if msgid else []
     frm = (
         f"Microsoft Outlook <postmaster@{ctx.mta}>"
@@ -1173,7 +1139,7 @@ def _exchange_common(ctx: _Context, policy: email.policy.Policy, *, online: bool
     headers = [
         ("From", frm),
         ("To", f"<{original.envelope_sender}>"),
-        ("Date", _date(ctx.now)),
+        ("Date", mail_date(ctx.now)),
     ]
     trailer: list[tuple[str, str]] = []
     if online:
@@ -1189,7 +1155,10 @@ def _exchange_common(ctx: _Context, policy: email.policy.Policy, *, online: bool
     per_message = [("Reporting-MTA", f"dns;{ctx.mta}")]
     if original.envid is not None:
         per_message.append(("Original-Envelope-Id", original.envid))
-    per_message += [("Received-From-MTA", f"dns;{ctx.mta}"), ("Arrival-Date", _date(ctx.arrival))]
+    per_message += [
+        ("Received-From-MTA", f"dns;{ctx.mta}"),
+        ("Arrival-Date", mail_date(ctx.arrival)),
+    ]
     blocks = []
     for report in ctx.reports:
         fields = []
@@ -1248,7 +1217,7 @@ def _amazon_ses(ctx: _Context, policy: email.policy.Policy) -> _Layout:
         ("To", original.envelope_sender),
         ("Subject", subject),
         ("Message-ID", f"<{ctx.fingerprint[:16]}-{ctx.fingerprint[16:28]}-000000@{ctx.mta}>"),
-        ("Date", _date(ctx.now)),
+        ("Date", mail_date(ctx.now)),
         ("MIME-Version", "1.0"),
     ]
     trailer = [("X-SES-Outgoing", f"{ctx.now:%Y.%m.%d}-127.0.0.1")]
@@ -1326,7 +1295,7 @@ def _opensmtpd(ctx: _Context, policy: email.policy.Policy) -> _Layout:
         ("Subject", subject),
         ("From", f"Mailer Daemon <MAILER-DAEMON@{ctx.mta}>"),
         ("To", original.envelope_sender),
-        ("Date", _date(ctx.now)),
+        ("Date", mail_date(ctx.now)),
         ("MIME-Version", "1.0"),
     ]
     trailer = [("Message-ID", f"<{ctx.fingerprint[:16]}@{ctx.mta}>")]
@@ -1473,7 +1442,7 @@ def _plain(ctx: _Context, policy: email.policy.Policy) -> EmailMessage:
     """A bounce without MIME structure: explanation, a separator line, then the message."""
     original = ctx.original
     sender = original.envelope_sender
-    date = _date(ctx.now)
+    date = mail_date(ctx.now)
     if ctx.dialect is Dialect.QMAIL:
         headers = [
             ("Return-Path", "<>"),
@@ -1516,11 +1485,11 @@ def _plain(ctx: _Context, policy: email.policy.Policy) -> EmailMessage:
             ("Date", date),
         ]
         text = _exim_legacy_text(ctx)
-    returned = _headers_of(original.content) if ctx.kind == "delayed" else original.content
+    returned = header_block(original.content) if ctx.kind == "delayed" else original.content
     message = EmailMessage(policy=policy)
     for name, value in headers:
         message.set_raw(name, value)
-    message.set_payload(_raw(text.encode("utf-8") + returned.replace(b"\r\n", b"\n")))
+    message.set_payload(raw_text(text.encode("utf-8") + returned.replace(b"\r\n", b"\n")))
     return message
 
 
@@ -1596,7 +1565,7 @@ def _assemble(ctx: _Context, layout: _Layout, policy: email.policy.Policy) -> Em
         rest = "\n\n".join(
             "\n".join(f"{k}: {_fold(k, v, layout.fold_width)}" for k, v in b) for b in blocks[1:]
         )
-        first.set_payload(_raw((rest + "\n").encode("utf-8")))
+        first.set_payload(raw_text((rest + "\n").encode("utf-8")))
         status.set_payload([first])
     else:
         for name, value in _filled(layout.status_headers, "message/delivery-status", None):
@@ -1610,10 +1579,10 @@ def _assemble(ctx: _Context, layout: _Layout, policy: email.policy.Policy) -> Em
     returned = EmailMessage(policy=policy)
     eight_bit = None if content.isascii() else "8bit"
     if ctx.headers_only and not ctx.utf8:
-        head = _headers_of(content) + (b"\n" if layout.extra_blank_after_headers else b"")
+        head = header_block(content) + (b"\n" if layout.extra_blank_after_headers else b"")
         for name, value in _filled(layout.returned_headers, "text/rfc822-headers", eight_bit):
             returned.set_raw(name, value)
-        returned.set_payload(_raw(head))
+        returned.set_payload(raw_text(head))
     else:
         kind = (
             ("message/global-headers" if ctx.headers_only else "message/global")
@@ -1622,7 +1591,7 @@ def _assemble(ctx: _Context, layout: _Layout, policy: email.policy.Policy) -> Em
         )
         for name, value in _filled(layout.returned_headers, kind, eight_bit):
             returned.set_raw(name, value)
-        body = _headers_of(content) + b"\n" if ctx.headers_only else content
+        body = header_block(content) + b"\n" if ctx.headers_only else content
         returned.set_payload([BytesParser(policy=policy).parsebytes(body)])
     message.set_payload([*layout.human, status, returned])
     return message
@@ -1683,7 +1652,7 @@ def build_dsn(
                 "never reports alias or list expansion; use one of "
                 f"{', '.join(sorted(EXPANDING_DIALECTS))}"
             )
-    when = _as_datetime(now)
+    when = as_datetime(now)
     addresses = [original.envelope_sender, *(r.recipient for r in wanted)]
     utf8 = not all(_is_ascii(a) for a in addresses)
     if dialect in (Dialect.POSTFIX, Dialect.EXIM) and original.smtputf8:
@@ -1695,7 +1664,7 @@ def build_dsn(
         dialect=dialect,
         mta=reporting_mta,
         now=when,
-        fingerprint=_fingerprint(reporting_mta, dialect, when, original, wanted),
+        fingerprint=fingerprint(reporting_mta, dialect, when, original, wanted),
         utf8=utf8,
     )
     # refold_source="none": the returned message keeps its header lines exactly as they came
@@ -1817,7 +1786,7 @@ def dsn_for_mode(
         elif action in SUCCESS_ACTIONS:
             # A success report quotes the reply to the final dot, not the one to RCPT.
             status = "2.0.0"
-            diagnostic = f"250 2.0.0 Ok: queued as {_fingerprint(address, now)[:12].upper()}"
+            diagnostic = f"250 2.0.0 Ok: queued as {fingerprint(address, now)[:12].upper()}"
             connected, in_reply_to = True, "end of DATA"
         reports.append(
             RecipientReport(

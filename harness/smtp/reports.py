@@ -18,12 +18,13 @@ from __future__ import annotations
 import email.policy
 from datetime import datetime
 from email.message import EmailMessage
-from email.parser import BytesParser, HeaderParser
+from email.parser import BytesParser
 
 from harness.errors import ConfigError
 from harness.records import SmtpMessage
 from harness.smtp.dialects import AUTO_REPLY_STYLES, FEEDBACK_TYPES
-from harness.smtp.dsn import OriginalMessage, _as_datetime, _date, _fingerprint, _headers_of, _raw
+from harness.smtp.dsn import OriginalMessage
+from harness.smtp.mailtext import as_datetime, fingerprint, header_block, mail_date, raw_text
 from harness.vocab import MailReport
 
 __all__ = [
@@ -33,12 +34,6 @@ __all__ = [
     "build_complaint",
     "build_mail_report",
 ]
-
-
-def _original_header(original: OriginalMessage, name: str) -> str | None:
-    head = _raw(_headers_of(original.content))
-    value = HeaderParser(policy=email.policy.compat32).parsestr(head).get(name)
-    return " ".join(str(value).split()) if value is not None else None
 
 
 def build_auto_reply(
@@ -60,11 +55,11 @@ def build_auto_reply(
         raise ConfigError(
             f"auto-reply style must be one of {', '.join(AUTO_REPLY_STYLES)}, not {style!r}"
         )
-    when = _as_datetime(now)
-    fingerprint = _fingerprint("auto-reply", style, recipient, when, original)
+    when = as_datetime(now)
+    digest = fingerprint("auto-reply", style, recipient, when, original)
     domain = recipient.rpartition("@")[2] or "example.com"
-    subject = _original_header(original, "Subject") or ""
-    msgid = _original_header(original, "Message-ID")
+    subject = original.header("Subject") or ""
+    msgid = original.header("Message-ID")
     utf8 = not (recipient.isascii() and original.envelope_sender.isascii())
     policy = email.policy.default.clone(utf8=utf8)
     message = EmailMessage(policy=policy)
@@ -73,8 +68,8 @@ def build_auto_reply(
     message["Subject"] = (
         f"Automatic reply: {subject}" if style == "exchange" else f"Away until {until}"
     )
-    message["Date"] = _date(when)
-    message["Message-ID"] = f"<{fingerprint[:24]}@{domain}>"
+    message["Date"] = mail_date(when)
+    message["Message-ID"] = f"<{digest[:24]}@{domain}>"
     if msgid:
         message["In-Reply-To"] = msgid
         message["References"] = msgid
@@ -116,10 +111,10 @@ def build_complaint(
         raise ConfigError(
             f"feedback_type must be one of {', '.join(FEEDBACK_TYPES)}, not {feedback_type!r}"
         )
-    when = _as_datetime(now)
-    arrival = _as_datetime(original.arrival) if original.arrival is not None else when
-    fingerprint = _fingerprint("complaint", feedback_type, recipient, reporter, when, original)
-    subject = _original_header(original, "Subject") or ""
+    when = as_datetime(now)
+    arrival = as_datetime(original.arrival) if original.arrival is not None else when
+    digest = fingerprint("complaint", feedback_type, recipient, reporter, when, original)
+    subject = original.header("Subject") or ""
     sender_domain = original.envelope_sender.rpartition("@")[2]
     utf8 = not (recipient.isascii() and original.envelope_sender.isascii())
     policy = email.policy.default.clone(utf8=utf8, refold_source="none")
@@ -128,20 +123,20 @@ def build_complaint(
     message["From"] = f"Feedback Loop <feedback@{reporter}>"
     message["To"] = to or original.envelope_sender
     message["Subject"] = f"Complaint about a message to {recipient}: {subject}".rstrip(": ")
-    message["Date"] = _date(when)
-    message["Message-ID"] = f"<{fingerprint[:24]}@{reporter}>"
+    message["Date"] = mail_date(when)
+    message["Message-ID"] = f"<{digest[:24]}@{reporter}>"
     message["MIME-Version"] = "1.0"
     # Written as the providers write it: report-type unquoted.
     message.set_raw(
         "Content-Type",
-        f'multipart/report; report-type=feedback-report;\n\tboundary="fbl-{fingerprint[24:40]}"',
+        f'multipart/report; report-type=feedback-report;\n\tboundary="fbl-{digest[24:40]}"',
     )
 
     text = EmailMessage(policy=policy)
     text.set_content(
         f"This is a feedback report from {reporter}.\n"
         f"A user of ours marked the message below as unwanted ({feedback_type}).\n"
-        f"It was received from {source_ip} on {_date(arrival)}.\n"
+        f"It was received from {source_ip} on {mail_date(arrival)}.\n"
         "Please stop sending mail to this address.\n",
         charset="us-ascii",
     )
@@ -155,7 +150,7 @@ def build_complaint(
         ("Version", "1"),
         ("Original-Mail-From", f"<{original.envelope_sender}>"),
         ("Original-Rcpt-To", f"<{recipient}>"),
-        ("Arrival-Date", _date(arrival)),
+        ("Arrival-Date", mail_date(arrival)),
         ("Source-IP", source_ip),
         ("Reported-Domain", sender_domain),
     ]
@@ -165,7 +160,7 @@ def build_complaint(
     returned = EmailMessage(policy=policy)
     if headers_only:
         returned["Content-Type"] = "text/rfc822-headers"
-        returned.set_payload(_raw(_headers_of(original.content)))
+        returned.set_payload(raw_text(header_block(original.content)))
     else:
         returned["Content-Type"] = "message/rfc822"
         returned.set_payload([BytesParser(policy=policy).parsebytes(original.content)])
