@@ -40,7 +40,15 @@ from harness.vocab import (
 if TYPE_CHECKING:
     from harness.journal import Journal
 
-__all__ = ["CheckConfig", "DuplicateIndex", "Endpoint", "EventRecord", "Inspection", "inspect"]
+__all__ = [
+    "CheckConfig",
+    "DuplicateIndex",
+    "Endpoint",
+    "EventRecord",
+    "Inspection",
+    "inspect",
+    "key_path",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,7 +478,7 @@ class _Walk:
                 if key not in _V2_LISTS:
                     self.add(
                         c.EXTRA_KEY,
-                        _key_path(base, key),
+                        key_path(base, key),
                         f"unknown list {key!r}: its events are never read",
                         "success or failed",
                         repr(key),
@@ -589,7 +597,7 @@ class _Walk:
             if key not in allowed:
                 self.add(
                     c.EXTRA_KEY,
-                    _key_path(path, key),
+                    key_path(path, key),
                     f"unexpected key {key!r}",
                     " and ".join(sorted(allowed)),
                     repr(key),
@@ -746,7 +754,9 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not a JSON value")
 
 
-def _key_path(base: str, key: str) -> str:
+def key_path(base: str, key: str) -> str:
+    """The path of *key* inside *base* as violations spell it (``events[0].profile.Email``,
+    ``evtData['a b']``); the dashboard marks the same spelling in the payloads it shows."""
     if key.isidentifier():
         return f"{base}.{key}"
     escaped = key.replace("\\", "\\\\").replace("'", "\\'")

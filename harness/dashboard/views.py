@@ -10,7 +10,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from harness.clevertap.inspect import _key_path  # the one spelling of a violation's JSON path
+from harness.clevertap.inspect import key_path
 from harness.journal import Entry
 from harness.records import (
     Callback,
@@ -114,7 +114,7 @@ def _render(value: Any, path: str, depth: int, marked: Collection[str], out: lis
         out.append("{\n")
         for i, (key, item) in enumerate(value.items()):
             out.append(f"{pad}{escape(json.dumps(key, ensure_ascii=False))}: ")
-            _render(item, _key_path(path, key), depth + 1, marked, out)
+            _render(item, key_path(path, key), depth + 1, marked, out)
             out.append(",\n" if i < len(value) - 1 else "\n")
         out.append(end + "}")
     elif isinstance(value, list) and value:
