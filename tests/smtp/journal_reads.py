@@ -1,11 +1,13 @@
-"""Journal facts the SMTP fuzz, secrecy and hostile-client tests read, through small functions."""
+"""Journal facts the SMTP tests read (fuzz, secrecy, hostile clients, DSNs), through small
+functions."""
 
 from __future__ import annotations
 
 from harness.journal import Journal
-from harness.records import Kind, SmtpClose
+from harness.records import Dsn, Kind, SmtpClose
 
 __all__ = [
+    "dsns",
     "opened",
     "session_durations",
     "session_ends",
@@ -48,3 +50,8 @@ def session_durations(journal: Journal) -> dict[tuple[str, str], float]:
 def session_texts(journal: Journal) -> list[str]:
     """Every journal entry as JSON text (to search it for what must never be there)."""
     return [repr(e.to_json()) for e in journal.entries()]
+
+
+def dsns(journal: Journal) -> list[Dsn]:
+    """Every DSN, auto-reply and complaint the world has sent (or tried to), in order."""
+    return [e.data for e in journal.entries(Kind.DSN) if isinstance(e.data, Dsn)]

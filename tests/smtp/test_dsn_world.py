@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiosmtplib
@@ -13,9 +13,9 @@ import pytest
 import pytest_asyncio
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from harness.journal import Journal, Kind
-from harness.records import Dsn
+from harness.journal import Journal
 from harness.smtp.world import MailWorld
+from tests.smtp.journal_reads import dsns
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,18 +28,36 @@ SENDER = "bounces@brand.test"
 
 def dsn_records(journal: Journal) -> list[dict[str, Any]]:
     """dialect, recipients (address, action, status) and ok of every DSN the world sent."""
-    found = []
-    for entry in journal.entries(Kind.DSN):
-        record = entry.data
-        assert isinstance(record, Dsn)
-        found.append(
-            {
-                "dialect": record.dialect,
-                "recipients": [(r.recipient, r.action, r.status) for r in record.recipients],
-                "ok": record.ok,
-            }
-        )
-    return found
+    return [
+        {
+            "dialect": record.dialect,
+            "recipients": [(r.recipient, r.action, r.status) for r in record.recipients],
+            "ok": record.ok,
+        }
+        for record in dsns(journal)
+    ]
+
+
+async def send(
+    rules: dict[str, Any],
+    port: int,
+    *,
+    until: Callable[[Journal], bool],
+    rcpt_options: list[str] | None = None,
+) -> MailWorld:
+    """Send MSG to every address of *rules* through one fake MX whose bounce intake listens on
+    *port*; wait (5 s at most) until the world's journal satisfies *until*."""
+    world = MailWorld(bounce_intake=("127.0.0.1", port))
+    world.add_host("mx1", domains=["example.com"], rules=rules)
+    async with world:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=world.host("mx1").port)
+        async with client:
+            await client.sendmail(SENDER, list(rules), MSG, rcpt_options=rcpt_options)
+        for _ in range(500):
+            if until(world.journal):
+                break
+            await asyncio.sleep(0.01)
+    return world
 
 
 class Intake:
@@ -79,16 +97,7 @@ async def test_every_dialect_of_accept_then_bounce_reaches_the_intake(
         "s1@example.com": {"accept_then_bounce": "spam_content", "after": 0, "dsn": "postfix"},
         "s2@example.com": {"accept_then_bounce": "spam_content", "after": 0, "dsn": "postfix"},
     }
-    world = MailWorld(bounce_intake=("127.0.0.1", port))
-    world.add_host("mx1", domains=["example.com"], rules=rules)
-    async with world:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=world.host("mx1").port)
-        async with client:
-            await client.sendmail(SENDER, list(rules), MSG)
-        for _ in range(500):
-            if len(dsn_records(world.journal)) == 4:
-                break
-            await asyncio.sleep(0.01)
+    world = await send(rules, port, until=lambda journal: len(dsns(journal)) == 4)
     records = sorted(dsn_records(world.journal), key=lambda r: str(r["dialect"]))
     assert records == [
         {

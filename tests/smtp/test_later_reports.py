@@ -3,46 +3,29 @@ aliasing (Final-Recipient other than the address sent to), auto-replies and comp
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 from email.message import EmailMessage
 from typing import Any
 
-import aiosmtplib
 import pytest
 
-from harness.journal import Journal, Kind
+from harness.journal import Kind
 from harness.records import Dsn, SmtpReply
 from harness.smtp.dialects import DIALECTS
 from harness.smtp.world import MailWorld
 from harness.vocab import MailReport
-from tests.smtp.test_dsn_world import MSG, SENDER, Intake, intake
+from tests.smtp.journal_reads import dsns
+from tests.smtp.test_dsn_world import SENDER, Intake, intake
+from tests.smtp.test_dsn_world import send as send_until
 
 pytestmark = pytest.mark.asyncio
 __all__ = ["intake"]  # the fixture, imported for this module's tests
 
 
-def reports(journal: Journal) -> list[Dsn]:
-    found = []
-    for entry in journal.entries(Kind.DSN):
-        assert isinstance(entry.data, Dsn)
-        found.append(entry.data)
-    return found
-
-
 async def send(rules: dict[str, Any], port: int, *, expect: int) -> tuple[MailWorld, list[Dsn]]:
-    world = MailWorld(bounce_intake=("127.0.0.1", port))
-    world.add_host("mx1", domains=["example.com"], rules=rules)
-    async with world:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=world.host("mx1").port)
-        async with client:
-            await client.sendmail(SENDER, list(rules), MSG)
-        for _ in range(500):
-            if len(reports(world.journal)) >= expect:
-                break
-            await asyncio.sleep(0.01)
-    return world, reports(world.journal)
+    world = await send_until(rules, port, until=lambda journal: len(dsns(journal)) >= expect)
+    return world, dsns(world.journal)
 
 
 def parsed(data: bytes) -> EmailMessage:
@@ -93,21 +76,15 @@ async def test_an_explicit_notify_without_success_gets_no_success_dsn(
 ) -> None:
     _, port = intake
     rules = {"d@example.com": {"accept_then_report": "delivered", "after": 0}}
-    world = MailWorld(bounce_intake=("127.0.0.1", port))
-    world.add_host("mx1", domains=["example.com"], rules=rules)
-    async with world:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=world.host("mx1").port)
-        async with client:
-            await client.sendmail(
-                SENDER, ["d@example.com"], MSG, rcpt_options=["NOTIFY=FAILURE,DELAY"]
-            )
-        for _ in range(300):
-            if list(world.journal.entries(Kind.DSN_SKIPPED)):
-                break
-            await asyncio.sleep(0.01)
+    world = await send_until(
+        rules,
+        port,
+        until=lambda journal: journal.count(Kind.DSN_SKIPPED) > 0,
+        rcpt_options=["NOTIFY=FAILURE,DELAY"],
+    )
     (skipped,) = [e.data for e in world.journal.entries(Kind.DSN_SKIPPED)]
     assert "NOTIFY" in getattr(skipped, "reason", "")
-    assert reports(world.journal) == []
+    assert dsns(world.journal) == []
 
 
 CARRY_ORIGINAL = {"generic", "postfix", "sendmail", "exchange"}
