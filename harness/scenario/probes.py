@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import aiosmtplib
 
@@ -32,8 +33,19 @@ from harness.scenario.campaign import Submission
 __all__ = ["probe_notes", "probe_submission", "run_probes"]
 
 
-def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
-    return f"{exc.code} {exc.message}".strip()
+def _reply(reply: aiosmtplib.SMTPResponse | aiosmtplib.SMTPResponseException) -> str:
+    return f"{reply.code} {reply.message}".strip()
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What decided a probe: the fields of its :class:`SubmissionProbe` besides the steps."""
+
+    stage: str | None = None
+    reply: str | None = None
+    accepted: bool = False
+    auth_reply: str | None = None
+    error: str | None = None
 
 
 async def probe_submission(
@@ -57,33 +69,26 @@ async def probe_submission(
     elif probe != "no_auth":
         raise ValueError(f"unknown submission probe {probe!r}")
     steps: list[str] = []
-    fields: dict[str, object] = {}
-    client = aiosmtplib.SMTP(
-        hostname=submission.host,
-        port=submission.port,
-        timeout=submission.timeout,
-        use_tls=submission.tls == "implicit",
-        start_tls=submission.tls == "starttls",
-        validate_certs=submission.tls_context is not None,
-        tls_context=submission.tls_context,
-        local_hostname="harness-probe.invalid",
-    )
+    outcome = _Outcome()
+    # Connected as the campaign is (TLS and all), but without its credentials: the probe
+    # sends its own AUTH, step by step, to journal each reply.
+    client = replace(submission, auth=None).client("harness-probe.invalid")
     try:
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as exc:
-            fields = {"stage": "connect", "error": f"{type(exc).__name__}: {exc}"}
-            return _journal(journal, probe, username, steps, fields)
-        fields = await _converse(client, username, password, sender, recipient, steps)
+            outcome = _Outcome(stage="connect", error=f"{type(exc).__name__}: {exc}")
+            return _journal(journal, probe, username, steps, outcome)
+        outcome = await _converse(client, username, password, sender, recipient, steps)
     except (aiosmtplib.SMTPException, OSError) as exc:
-        fields = {**fields, "error": f"{type(exc).__name__}: {exc}"}
+        outcome = replace(outcome, error=f"{type(exc).__name__}: {exc}")
     finally:
         if client.is_connected:
             try:
                 await client.quit()
             except (aiosmtplib.SMTPException, OSError):
                 client.close()
-    return _journal(journal, probe, username, steps, fields)
+    return _journal(journal, probe, username, steps, outcome)
 
 
 async def _converse(
@@ -93,25 +98,25 @@ async def _converse(
     sender: str,
     recipient: str,
     steps: list[str],
-) -> dict[str, object]:
-    """AUTH (when given a user), MAIL, RCPT; the fields of the record. A refused AUTH is the
-    decisive refusal, but MAIL and RCPT are still tried: an integration that answers 535 and
-    then takes the mail anyway accepts any password all the same."""
-    refused: dict[str, object] = {}
+) -> _Outcome:
+    """AUTH (when given a user), MAIL, RCPT: what decided. A refused AUTH is the decisive
+    refusal, but MAIL and RCPT are still tried: an integration that answers 535 and then takes
+    the mail anyway accepts any password all the same."""
+    refused: _Outcome | None = None
     if username is not None and password is not None:
         try:
             response = await client.login(username, password)
         except aiosmtplib.SMTPResponseException as exc:
             steps.append(f"AUTH -> {_reply(exc)}")
-            refused = {"stage": "auth", "reply": _reply(exc), "auth_reply": _reply(exc)}
+            refused = _Outcome(stage="auth", reply=_reply(exc), auth_reply=_reply(exc))
         except aiosmtplib.SMTPException as exc:  # AUTH not offered, no common mechanism
             steps.append(f"AUTH -> not possible: {exc}")
-            refused = {"stage": "auth", "reply": f"not possible: {exc}"}
-            refused["auth_reply"] = refused["reply"]
+            why = f"not possible: {exc}"
+            refused = _Outcome(stage="auth", reply=why, auth_reply=why)
         else:
-            reply = f"{response.code} {response.message}".strip()
-            steps.append(f"AUTH -> {reply}")
-            return {"accepted": True, "stage": "auth", "reply": reply, "auth_reply": reply}
+            steps.append(f"AUTH -> {_reply(response)}")
+            reply = _reply(response)
+            return _Outcome(stage="auth", reply=reply, accepted=True, auth_reply=reply)
     utf8 = not (sender.isascii() and recipient.isascii())
     encoding = "utf-8" if utf8 else "ascii"
     options = ["SMTPUTF8"] if utf8 and client.supports_extension("smtputf8") else None
@@ -119,42 +124,38 @@ async def _converse(
         response = await client.mail(sender, options=options, encoding=encoding)
     except aiosmtplib.SMTPResponseException as exc:
         steps.append(f"MAIL FROM:<{sender}> -> {_reply(exc)}")
-        return refused or {"stage": "mail", "reply": _reply(exc)}
-    steps.append(f"MAIL FROM:<{sender}> -> {response.code} {response.message}".strip())
+        return refused or _Outcome(stage="mail", reply=_reply(exc))
+    steps.append(f"MAIL FROM:<{sender}> -> {_reply(response)}")
     try:
         response = await client.rcpt(recipient, encoding=encoding)
     except aiosmtplib.SMTPResponseException as exc:
         steps.append(f"RCPT TO:<{recipient}> -> {_reply(exc)}")
-        return refused or {"stage": "rcpt", "reply": _reply(exc)}
-    reply = f"{response.code} {response.message}".strip()
-    steps.append(f"RCPT TO:<{recipient}> -> {reply}")
+        return refused or _Outcome(stage="rcpt", reply=_reply(exc))
+    steps.append(f"RCPT TO:<{recipient}> -> {_reply(response)}")
     # Accepted: stop before DATA, so that nothing is relayed (QUIT ends the transaction).
-    return {"accepted": True, "stage": "rcpt", "reply": reply, "auth_reply": refused.get("reply")}
+    return _Outcome(
+        stage="rcpt",
+        reply=_reply(response),
+        accepted=True,
+        auth_reply=refused.reply if refused is not None else None,
+    )
 
 
 def _journal(
-    journal: Journal,
-    probe: str,
-    username: str | None,
-    steps: list[str],
-    fields: dict[str, object],
+    journal: Journal, probe: str, username: str | None, steps: list[str], outcome: _Outcome
 ) -> Entry:
     return journal.append(
         SubmissionProbe(
             probe=probe,
             username=username,
-            auth_reply=_text(fields.get("auth_reply")),
-            accepted=bool(fields.get("accepted", False)),
-            stage=_text(fields.get("stage")),
-            reply=_text(fields.get("reply")),
+            auth_reply=outcome.auth_reply,
+            accepted=outcome.accepted,
+            stage=outcome.stage,
+            reply=outcome.reply,
             steps=tuple(steps),
-            error=_text(fields.get("error")),
+            error=outcome.error,
         )
     )
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 async def run_probes(
