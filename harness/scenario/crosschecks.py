@@ -701,6 +701,12 @@ class Facts:
         (address, seq), CleverTap's spelling (a SENT entry) first."""
         return self.spelled.get(_canon(address))
 
+    def name(self, address: str) -> str:
+        """*address* as it was first written (:meth:`spelling`), for messages; itself when the
+        run never saw it."""
+        spelled = self.spelling(address)
+        return spelled[0] if spelled is not None else address
+
     def click_before(self, address: str, at: float) -> Entry | None:
         """The first click by *address* that reached the integration at or before *at* (a link
         scanner's fetches are no click)."""
@@ -1553,8 +1559,7 @@ def _complaints_unreported(facts: Facts, unsubscribed: set[str]) -> list[Violati
         first = complaints[0]
         if key in unsubscribed or first.start + facts.report_window > finished:
             continue
-        spelled = facts.spelling(key)
-        name = spelled[0] if spelled is not None else key
+        name = facts.name(key)
         wanted = facts.complaint_event or "spam (v2) or unsubscribe (legacy)"
         found.append(
             Violation(
@@ -1805,8 +1810,7 @@ def _never_retried(facts: Facts, *, reported: set[str]) -> list[Violation]:
             continue
         if facts.attempts(address) != 1:
             continue
-        spelled = facts.spelling(address)
-        name = spelled[0] if spelled is not None else address
+        name = facts.name(address)
         first = failures[0]
         found.append(
             Violation(

@@ -642,16 +642,22 @@ def _exim_address_lines(report: RecipientReport, *, delayed: bool = False) -> li
     return lines + _exim_error(error)
 
 
+# Exim's words for a failure and for a delay, the same in its DSNs and its legacy plain text.
+_EXIM_FAILED = (
+    "A message that you sent could not be delivered to one or more of its",
+    "recipients. This is a permanent error. The following address(es) failed:",
+    "",
+)
+_EXIM_NO_ACTION = (
+    "No action is required on your part. Delivery attempts will continue for",
+    "some time, and this warning may be repeated at intervals if the message",
+)
+
+
 def _exim_text(ctx: _Context) -> str:
     lead = _EXIM_LEAD.decode()
     if ctx.kind == "failed":
-        lines = [
-            lead,
-            "",
-            "A message that you sent could not be delivered to one or more of its",
-            "recipients. This is a permanent error. The following address(es) failed:",
-            "",
-        ]
+        lines = [lead, "", *_EXIM_FAILED]
         for report in ctx.failed():
             lines += _exim_address_lines(report)
         return "\n".join(lines) + "\n"
@@ -679,8 +685,7 @@ def _exim_text(ctx: _Context) -> str:
             lines += _exim_address_lines(report, delayed=True)
         lines += [
             "",
-            "No action is required on your part. Delivery attempts will continue for",
-            "some time, and this warning may be repeated at intervals if the message",
+            *_EXIM_NO_ACTION,
             "remains undelivered. Eventually the mail delivery software will give up,",
             "and when that happens, the message will be returned to you.",
         ]
@@ -1410,8 +1415,7 @@ def _exim_legacy_text(ctx: _Context) -> str:
                 lines += _exim_error(f"Delay reason: host {name} [{ip}]: {report.diagnostic}")
         lines += [
             "",
-            "No action is required on your part. Delivery attempts will continue for",
-            "some time, and this warning may be repeated at intervals if the message",
+            *_EXIM_NO_ACTION,
             "remains undelivered.",
             "",
             "------ This is a copy of the message's headers. ------",
@@ -1419,13 +1423,7 @@ def _exim_legacy_text(ctx: _Context) -> str:
             "",
         ]
         return "\n".join(lines)
-    lines = [
-        lead,
-        "",
-        "A message that you sent could not be delivered to one or more of its",
-        "recipients. This is a permanent error. The following address(es) failed:",
-        "",
-    ]
+    lines = [lead, "", *_EXIM_FAILED]
     for report in ctx.failed():
         lines.append(f"  {report.recipient}")
         if _connected(report):
