@@ -26,7 +26,7 @@ from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
 from harness.errors import ConfigError, ServerError
 from harness.journal import Journal, is_journal_url, open_journal
 
-__all__ = ["describe_journal", "loop_factory", "run_serving", "serve", "stack"]
+__all__ = ["describe_journal", "endpoint_lines", "loop_factory", "run_serving", "serve", "stack"]
 
 T = TypeVar("T")
 
@@ -301,16 +301,23 @@ async def _run(server: CleverTapServer) -> None:
 
 
 def _print_banner(server: CleverTapServer) -> None:
-    s, urls = server.settings, server.urls
-    journal = describe_journal(server.journal)
-    mode = "strict" if s.strict else "lenient"
-    click.echo(f"fake CleverTap on {urls.base} ({mode}, {journal}, {stack()})")
-    click.echo(f"  bounce       {urls.bounce}")
-    click.echo(f"  unsubscribe  {urls.unsubscribe}")
-    click.echo(f"  v2           {urls.v2}")
-    auth = ", token required" if s.token else ""
-    click.echo(f"  control      {urls.control}  (docs {urls.base}/docs{auth})")
-    click.echo(f"  dashboard    {urls.base}/")
-    for rule in s.faults:
-        click.echo(f"  fault        {rule.describe()}")
+    mode = "strict" if server.settings.strict else "lenient"
+    for line in endpoint_lines(server, f"{mode}, {describe_journal(server.journal)}"):
+        click.echo(line)
     click.echo("Ctrl-C to stop")
+
+
+def endpoint_lines(server: CleverTapServer, details: str) -> list[str]:
+    """Where the running *server* serves, one line each (callbacks, control API, dashboard) and
+    its fault rules, as ``harness serve`` prints them; *details* is said after its URL."""
+    s, urls = server.settings, server.urls
+    auth = ", token required" if s.token else ""
+    return [
+        f"fake CleverTap on {urls.base} ({details}, {stack()})",
+        f"  bounce       {urls.bounce}",
+        f"  unsubscribe  {urls.unsubscribe}",
+        f"  v2           {urls.v2}",
+        f"  control      {urls.control}  (docs {urls.base}/docs{auth})",
+        f"  dashboard    {urls.base}/",
+        *(f"  fault        {rule.describe()}" for rule in s.faults),
+    ]

@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from harness._loop import freeze_startup_objects
-from harness.clevertap.serve import run_serving, stack
+from harness.clevertap.serve import endpoint_lines, run_serving
 from harness.errors import ConfigError, ScenarioError, ServerError
 from harness.journal import open_journal
 from harness.scenario.loader import load_scenario
@@ -80,8 +80,6 @@ def _keep_hosts(world: World, scenario: Scenario, names: Sequence[str]) -> None:
 
 def banner(world: World, scenario: Scenario, *, postfix_transport: Path | None = None) -> list[str]:
     """What ``harness serve SCENARIO`` prints once the world runs."""
-    urls = world.clevertap.urls
-    settings = world.clevertap.settings
     lines = [f"scenario {scenario.name}" + (f" ({scenario.source})" if scenario.source else "")]
     lines.append("mail world:")
     for host in world.mail.hosts.values():
@@ -107,15 +105,7 @@ def banner(world: World, scenario: Scenario, *, postfix_transport: Path | None =
     if postfix_transport is not None:
         lines.append(f"postfix transport map written to {postfix_transport}; in main.cf:")
         lines.append(f"  transport_maps = texthash:{postfix_transport}")
-    lines.append(f"fake CleverTap on {urls.base} ({scenario.clevertap.format}, {stack()})")
-    lines.append(f"  bounce       {urls.bounce}")
-    lines.append(f"  unsubscribe  {urls.unsubscribe}")
-    lines.append(f"  v2           {urls.v2}")
-    auth = ", token required" if settings.token else ""
-    lines.append(f"  control      {urls.control}  (docs {urls.base}/docs{auth})")
-    lines.append(f"  dashboard    {urls.base}/")
-    for rule in settings.faults:
-        lines.append(f"  fault        {rule.describe()}")
+    lines += endpoint_lines(world.clevertap, scenario.clevertap.format)
     lines.append("environment for the integration (docs/integration-contract.md):")
     for name, value in world.sut_env().items():
         lines.append(f"export {name}={shlex.quote(value)}")
