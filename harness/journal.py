@@ -55,7 +55,12 @@ from harness.records import RECORD_TYPES, Callback, Kind, Record, RecordType, re
 from harness.vocab import address_key
 
 __all__ = [
+    "DECODERS",
+    "ENDPOINT_CODE",
+    "KINDS",
+    "KIND_CODE",
     "SQLITE",
+    "CommitWaiter",
     "Entry",
     "Journal",
     "Kind",
@@ -63,15 +68,21 @@ __all__ = [
     "SQLiteJournal",
     "SqlDialect",
     "candidate_query",
+    "encode_record",
+    "event_key",
     "open_journal",
+    "settle_waiter",
 ]
 
 log = logging.getLogger("harness.journal")
 
-_KINDS: tuple[Kind, ...] = tuple(Kind)
-_KIND_CODE = {kind: i for i, kind in enumerate(_KINDS)}
+# The stored codes, shared with the other SQL store (journal_pg.py): a kind is stored as its
+# position in KINDS, a callback's endpoint as ENDPOINT_CODE's; DECODERS (below) read the records
+# back, encode_record writes them, event_key keys the event index.
+KINDS: tuple[Kind, ...] = tuple(Kind)
+KIND_CODE = {kind: i for i, kind in enumerate(KINDS)}
 _ENDPOINTS = ("bounce", "unsubscribe", "v2")
-_ENDPOINT_CODE = {name: i for i, name in enumerate(_ENDPOINTS)}
+ENDPOINT_CODE = {name: i for i, name in enumerate(_ENDPOINTS)}
 _CHUNK = 2000
 _FORMAT = 2
 """Version of the file layout; a journal written by another layout is refused with a message."""
@@ -124,7 +135,7 @@ def _hash(text: str) -> int:
 _EVENT_KEYS: dict[str, int] = {}
 
 
-def _key(event: str) -> int:
+def event_key(event: str) -> int:
     """The key of an event name: a handful of names, so each is hashed once (bounded: payloads
     can name anything)."""
     found = _EVENT_KEYS.get(event)
@@ -215,7 +226,7 @@ def candidate_query(
     args: list[Any] = []
     if endpoint is not None:
         where.append(f"e.endpoint = {p}")
-        args.append(_ENDPOINT_CODE.get(endpoint, -2))
+        args.append(ENDPOINT_CODE.get(endpoint, -2))
     if accepted is not None:
         where.append(f"e.accepted = {p}")
         args.append(dialect.boolean(accepted))
@@ -227,7 +238,7 @@ def candidate_query(
             args.append(address_index_key(address))
         if event is not None:
             where.append(f"v.ekey = {p}")
-            args.append(_key(event))
+            args.append(event_key(event))
         source, seq = (
             f"{dialect.events} v {dialect.join} {dialect.entries} e ON e.seq = v.seq",
             "v.seq",
@@ -252,12 +263,14 @@ def candidate_query(
 
 
 _ENCODER = msgspec.msgpack.Encoder()
-_DECODERS: dict[int, msgspec.msgpack.Decoder[Any]] = {
-    _KIND_CODE[kind]: msgspec.msgpack.Decoder(rtype) for kind, rtype in RECORD_TYPES.items()
+DECODERS: dict[int, msgspec.msgpack.Decoder[Any]] = {
+    KIND_CODE[kind]: msgspec.msgpack.Decoder(rtype) for kind, rtype in RECORD_TYPES.items()
 }
 
 
-def _encode(record: Record) -> tuple[bytes, Record]:
+def encode_record(record: Record) -> tuple[bytes, Record]:
+    """*record* as stored (MessagePack) and the record that was stored: the same one, or a copy
+    with unpaired surrogates replaced when it held any (they cannot be encoded)."""
     try:
         return _ENCODER.encode(record), record
     except UnicodeEncodeError:
@@ -266,7 +279,9 @@ def _encode(record: Record) -> tuple[bytes, Record]:
 
 
 @dataclass(slots=True)
-class _CommitWaiter:
+class CommitWaiter:
+    """An async reader waiting on its own loop until entry *seq* is committed."""
+
     seq: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
@@ -291,9 +306,9 @@ class Journal:
         self._committed = 0
         self._in_tx = False
         self._pending: list[Entry] = []
-        self._commit_waiters: list[_CommitWaiter] = []
+        self._commit_waiters: list[CommitWaiter] = []
         self._commit_scheduled = False
-        self._counts = dict.fromkeys(_KINDS, 0)
+        self._counts = dict.fromkeys(KINDS, 0)
         self._floor = 0
         self.write_failures = 0
         """Appends and commits that failed (disk full, I/O error) since the journal opened."""
@@ -383,7 +398,7 @@ class Journal:
         self._next = max(top, self._floor) + 1
         self._committed = self._next - 1
         for code, count in db.execute("SELECT kind, count(*) FROM entries GROUP BY kind"):
-            self._counts[_KINDS[code]] = count
+            self._counts[KINDS[code]] = count
         return db
 
     # -- writing -------------------------------------------------------------------------------
@@ -396,7 +411,7 @@ class Journal:
         """
         when = time.time() if at is None else at
         kind = record.KIND
-        blob, record = _encode(record)
+        blob, record = encode_record(record)
         with self._lock:
             if self._closed:
                 raise JournalWriteError("the journal is closed")
@@ -432,12 +447,12 @@ class Journal:
         record = entry.data
         db = self._db
         if isinstance(record, Callback):
-            endpoint = _ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
+            endpoint = ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
             db.execute(
                 "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     entry.seq,
-                    _KIND_CODE[entry.kind],
+                    KIND_CODE[entry.kind],
                     entry.at,
                     blob,
                     -1 if endpoint is None else endpoint,
@@ -452,7 +467,7 @@ class Journal:
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                     (
                         address_index_key(events[0].email),
-                        _key(events[0].event),
+                        event_key(events[0].event),
                         entry.seq,
                         entry.at,
                         remembered,
@@ -460,7 +475,7 @@ class Journal:
                 )
             elif events:
                 # Each (address, event) once per request: twice in one payload is CT401's.
-                keys = {(address_index_key(e.email), _key(e.event)) for e in events}
+                keys = {(address_index_key(e.email), event_key(e.event)) for e in events}
                 db.executemany(
                     "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
                     [(a, e, entry.seq, entry.at, remembered) for a, e in keys],
@@ -473,7 +488,7 @@ class Journal:
         else:
             db.execute(
                 "INSERT INTO entries (seq, kind, at, data) VALUES (?, ?, ?, ?)",
-                (entry.seq, _KIND_CODE[entry.kind], entry.at, blob),
+                (entry.seq, KIND_CODE[entry.kind], entry.at, blob),
             )
 
     def _announce_locked(self) -> list[Callable[[Entry], None]]:
@@ -505,7 +520,7 @@ class Journal:
         )
         error = JournalWriteError(f"the journal could not commit: {exc}")
         for waiter in self._commit_waiters:
-            _settle(waiter, error)
+            settle_waiter(waiter, error)
         self._commit_waiters = []
 
     def _schedule_commit(self) -> None:
@@ -543,7 +558,7 @@ class Journal:
             self._commit_waiters = [w for w in self._commit_waiters if w.seq > self._committed]
             listeners = self._announce_locked()
         for waiter in ready:
-            _settle(waiter, None)
+            settle_waiter(waiter, None)
         for entry in done:
             for listener in listeners:
                 listener(entry)
@@ -563,7 +578,7 @@ class Journal:
             if not any(e.seq == entry.seq for e in self._pending):
                 raise JournalWriteError(f"journal entry {entry.seq} was not recorded")
             future: asyncio.Future[None] = loop.create_future()
-            self._commit_waiters.append(_CommitWaiter(entry.seq, loop, future))
+            self._commit_waiters.append(CommitWaiter(entry.seq, loop, future))
         await future
 
     def reset(self) -> None:
@@ -582,13 +597,13 @@ class Journal:
                 self._write_failed(exc, "reset")
                 raise JournalWriteError(f"the journal could not be reset: {exc}") from exc
             self._floor = floor
-            self._counts = dict.fromkeys(_KINDS, 0)
+            self._counts = dict.fromkeys(KINDS, 0)
 
     # -- reading -------------------------------------------------------------------------------
 
     def _decode(self, row: Sequence[Any]) -> Entry:
         seq, kind, at, blob = row[0], row[1], row[2], row[3]
-        return Entry(seq, _KINDS[kind], at, _DECODERS[kind].decode(blob))
+        return Entry(seq, KINDS[kind], at, DECODERS[kind].decode(blob))
 
     def _select(self, sql: str, args: Sequence[Any]) -> Iterator[Entry]:
         """Entries of ``SELECT seq, kind, at, data ... WHERE ... seq > ? ... LIMIT ?`` (the last
@@ -620,7 +635,7 @@ class Journal:
         return self._select(
             "SELECT seq, kind, at, data FROM entries WHERE kind = ? AND seq > ? AND seq <= ? "
             "ORDER BY seq LIMIT ?",
-            (_KIND_CODE[kind], since, None),
+            (KIND_CODE[kind], since, None),
         )
 
     def get(self, seq: int) -> Entry | None:
@@ -703,7 +718,7 @@ class Journal:
             rows = self._db.execute(
                 "SELECT at, seq FROM events WHERE akey = ? AND ekey = ? AND remembered = 1 "
                 "AND at >= ? AND seq > ? ORDER BY seq DESC LIMIT 4",
-                (address_index_key(address), _key(event), after, since),
+                (address_index_key(address), event_key(event), after, since),
             ).fetchall()
         for at, seq in rows:
             entry = self.get(seq)
@@ -852,7 +867,9 @@ class Journal:
         self.close()
 
 
-def _settle(waiter: _CommitWaiter, error: BaseException | None) -> None:
+def settle_waiter(waiter: CommitWaiter, error: BaseException | None) -> None:
+    """Wake *waiter* on its own loop (called from the writer thread): done, or *error*."""
+
     def settle() -> None:
         if waiter.future.done():
             return

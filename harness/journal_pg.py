@@ -55,21 +55,21 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from harness.errors import ConfigError, JournalWriteError
 from harness.journal import (
-    _DECODERS,
-    _ENDPOINT_CODE,
-    _KIND_CODE,
-    _KINDS,
+    DECODERS,
+    ENDPOINT_CODE,
+    KIND_CODE,
+    KINDS,
+    CommitWaiter,
     Entry,
     Journal,
     Kind,
     Predicate,
     SqlDialect,
-    _CommitWaiter,
-    _encode,
-    _key,
-    _settle,
     address_index_key,
     candidate_query,
+    encode_record,
+    event_key,
+    settle_waiter,
 )
 from harness.records import Callback, Record
 
@@ -191,7 +191,7 @@ class PostgresJournal(Journal):
         self._in_tx = False
         self._next = 0
         self._group: list[tuple[Entry, bytes]] = []
-        self._commit_waiters: list[_CommitWaiter] = []
+        self._commit_waiters: list[CommitWaiter] = []
         self._commit_scheduled = False
         self._committed = 0  # the newest commit seen (own, or notified by any process)
         self.write_failures = 0
@@ -273,7 +273,7 @@ class PostgresJournal(Journal):
             db.execute("INSERT INTO harness_state VALUES (true, 0)")
             db.execute(
                 "INSERT INTO harness_counts SELECT k, 0 FROM unnest(%s::smallint[]) AS k",
-                (list(range(len(_KINDS))),),
+                (list(range(len(KINDS))),),
             )
         elif row[0] != str(_FORMAT):
             db.execute("ROLLBACK")
@@ -286,7 +286,7 @@ class PostgresJournal(Journal):
             db.execute(
                 "INSERT INTO harness_counts SELECT k, 0 FROM unnest(%s::smallint[]) AS k "
                 "ON CONFLICT DO NOTHING",
-                (list(range(len(_KINDS))),),
+                (list(range(len(KINDS))),),
             )
         db.execute("COMMIT")
 
@@ -337,7 +337,7 @@ class PostgresJournal(Journal):
         answering). Raises :class:`JournalWriteError` when the database cannot be reached."""
         when = time.time() if at is None else at
         kind = record.KIND
-        blob, record = _encode(record)
+        blob, record = encode_record(record)
         with self._lock:
             if self._closed:
                 raise JournalWriteError("the journal is closed")
@@ -360,21 +360,21 @@ class PostgresJournal(Journal):
         counts: dict[int, int] = {}
         for entry, blob in self._group:
             record = entry.data
-            code = _KIND_CODE[entry.kind]
+            code = KIND_CODE[entry.kind]
             counts[code] = counts.get(code, 0) + 1
             cols["seq"].append(entry.seq)
             cols["kind"].append(code)
             cols["at"].append(entry.at)
             cols["data"].append(blob)
             if isinstance(record, Callback):
-                endpoint = _ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
+                endpoint = ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
                 cols["endpoint"].append(-1 if endpoint is None else endpoint)
                 cols["accepted"].append(record.accepted)
                 cols["flagged"].append(True if record.violations else None)
                 remembered = record.remembered
                 # Each (address, event) once per request: twice in one payload is CT401's.
                 for akey, ekey in {
-                    (address_index_key(e.email), _key(e.event)) for e in record.events
+                    (address_index_key(e.email), event_key(e.event)) for e in record.events
                 }:
                     cols["akey"].append(akey)
                     cols["ekey"].append(ekey)
@@ -422,7 +422,7 @@ class PostgresJournal(Journal):
             ready = [w for w in self._commit_waiters if w.seq <= committed]
             self._commit_waiters = [w for w in self._commit_waiters if w.seq > committed]
         for waiter in ready:
-            _settle(waiter, None)
+            settle_waiter(waiter, None)
 
     def _write_failed(self, exc: BaseException, what: str) -> None:
         """Count and log a failed write, roll back, fail the waiters (lock held)."""
@@ -440,7 +440,7 @@ class PostgresJournal(Journal):
         )
         error = JournalWriteError(f"the journal could not commit: {exc}")
         for waiter in self._commit_waiters:
-            _settle(waiter, error)
+            settle_waiter(waiter, error)
         self._commit_waiters = []
 
     async def committed(self, entry: Entry) -> None:
@@ -452,7 +452,7 @@ class PostgresJournal(Journal):
                     return
                 raise JournalWriteError(f"journal entry {entry.seq} was not recorded")
             future: asyncio.Future[None] = loop.create_future()
-            self._commit_waiters.append(_CommitWaiter(entry.seq, loop, future))
+            self._commit_waiters.append(CommitWaiter(entry.seq, loop, future))
         await future
 
     def reset(self) -> None:
@@ -502,7 +502,7 @@ class PostgresJournal(Journal):
 
     def _decode(self, row: Sequence[Any]) -> Entry:
         seq, kind, at, blob = row[0], row[1], row[2], row[3]
-        return Entry(seq, _KINDS[kind], at, _DECODERS[kind].decode(blob))
+        return Entry(seq, KINDS[kind], at, DECODERS[kind].decode(blob))
 
     def iter_entries(self, kind: Kind | None = None, *, since: int = 0) -> Iterator[Entry]:
         if kind is None:
@@ -515,7 +515,7 @@ class PostgresJournal(Journal):
         return self._pg_select(
             "SELECT seq, kind, at, data FROM harness_entries WHERE kind = %s AND seq > %s "
             "ORDER BY seq LIMIT %s",
-            (_KIND_CODE[kind],),
+            (KIND_CODE[kind],),
             since,
         )
 
@@ -568,7 +568,7 @@ class PostgresJournal(Journal):
         rows = self._query(
             "SELECT at, seq FROM harness_events WHERE akey = %s AND ekey = %s AND remembered "
             "AND at >= %s AND seq > %s ORDER BY seq DESC LIMIT 4",
-            (address_index_key(address), _key(event), after, since),
+            (address_index_key(address), event_key(event), after, since),
         )
         for at, seq in rows:
             entry = self.get(seq)
@@ -584,7 +584,7 @@ class PostgresJournal(Journal):
         if kind is None:
             rows = self._query("SELECT coalesce(sum(n), 0) FROM harness_counts", ())
         else:
-            rows = self._query("SELECT n FROM harness_counts WHERE kind = %s", (_KIND_CODE[kind],))
+            rows = self._query("SELECT n FROM harness_counts WHERE kind = %s", (KIND_CODE[kind],))
         return int(rows[0][0]) if rows else 0
 
     @property

@@ -234,6 +234,20 @@ def test_the_bottom_modules_import_nothing_above_them(module: str) -> None:
     assert used <= allowed, f"{module} imports {sorted(used - allowed)}"
 
 
+def test_no_module_imports_another_ones_private_names() -> None:
+    # A private name is free to change under its module's own tests; a module that needs one of
+    # another's says so by making it public (documented), or the fact moves below them both.
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {node.module}.{alias.name}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("harness")
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+    ]
+    assert offenders == []
+
+
 def test_event_names_are_defined_once() -> None:
     # The vocabulary lives in harness.vocab; pydantic's Literal types repeat it under a check
     # that fails at import if they disagree. No other module may define a collection of them.
