@@ -7,6 +7,7 @@ is already there, so running it twice, or in a suite that has a conftest, change
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -53,7 +54,12 @@ def init(directory: Path) -> None:
         if dest.parent != directory / "scenarios":
             click.echo(f"wrote {dest}")
     click.echo("next:")
-    click.echo(f"  cd {directory} && pytest          # the starter tests (the pytest plugin)")
     click.echo(
         f"  harness run {directory / 'scenarios'}    # every scenario, against the bundled example"
     )
+    click.echo(f"  cd {directory} && pytest          # the starter tests (the pytest plugin)")
+    # The plugin is an extra: without it the starter tests would fail at their first import.
+    if importlib.util.find_spec("pytest") is None:
+        click.echo(
+            "  (pytest is not installed here: pip install 'clevertap-harness[pytest]' first)"
+        )

@@ -60,6 +60,10 @@ def test_init_writes_the_starter_suite_and_never_overwrites(tmp_path: Path) -> N
     assert (suite / "conftest.py").read_text() == (
         ROOT / "examples" / "starter" / "conftest.py"
     ).read_text()
+    # The next steps, in the order that works from where init ran: run first, then cd.
+    steps = result.output.split("next:\n", 1)[1].splitlines()
+    assert steps[0].split("#")[0].split() == ["harness", "run", str(suite / "scenarios")]
+    assert steps[1].split("#")[0].split() == ["cd", str(suite), "&&", "pytest"]
     again = runner.invoke(main, ["init", str(suite)])
     assert again.exit_code == 1
     assert "not overwriting what is there: " in again.output
