@@ -66,6 +66,7 @@ __all__ = [
     "dsn_for_mode",
     "get_dialect",
     "recipients_of",
+    "sample_message",
 ]
 
 
@@ -1799,13 +1800,7 @@ def dsn_for_mode(
             )
         )
     if content is None:
-        content = (
-            f"From: <{sender}>\r\nTo: {', '.join(f'<{r}>' for r in recipients)}\r\n"
-            "Subject: Hello from the campaign\r\n"
-            f"Message-ID: <campaign.1@{sender.rpartition('@')[2] or 'sender.test'}>\r\n"
-            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-            "Hello.\r\n"
-        ).encode()
+        content = sample_message(sender, recipients)
     if smtputf8 is None:
         smtputf8 = not all(a.isascii() for a in (sender, *recipients))
     original = OriginalMessage(
@@ -1816,6 +1811,18 @@ def dsn_for_mode(
     if message is None:  # pragma: no cover - guarded by the NOTIFY chosen above
         raise ConfigError(f"no DSN for mode {mode_name!r} with action {action!r}")
     return message
+
+
+def sample_message(sender: str, recipients: Sequence[str]) -> bytes:
+    """A short campaign message from *sender* to *recipients*: what the reports of
+    :func:`dsn_for_mode` and ``harness dsn`` are about when no message is given."""
+    return (
+        f"From: <{sender}>\r\nTo: {', '.join(f'<{r}>' for r in recipients)}\r\n"
+        "Subject: Hello from the campaign\r\n"
+        f"Message-ID: <campaign.1@{sender.rpartition('@')[2] or 'sender.test'}>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        "Hello.\r\n"
+    ).encode()
 
 
 def _fallback_status(code: int | None, stage: Stage) -> str:

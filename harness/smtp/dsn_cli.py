@@ -8,9 +8,17 @@ import click
 
 from harness.errors import ConfigError
 from harness.smtp.catalog import FLAVOURS
-from harness.smtp.dialects import DIALECTS
-from harness.smtp.dsn import ACTIONS, Dialect, OriginalMessage, dsn_bytes, dsn_for_mode, get_dialect
-from harness.smtp.reports import FEEDBACK_TYPES, build_auto_reply, build_complaint
+from harness.smtp.dialects import AUTO_REPLY_STYLES, DIALECTS, FEEDBACK_TYPES
+from harness.smtp.dsn import (
+    ACTIONS,
+    Dialect,
+    OriginalMessage,
+    dsn_bytes,
+    dsn_for_mode,
+    get_dialect,
+    sample_message,
+)
+from harness.smtp.reports import build_auto_reply, build_complaint
 
 __all__ = ["dsn"]
 
@@ -36,6 +44,30 @@ def _parse_date(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 KINDS = ("bounce", "auto_reply", "complaint")
+# The options that shape one kind only: given with another kind they would be ignored, which
+# reads as if they had worked, so they are refused instead.
+_ONLY_FOR = {
+    "mode_name": ("--mode", ("bounce",)),
+    "dialect": ("--dialect", ("bounce",)),
+    "action": ("--action", ("bounce",)),
+    "envid": ("--envid", ("bounce",)),
+    "orcpt": ("--orcpt", ("bounce",)),
+    "flavour": ("--flavour", ("bounce",)),
+    "ret": ("--ret", ("bounce", "complaint")),
+    "style": ("--style", ("auto_reply",)),
+    "feedback_type": ("--feedback-type", ("complaint",)),
+}
+
+
+def _refuse_foreign_options(ctx: click.Context, kind: str) -> None:
+    for name, (flag, kinds) in _ONLY_FOR.items():
+        source = ctx.get_parameter_source(name)
+        if kind not in kinds and source is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(
+                f"{flag} means nothing for --kind {kind}; it shapes "
+                f"{' and '.join(f'--kind {k}' for k in kinds)} only",
+                ctx=ctx,
+            )
 
 
 @click.command("dsn")
@@ -85,6 +117,13 @@ KINDS = ("bounce", "auto_reply", "complaint")
     help="Provider flavour of the reply text (default: the dialect's provider, else postfix).",
 )
 @click.option(
+    "--style",
+    type=click.Choice(AUTO_REPLY_STYLES),
+    default=AUTO_REPLY_STYLES[0],
+    show_default=True,
+    help="Style of an auto-reply: a vacation(1)/Sieve reply, or Outlook's automatic reply.",
+)
+@click.option(
     "--feedback-type",
     type=click.Choice(FEEDBACK_TYPES),
     default="abuse",
@@ -110,6 +149,7 @@ def dsn(
     envid: str | None,
     orcpt: str | None,
     flavour: str | None,
+    style: str,
     feedback_type: str,
     when: datetime | None,
     crlf: bool,
@@ -121,7 +161,9 @@ def dsn(
       harness dsn --mode invalid_address --dialect postfix --recipient a@example.com > bounce.eml
       harness dsn --mode spam_content --dialect postfix --recipient a@x.test --recipient b@x.test
       harness dsn --kind complaint --recipient a@example.com --sender bounces@sut.test
+      harness dsn --kind auto_reply --style exchange --recipient a@example.com
     """
+    _refuse_foreign_options(click.get_current_context(), kind)
     try:
         if kind == "bounce":
             if mode_name is None:
@@ -142,14 +184,11 @@ def dsn(
             if len(recipients) > 1:
                 raise ConfigError(f"a {kind} is about one recipient; {len(recipients)} given")
             recipient = recipients[0]
-            content = (
-                f"From: <{sender}>\r\nTo: <{recipient}>\r\nSubject: Hello from the campaign\r\n"
-                f"Message-ID: <campaign.1@{sender.rpartition('@')[2] or 'sender.test'}>\r\n"
-                "\r\nHello.\r\n"
-            ).encode()
-            original = OriginalMessage(envelope_sender=sender, content=content)
+            original = OriginalMessage(
+                envelope_sender=sender, content=sample_message(sender, [recipient])
+            )
             if kind == "auto_reply":
-                message = build_auto_reply(original, recipient, now=when)
+                message = build_auto_reply(original, recipient, style=style, now=when)
             else:
                 message = build_complaint(
                     original,

@@ -186,3 +186,26 @@ def test_a_bounce_needs_a_mode_and_a_complaint_one_recipient() -> None:
     code, _, err = run("--kind", "complaint", "--recipient", "a@x.test", "--recipient", "b@x.test")
     assert code == 2
     assert "a complaint is about one recipient; 2 given" in err
+
+
+def test_the_auto_reply_style_is_chosen_with_style() -> None:
+    code, out, err = run("--kind", "auto_reply", "--style", "exchange", "--recipient", "a@x.test")
+    assert (code, err) == (0, "")
+    reply = email.message_from_bytes(out, policy=email.policy.default)
+    assert reply["X-Auto-Response-Suppress"] == "All"
+    assert str(reply["Subject"]).startswith("Automatic reply: ")
+
+
+def test_an_option_of_another_kind_is_refused_not_ignored() -> None:
+    code, _, err = run("--kind", "auto_reply", "--mode", "invalid_address", "--recipient", "a@x")
+    assert code == 2
+    assert "--mode means nothing for --kind auto_reply; it shapes --kind bounce only" in err
+    code, _, err = run("--mode", "mailbox_full", "--feedback-type", "fraud", "--recipient", "a@x")
+    assert code == 2
+    assert "--feedback-type means nothing for --kind bounce" in err
+    code, _, err = run("--kind", "complaint", "--style", "exchange", "--recipient", "a@x")
+    assert code == 2
+    assert "--style means nothing for --kind complaint" in err
+    # --ret shapes a complaint too (the original, or its headers only).
+    code, _, err = run("--kind", "complaint", "--ret", "hdrs", "--recipient", "a@x.test")
+    assert (code, err) == (0, "")
