@@ -35,7 +35,7 @@ import ipaddress
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from typing import Any
@@ -44,9 +44,9 @@ from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 import aiosmtplib
 import httpx
 
-from harness.journal import Entry, Journal, Kind
+from harness.journal import Entry, Journal
 from harness.records import Click as ClickRecord
-from harness.records import SmtpMessage, record_from_json
+from harness.records import ClickStep, SmtpMessage
 from harness.scenario.campaign import Submission
 from harness.scenario.model import Click
 from harness.vocab import SCAN
@@ -168,6 +168,35 @@ def _delivered_to(recipient: str) -> Any:
     return match
 
 
+@dataclass(slots=True)
+class _Draft:
+    """A :class:`~harness.records.Click` while it is being performed: filled in step by step,
+    journaled once as the record (:meth:`done`)."""
+
+    recipient: str
+    via: str
+    url: str | None = None
+    status: int | None = None
+    ok: bool = False
+    error: str | None = None
+    message_seq: int | None = None
+    steps: list[ClickStep] = field(default_factory=list)
+    refused: str | None = None
+
+    def done(self) -> ClickRecord:
+        return ClickRecord(
+            recipient=self.recipient,
+            via=self.via,
+            url=self.url,
+            status=self.status,
+            ok=self.ok,
+            error=self.error,
+            message_seq=self.message_seq,
+            steps=tuple(self.steps),
+            refused=self.refused,
+        )
+
+
 async def perform_click(
     click: Click,
     journal: Journal,
@@ -182,26 +211,17 @@ async def perform_click(
 
     *scope* says which hosts the click may contact; None means loopback only."""
     scope = scope if scope is not None else ClickScope()
-    record: dict[str, Any] = {
-        "recipient": click.recipient,
-        "via": click.via,
-        "url": None,
-        "status": None,
-        "ok": False,
-        "error": None,
-        "message_seq": None,
-        "steps": [],
-    }
+    record = _Draft(click.recipient, click.via)
     message = await journal.wait_for_async(
         _delivered_to(click.recipient), max(0.0, deadline - time.time()), since=since
     )
     if message is None:
-        record["error"] = (
+        record.error = (
             f"no message to {click.recipient} reached its mail server before the deadline; "
             "nothing to click"
         )
-        return journal.append(record_from_json(Kind.CLICK, record))
-    record["message_seq"] = message.seq
+        return journal.append(record.done())
+    record.message_seq = message.seq
     wait = message.at + click.after - time.time()
     if wait > 0:
         await asyncio.sleep(wait)
@@ -210,15 +230,15 @@ async def perform_click(
             raise TypeError("the delivered message is not an SmtpMessage entry")
         await _act(click, message.data, record, intake, scope)
     except (httpx.HTTPError, aiosmtplib.SMTPException, OSError) as exc:
-        record["ok"] = False
-        record["error"] = f"{type(exc).__name__}: {exc}"
-    return journal.append(record_from_json(Kind.CLICK, record))
+        record.ok = False
+        record.error = f"{type(exc).__name__}: {exc}"
+    return journal.append(record.done())
 
 
 async def _act(
     click: Click,
     data: SmtpMessage,
-    record: dict[str, Any],
+    record: _Draft,
     intake: Submission | None,
     scope: ClickScope,
 ) -> None:
@@ -228,11 +248,11 @@ async def _act(
     if click.via == "one_click":
         post = " ".join((data.list_unsubscribe_post or "").split())
         if http is None:
-            record["error"] = _missing("an http(s) URI in List-Unsubscribe", data)
+            record.error = _missing("an http(s) URI in List-Unsubscribe", data)
             return
-        record["url"] = http
+        record.url = http
         if post != ONE_CLICK:
-            record["error"] = (
+            record.error = (
                 f"List-Unsubscribe-Post is {post or 'missing'!r}, not {ONE_CLICK!r}: the message "
                 "does not offer RFC 8058 one-click unsubscription"
             )
@@ -242,24 +262,24 @@ async def _act(
         urls = [u for u in uris if u.lower().startswith(("https:", "http:"))]
         urls = list(dict.fromkeys(urls + _body_links(data.body)))[:MAX_SCANNED]
         if not urls:
-            record["error"] = _missing("an http(s) link in List-Unsubscribe or the body", data)
+            record.error = _missing("an http(s) link in List-Unsubscribe or the body", data)
             return
-        record["url"] = urls[0]
+        record.url = urls[0]
         await _scan(urls, record, scope)
     elif click.via == "get":
         url = http or _body_link(data.body)
         if url is None:
-            record["error"] = _missing("an http(s) link in List-Unsubscribe or the body", data)
+            record.error = _missing("an http(s) link in List-Unsubscribe or the body", data)
             return
-        record["url"] = url
+        record.url = url
         await _open_link(url, record, scope)
     else:
         if mailto is None:
-            record["error"] = _missing("a mailto: URI in List-Unsubscribe", data)
+            record.error = _missing("a mailto: URI in List-Unsubscribe", data)
             return
-        record["url"] = mailto
+        record.url = mailto
         if intake is None:
-            record["error"] = "the integration's SMTP address is unknown: cannot send the mail"
+            record.error = "the integration's SMTP address is unknown: cannot send the mail"
             return
         await _send_mailto(mailto, click.recipient, intake, record)
 
@@ -279,17 +299,17 @@ def _body_links(body: str) -> list[str]:
     return [match.group().rstrip(".,;") for match in _BODY_LINK.finditer(body)]
 
 
-def _refuse(record: dict[str, Any], url: str, scope: ClickScope) -> bool:
+def _refuse(record: _Draft, url: str, scope: ClickScope) -> bool:
     """Record and say whether *url* is outside *scope*."""
     why = scope.refusal(url)
     if why is None:
         return False
-    record["refused"] = why
-    record["error"] = f"refused to contact {url}: {why}"
+    record.refused = why
+    record.error = f"refused to contact {url}: {why}"
     return True
 
 
-async def _one_click(url: str, record: dict[str, Any], scope: ClickScope) -> None:
+async def _one_click(url: str, record: _Draft, scope: ClickScope) -> None:
     if _refuse(record, url, scope):
         return
     # A fresh client per click: no cookie jar shared between recipients (RFC 8058 says the POST
@@ -300,18 +320,18 @@ async def _one_click(url: str, record: dict[str, Any], scope: ClickScope) -> Non
             content=ONE_CLICK.encode("ascii"),
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
-    record["steps"].append({"method": "POST", "url": url, "status": response.status_code})
-    record["status"] = response.status_code
+    record.steps.append(ClickStep("POST", url, response.status_code))
+    record.status = response.status_code
     if response.is_redirect:
-        record["error"] = (
+        record.error = (
             f"answered {response.status_code} with a redirect to "
             f"{response.headers.get('location')!r}: one-click POSTs do not follow redirects "
             "(RFC 8058 section 3.2), so the unsubscription must happen on the POST itself"
         )
     elif not response.is_success:
-        record["error"] = f"answered HTTP {response.status_code}"
+        record.error = f"answered HTTP {response.status_code}"
     else:
-        record["ok"] = True
+        record.ok = True
 
 
 class _Form(HTMLParser):
@@ -346,7 +366,7 @@ class _Form(HTMLParser):
 async def _follow(
     client: httpx.AsyncClient,
     response: httpx.Response,
-    record: dict[str, Any],
+    record: _Draft,
     scope: ClickScope,
 ) -> httpx.Response | None:
     """Follow *response*'s redirects with GETs, checking each hop against *scope* first;
@@ -359,53 +379,53 @@ async def _follow(
         if _refuse(record, url, scope):
             return None
         response = await client.get(url)
-        record["steps"].append({"method": "GET", "url": url, "status": response.status_code})
-        record["status"] = response.status_code
+        record.steps.append(ClickStep("GET", url, response.status_code))
+        record.status = response.status_code
     if response.is_redirect:
-        record["error"] = (
+        record.error = (
             f"more than {MAX_HOPS} redirects; last to {response.headers.get('location')!r}"
         )
         return None
     return response
 
 
-async def _open_link(url: str, record: dict[str, Any], scope: ClickScope) -> None:
+async def _open_link(url: str, record: _Draft, scope: ClickScope) -> None:
     if _refuse(record, url, scope):
         return
     # Redirects are followed by _follow, hop by hop, so that every hop is checked.
     async with httpx.AsyncClient(follow_redirects=False, timeout=10.0) as client:
         first = await client.get(url)
-        record["steps"].append({"method": "GET", "url": url, "status": first.status_code})
-        record["status"] = first.status_code
+        record.steps.append(ClickStep("GET", url, first.status_code))
+        record.status = first.status_code
         response = await _follow(client, first, record, scope)
         if response is None:
             return
         if not response.is_success:
-            record["error"] = f"the link answered HTTP {response.status_code}"
+            record.error = f"the link answered HTTP {response.status_code}"
             return
         form = _Form()
         if "html" in response.headers.get("content-type", ""):
             form.feed(response.text)
             form.close()
         if form.action is None:
-            record["ok"] = True  # the page itself is the unsubscription
+            record.ok = True  # the page itself is the unsubscription
             return
         target = urljoin(str(response.url), form.action)
         if _refuse(record, target, scope):
             return
         posted = await client.post(target, data=form.fields)
-        record["steps"].append({"method": "POST", "url": target, "status": posted.status_code})
-        record["status"] = posted.status_code
+        record.steps.append(ClickStep("POST", target, posted.status_code))
+        record.status = posted.status_code
         confirmed = await _follow(client, posted, record, scope)
         if confirmed is None:
             return
         if confirmed.is_success:
-            record["ok"] = True
+            record.ok = True
         else:
-            record["error"] = f"the confirm form answered HTTP {confirmed.status_code}"
+            record.error = f"the confirm form answered HTTP {confirmed.status_code}"
 
 
-async def _scan(urls: list[str], record: dict[str, Any], scope: ClickScope) -> None:
+async def _scan(urls: list[str], record: _Draft, scope: ClickScope) -> None:
     """GET each of *urls* as a link scanner does: redirects followed (each hop checked against
     *scope*), pages read, nothing submitted. ``ok`` once any fetch got an answer; a URL outside
     the scope is skipped (and ``refused`` says why), the others are still fetched."""
@@ -417,21 +437,17 @@ async def _scan(urls: list[str], record: dict[str, Any], scope: ClickScope) -> N
                 continue
             try:
                 response = await client.get(url)
-                record["steps"].append(
-                    {"method": "GET", "url": url, "status": response.status_code}
-                )
-                record["status"] = response.status_code
-                record["ok"] = True
+                record.steps.append(ClickStep("GET", url, response.status_code))
+                record.status = response.status_code
+                record.ok = True
                 # What a scanner does with the page (reads it) matters not: only that it submits
                 # nothing. Redirects, though, lead to the page that might unsubscribe on GET.
                 await _follow(client, response, record, scope)
             except httpx.HTTPError as exc:  # one link failing does not stop the scan
-                record["error"] = f"GET {url}: {type(exc).__name__}: {exc}"
+                record.error = f"GET {url}: {type(exc).__name__}: {exc}"
 
 
-async def _send_mailto(
-    uri: str, recipient: str, intake: Submission, record: dict[str, Any]
-) -> None:
+async def _send_mailto(uri: str, recipient: str, intake: Submission, record: _Draft) -> None:
     parts = urlsplit(uri)
     address = unquote(parts.path)
     query = {k.lower(): v[0] for k, v in parse_qs(parts.query).items()}
@@ -448,12 +464,10 @@ async def _send_mailto(
         response = await client.data(message.as_bytes())
         await client.quit()
     except aiosmtplib.SMTPResponseException as exc:
-        record["error"] = f"the mail was refused: {exc.code} {exc.message}"
+        record.error = f"the mail was refused: {exc.code} {exc.message}"
         return
     finally:
         client.close()
-    record["status"] = response.code
-    record["steps"].append(
-        {"method": "SMTP", "url": f"{intake.host}:{intake.port}", "status": response.code}
-    )
-    record["ok"] = True
+    record.status = response.code
+    record.steps.append(ClickStep("SMTP", f"{intake.host}:{intake.port}", response.code))
+    record.ok = True
