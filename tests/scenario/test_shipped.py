@@ -20,6 +20,13 @@ def test_scenarios_are_shipped() -> None:
     assert len(FILES) >= 18
 
 
+def test_the_readme_counts_the_shipped_scenarios() -> None:
+    readme = (SCENARIOS.parent / "README.md").read_text(encoding="utf-8")
+    assert f"The {len(FILES)} shipped scenarios" in readme, (
+        f"README.md should say 'The {len(FILES)} shipped scenarios' and what the new ones prove"
+    )
+
+
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_shipped_scenario(path: Path) -> None:
     text = path.read_text()
