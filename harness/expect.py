@@ -44,6 +44,7 @@ __all__ = [
     "expect_no_callbacks",
     "expect_no_callbacks_async",
     "expect_no_violations",
+    "refuse_blocking_wait",
     "violations",
 ]
 
@@ -105,15 +106,17 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _sync_allowed(name: str) -> None:
-    """A blocking wait inside a running event loop would stall the very servers it waits for."""
+def refuse_blocking_wait(name: str, *, instead: str | None = None) -> None:
+    """Raise :class:`ConfigError` when the blocking wait *name* is called in a thread that runs an
+    event loop: it would stall the very servers it waits for, then report that nothing came.
+    *instead* is the coroutine to await (default ``{name}_async``)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return
     raise ConfigError(
-        f"{name}() blocks the thread, and this thread runs an event loop (an async test?): "
-        f"the servers in it could not answer while it waits; use `await {name}_async(...)`"
+        f"{name}() waits by blocking, and it was called inside a running event loop (an async "
+        f"test?), where it would stall the loop; use `await {instead or name + '_async'}(...)`"
     )
 
 
@@ -282,7 +285,7 @@ def expect_callback(
     """
     want = _Want(_check_event(event), _check_email(email), _check_ts(ts))
     within, since = _check_within(within), _check_since(since)
-    _sync_allowed("expect_callback")
+    refuse_blocking_wait("expect_callback")
     found = journal.wait_for(want, within, since=since)
     if found is None:
         raise ExpectationError(_callback_failure(want, journal, within, since))
@@ -370,7 +373,7 @@ def expect_no_callbacks(
     within, since = _no_callbacks_args(within, since, event, email)
     matches = _no_callbacks_filter(event, email)
     if within:
-        _sync_allowed("expect_no_callbacks")
+        refuse_blocking_wait("expect_no_callbacks")
     if journal.wait_for(matches, within, since=since) is not None:
         raise ExpectationError(_no_callbacks_failure(journal, matches, event, email, within, since))
 

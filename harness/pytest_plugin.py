@@ -1015,20 +1015,10 @@ def _per_example(request: pytest.FixtureRequest, fixture: _Checked) -> None:
 
 
 def _in_a_loop(method: str) -> None:
-    """Refuse a waiting sync assertion inside a running event loop: it would block the loop
-    (and the integration running on it) and then report that nothing arrived."""
-    import asyncio
+    # Imported here: the plugin module stays light for suites that never use it.
+    from harness.expect import refuse_blocking_wait
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    from harness.errors import ConfigError
-
-    raise ConfigError(
-        f"{method}() waits by blocking, and it was called inside a running event loop (an "
-        f"async test?), where it would stall the loop; use `await ...{method}_async(...)`"
-    )
+    refuse_blocking_wait(method, instead=f"...{method}_async")
 
 
 @pytest.fixture
