@@ -11,8 +11,9 @@ when importable, else h11. The banner says which were used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +27,15 @@ from harness.clevertap.settings import DEFAULT_PATHS, ServerSettings
 from harness.errors import ConfigError, ServerError
 from harness.journal import Journal, is_journal_url, open_journal
 
-__all__ = ["describe_journal", "endpoint_lines", "loop_factory", "run_serving", "serve", "stack"]
+__all__ = [
+    "describe_journal",
+    "endpoint_lines",
+    "loop_factory",
+    "run_serving",
+    "serve",
+    "stack",
+    "stop_signals",
+]
 
 T = TypeVar("T")
 
@@ -281,12 +290,23 @@ def serve(
             shared.close()
 
 
-async def _run(server: CleverTapServer) -> None:
+@contextlib.contextmanager
+def stop_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs (the running loop's handlers,
+    removed on the way out): how a standalone server learns it must stop."""
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
     try:
+        yield done
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _run(server: CleverTapServer) -> None:
+    with stop_signals() as done:
         await server.start()
         freeze_startup_objects()
         try:
@@ -295,9 +315,6 @@ async def _run(server: CleverTapServer) -> None:
             click.echo("stopping")
         finally:
             await server.stop()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def _print_banner(server: CleverTapServer) -> None:

@@ -9,10 +9,8 @@ the journal (``/_harness``, OpenAPI docs at ``/docs``).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shlex
-import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import click
 
 from harness._loop import freeze_startup_objects
-from harness.clevertap.serve import endpoint_lines, run_serving
+from harness.clevertap.serve import endpoint_lines, run_serving, stop_signals
 from harness.errors import ConfigError, ScenarioError, ServerError
 from harness.journal import open_journal
 from harness.scenario.loader import load_scenario
@@ -153,22 +151,17 @@ async def _serve(
     echo: Callable[[str], None],
     postfix_transport: Path | None = None,
 ) -> None:
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, done.set)
     try:
-        async with world:
-            freeze_startup_objects()
-            if postfix_transport is not None:
-                postfix_transport = write_postfix_transport(world, postfix_transport)
-            for line in banner(world, scenario, postfix_transport=postfix_transport):
-                echo(line)
-            await done.wait()
-            echo("stopping")
+        with stop_signals() as done:
+            async with world:
+                freeze_startup_objects()
+                if postfix_transport is not None:
+                    postfix_transport = write_postfix_transport(world, postfix_transport)
+                for line in banner(world, scenario, postfix_transport=postfix_transport):
+                    echo(line)
+                await done.wait()
+                echo("stopping")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         world.journal.close()
 
 
