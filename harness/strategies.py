@@ -54,11 +54,8 @@ from harness.clevertap.inspect import CheckConfig, DuplicateIndex, Endpoint, Ins
 from harness.errors import ConfigError, UnknownNameError
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Reply
 from harness.smtp.dialects import (
-    EXPANDING_DIALECTS,
-    NO_DELAY_WARNINGS,
     PLAIN_TEXT_DIALECTS,
-    SUCCESS_ACTIONS,
-    SUCCESS_DIALECTS,
+    unable_to_report,
 )
 from harness.smtp.dsn import (
     ACTIONS,
@@ -1002,13 +999,7 @@ def dsn_messages(
             draw(st.sampled_from(failures)) if chosen_action in ("failed", "delayed") else "accept"
         )
         # Not every mail system sends delay warnings or success reports.
-        able = [
-            d
-            for d in dialects
-            if not (chosen_action == "delayed" and d in NO_DELAY_WARNINGS)
-            and not (chosen_action in SUCCESS_ACTIONS and d not in SUCCESS_DIALECTS)
-            and not (chosen_action == "expanded" and d not in EXPANDING_DIALECTS)
-        ]
+        able = [d for d in dialects if unable_to_report(d, chosen_action) is None]
         if not able:
             raise ConfigError(f"the {dialects[0]} dialect cannot report {chosen_action!r}")
         chosen_dialect = draw(st.sampled_from(able))

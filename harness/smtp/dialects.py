@@ -20,6 +20,8 @@ __all__ = [
     "SUCCESS_ACTIONS",
     "SUCCESS_DIALECTS",
     "Dialect",
+    "able_to_report",
+    "unable_to_report",
 ]
 
 
@@ -86,3 +88,20 @@ reply" with ``X-Auto-Response-Suppress``."""
 
 SUCCESS_ACTIONS: tuple[str, ...] = ("delivered", "relayed", "expanded")
 """The ``Action`` values of a success DSN (RFC 3464 section 2.3.3): the message got through."""
+
+
+def unable_to_report(dialect: Dialect, action: str) -> str | None:
+    """Why a DSN in *dialect* cannot say ``Action: action`` (the mail system it imitates never
+    sends one), in words that follow "cannot report it as ACTION: "; None when it can."""
+    if action == "delayed" and dialect in NO_DELAY_WARNINGS:
+        return NO_DELAY_WARNINGS[dialect]
+    if action in SUCCESS_ACTIONS and dialect not in SUCCESS_DIALECTS:
+        return "it sends no success notifications (that mail system ignores NOTIFY=SUCCESS)"
+    if action == "expanded" and dialect not in EXPANDING_DIALECTS:
+        return "it never reports alias or list expansion"
+    return None
+
+
+def able_to_report(action: str) -> list[str]:
+    """The dialects that can report *action*, in the order of :data:`DIALECTS`."""
+    return [d for d in DIALECTS if unable_to_report(Dialect(d), action) is None]

@@ -44,12 +44,11 @@ from harness.journal import Entry, Journal
 from harness.records import Dsn, DsnRecipient
 from harness.smtp.catalog import Stage, get_mode
 from harness.smtp.dialects import (
-    EXPANDING_DIALECTS,
-    NO_DELAY_WARNINGS,
     PLAIN_TEXT_DIALECTS,
     SUCCESS_ACTIONS,
-    SUCCESS_DIALECTS,
     Dialect,
+    able_to_report,
+    unable_to_report,
 )
 from harness.smtp.mailtext import as_datetime, fingerprint, header_block, mail_date, raw_text
 from harness.vocab import MailReport, address_key
@@ -1633,23 +1632,11 @@ def build_dsn(
     if not wanted:
         return None
     for report in wanted:
-        if report.action == "delayed" and dialect in NO_DELAY_WARNINGS:
+        why = unable_to_report(dialect, report.action)
+        if why is not None:
             raise ConfigError(
-                f"the {dialect} dialect cannot report {report.recipient!r} as delayed: "
-                f"{NO_DELAY_WARNINGS[dialect]}; use action 'failed' or "
-                "another dialect"
-            )
-        if report.action in SUCCESS_ACTIONS and dialect not in SUCCESS_DIALECTS:
-            raise ConfigError(
-                f"the {dialect} dialect cannot report {report.recipient!r} as "
-                f"{report.action}: it sends no success notifications; use one of "
-                f"{', '.join(sorted(SUCCESS_DIALECTS))}"
-            )
-        if report.action == "expanded" and dialect not in EXPANDING_DIALECTS:
-            raise ConfigError(
-                f"the {dialect} dialect cannot report {report.recipient!r} as expanded: it "
-                "never reports alias or list expansion; use one of "
-                f"{', '.join(sorted(EXPANDING_DIALECTS))}"
+                f"the {dialect} dialect cannot report {report.recipient!r} as {report.action}: "
+                f"{why}; use one of {', '.join(able_to_report(report.action))}"
             )
     when = as_datetime(now)
     addresses = [original.envelope_sender, *(r.recipient for r in wanted)]

@@ -51,11 +51,10 @@ from harness.smtp.dialects import (
     AUTO_REPLY_STYLES,
     COMPLAINT_TYPES,
     DIALECTS,
-    EXPANDING_DIALECTS,
-    NO_DELAY_WARNINGS,
     SUCCESS_ACTIONS,
-    SUCCESS_DIALECTS,
     Dialect,
+    able_to_report,
+    unable_to_report,
 )
 from harness.vocab import MailReport
 
@@ -715,12 +714,13 @@ def _parse_bounce(data: Mapping[str, Any], path: Path, flavour: str) -> Behaviou
     after = parse_duration(data.get("after", 0), (*path, "after"))
     dialect = _choice(data.get("dsn", "generic"), DSN_DIALECTS, "DSN dialect", (*path, "dsn"))
     action = _choice(data.get("action", "failed"), DSN_ACTIONS, "DSN action", (*path, "action"))
-    if action == "delayed" and dialect in NO_DELAY_WARNINGS:
+    why = unable_to_report(Dialect(dialect), action)
+    if why is not None:
         raise RuleError(
             (*path, "action"),
-            f"the {dialect} dialect has no delay warnings ({NO_DELAY_WARNINGS[Dialect(dialect)]})",
-            expected="action: failed, or a dialect that sends delay warnings",
-            seen="delayed",
+            f"the {dialect} dialect cannot report it as {action}: {why}",
+            expected="action: failed, or one of " + ", ".join(able_to_report(action)),
+            seen=action,
         )
     return _AcceptThenBounce(
         mode,
@@ -760,19 +760,12 @@ def _parse_report(data: Mapping[str, Any], path: Path) -> Behaviour:
     )
     after = parse_duration(data.get("after", 0), (*path, "after"))
     dialect = _choice(data.get("dsn", "generic"), DSN_DIALECTS, "DSN dialect", (*path, "dsn"))
-    if Dialect(dialect) not in SUCCESS_DIALECTS:
+    why = unable_to_report(Dialect(dialect), action)
+    if why is not None:
         raise RuleError(
             (*path, "dsn"),
-            f"the {dialect} dialect sends no success DSNs (that mail system ignores "
-            "NOTIFY=SUCCESS)",
-            expected="one of " + ", ".join(d for d in DIALECTS if d in SUCCESS_DIALECTS),
-            seen=dialect,
-        )
-    if action == "expanded" and Dialect(dialect) not in EXPANDING_DIALECTS:
-        raise RuleError(
-            (*path, "dsn"),
-            f"the {dialect} dialect never reports alias or list expansion (Action: expanded)",
-            expected="one of " + ", ".join(d for d in DIALECTS if d in EXPANDING_DIALECTS),
+            f"the {dialect} dialect cannot report it as {action}: {why}",
+            expected="one of " + ", ".join(able_to_report(action)),
             seen=dialect,
         )
     return _AcceptThenReport(action, after, dialect, _final_recipient(data, path))

@@ -101,7 +101,10 @@ def test_a_default_dialect_that_sends_no_success_dsn_is_an_error_at_the_rule() -
     text = scenario_text().replace("dialect: exim", "dialect: gmail")
     with pytest.raises(ScenarioError) as info:
         parse_scenario(text)
-    assert any("the gmail dialect sends no success DSNs" in p for p in info.value.problems)
+    assert any(
+        "the gmail dialect cannot report it as relayed: it sends no success notifications" in p
+        for p in info.value.problems
+    )
 
 
 @pytest.mark.parametrize(

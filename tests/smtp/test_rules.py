@@ -226,7 +226,7 @@ def test_durations(text: object, seconds: float) -> None:
                 }
             },
             ("mx", "a@x.test", "action"),
-            "the qmail dialect has no delay warnings",
+            "the qmail dialect cannot report it as delayed: qmail-send never sends delay warnings",
             "delayed",
         ),
         (

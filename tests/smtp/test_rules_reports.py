@@ -107,13 +107,14 @@ def test_reports_are_found_inside_sequences_windows_and_chances() -> None:
         (
             {"accept_then_report": "delivered", "dsn": "gmail"},
             ("dsn",),
-            "the gmail dialect sends no success DSNs",
+            "the gmail dialect cannot report it as delivered: it sends no success notifications",
             "gmail",
         ),
         (
             {"accept_then_report": "expanded", "dsn": "exim"},
             ("dsn",),
-            "the exim dialect never reports alias or list expansion",
+            "the exim dialect cannot report it as expanded: it never reports alias or list "
+            "expansion",
             "exim",
         ),
         (
