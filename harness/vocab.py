@@ -27,6 +27,7 @@ __all__ = [
     "MailReport",
     "Stage",
     "address_key",
+    "complaint_event",
 ]
 
 
@@ -69,6 +70,16 @@ UNSUBSCRIBE_EVENTS: frozenset[str] = frozenset(
     e for e, c in CLASS_OF_EVENT.items() if c == "unsubscribe"
 )
 """Unsubscribe events of both formats (``unsubscribe``, ``unsubscribed``)."""
+
+
+def complaint_event(callback_format: str, complaint_as: str | None = None) -> str:
+    """The event a complaint (an RFC 5965 feedback report) must be reported as in
+    *callback_format* (``legacy`` or ``v2``): CleverTap unsubscribes who marks mail as spam.
+    *complaint_as* is a scenario's ``clevertap.complaint_as``; by default v2 says ``spam`` and
+    legacy, which has no spam event, ``unsubscribe``."""
+    if callback_format == "legacy":
+        return "unsubscribe"
+    return "unsubscribed" if complaint_as == "unsubscribe" else "spam"
 
 
 CLICK_VIAS: tuple[str, ...] = ("one_click", "get", "mailto", "scan")

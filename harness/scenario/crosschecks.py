@@ -74,7 +74,7 @@ from harness.records import (
 )
 from harness.smtp.catalog import CATALOG, SLOW_DELAY, BounceClass
 from harness.smtp.dialects import SUCCESS_ACTIONS
-from harness.vocab import CLASS_OF_EVENT, MailReport, address_key
+from harness.vocab import CLASS_OF_EVENT, MailReport, address_key, complaint_event
 
 if TYPE_CHECKING:
     from harness.scenario.model import Scenario
@@ -1505,7 +1505,7 @@ def _twice(
 def _expected_for_complaint(facts: Facts, event: ReportedEvent) -> str:
     if facts.complaint_event is not None:
         return facts.complaint_event
-    return "spam" if event.endpoint == "v2" else "unsubscribe"
+    return complaint_event("v2" if event.endpoint == "v2" else "legacy")
 
 
 def _complaint_event(facts: Facts, event: ReportedEvent) -> list[Violation]:

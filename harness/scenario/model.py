@@ -56,6 +56,7 @@ from harness.vocab import (
     V2_TYPES,
     MailReport,
     address_key,
+    complaint_event,
 )
 
 __all__ = [
@@ -421,9 +422,7 @@ class CleverTapSettings(_Model):
     def complaint_event(self) -> str:
         """The event name a complaint must become in this format (``spam``, ``unsubscribe``,
         ``unsubscribed``)."""
-        if self.format == "legacy":
-            return "unsubscribe"  # legacy has no spam event (complaint_as: spam is refused)
-        return "unsubscribed" if self.complaint_as == "unsubscribe" else "spam"
+        return complaint_event(self.format, self.complaint_as)
 
     def server_settings(self, **overrides: Any) -> ServerSettings:
         """The fake CleverTap's :class:`~harness.clevertap.settings.ServerSettings`."""
