@@ -54,11 +54,12 @@ from harness.clevertap.inspect import CheckConfig, DuplicateIndex, Endpoint, Ins
 from harness.errors import ConfigError, UnknownNameError
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Reply
 from harness.smtp.dialects import (
+    ACTIONS,
+    FAILURE_ACTIONS,
     PLAIN_TEXT_DIALECTS,
     unable_to_report,
 )
 from harness.smtp.dsn import (
-    ACTIONS,
     Dialect,
     dsn_bytes,
     dsn_for_mode,
@@ -995,9 +996,7 @@ def dsn_messages(
     @st.composite
     def build(draw: st.DrawFn) -> DsnSample:
         chosen_action = draw(st.sampled_from(actions))
-        mode = (
-            draw(st.sampled_from(failures)) if chosen_action in ("failed", "delayed") else "accept"
-        )
+        mode = draw(st.sampled_from(failures)) if chosen_action in FAILURE_ACTIONS else "accept"
         # Not every mail system sends delay warnings or success reports.
         able = [d for d in dialects if unable_to_report(d, chosen_action) is None]
         if not able:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "ACTIONS",
     "AUTO_REPLY_STYLES",
     "COMPLAINT_TYPES",
     "DIALECTS",
     "EXPANDING_DIALECTS",
+    "FAILURE_ACTIONS",
     "FEEDBACK_TYPES",
     "NO_DELAY_WARNINGS",
     "PLAIN_TEXT_DIALECTS",
@@ -86,8 +88,14 @@ AUTO_REPLY_STYLES = ("vacation", "exchange")
 """``vacation``: a Unix vacation(1)/Sieve-style reply; ``exchange``: Outlook's "Automatic
 reply" with ``X-Auto-Response-Suppress``."""
 
+FAILURE_ACTIONS: tuple[str, ...] = ("failed", "delayed")
+"""The ``Action`` values of a bounce or a delay warning: the message has not got through."""
+
 SUCCESS_ACTIONS: tuple[str, ...] = ("delivered", "relayed", "expanded")
 """The ``Action`` values of a success DSN (RFC 3464 section 2.3.3): the message got through."""
+
+ACTIONS: tuple[str, ...] = (*FAILURE_ACTIONS, *SUCCESS_ACTIONS)
+"""Every ``Action`` of RFC 3464 section 2.3.3."""
 
 
 def unable_to_report(dialect: Dialect, action: str) -> str | None:

@@ -44,6 +44,8 @@ from harness.journal import Entry, Journal
 from harness.records import Dsn, DsnRecipient
 from harness.smtp.catalog import Stage, get_mode
 from harness.smtp.dialects import (
+    ACTIONS,
+    FAILURE_ACTIONS,
     PLAIN_TEXT_DIALECTS,
     SUCCESS_ACTIONS,
     Dialect,
@@ -69,7 +71,6 @@ __all__ = [
 ]
 
 
-ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
 NOTIFY_KEYWORDS = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
 DEFAULT_NOTIFY = frozenset({"FAILURE", "DELAY"})
 """RFC 3461 lets a server assume FAILURE,DELAY when RCPT TO carried no NOTIFY."""
@@ -1740,7 +1741,7 @@ def dsn_for_mode(
         raise ConfigError("dsn_for_mode needs at least one recipient; none was given")
     if action not in ACTIONS:
         raise ConfigError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
-    if mode.code is not None and mode.code < 400 and action in ("failed", "delayed"):
+    if mode.code is not None and mode.code < 400 and action in FAILURE_ACTIONS:
         raise ConfigError(
             f"mode {mode_name!r} delivers the message ({mode.code}); it can only be reported "
             f"with action 'delivered' or 'relayed', not {action!r}"

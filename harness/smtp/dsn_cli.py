@@ -8,9 +8,8 @@ import click
 
 from harness.errors import ConfigError
 from harness.smtp.catalog import FLAVOURS
-from harness.smtp.dialects import AUTO_REPLY_STYLES, DIALECTS, FEEDBACK_TYPES
+from harness.smtp.dialects import ACTIONS, AUTO_REPLY_STYLES, DIALECTS, FEEDBACK_TYPES
 from harness.smtp.dsn import (
-    ACTIONS,
     Dialect,
     OriginalMessage,
     dsn_bytes,

@@ -51,6 +51,7 @@ from harness.smtp.dialects import (
     AUTO_REPLY_STYLES,
     COMPLAINT_TYPES,
     DIALECTS,
+    FAILURE_ACTIONS,
     SUCCESS_ACTIONS,
     Dialect,
     able_to_report,
@@ -80,8 +81,8 @@ RECIPIENT_STAGES = (Stage.RCPT, Stage.DATA, Stage.END_OF_DATA)
 DSN_DIALECTS = DIALECTS
 """DSN dialects ``accept_then_bounce`` can ask for: :data:`harness.smtp.dialects.DIALECTS`."""
 
-DSN_ACTIONS = ("failed", "delayed")
-"""The actions of ``accept_then_bounce``."""
+DSN_ACTIONS = FAILURE_ACTIONS
+"""The actions of ``accept_then_bounce``: :data:`harness.smtp.dialects.FAILURE_ACTIONS`."""
 
 
 class RuleError(ConfigError):
