@@ -83,6 +83,7 @@ class Reporter:
         self._closing = asyncio.Event()
         self._unsent: list[Event] = []
         self._task: asyncio.Task[None] | None = None
+        self._echoed: set[Event] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="reporter")
@@ -139,6 +140,12 @@ class Reporter:
         if self._settings.bug == "double_report":
             for url, payload, events in self._payloads([e for e in batch if e.kind in BOUNCES]):
                 await self._post(url, payload, events)
+        # BUG(late_double_report): the bounces are queued again 0.7 s later, once each.
+        if self._settings.bug == "late_double_report":
+            again = [e for e in batch if e.kind in BOUNCES and e not in self._echoed]
+            self._echoed.update(again)
+            for event in again:
+                asyncio.get_running_loop().call_later(0.7, self.report, event)
         self._unsent = []
 
     def _payloads(self, batch: Sequence[Event]) -> Iterator[tuple[str, Any, Sequence[Event]]]:
@@ -179,11 +186,18 @@ class Reporter:
         # BUG(ms_timestamps): milliseconds where CleverTap wants seconds.
         if self._settings.bug == "ms_timestamps":
             ts = event.ts * 1000
+        # BUG(tz_offset): the local wall clock of Asia/Kolkata (UTC+5:30) read as if it were UTC.
+        if self._settings.bug == "tz_offset":
+            ts = event.ts + 19800
         return {"e": event.email, "ts": ts}
 
     async def _post(self, url: str, payload: Any, events: Sequence[Event]) -> None:
         body = json.dumps(payload).encode()
         what = f"{len(events)} event(s) to {url}"
+        headers = {"Content-Type": "application/json"}
+        # BUG(no_content_type): the body is JSON, but nothing says so.
+        if self._settings.bug == "no_content_type":
+            headers = {}
         delays = self._settings.callback_retry
         # BUG(no_retry): one attempt, whatever happens.
         if self._settings.bug == "no_retry":
@@ -193,9 +207,7 @@ class Reporter:
             attempt += 1
             retry_after: float | None = None
             try:
-                response = await self._client.post(
-                    url, content=body, headers={"Content-Type": "application/json"}
-                )
+                response = await self._client.post(url, content=body, headers=headers)
             except httpx.TransportError as exc:  # refused, reset, timeouts
                 problem = f"{type(exc).__name__}: {exc}"
             else:
@@ -214,6 +226,9 @@ class Reporter:
                     )
                     return
                 retry_after = _retry_after(response.headers.get("Retry-After"))
+                # BUG(ignore_retry_after): the own schedule wins over what the server asked.
+                if self._settings.bug == "ignore_retry_after":
+                    retry_after = None
             if attempt > len(delays):
                 log.error(
                     "callback FAILED after %d attempt(s): %s: %s; payload %s",
@@ -226,5 +241,8 @@ class Reporter:
             delay = delays[attempt - 1]
             if retry_after is not None:
                 delay = min(retry_after, self._settings.retry_after_cap)
+            # BUG(no_backoff): straight back at an endpoint that just failed.
+            if self._settings.bug == "no_backoff":
+                delay = 0.0
             log.warning("callback retry in %.2f s: %s: %s", delay, what, problem)
             await asyncio.sleep(delay)

@@ -48,6 +48,7 @@ from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any, ClassVar
 
+import idna
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 from harness.errors import ConfigError, JournalWriteError, ServerError, UnknownNameError
@@ -297,8 +298,16 @@ _REWRITE = {
     "500 Error: command 'AUTH' not recognized": "503 5.5.1 Error: send EHLO first",
     "554 Command refused due to lack of security": "554 5.7.0 Error: TLS handshake not complete",
 }
+
+
 # Postfix's replies that have no enhanced code: before EHLO the client has not been told of
 # ENHANCEDSTATUSCODES.
+def _a_labels(name: str) -> str:
+    """*name* in ASCII: the host name and queue ids travel in greetings, replies, Message-IDs
+    and MIME boundaries, so an IDN domain goes in its A-label form (``xn--bcher-kva.example``)."""
+    return name if name.isascii() else idna.encode(name, uts46=True).decode("ascii")
+
+
 _AS_IS = frozenset({"501 Syntax: EHLO hostname", "501 Syntax: HELO hostname"})
 _NOT_RECOGNISED = "500 5.5.2 Error: command not recognized"
 _NO_SMTPUTF8 = "555 5.5.4 Unsupported option: SMTPUTF8"
@@ -1199,7 +1208,9 @@ class MXHost:
         self.rules = rules if isinstance(rules, Rules) else Rules.parse(rules, flavour=flavour)
         self.journal = journal if journal is not None else MemoryJournal()
         self.flavour = flavour
-        self.hostname = hostname or (f"{name}.{self.domains[0]}" if self.domains else name)
+        self.hostname = _a_labels(
+            hostname or (f"{name}.{self.domains[0]}" if self.domains else name)
+        )
         self.bind = bind
         self.size_limit = size_limit
         self.max_recipients = max_recipients
@@ -1583,7 +1594,7 @@ class MXHost:
         """Journal the message accepted in *session*; returns its (uncommitted) entry."""
         # The journal's next seq: never given twice, so queue ids never repeat, also across
         # restarts and resets of a file journal.
-        queue_id = f"{self.name.upper()}{self.journal.next_seq:06d}"
+        queue_id = f"{_a_labels(self.name).upper()}{self.journal.next_seq:06d}"
         record = session.record
         head, body = _split_message(content)
         parsed = HeaderParser().parsestr(head.decode("utf-8", "replace"), headersonly=True)
