@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import logging
@@ -93,6 +94,10 @@ class Reporter:
         # BUG(no_unsubscribe): the click is honoured on the page but CleverTap never hears of it.
         if self._settings.bug == "no_unsubscribe" and event.kind == "unsubscribe":
             return
+        # BUG(punycode_address): addresses "normalised" to ASCII when stored, reported so.
+        if self._settings.bug == "punycode_address":
+            local, _, domain = event.email.rpartition("@")
+            event = dataclasses.replace(event, email=f"{local}@{domain.encode('idna').decode()}")
         self._pending.append(event)
         self._wake.set()
 
