@@ -31,8 +31,10 @@ DOC = ROOT / "docs" / "example-bugs.md"
 def _bugs() -> Mapping[str, str]:
     # The example is a script with top-level sibling imports, not a package: load its settings
     # module by path (it imports nothing of its siblings).
-    spec = importlib.util.spec_from_file_location("example_settings", GATEWAY.parent / "settings.py")
-    assert spec is not None and spec.loader is not None
+    path = GATEWAY.parent / "settings.py"
+    spec = importlib.util.spec_from_file_location("example_settings", path)
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module while the class is built
     spec.loader.exec_module(module)
@@ -95,7 +97,9 @@ def test_every_variant_is_in_the_table_and_there_are_at_least_20() -> None:
     assert len(BUGS) >= 20
     for name, description in BUGS.items():
         assert re.fullmatch(r"[a-z0-9_]+", name)
-        assert description and "\n" not in description and "|" not in description
+        assert description
+        assert "\n" not in description
+        assert "|" not in description
     # Each is marked where it lives, so a reader finds the one line that is wrong.
     source = "".join(p.read_text() for p in sorted(GATEWAY.parent.glob("*.py")))
     for name in BUGS:
@@ -116,6 +120,7 @@ def test_the_docs_table_is_this_table() -> None:
     assert _doc_rows() == expected
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("bug", list(BUGS))
 def test_variant_is_caught_for_its_own_reason(bug: str) -> None:
@@ -137,9 +142,9 @@ def test_variant_is_caught_for_its_own_reason(bug: str) -> None:
     # The rest of the run was sound: the integration stopped when asked, unless that is the bug.
     assert result.sut_killed is (bug == "ignore_sigterm"), unmet
     if bug == "ignore_sigterm":
-        assert unmet == {
-            "integration.stop_timeout": unmet["integration.stop_timeout"]
-        }, "only the stop is wrong"
+        assert unmet == {"integration.stop_timeout": unmet["integration.stop_timeout"]}, (
+            "only the stop is wrong"
+        )
         assert unmet["integration.stop_timeout"].startswith(
             f"killed with SIGKILL: still running {STOP_GRACE:g} s after SIGTERM"
         )
