@@ -233,6 +233,9 @@ def load_settings(env: Mapping[str, str], bug: str | None = None) -> Settings:
     budget: float | None = None
     if _optional(env, "HARNESS_RETRY_BUDGET") is not None:
         budget = _seconds(env, "HARNESS_RETRY_BUDGET", 0.0)
+    # "ignore" plays an integration that keeps its own schedule whatever the budget says.
+    if _choice(env, "EXAMPLE_RETRY_BUDGET", ("fit", "ignore"), "fit") == "ignore":
+        budget = None
     if budget is not None:
         retry_delays = fit_schedule(retry_delays, smtp_timeout, budget)
 
