@@ -392,6 +392,7 @@ _KINDS = {
     "dropped": "dropped",
     "dsn": "DSN",
     "host_down": "host down",
+    "slow": "slow server",
 }
 
 
