@@ -39,6 +39,9 @@ BUGS: Mapping[str, str] = {
     "delivered_on_queue": "v2 delivered reported when the message is queued, not when accepted",
     "stale_meta": "v2 meta of the last submitted message, not of the message the event is about",
     "punycode_address": "an IDN domain reported in its ASCII form (xn--), as it was stored",
+    "unsubscribe_on_get": "opening the unsubscribe link unsubscribes (link scanners open them all)",
+    "any_password": "submission AUTH checks that credentials were given, not which",
+    "auth_optional": "submission offers AUTH but takes mail without it",
 }
 """The deliberately broken variants, selected with ``--bug NAME`` or ``EXAMPLE_BUG``."""
 

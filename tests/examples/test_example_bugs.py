@@ -67,6 +67,9 @@ CAUGHT: dict[str, tuple[str, str]] = {
     "delivered_on_queue": ("v2-meta-echo", "CT509"),
     "stale_meta": ("v2-meta-echo", "CT508"),
     "punycode_address": ("smtputf8", "CT515"),
+    "unsubscribe_on_get": ("link-scanner", "CT507"),
+    "any_password": ("submission-auth", "CT601"),
+    "auth_optional": ("submission-auth", "CT601"),
 }
 
 DEADLINE = 8.0
