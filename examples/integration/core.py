@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import re
 import secrets
@@ -240,6 +241,12 @@ class Gateway:
         # VERP names the recipient we sent to, whatever aliasing happened on the way; the
         # addresses inside the mail are only the fallback for the plain bounce address.
         verp = decode_verp(envelope_recipient)
+        # BUG(auto_reply_as_bounce): whatever comes back to the bounce address is a bounce.
+        if isinstance(mail, AutoReply) and self.settings.bug == "auto_reply_as_bounce" and verp:
+            delivery = self._find(verp, None, "bounce")
+            if delivery is not None:
+                self._bounce(delivery, Verdict.HARD, f"auto-reply: {mail.subject}", observed, 1)
+            return
         if isinstance(mail, AutoReply):
             log.info(
                 "intake: automatic reply from %s (%r) to %s: not a bounce; ignored",
@@ -249,6 +256,10 @@ class Gateway:
             )
             return
         if isinstance(mail, Complaint):
+            # BUG(complaint_ignored): "not a bounce, so not our business".
+            if self.settings.bug == "complaint_ignored":
+                log.info("intake: feedback report about %s; ignored", verp or mail.recipient)
+                return
             self._complaint(verp or mail.recipient, mail)
             return
         if mail is None:
@@ -272,6 +283,9 @@ class Gateway:
         self, address: str, block: RecipientBlock, report: Report, observed: int
     ) -> None:
         failed = block.action == "failed"
+        # BUG(success_dsn_as_bounce): a DSN is a bounce; its Action is never read.
+        if self.settings.bug == "success_dsn_as_bounce":
+            failed = True
         # BUG(delayed_as_bounce): "not delivered yet" read as "not delivered".
         if self.settings.bug == "delayed_as_bounce" and block.action == "delayed":
             failed = True
@@ -285,6 +299,9 @@ class Gateway:
                 address,
             )
             return
+        # BUG(alias_reported): the DSN's own idea of who failed wins.
+        if self.settings.bug == "alias_reported" and block.final_recipient:
+            delivery = dataclasses.replace(delivery, recipient=block.final_recipient)
         diagnostic = block.diagnostic
         if diagnostic is None and report.text:
             # Exim says why only in its text when no server ever answered ("retry timeout

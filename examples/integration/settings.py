@@ -42,6 +42,12 @@ BUGS: Mapping[str, str] = {
     "unsubscribe_on_get": "opening the unsubscribe link unsubscribes (link scanners open them all)",
     "any_password": "submission AUTH checks that credentials were given, not which",
     "auth_optional": "submission offers AUTH but takes mail without it",
+    "success_dsn_as_bounce": "a DSN is a bounce whatever its Action: success reports too",
+    "alias_reported": (
+        "a DSN bounce reported for its Final-Recipient (an alias), not the address sent to"
+    ),
+    "auto_reply_as_bounce": "an out-of-office reply at the bounce address taken for a hard bounce",
+    "complaint_ignored": "a spam complaint (ARF) is logged, never reported",
 }
 """The deliberately broken variants, selected with ``--bug NAME`` or ``EXAMPLE_BUG``."""
 
