@@ -69,6 +69,7 @@ class ScriptedMX:
     *script* maps a recipient to its replies, one per attempt (the last one repeats):
     ``"rcpt:452 4.2.2 Mailbox full"`` answers RCPT, ``"data:554 5.7.1 Spam"`` answers the end
     of DATA, ``"accept"`` takes the message. Recipients not in the script are accepted.
+    ``smtputf8=False`` plays a server without RFC 6531 (no SMTPUTF8 in its EHLO).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class ScriptedMX:
         *,
         tls: tuple[Path, Path] | None = None,
         credentials: tuple[str, str] | None = None,
+        smtputf8: bool = True,
     ) -> None:
         self.script = {k.lower(): list(v) for k, v in (script or {}).items()}
         self.attempts: Counter[str] = Counter()
@@ -85,6 +87,7 @@ class ScriptedMX:
         """(user, over TLS) of each successful AUTH."""
         self._tls = tls
         self._credentials = credentials
+        self._smtputf8 = smtputf8
         self._server: asyncio.Server | None = None
 
     def _authenticate(
@@ -139,6 +142,7 @@ class ScriptedMX:
                 require_starttls=context is not None,
                 authenticator=self._authenticate if self._credentials else None,
                 auth_required=self._credentials is not None,
+                enable_SMTPUTF8=self._smtputf8,
             )
 
         self._server = await loop.create_server(factory, HOST, 0)
