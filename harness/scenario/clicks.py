@@ -417,15 +417,16 @@ async def _scan(urls: list[str], record: dict[str, Any], scope: ClickScope) -> N
                 continue
             try:
                 response = await client.get(url)
-            except httpx.HTTPError as exc:
+                record["steps"].append(
+                    {"method": "GET", "url": url, "status": response.status_code}
+                )
+                record["status"] = response.status_code
+                record["ok"] = True
+                # What a scanner does with the page (reads it) matters not: only that it submits
+                # nothing. Redirects, though, lead to the page that might unsubscribe on GET.
+                await _follow(client, response, record, scope)
+            except httpx.HTTPError as exc:  # one link failing does not stop the scan
                 record["error"] = f"GET {url}: {type(exc).__name__}: {exc}"
-                continue
-            record["steps"].append({"method": "GET", "url": url, "status": response.status_code})
-            record["status"] = response.status_code
-            record["ok"] = True
-            # What a scanner does with the page (reads it) matters not: only that it submits
-            # nothing. Redirects, though, lead to the page that might unsubscribe on GET.
-            await _follow(client, response, record, scope)
 
 
 async def _send_mailto(

@@ -26,7 +26,10 @@ What counts as "the real event" of a recipient, case by case:
   in ``Dsn.message``; aliasing at the next hop): the real event of the address CleverTap sent
   to, and the ``Final-Recipient`` is remembered as an alias (CT515);
 - a delayed DSN and a success DSN (delivered, relayed, expanded) are not failures: they are
-  observations of their own (CT513, CT514).
+  observations of their own (CT513, CT514);
+- a host playing ``slow`` is a working server that answers late: the connections the
+  integration made to it are one ``slow`` observation, an attempt that failed nothing, even when
+  the integration hung up before RCPT (a bounce after it is CT517, not CT501).
 
 Besides the accepted callbacks, two checks look at the whole run: callbacks resent too soon
 (CT511, over every request) and temporary failures never retried (CT510, over every recipient).

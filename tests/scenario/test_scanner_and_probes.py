@@ -10,6 +10,7 @@ submitted) is checked against a real HTTP server.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from pathlib import Path
 
@@ -19,11 +20,14 @@ from pytest_httpserver import HTTPServer
 from harness.errors import ScenarioError
 from harness.journal import Journal, MemoryJournal
 from harness.records import Click, SubmissionProbe
+from harness.scenario.campaign import Submission
 from harness.scenario.clicks import SCANNER_AGENT, perform_click
+from harness.scenario.crosschecks import Facts, cross_check
 from harness.scenario.judge import Verdict
 from harness.scenario.loader import load_scenario, parse_scenario
 from harness.scenario.model import Click as ClickSpec
-from harness.scenario.model import Scenario
+from harness.scenario.model import Credentials, Scenario
+from harness.scenario.probes import probe_notes, probe_submission
 from harness.scenario.runner import RunOptions, ScenarioResult, run_scenario
 from tests.scenario.test_runner import _delivered, clicked
 
@@ -126,6 +130,26 @@ async def test_a_scan_gets_every_link_follows_redirects_and_submits_no_form(
     assert {request.headers["User-Agent"] for request, _ in httpserver.log} == {SCANNER_AGENT}
 
 
+@pytest.mark.asyncio
+async def test_one_dead_link_does_not_stop_the_scan(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/read-online", method="GET").respond_with_data("hi")
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/u/1"
+        journal = MemoryJournal()
+        _delivered(
+            journal,
+            list_unsubscribe=f"<{dead}>",
+            body=f"Online: {httpserver.url_for('/read-online')}\n",
+        )
+        click = ClickSpec(recipient="reader@example.com", via="scan")
+        record = clicked(await perform_click(click, journal, deadline=0, intake=None))
+    assert [(s.url, s.status) for s in record.steps] == [(httpserver.url_for("/read-online"), 200)]
+    assert record.ok
+    assert record.error is not None
+    assert record.error.startswith(f"GET {dead}: ConnectError: ")
+
+
 def test_ct507_after_a_scan_says_so_and_a_click_after_the_scan_is_fine() -> None:
     run = Run()
     scan = run.add(
@@ -169,7 +193,7 @@ expect: {callbacks: [{event: unsubscribe, e: a@example.com}]}
 # -- the submission probes ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tls", ["none", "starttls"])
+@pytest.mark.parametrize("tls", ["none", "starttls", "implicit"])
 def test_the_example_refuses_every_submission_probe(tls: str) -> None:
     result = _run(_shipped("submission-auth", tls=tls))
     verdict = _verdict(result)
@@ -236,6 +260,29 @@ def test_a_submission_port_that_takes_mail_without_auth_is_ct601() -> None:
         "RCPT answered 250 OK although AUTH was refused (535 5.7.8 Authentication credentials "
         "invalid)"
     )
+
+
+@pytest.mark.asyncio
+async def test_a_probe_that_cannot_connect_proves_nothing_and_says_so() -> None:
+    with socket.socket() as sock:  # a port nobody listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        journal = MemoryJournal()
+        submission = Submission("127.0.0.1", port, auth=Credentials(username="u", password="p"))
+        entry = await probe_submission(
+            "wrong_password", submission, journal, sender="n@brand.test", recipient="a@example.com"
+        )
+    record = entry.data
+    assert isinstance(record, SubmissionProbe)
+    assert (record.accepted, record.stage, record.steps) == (False, "connect", ())
+    assert record.error is not None
+    assert record.error.startswith("SMTPConnectError: ")
+    assert probe_notes([entry]) == [
+        f"the wrong_password submission probe did not finish: {record.error}"
+    ]
+    # An unfinished probe is no CT601: it proves nothing either way.
+    facts = Facts.from_entries(journal.entries(), started=0.0)
+    assert cross_check(facts) == []
 
 
 @pytest.mark.parametrize(
