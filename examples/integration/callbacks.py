@@ -174,11 +174,13 @@ class Reporter:
             return
         bounce_url = _required(settings.bounce_url, "HARNESS_BOUNCE_URL")
         unsubscribe_url = _required(settings.unsubscribe_url, "HARNESS_UNSUBSCRIBE_URL")
-        bounces = [e for e in batch if e.kind in BOUNCES]
+        # BUG(legacy_delivered): deliveries go to the bounce URL too, as "delivered".
+        kinds = (*BOUNCES, "delivered") if settings.bug == "legacy_delivered" else BOUNCES
+        bounces = [e for e in batch if e.kind in kinds]
         for chunk in _chunks(bounces):
             groups = [
                 {"event": kind, "data": [self._legacy_item(e) for e in chunk if e.kind == kind]}
-                for kind in BOUNCES
+                for kind in kinds
             ]
             yield bounce_url, [g for g in groups if g["data"]], chunk
         unsubscribes = [e for e in batch if e.kind in UNSUBSCRIBES]
@@ -194,6 +196,9 @@ class Reporter:
         # BUG(tz_offset): the local wall clock of Asia/Kolkata (UTC+5:30) read as if it were UTC.
         if self._settings.bug == "tz_offset":
             ts = event.ts + 19800
+        # BUG(float_ts): the clock read again, unrounded.
+        if self._settings.bug == "float_ts":
+            return {"e": event.email, "ts": time.time()}
         return {"e": event.email, "ts": ts}
 
     async def _post(self, url: str, payload: Any, events: Sequence[Event]) -> None:

@@ -71,7 +71,7 @@ def decode_verp(address: str) -> str | None:
     return f"{user}@{domain}"
 
 
-def with_unsubscribe_headers(raw: bytes, url: str, mailto: str) -> bytes:
+def with_unsubscribe_headers(raw: bytes, url: str, mailto: str, *, one_click: bool = True) -> bytes:
     """Prepend RFC 2369 / RFC 8058 headers, replacing any the message already had.
 
     The rest of the message stays byte for byte as submitted (X-CleverTap_META included): it is
@@ -93,10 +93,9 @@ def with_unsubscribe_headers(raw: bytes, url: str, mailto: str) -> bytes:
         skipping = line.split(b":", 1)[0].strip().lower() in _REPLACED_HEADERS
         if not skipping:
             kept.append(line)
-    added = (
-        f"List-Unsubscribe: <{url}>, <mailto:{mailto}>\r\n"
-        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-    ).encode("ascii")
+    added = f"List-Unsubscribe: <{url}>, <mailto:{mailto}>\r\n".encode("ascii")
+    if one_click:
+        added += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
     return added + b"".join(kept) + rest
 
 
@@ -142,6 +141,8 @@ class Gateway:
                 raw,
                 f"{self.http_base}/u/{delivery.token}",
                 f"unsubscribe+{delivery.token}@{self.settings.domain}",
+                # BUG(no_one_click_header): RFC 2369's header only, RFC 8058's forgotten.
+                one_click=self.settings.bug != "no_one_click_header",
             )
             task = asyncio.create_task(self._deliver(delivery, message), name=recipient)
             self._tasks.add(task)
@@ -202,7 +203,10 @@ class Gateway:
     # -- outcomes ----------------------------------------------------------------------------
 
     def _delivered(self, delivery: Delivery, description: str) -> None:
-        if "delivered" in delivery.reported or self.settings.callback_format != "v2":
+        legacy_too = self.settings.bug == "legacy_delivered"
+        if "delivered" in delivery.reported or (
+            self.settings.callback_format != "v2" and not legacy_too
+        ):
             return  # legacy has no delivered event
         delivery.reported.add("delivered")
         self.reporter.report(

@@ -48,6 +48,9 @@ BUGS: Mapping[str, str] = {
     ),
     "auto_reply_as_bounce": "an out-of-office reply at the bounce address taken for a hard bounce",
     "complaint_ignored": "a spam complaint (ARF) is logged, never reported",
+    "float_ts": "legacy ts is time.time() as is: a float with a fraction, not whole seconds",
+    "legacy_delivered": "legacy callbacks get a delivered event too, which legacy does not have",
+    "no_one_click_header": "List-Unsubscribe without List-Unsubscribe-Post: no one-click offered",
 }
 """The deliberately broken variants, selected with ``--bug NAME`` or ``EXAMPLE_BUG``."""
 
