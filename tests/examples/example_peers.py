@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import uvicorn
@@ -403,6 +405,24 @@ async def start_sut(
 
 
 # -- messages, DSNs, certificates ------------------------------------------------------------
+
+
+def example_settings() -> ModuleType:
+    """The example's ``settings`` module (BUGS, fit_schedule, ...), loaded by path.
+
+    The example is a script with top-level sibling imports, not a package; its settings module
+    imports none of its siblings, so it loads on its own.
+    """
+    name = "example_settings"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, GATEWAY.parent / "settings.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {GATEWAY.parent / 'settings.py'}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 def campaign_message(meta: str, subject: str = "Spring sale") -> bytes:

@@ -11,14 +11,13 @@ against_the_example``.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
 
 import pytest
+from example_peers import example_settings
 
 from harness.journal import Kind
 from harness.records import Click
@@ -30,20 +29,7 @@ GATEWAY = ROOT / "examples" / "integration" / "gateway.py"
 DOC = ROOT / "docs" / "example-bugs.md"
 
 
-def _bugs() -> Mapping[str, str]:
-    # The example is a script with top-level sibling imports, not a package: load its settings
-    # module by path (it imports nothing of its siblings).
-    path = GATEWAY.parent / "settings.py"
-    spec = importlib.util.spec_from_file_location("example_settings", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module while the class is built
-    spec.loader.exec_module(module)
-    return cast(Mapping[str, str], module.BUGS)
-
-
-BUGS = _bugs()
+BUGS: Mapping[str, str] = example_settings().BUGS
 
 CAUGHT: dict[str, tuple[str, str]] = {
     # variant: (the shipped scenario that catches it, the check code or unmet expectation)
@@ -81,7 +67,7 @@ CAUGHT: dict[str, tuple[str, str]] = {
     "no_one_click_header": ("one-click-unsubscribe", "expect.callbacks[0]"),
 }
 
-DEADLINE = 8.0
+DEADLINE = 6.0
 """A callback that never comes is known missing only at the deadline; the shipped scenarios
 allow 15-45 s, the example (with the scenarios' short retry schedules) needs under 3 s."""
 KEEP_WINDOW = {"async-bounce-late"}

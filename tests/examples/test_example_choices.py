@@ -15,12 +15,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from example_peers import example_settings
 
 from harness.scenario.loader import load_scenario
 from harness.scenario.model import Integration
 from harness.scenario.runner import RunOptions, ScenarioResult, run_scenario
-
-pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +32,22 @@ FILLING = "1.3,2.7"
 """Two retries that fill the budget exactly: 7 s minus three attempts of a whole timeout."""
 PRODUCTION = "900,3600,14400"
 """15 min, 1 h, 4 h: what a real MTA might do; far past any test's window unless scaled."""
+
+
+@pytest.mark.parametrize(
+    ("delays", "timeout", "budget", "fitted"),
+    [
+        ((1.0, 2.0), 1.0, 10.0, (1.0, 2.0)),  # fits as it is: unchanged
+        ((900.0, 3600.0), 1.0, 5.0, (0.4, 1.6)),  # scaled into 5 s minus 3 attempts
+        ((0.2, 0.4), 5.0, 3.0, (0.2, 0.4)),  # the timeouts alone overrun: half the budget...
+        ((3.0, 6.0), 5.0, 3.0, (0.5, 1.0)),  # ...is the room for the delays
+        ((), 5.0, 3.0, ()),
+    ],
+)
+def test_fit_schedule(
+    delays: tuple[float, ...], timeout: float, budget: float, fitted: tuple[float, ...]
+) -> None:
+    assert example_settings().fit_schedule(delays, timeout, budget) == pytest.approx(fitted)
 
 
 def _run(name: str, env: dict[str, str], *, short: bool = False) -> ScenarioResult:
@@ -55,6 +70,7 @@ def _assert_passed(result: ScenarioResult) -> None:
     assert result.passed, (result.error, unmet, result.sut_log)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("starttls", ["on", "off"])
 @pytest.mark.parametrize("name", ["server-down-tls-broken", "one-click-unsubscribe"])
@@ -71,6 +87,7 @@ def test_starttls_to_mx_hosts_on_and_off(name: str, starttls: str) -> None:
         assert seen in result.sut_log, result.sut_log
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("timeout", ["2", "5"])
 @pytest.mark.parametrize("name", ["server-down-slow", "server-down-tarpit"])
@@ -83,6 +100,7 @@ def test_smtp_timeouts_across_the_documented_range(name: str, timeout: str) -> N
         assert f"timed out after {timeout} s" in result.sut_log
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("schedule", "used"),
