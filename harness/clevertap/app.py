@@ -17,12 +17,13 @@ appended *before* the answer is sent, so a client that has its answer can read i
 # API's handlers at runtime, and they use names local to _control_router.
 import asyncio
 import base64
+import difflib
 import json
 import secrets
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from sys import intern
 from typing import Annotated, Any, Literal, Protocol
@@ -31,6 +32,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.routing import Match
 
 from harness.checks import Severity
 from harness.clevertap.faults import FaultPlan, FaultRule
@@ -267,6 +269,112 @@ def process_callback(
     return record(
         CallbackResult("answer", status, answer, _NO_HEADERS, delay, None), fault=hit, **found
     )
+
+
+STRAY_STATUS = 404
+"""The answer to a request for a path that is no callback endpoint (and not the control API's)."""
+
+
+def nearest_path(path: str, paths: Iterable[str]) -> str | None:
+    """The callback path *path* most likely meant (a typo, a trailing slash, another case)."""
+    known = list(paths)
+    folded = {p.lower(): p for p in known}
+    direct = folded.get(path.rstrip("/").lower())
+    if direct is not None:
+        return direct
+    close = difflib.get_close_matches(path.lower(), list(folded), n=1, cutoff=0.6)
+    return folded[close[0]] if close else None
+
+
+def stray_body(path: str, paths: Mapping[str, str]) -> bytes:
+    """The 404 body naming *path*, the nearest callback path and all of them (endpoint: path)."""
+    hint = nearest_path(path, paths.values())
+    message = f"no callback endpoint at {path!r}"
+    if hint:
+        message += f"; did you mean {hint}?"
+    else:
+        message += f"; the callback paths are {', '.join(paths.values())}"
+    return _error_body(message, path=path, did_you_mean=hint, callback_paths=dict(paths))
+
+
+def process_stray(
+    app: "CallbackState",
+    path: str,
+    body: bytes,
+    *,
+    paths: Mapping[str, str],
+    size: int,
+    method: str = "POST",
+    content_type: str | None,
+    peer: str | None,
+    received: float,
+    disconnected: bool = False,
+) -> CallbackResult:
+    """Journal a request for a path that is no callback endpoint and answer it 404.
+
+    A callback posted to ``/callbacks/bounc`` or ``/callbacks/bounce/`` is an integration bug
+    that staging must show: it is journaled as a :class:`~harness.records.Callback` with
+    ``endpoint`` None (not checked: no endpoint says what it should be; never accepted) and
+    answered 404 with the path it most likely meant. *paths* are the callback paths as the
+    client must send them (endpoint name: path). The server's ASGI fallback and the respx mock
+    both call this, so both give the same answer and the same entry.
+    """
+    cap = app.settings.max_body
+    if len(body) > cap:
+        body = body[:cap]
+    text, is_base64 = _body_text(body)
+    status = None if disconnected else STRAY_STATUS
+    entry = Callback(
+        endpoint=None,
+        path=path,
+        peer=peer,
+        content_type=content_type,
+        size=size,
+        body=text,
+        body_base64=is_base64,
+        truncated=size > cap,
+        method=method,
+        disconnected=disconnected,
+        status=status,
+    )
+    try:
+        recorded = app.journal.append(entry, at=received)
+    except JournalWriteError:
+        return journal_failed_result()
+    if disconnected:
+        return CallbackResult("none", None, b"", _NO_HEADERS, 0.0, recorded)
+    return CallbackResult(
+        "answer", STRAY_STATUS, stray_body(path, paths), _NO_HEADERS, 0.0, recorded
+    )
+
+
+async def read_body(receive: Receive, cap: int) -> tuple[bytes, int, bool]:
+    """An ASGI request body: (its first *cap* bytes, its real size, whether the client left).
+
+    Past the cap it keeps draining (and counting), so that the real size is journaled and the
+    connection stays usable.
+    """
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    more: bool = message.get("more_body", False)
+    disconnected = message["type"] == "http.disconnect"
+    size = len(body)
+    if more:
+        chunks = [body[:cap]]
+        kept = len(chunks[0])
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+                break
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            size += len(chunk)
+            if kept < cap:
+                chunks.append(chunk[: cap - kept])
+                kept += len(chunks[-1])
+        body = b"".join(chunks)
+    return body, size, disconnected
 
 
 class _Callback:
@@ -675,6 +783,69 @@ class CleverTapApp(FastAPI):
             path: _Callback(self, endpoint, path) for endpoint, path in settings.paths.items()
         }
         self.include_router(_control_router(self))
+        # Requests no route takes end in the router's `default` app (Starlette's public Router
+        # argument; pinned by tests/clevertap/test_server.py): wrong callback paths are
+        # journaled there instead of getting a bare 404.
+        self._not_found = self.router.default
+        self.router.default = self._stray
+
+    @property
+    def stray_paths(self) -> dict[str, str]:
+        """The callback paths a stray request is pointed to (endpoint name: path)."""
+        return {e.value: p for e, p in self.settings.paths.items()}
+
+    def _under_control(self, path: str) -> bool:
+        prefix = self.settings.control_prefix
+        return path == prefix or path.startswith(prefix + "/")
+
+    def is_stray(self, scope: Scope) -> bool:
+        """Whether the request of *scope* is for a path nothing serves (a wrong callback path):
+        no callback endpoint, nothing under the control prefix, no route (also with its
+        trailing slash toggled: the router redirects those). The guard lets these through, as
+        it does callbacks, so that each is journaled."""
+        path: str = scope["path"]
+        if scope["type"] != "http" or path in self._callbacks or self._under_control(path):
+            return False
+        toggled = path.rstrip("/") if path.endswith("/") else path + "/"
+        for candidate in (path, toggled):
+            probe = {**scope, "path": candidate}
+            if any(route.matches(probe)[0] is not Match.NONE for route in self.router.routes):
+                return False
+        return True
+
+    async def _stray(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._under_control(scope["path"]):
+            # The control API's own unknown paths stay plain 404s: nobody posts callbacks there.
+            await self._not_found(scope, receive, send)
+            return
+        received = time.time()
+        cap = self.settings.max_body
+        content_type: str | None = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+                break
+        body, size, disconnected = await read_body(receive, cap)
+        client = scope.get("client")
+        result = process_stray(
+            self,
+            scope["path"],
+            body,
+            paths=self.stray_paths,
+            size=size,
+            method=scope["method"],
+            content_type=content_type,
+            peer=f"{client[0]}:{client[1]}" if client else None,
+            received=received,
+            disconnected=disconnected,
+        )
+        if result.entry is not None and self.journal.durable:
+            try:
+                await self.journal.committed(result.entry)
+            except JournalWriteError:
+                result = journal_failed_result()
+        if result.action == "answer":
+            await _send(send, result.status or 500, result.body, result.headers)
 
     @property
     def journal(self) -> Journal:
