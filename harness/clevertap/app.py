@@ -37,6 +37,7 @@ from starlette.routing import Match
 from harness.checks import Severity
 from harness.clevertap.faults import FaultPlan, FaultRule
 from harness.clevertap.inspect import Endpoint, History, Inspection, JournalHistory, inspect
+from harness.clevertap.openapi import callback_paths, mount_docs
 from harness.clevertap.settings import ServerSettings
 from harness.errors import JournalWriteError
 from harness.journal import Entry, Journal, Kind, MemoryJournal
@@ -638,6 +639,7 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
         code: Annotated[str | None, Query(description="A check code, e.g. CT301.")] = None,
         severity: Annotated[Severity | None, Query()] = None,
         endpoint: Annotated[Endpoint | None, Query()] = None,
+        status: Status = "any",
         since: Since = 0,
         limit: Annotated[int | None, Query(ge=1, description="At most this many.")] = None,
     ) -> ViolationPage:
@@ -645,7 +647,9 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
         out: list[ViolationRecord] = []
         wanted = endpoint.value if endpoint else None
         # Through the index of flagged callbacks: only requests with a violation are read.
-        entries = app.journal.callbacks(code=code, endpoint=wanted, flagged=True, since=since)
+        entries = app.journal.callbacks(
+            code=code, endpoint=wanted, accepted=_accepted(status), flagged=True, since=since
+        )
         for entry in entries:
             record = entry.data
             if not isinstance(record, Callback):
@@ -773,6 +777,9 @@ class CleverTapApp(FastAPI):
             title="clevertap-harness: fake CleverTap",
             summary="Receives CleverTap SMTP callbacks, checks them and journals them.",
             version="1",
+            # Served from local assets by mount_docs() below: FastAPI's pages use CDNs.
+            docs_url=None,
+            redoc_url=None,
         )
         self.settings = settings
         self._journal = journal
@@ -783,11 +790,22 @@ class CleverTapApp(FastAPI):
             path: _Callback(self, endpoint, path) for endpoint, path in settings.paths.items()
         }
         self.include_router(_control_router(self))
+        mount_docs(self)
         # Requests no route takes end in the router's `default` app (Starlette's public Router
         # argument; pinned by tests/clevertap/test_server.py): wrong callback paths are
         # journaled there instead of getting a bare 404.
         self._not_found = self.router.default
         self.router.default = self._stray
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document of the control API, plus the callback endpoints (not routes:
+        see :mod:`harness.clevertap.openapi`)."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            items, schemas = callback_paths(self.settings.paths, self.settings.control_prefix)
+            schema["paths"] = {**items, **schema.get("paths", {})}
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+        return self.openapi_schema or {}
 
     @property
     def stray_paths(self) -> dict[str, str]:
