@@ -53,6 +53,7 @@ __all__ = [
     "TranscriptLine",
     "ViolationFound",
     "accepted_recipients",
+    "addresses_of",
     "record_from_json",
     "record_json",
     "scrub",
@@ -519,6 +520,33 @@ if set(RECORD_TYPES) != set(Kind):  # pragma: no cover - a kind without a type i
 def accepted_recipients(record: SmtpMessage) -> list[str]:
     """The recipients a message was accepted for, in the order given."""
     return [r.address for r in record.recipients]
+
+
+def addresses_of(record: Record) -> tuple[str, ...]:
+    """The recipient addresses a record is about (none for sessions, faults, notes).
+
+    The one answer to "is this entry about that address": the journal's address index, the
+    dashboard's recipient filter and story, and the control API's mail filters all use it.
+    """
+    if isinstance(record, Callback):
+        return tuple(e.email for e in record.events)
+    if isinstance(record, SmtpReply):
+        return (record.recipient,)
+    if isinstance(record, SmtpMessage):
+        return tuple(r.address for r in record.recipients)
+    if isinstance(record, Dsn):
+        return tuple(r.recipient for r in record.recipients)
+    if isinstance(record, DsnSkipped):
+        return record.recipients
+    if isinstance(record, Sent):
+        return record.to
+    if isinstance(record, Click):
+        return (record.recipient,)
+    if isinstance(record, ViolationFound):
+        # The judge names the recipient in `extra` where it has one (no typed field yet).
+        address = record.violation.extra.get("recipient")
+        return (address,) if isinstance(address, str) else ()
+    return ()
 
 
 # -- JSON ------------------------------------------------------------------------------------------
