@@ -316,6 +316,14 @@ class SmtpMessage(Record, frozen=True):
         key = address_key(address)
         return any(address_key(r.address) == key for r in self.recipients)
 
+    def eml(self) -> bytes:
+        """The message as an ``.eml`` file, from the headers and body the record kept (a body
+        the host cut short stays cut: ``body_truncated`` says so). The dashboard's and the
+        control API's downloads."""
+        text = "\r\n".join(f"{name}: {value}" for name, value in self.headers)
+        body = self.body.replace("\r\n", "\n").replace("\n", "\r\n")
+        return (text + "\r\n\r\n" + body).encode("utf-8", "surrogateescape")
+
 
 class TranscriptLine(Nested, frozen=True):
     stage: str

@@ -77,6 +77,8 @@ class World(Lifecycle, JournalAssertions):
         self.journal: Journal = journal
         self.mail: MailWorld = mail if mail is not None else MailWorld(journal=journal)
         self.clevertap: CleverTapServer = server
+        # The control API takes this world's hosts down and up (docs/server.md).
+        server.app.mail = self.mail
         self.callback_format: CallbackFormat = callback_format
         self.start_timeout = start_timeout
         self._thread: LoopThread | None = None

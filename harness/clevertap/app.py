@@ -37,6 +37,7 @@ from starlette.routing import Match
 from harness.checks import Severity
 from harness.clevertap.faults import FaultPlan, FaultRule
 from harness.clevertap.inspect import Endpoint, History, Inspection, JournalHistory, inspect
+from harness.clevertap.mailapi import MailControl, mail_router
 from harness.clevertap.openapi import callback_paths, mount_docs
 from harness.clevertap.settings import ServerSettings
 from harness.errors import JournalWriteError
@@ -743,10 +744,16 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
             return JSONResponse(body.model_dump(), status_code=408)
         return _to_model(found)
 
+    # async: with a mail world, hosts are put back in the event loop that serves them.
     @router.post("/reset", response_model=ResetDone, summary="Forget everything")
-    def reset() -> ResetDone:
-        """Clear the journal, the duplicate index and the fault counters (rules stay)."""
+    async def reset() -> ResetDone:
+        """Clear the journal, the duplicate index and the fault counters (rules stay); with a
+        mail world, also its rules' attempt counters, and hosts taken down or brought up at
+        run time are put back as configured."""
         app.reset()
+        if app.mail is not None:
+            app.mail.reset()
+            app.mail.restore()
         return ResetDone(last_seq=app.journal.last_seq)
 
     @router.get("/faults", response_model=Faults, summary="The fault rules and their counters")
@@ -763,6 +770,7 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
         app.set_faults([])
         return Faults(rules=app.faults.snapshot())
 
+    router.include_router(mail_router(app))
     combined = APIRouter()
     combined.include_router(open_router)
     combined.include_router(router)
@@ -786,6 +794,8 @@ class CleverTapApp(FastAPI):
         self.faults = FaultPlan(settings.faults)
         self.duplicates = JournalHistory(journal)
         self._stopping: asyncio.Event | None = None
+        self.mail: MailControl | None = None
+        """The mail world whose hosts the control API takes down and up (set by World)."""
         self._callbacks = {
             path: _Callback(self, endpoint, path) for endpoint, path in settings.paths.items()
         }

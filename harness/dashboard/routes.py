@@ -179,7 +179,7 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         if found is None or not isinstance(found.data, SmtpMessage):
             return PlainTextResponse(f"entry {seq} is not a message", status_code=404)
         return Response(
-            views.eml(found.data),
+            found.data.eml(),
             media_type="message/rfc822",
             headers={"content-disposition": f'attachment; filename="{found.data.id}.eml"'},
         )
