@@ -796,6 +796,9 @@ class CleverTapApp(FastAPI):
         self._stopping: asyncio.Event | None = None
         self.mail: MailControl | None = None
         """The mail world whose hosts the control API takes down and up (set by World)."""
+        self.scenario: object | None = None
+        """The scenario the world was built from (a ``harness.scenario.model.Scenario``, set
+        by ``World.from_scenario``): the dashboard's report page judges it."""
         self._callbacks = {
             path: _Callback(self, endpoint, path) for endpoint, path in settings.paths.items()
         }

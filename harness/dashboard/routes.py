@@ -29,6 +29,7 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from starlette.staticfiles import StaticFiles
 
 from harness.checks import all_checks
@@ -96,7 +97,12 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         if not authorized(request):
             return to_login(request)
         body = _ENV.get_template(template).render(
-            control=prefix, token=settings.token or "", faults=_faults(app), **context
+            control=prefix,
+            token=settings.token or "",
+            faults=_faults(app),
+            hosts=_hosts(app),
+            scenario=app.scenario is not None,
+            **context,
         )
         return HTMLResponse(body, status_code=status)
 
@@ -215,6 +221,49 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         # from here, so the rules are spelled by FaultRule.describe() alone.
         return render(request, "_faults.html")
 
+    @router.get("/fragment/hosts", response_class=HTMLResponse)
+    def hosts_fragment(request: Request) -> Response:
+        # The hosts' states follow their `host` entries live (like the fault counters).
+        return render(request, "_hosts.html")
+
+    @router.get("/report", response_class=HTMLResponse)
+    def report(request: Request, since: Annotated[int, Query(ge=0)] = 0) -> Response:
+        """The scenario's report, judged now on the journal after *since* (as `harness judge`
+        would print it)."""
+        if not authorized(request):
+            return to_login(request)
+        scenario = app.scenario
+        if scenario is None:
+            return render(
+                request,
+                "missing.html",
+                status=404,
+                what="scenario to judge: this server was started without one (harness serve "
+                "SCENARIO has one)",
+            )
+        # Imported here: the judge and rich are only needed for this page.
+        from harness.scenario.judge import judge
+        from harness.scenario.judge_cli import window
+        from harness.scenario.model import Scenario
+        from harness.scenario.report import render_html
+
+        if not isinstance(scenario, Scenario):  # pragma: no cover - World sets a Scenario
+            raise TypeError(f"app.scenario is not a Scenario: {scenario!r}")
+        verdict = judge(scenario, app.journal, started=window(app.journal, since))
+        return render(
+            request,
+            "report.html",
+            verdict=verdict,
+            report=Markup(render_html(verdict)),
+            since=since,
+        )
+
+    @router.get("/favicon.ico")
+    def favicon() -> Response:
+        # Browsers ask for it on their own: answered (no icon) rather than journaled as a
+        # request to a wrong path.
+        return Response(status_code=204)
+
     @router.get("/checks", response_class=HTMLResponse)
     def checks(request: Request) -> Response:
         return render(request, "checks.html", checks=all_checks())
@@ -285,6 +334,24 @@ def _faults(app: "CleverTapApp") -> list[str]:
         rule = FaultRule.model_validate(state).describe()
         shown.append(f"{rule} (seen {counters['seen']}, applied {counters['applied']})")
     return shown
+
+
+def _hosts(app: "CleverTapApp") -> list[dict[str, Any]]:
+    """The fake MX hosts and their state, when the server has a mail world."""
+    if app.mail is None:
+        return []
+    from harness.smtp.catalog import SERVER_DOWN
+
+    return [
+        {
+            "name": host.name,
+            "address": f"{host.bind}:{host.port}",
+            "state": host.state,
+            "drifted": host.drifted,
+            "variants": SERVER_DOWN,
+        }
+        for host in app.mail.hosts.values()
+    ]
 
 
 def _dsn_bytes(record: Dsn) -> bytes | None:

@@ -217,3 +217,13 @@ def test_the_story_of_an_address_with_a_slash(ct: CleverTapServer) -> None:
     assert page.status_code == 200
     assert '<span id="story-address">a/b@example.com</span>' in page.text
     assert "hardbounce a/b@example.com" in page.text
+
+
+def test_without_a_scenario_there_is_no_report_and_no_hosts(ct: CleverTapServer) -> None:
+    report = httpx.get(ct.url + "/report", timeout=10)
+    assert report.status_code == 404
+    assert "started without one (harness serve SCENARIO has one)" in report.text
+    page = httpx.get(ct.url + "/", timeout=10).text
+    assert 'href="/report"' not in page
+    assert "hosts-now" not in page
+    assert httpx.get(ct.url + "/fragment/hosts", timeout=10).text.strip() == ""
