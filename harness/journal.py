@@ -157,19 +157,21 @@ def _key(event: str) -> int:
     return found
 
 
-_last_address: tuple[str, int] = ("", 0)
+_ADDRESS_KEYS: dict[str, int] = {}
+_ADDRESS_KEYS_MAX = 4096
 
 
 def address_index_key(address: str) -> int:
-    """The key of an address (by :func:`~harness.vocab.address_key`). A callback's address is
-    looked up for duplicates and then indexed: the last one is remembered for the second time
-    (one tuple, read and replaced whole, so threads never see half of one)."""
-    global _last_address
-    last = _last_address
-    if last[0] == address:
-        return last[1]
-    found = _hash(address_key(address))
-    _last_address = (address, found)
+    """The key of an address (by :func:`~harness.vocab.address_key`). One address comes back
+    again and again (a callback is looked up for duplicates and then indexed; a recipient's
+    reply, message and DSN are indexed in turn), so recent keys are remembered: a bounded dict,
+    emptied when full (each get and set is atomic, so threads share it safely)."""
+    found = _ADDRESS_KEYS.get(address)
+    if found is None:
+        found = _hash(address_key(address))
+        if len(_ADDRESS_KEYS) >= _ADDRESS_KEYS_MAX:
+            _ADDRESS_KEYS.clear()
+        _ADDRESS_KEYS[address] = found
     return found
 
 
@@ -528,10 +530,16 @@ class Journal:
                 "INSERT INTO entries (seq, kind, at, data) VALUES (?, ?, ?, ?)",
                 (entry.seq, _KIND_CODE[entry.kind], entry.at, blob),
             )
-            akeys = address_keys(record)
-            if akeys:
+            addresses = addresses_of(record)
+            if len(addresses) == 1:  # the common case (a reply, a click): one plain insert
+                db.execute(
+                    "INSERT INTO addresses VALUES (?, ?)",
+                    (address_index_key(addresses[0]), entry.seq),
+                )
+            elif addresses:
                 db.executemany(
-                    "INSERT OR IGNORE INTO addresses VALUES (?, ?)", [(k, entry.seq) for k in akeys]
+                    "INSERT OR IGNORE INTO addresses VALUES (?, ?)",
+                    [(k, entry.seq) for k in address_keys(record)],
                 )
 
     def _announce_locked(self) -> list[Callable[[Entry], None]]:
