@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from sys import intern
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
@@ -44,7 +46,16 @@ from harness.errors import JournalWriteError
 from harness.journal import Entry, Journal, Kind, MemoryJournal
 from harness.records import Callback, CallbackEvent, FaultHit, FaultsChanged, record_json, scrub
 
-__all__ = ["CallbackResult", "CallbackState", "CleverTapApp", "create_app", "process_callback"]
+__all__ = [
+    "CallbackResult",
+    "CallbackState",
+    "CleverTapApp",
+    "create_app",
+    "nearest_path",
+    "process_callback",
+    "process_stray",
+    "read_body",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -540,6 +551,14 @@ class ResetDone(BaseModel):
     last_seq: int
 
 
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, with every string made encodable: a body holding a JSON escape of a lone
+    surrogate (``"\\ud800"``) is echoed in the error's ``input``, which FastAPI's own handler
+    cannot encode (it answered 500)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": scrub(jsonable_encoder(errors))}, status_code=422)
+
+
 def _to_model(entry: Entry) -> CallbackEntry:
     return CallbackEntry(seq=entry.seq, at=entry.at, data=record_json(entry.data))
 
@@ -803,6 +822,7 @@ class CleverTapApp(FastAPI):
             path: _Callback(self, endpoint, path) for endpoint, path in settings.paths.items()
         }
         self.include_router(_control_router(self))
+        self.add_exception_handler(RequestValidationError, _invalid_request)
         mount_docs(self)
         # Requests no route takes end in the router's `default` app (Starlette's public Router
         # argument; pinned by tests/clevertap/test_server.py): wrong callback paths are

@@ -268,6 +268,16 @@ def test_invalid_fault_rules_get_422_naming_the_field(client: httpx.Client) -> N
     assert response.json()["detail"][0]["loc"] == ["body", "rules", 0, "status"]
 
 
+def test_a_bad_body_with_a_lone_surrogate_gets_422_not_500(client: httpx.Client) -> None:
+    # Found by the HTTP fuzz: FastAPI echoes the bad input in its 422 and could not encode it.
+    body = b'{"rules": [{"action": "\\ud800"}]}'
+    response = client.put("/faults", content=body, headers=JSON)
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"][:3] == ["body", "rules", 0]
+    assert "\\ud800" in json.dumps(error)
+
+
 def test_openapi_docs_list_the_control_api(ct: CleverTapServer) -> None:
     assert httpx.get(ct.url + "/docs").status_code == 200
     paths = httpx.get(ct.url + "/openapi.json").json()["paths"]

@@ -37,7 +37,11 @@ SCRIPTED = "503,first=5,endpoints=v2"
 """The only 5xx allowed: five v2 requests answered 503 on purpose."""
 
 CALLBACKS = ("/callbacks/bounce", "/callbacks/unsubscribe", "/callbacks/v2")
-CONTROL = ("health", "callbacks", "violations", "wait", "faults", "reset", "nope", "")
+CONTROL = (
+    *("health", "callbacks", "violations", "wait", "faults", "reset", "nope", ""),
+    *("mail", "sessions", "sessions/mx-1", "messages", "messages/1.eml", "dsns", "decisions"),
+    *("hosts", "hosts/example.com/down", "hosts/example.com/up"),
+)
 SERVED = ("/", "/docs", "/openapi.json")
 """Pages the server serves (the dashboard, the API docs): not journaled."""
 STRAY = (
@@ -229,6 +233,10 @@ def _target(rng: random.Random) -> str:
                 "code=" + "C" * 3000,
                 "endpoint=nope",
                 "severity=fatal",
+                "kind=smtp_reply&kind=nope",
+                "recipient=" + quote("A@Example.com"),
+                "code=5xx",
+                "host=%00",
                 "event=softbounce&address=a%40example.com",
             ]
         )
