@@ -298,3 +298,37 @@ def test_without_a_mail_world_the_host_routes_say_so() -> None:
         assert "no mail world" in response.json()["detail"]
         # The mail reads still work: an empty journal.
         assert httpx.get(ct.urls.control + "/mail").json()["entries"] == []
+
+
+@pytest.mark.slow
+def test_mail_reads_over_http_at_100k_entries(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.clevertap.server import CleverTapServer
+    from harness.journal import MemoryJournal
+    from tests.dashboard.test_reads import fill
+
+    journal = MemoryJournal()
+    fill(journal, 100_000)  # replies and callbacks for 1000 addresses, a DSN every 1000
+    lines = []
+    with CleverTapServer(journal=journal) as server, httpx.Client(timeout=30) as client:
+        for path in (
+            "/mail",
+            "/mail?recipient=user7@example.com",
+            "/decisions?recipient=USER7@example.com&limit=1000",
+            "/decisions?code=2xx",
+            "/dsns",
+            "/dsns?recipient=user999@example.com",
+            "/mail?host=nowhere",
+        ):
+            client.get(server.urls.control + path)  # warm
+            start = time.perf_counter()
+            response = client.get(server.urls.control + path)
+            took = time.perf_counter() - start
+            assert response.status_code == 200, path
+            found = len(response.json()["entries"])
+            lines.append(f"GET {path:52} {found:5} entries {took * 1000:8.1f} ms")
+            assert found or path.endswith("nowhere"), path
+            # Through the address index: a recipient's page never walks the journal.
+            if "recipient" in path:
+                assert took < 0.5, path
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
