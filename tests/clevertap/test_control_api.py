@@ -324,6 +324,8 @@ def test_swagger_ui_and_redoc_load_only_local_assets(ct: CleverTapServer) -> Non
                 assert asset.status_code == 200, url
                 assert len(asset.content) > 1000 or url.endswith(".png"), url
             assert "https://" not in html.text
+            # And the browser is told to fetch nothing from elsewhere (ReDoc's CDN logo).
+            assert "default-src 'self'" in html.headers["content-security-policy"]
 
 
 def test_a_token_guards_everything_but_health() -> None:

@@ -384,3 +384,31 @@ def test_the_report_page_is_the_terminal_report(world: World, browser: Any) -> N
 
     assert words(shown) == words(printed)
     screenshot(browser, "report")
+
+
+def test_the_api_docs_render_from_local_assets(world: World, browser: Any) -> None:
+    # Swagger UI and ReDoc are the server's own files: they render with nothing fetched from
+    # elsewhere (ReDoc's bundle links a CDN logo: the page's policy blocks it, status 0).
+    def fetched_elsewhere() -> list[str]:
+        entries = browser.execute_script(
+            "return performance.getEntriesByType('resource')"
+            ".map(e => [e.name, e.responseStatus, e.transferSize])"
+        )
+        assert any(name.startswith(world.clevertap.url) for name, _, _ in entries)
+        return [
+            name
+            for name, status, size in entries
+            if not name.startswith(world.clevertap.url) and (status or size)
+        ]
+
+    browser.get(world.clevertap.url + "/docs")
+    blocks = wait_for(browser, lambda d: d.find_elements(_by().CSS_SELECTOR, ".opblock-summary"))
+    shown = " ".join(b.text for b in blocks)
+    for path in ("/callbacks/bounce", "/callbacks/v2", "/_harness/messages", "/_harness/hosts"):
+        assert path in shown, path
+    assert fetched_elsewhere() == []
+    browser.get(world.clevertap.url + "/redoc")
+    wait_for(
+        browser, lambda d: "Legacy bounce callback" in d.find_element(_by().TAG_NAME, "body").text
+    )
+    assert fetched_elsewhere() == []
