@@ -45,6 +45,9 @@ def summary(entry: Entry) -> str:
         if len(r.events) > 3:
             events += f" (+{len(r.events) - 3})"
         fault = f" [fault {r.fault.spec}]" if r.fault else ""
+        if r.endpoint is None:
+            # Journaled so that staging sees it (docs/server.md, wrong paths).
+            return f"{r.method} {r.path} {answer}: no callback endpoint at this path"
         return f"{r.method} {r.path} {answer}{fault}: {events or 'no events'}"
     if isinstance(r, SmtpOpen):
         variant = f" playing {r.variant}" if r.variant else ""
