@@ -332,3 +332,21 @@ def test_mail_reads_over_http_at_100k_entries(capsys: pytest.CaptureFixture[str]
                 assert took < 0.5, path
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+def test_the_mail_routes_want_the_token_like_the_rest() -> None:
+    from harness.clevertap.server import CleverTapServer
+    from harness.clevertap.settings import ServerSettings
+
+    with CleverTapServer(ServerSettings(token="s3cret")) as ct:
+        for method, route in (("GET", "/mail"), ("GET", "/hosts"), ("POST", "/hosts/x/up")):
+            url = ct.urls.control + route
+            refused = httpx.request(method, url, json={} if method == "POST" else None)
+            assert refused.status_code == 401, route
+            given = httpx.request(
+                method,
+                url,
+                json={} if method == "POST" else None,
+                headers={"authorization": "Bearer s3cret"},
+            )
+            assert given.status_code == (200 if route == "/mail" else 409), route
