@@ -15,6 +15,7 @@ host routes answer 409.
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at runtime.
 import heapq
+import mailbox
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
@@ -40,7 +41,14 @@ from harness.records import (
 if TYPE_CHECKING:
     from harness.clevertap.app import CleverTapApp
 
-__all__ = ["MAIL_KINDS", "HostLike", "MailControl", "mail_entries", "mail_router"]
+__all__ = [
+    "MAIL_KINDS",
+    "HostLike",
+    "MailControl",
+    "dsn_bytes",
+    "mail_entries",
+    "mail_router",
+]
 
 MAIL_KINDS: tuple[Kind, ...] = (
     Kind.SMTP_OPEN,
@@ -155,6 +163,21 @@ def mail_entries(
             return found, found[-1].seq
         found.append(entry)
     return found, None
+
+
+def dsn_bytes(record: Dsn) -> bytes | None:
+    """The DSN as it was delivered, when it went into a Maildir (SMTP deliveries are not kept:
+    the intake has them); None otherwise, or when it was moved or deleted since."""
+    if record.transport != "maildir" or not record.maildir_key:
+        return None
+    try:
+        box = mailbox.Maildir(record.intake, create=False)
+        try:
+            return box.get_bytes(record.maildir_key)
+        finally:
+            box.close()
+    except (KeyError, OSError):
+        return None  # moved or deleted since: the record still says what was sent
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -350,6 +373,28 @@ def mail_router(app: "CleverTapApp") -> APIRouter:
             code=code,
             since=since,
             limit=limit,
+        )
+
+    @router.get(
+        "/dsns/{seq}.eml",
+        summary="One DSN as delivered (Maildir intakes)",
+        response_class=Response,
+        responses={
+            200: {"content": {"message/rfc822": {}}, "description": "The DSN as delivered."},
+            404: {"description": "No DSN with that seq kept in a Maildir."},
+        },
+    )
+    def dsn_eml(seq: int) -> Response:
+        """The raw DSN, when it was delivered into a Maildir intake (one delivered over SMTP is
+        the intake's to keep: the `dsn` entry says what was sent)."""
+        found = app.journal.get(seq)
+        raw = dsn_bytes(found.data) if found is not None and isinstance(found.data, Dsn) else None
+        if raw is None:
+            raise HTTPException(404, f"journal entry {seq} is no DSN kept in a Maildir")
+        return Response(
+            raw,
+            media_type="message/rfc822",
+            headers={"content-disposition": f'attachment; filename="dsn-{seq}.eml"'},
         )
 
     @router.get("/decisions", response_model=MailPage, summary="SMTP replies that decided")

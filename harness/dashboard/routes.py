@@ -14,7 +14,6 @@ Token: when the server has one, the pages and the stream want it like the contro
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at runtime.
 import asyncio
 import json
-import mailbox
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any
@@ -34,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 
 from harness.checks import all_checks
 from harness.clevertap.faults import FaultRule
+from harness.clevertap.mailapi import dsn_bytes
 from harness.dashboard import views
 from harness.dashboard.reads import Filter, page, session_entries, story
 from harness.journal import Entry
@@ -172,7 +172,7 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         if isinstance(record, SmtpClose):
             context["transcript"] = views.transcript(record)
         if isinstance(record, Dsn):
-            raw = _dsn_bytes(record)
+            raw = dsn_bytes(record)
             context["raw_dsn"] = None if raw is None else raw.decode("utf-8", "replace")
         context["json"] = json.dumps(record_json(record), indent=2, ensure_ascii=False)
         return render(request, "entry.html", **context)
@@ -195,7 +195,7 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         if not authorized(request):
             return PlainTextResponse("token required", status_code=401)
         found = app.journal.get(seq)
-        raw = _dsn_bytes(found.data) if found and isinstance(found.data, Dsn) else None
+        raw = dsn_bytes(found.data) if found and isinstance(found.data, Dsn) else None
         if raw is None:
             return PlainTextResponse(f"entry {seq} is no DSN kept in a Maildir", status_code=404)
         return Response(
@@ -352,21 +352,6 @@ def _hosts(app: "CleverTapApp") -> list[dict[str, Any]]:
         }
         for host in app.mail.hosts.values()
     ]
-
-
-def _dsn_bytes(record: Dsn) -> bytes | None:
-    """The DSN as it was delivered, when it went into a Maildir (SMTP deliveries are not kept:
-    the intake has them)."""
-    if record.transport != "maildir" or not record.maildir_key:
-        return None
-    try:
-        box = mailbox.Maildir(record.intake, create=False)
-        try:
-            return box.get_bytes(record.maildir_key)
-        finally:
-            box.close()
-    except (KeyError, OSError):
-        return None  # moved or deleted since: the record still says what was sent
 
 
 def _payload(record: Callback) -> Any:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -350,3 +351,37 @@ def test_the_mail_routes_want_the_token_like_the_rest() -> None:
                 headers={"authorization": "Bearer s3cret"},
             )
             assert given.status_code == (200 if route == "/mail" else 409), route
+
+
+def test_a_dsn_delivered_into_a_maildir_downloads_as_sent(tmp_path: Path) -> None:
+    from harness.scenario.loader import load_scenario
+    from harness.world import World
+
+    path = tmp_path / "mail-api.yaml"
+    path.write_text(SCENARIO)
+    world = World.from_scenario(load_scenario(path))
+    world.bounce_intake = tmp_path / "Maildir"
+    with world:
+        host = world.mail.hosts["example.com"]
+        served = Served(world.clevertap.urls.control, {"example.com": (host.bind, host.port)})
+        send(served, "example.com", ["late@example.com"], "Late")
+        deadline = time.monotonic() + 10
+        while not (found := entries(served, "/dsns")):
+            assert time.monotonic() < deadline, "no DSN journaled within 10 s"
+            time.sleep(0.05)
+        (dsn,) = found
+        assert dsn["data"]["transport"] == "maildir"
+        raw = httpx.get(f"{served.control}/dsns/{dsn['seq']}.eml")
+        assert raw.status_code == 200
+        assert raw.headers["content-type"] == "message/rfc822"
+        parsed = message_from_bytes(raw.content)
+        assert parsed.get_content_type() == "multipart/report"
+        assert b"Final-Recipient: rfc822; late@example.com" in raw.content
+        # The intake's copy is what was served.
+        (kept,) = (tmp_path / "Maildir" / "new").iterdir()
+        assert kept.read_bytes() == raw.content
+        missing = httpx.get(f"{served.control}/dsns/{dsn['seq'] - 1}.eml")
+        assert (missing.status_code, missing.json()["detail"]) == (
+            404,
+            f"journal entry {dsn['seq'] - 1} is no DSN kept in a Maildir",
+        )
