@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import (
     HTMLResponse,
+    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
@@ -226,14 +227,28 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         # The hosts' states follow their `host` entries live (like the fault counters).
         return render(request, "_hosts.html")
 
+    def judged(since: int) -> Any:
+        """The scenario's verdict on the journal after *since*, now; None without a scenario."""
+        scenario = app.scenario
+        if scenario is None:
+            return None
+        # Imported here: the judge and rich are only needed for the report.
+        from harness.scenario.judge import judge
+        from harness.scenario.judge_cli import window
+        from harness.scenario.model import Scenario
+
+        if not isinstance(scenario, Scenario):  # pragma: no cover - World sets a Scenario
+            raise TypeError(f"app.scenario is not a Scenario: {scenario!r}")
+        return judge(scenario, app.journal, started=window(app.journal, since))
+
     @router.get("/report", response_class=HTMLResponse)
     def report(request: Request, since: Annotated[int, Query(ge=0)] = 0) -> Response:
         """The scenario's report, judged now on the journal after *since* (as `harness judge`
         would print it)."""
         if not authorized(request):
             return to_login(request)
-        scenario = app.scenario
-        if scenario is None:
+        verdict = judged(since)
+        if verdict is None:
             return render(
                 request,
                 "missing.html",
@@ -241,15 +256,8 @@ def mount_dashboard(app: "CleverTapApp") -> None:
                 what="scenario to judge: this server was started without one (harness serve "
                 "SCENARIO has one)",
             )
-        # Imported here: the judge and rich are only needed for this page.
-        from harness.scenario.judge import judge
-        from harness.scenario.judge_cli import window
-        from harness.scenario.model import Scenario
         from harness.scenario.report import render_html
 
-        if not isinstance(scenario, Scenario):  # pragma: no cover - World sets a Scenario
-            raise TypeError(f"app.scenario is not a Scenario: {scenario!r}")
-        verdict = judge(scenario, app.journal, started=window(app.journal, since))
         return render(
             request,
             "report.html",
@@ -257,6 +265,37 @@ def mount_dashboard(app: "CleverTapApp") -> None:
             report=Markup(render_html(verdict)),
             since=since,
         )
+
+    # Here, not in the control API's module: it needs the scenario machinery, which sits above
+    # the fake CleverTap. Listed in the OpenAPI document with the control API all the same.
+    @app.get(
+        f"{prefix}/report",
+        tags=["control"],
+        summary="The scenario judged now (the JSON report of harness judge)",
+        responses={404: {"description": "The server has no scenario."}},
+    )
+    def report_json_route(
+        request: Request,
+        since: Annotated[int, Query(ge=0, description="Judge the entries after this seq.")] = 0,
+    ) -> Response:
+        """The JSON report `harness judge --json` writes (`format`, `version`, `passed`,
+        `summary`, `scenarios`), judged on the journal now; cross-check violations found are
+        added to the journal once."""
+        if not authorized(request):
+            return JSONResponse(
+                {"detail": "the control API needs 'Authorization: Bearer <token>'"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        verdict = judged(since)
+        if verdict is None:
+            return JSONResponse(
+                {"detail": "this server has no scenario to judge (harness serve SCENARIO has)"},
+                status_code=404,
+            )
+        from harness.scenario.report import report_json
+
+        return JSONResponse(report_json([verdict]))
 
     @router.get("/favicon.ico")
     def favicon() -> Response:

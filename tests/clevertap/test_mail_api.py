@@ -284,7 +284,7 @@ def test_bad_host_switches_are_refused_with_the_reason(
 def test_the_mail_routes_are_in_openapi(served: Served) -> None:
     base = served.control.rsplit("/", 1)[0]
     paths = httpx.get(base + "/openapi.json").json()["paths"]
-    for route in ("mail", "sessions", "messages", "dsns", "decisions", "hosts"):
+    for route in ("mail", "sessions", "messages", "dsns", "decisions", "hosts", "report"):
         assert f"/_harness/{route}" in paths, route
     assert "/_harness/messages/{seq}.eml" in paths
     assert "/_harness/hosts/{name}/down" in paths
@@ -385,3 +385,22 @@ def test_a_dsn_delivered_into_a_maildir_downloads_as_sent(tmp_path: Path) -> Non
             404,
             f"journal entry {dsn['seq'] - 1} is no DSN kept in a Maildir",
         )
+
+
+def test_the_scenario_judged_over_the_control_api(served: Served) -> None:
+    report = httpx.get(served.control + "/report", timeout=30)
+    assert report.status_code == 200
+    data = report.json()
+    assert (data["format"], data["summary"]["total"]) == ("clevertap-harness-report", 1)
+    (scenario,) = data["scenarios"]
+    assert scenario["scenario"] == "mail-api"
+    assert {e["path"] for e in scenario["expectations"]} >= {"expect.violations"}
+    later = httpx.get(served.control + "/report", params={"since": 10**9}, timeout=30).json()
+    assert later["scenarios"][0]["counts"]["entries"] == 0
+    # Without a scenario there is nothing to judge.
+    from harness.clevertap.server import CleverTapServer
+
+    with CleverTapServer() as ct:
+        missing = httpx.get(ct.urls.control + "/report")
+        assert missing.status_code == 404
+        assert "no scenario to judge" in missing.json()["detail"]
