@@ -235,6 +235,25 @@ def test_about_reads_every_kind_about_an_address_through_the_indexes(
     journal.close()
 
 
+def test_an_aliased_dsn_is_about_the_address_sent_to_as_well() -> None:
+    journal = MemoryJournal()
+    dsn = journal.append(
+        Dsn(
+            to="bounces@brand.test",
+            recipients=(
+                DsnRecipient(
+                    recipient="final@example.com",
+                    action="failed",
+                    status="5.1.1",
+                    original="sent@example.com",
+                ),
+            ),
+        )
+    )
+    assert journal.about("SENT@example.com") == [dsn]
+    assert journal.about("final@example.com") == [dsn]
+
+
 def test_a_file_written_before_the_address_index_is_indexed_when_opened(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with SQLiteJournal(path) as journal:
