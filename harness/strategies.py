@@ -57,11 +57,11 @@ from harness.smtp.dialects import (
     EXPANDING_DIALECTS,
     NO_DELAY_WARNINGS,
     PLAIN_TEXT_DIALECTS,
+    SUCCESS_ACTIONS,
     SUCCESS_DIALECTS,
 )
 from harness.smtp.dsn import (
     ACTIONS,
-    SUCCESS_ACTIONS,
     Dialect,
     dsn_bytes,
     dsn_for_mode,

@@ -73,6 +73,7 @@ from harness.records import (
     SubmissionProbe,
 )
 from harness.smtp.catalog import CATALOG, SLOW_DELAY, BounceClass
+from harness.smtp.dialects import SUCCESS_ACTIONS
 from harness.vocab import CLASS_OF_EVENT, MailReport, address_key
 
 if TYPE_CHECKING:
@@ -95,7 +96,6 @@ _DOWN_VARIANTS = frozenset(
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _DELIVERED = frozenset({"accepted", "dsn_success"})
 _SLOW = "slow"  # the server-down variant that is no failure: a working server, answering late
-_SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})  # RFC 3464 2.3.3
 _TS_UNIT_LIMIT = 10**11  # CT303 territory: not seconds, so no window to compare with
 
 
@@ -487,7 +487,7 @@ class Facts:
                 observation = Observation(
                     entry.seq, "dsn_delayed", at, entry.at, None, False, detail
                 )
-            elif report.action in _SUCCESS_ACTIONS:
+            elif report.action in SUCCESS_ACTIONS:
                 observation = Observation(
                     entry.seq, "dsn_success", at, entry.at, "none", False, detail
                 )

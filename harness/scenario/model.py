@@ -421,10 +421,9 @@ class CleverTapSettings(_Model):
     def complaint_event(self) -> str:
         """The event name a complaint must become in this format (``spam``, ``unsubscribe``,
         ``unsubscribed``)."""
-        wanted = self.complaint_as or ("spam" if self.format == "v2" else "unsubscribe")
         if self.format == "legacy":
-            return "unsubscribe"  # a legacy spam is refused by the loader
-        return "spam" if wanted == "spam" else "unsubscribed"
+            return "unsubscribe"  # legacy has no spam event (complaint_as: spam is refused)
+        return "unsubscribed" if self.complaint_as == "unsubscribe" else "spam"
 
     def server_settings(self, **overrides: Any) -> ServerSettings:
         """The fake CleverTap's :class:`~harness.clevertap.settings.ServerSettings`."""

@@ -26,7 +26,7 @@ from harness.scenario.model import (
 )
 from harness.smtp import rules
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Stage
-from harness.smtp.dialects import AUTO_REPLY_STYLES, COMPLAINT_TYPES
+from harness.smtp.dialects import AUTO_REPLY_STYLES, COMPLAINT_TYPES, SUCCESS_ACTIONS
 
 __all__ = ["DIALECT", "scenario_json_schema"]
 
@@ -185,7 +185,7 @@ def _behaviour_schema() -> dict[str, Any]:
                         "description": "Accept, then send a DSN reporting this failure.",
                     },
                     "accept_then_report": {
-                        "enum": list(rules.SUCCESS_DSN_ACTIONS),
+                        "enum": list(SUCCESS_ACTIONS),
                         "description": "Accept, then send a success DSN with this Action "
                         "(dialects that send them: generic, postfix, exim, sendmail, "
                         "amazon_ses; expanded: generic, postfix, sendmail).",

@@ -17,6 +17,7 @@ __all__ = [
     "FEEDBACK_TYPES",
     "NO_DELAY_WARNINGS",
     "PLAIN_TEXT_DIALECTS",
+    "SUCCESS_ACTIONS",
     "SUCCESS_DIALECTS",
     "Dialect",
 ]
@@ -82,3 +83,6 @@ COMPLAINT_TYPES = ("abuse", "fraud", "virus", "other")
 AUTO_REPLY_STYLES = ("vacation", "exchange")
 """``vacation``: a Unix vacation(1)/Sieve-style reply; ``exchange``: Outlook's "Automatic
 reply" with ``X-Auto-Response-Suppress``."""
+
+SUCCESS_ACTIONS: tuple[str, ...] = ("delivered", "relayed", "expanded")
+"""The ``Action`` values of a success DSN (RFC 3464 section 2.3.3): the message got through."""

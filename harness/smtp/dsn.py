@@ -49,6 +49,7 @@ from harness.smtp.dialects import (
     EXPANDING_DIALECTS,
     NO_DELAY_WARNINGS,
     PLAIN_TEXT_DIALECTS,
+    SUCCESS_ACTIONS,
     SUCCESS_DIALECTS,
     Dialect,
 )
@@ -70,8 +71,6 @@ __all__ = [
 
 
 ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
-SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
-"""RFC 3464 section 2.3.3: the actions of a success DSN (NOTIFY=SUCCESS)."""
 NOTIFY_KEYWORDS = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
 DEFAULT_NOTIFY = frozenset({"FAILURE", "DELAY"})
 """RFC 3461 lets a server assume FAILURE,DELAY when RCPT TO carried no NOTIFY."""

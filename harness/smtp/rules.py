@@ -53,6 +53,7 @@ from harness.smtp.dialects import (
     DIALECTS,
     EXPANDING_DIALECTS,
     NO_DELAY_WARNINGS,
+    SUCCESS_ACTIONS,
     SUCCESS_DIALECTS,
     Dialect,
 )
@@ -61,7 +62,6 @@ from harness.vocab import MailReport
 __all__ = [
     "DSN_DIALECTS",
     "RECIPIENT_STAGES",
-    "SUCCESS_DSN_ACTIONS",
     "Behaviour",
     "Bounce",
     "Outcome",
@@ -83,8 +83,6 @@ DSN_DIALECTS = DIALECTS
 
 DSN_ACTIONS = ("failed", "delayed")
 """The actions of ``accept_then_bounce``."""
-SUCCESS_DSN_ACTIONS = ("delivered", "relayed", "expanded")
-"""The actions of ``accept_then_report`` (RFC 3464 section 2.3.3)."""
 
 
 class RuleError(ConfigError):
@@ -509,7 +507,7 @@ def _mode_or_reply(value: object, path: Path) -> tuple[FailureMode | None, Reply
         return CATALOG[name], None
     if name[:1].isdigit():
         return None, parse_reply(name, path)
-    hint = did_you_mean(name, CATALOG)
+    hint = did_you_mean(name, [*CATALOG, "auto_reply", "complaint"])
     message = "unknown failure mode" + (f"; did you mean {hint}?" if hint else "")
     raise RuleError(
         path,
@@ -633,7 +631,7 @@ def _parse_mapping(data: Mapping[str, Any], path: Path, flavour: str) -> Behavio
     if len(later) > 1:
         raise RuleError(
             path,
-            f"give one of {', '.join(later)}, not both",
+            f"give only one of {', '.join(later)}",
             expected="one of " + ", ".join(_LATER_KEYS),
             seen=dict(data),
         )
@@ -756,7 +754,7 @@ def _parse_report(data: Mapping[str, Any], path: Path) -> Behaviour:
     _check_keys(data, _REPORT_KEYS, path, "accept_then_report")
     action = _choice(
         data["accept_then_report"],
-        SUCCESS_DSN_ACTIONS,
+        SUCCESS_ACTIONS,
         "success DSN action",
         (*path, "accept_then_report"),
     )

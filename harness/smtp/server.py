@@ -1634,17 +1634,16 @@ class MXHost:
         self, message: SmtpMessage, content: bytes, later: list[tuple[str, Outcome]]
     ) -> None:
         """Schedule the DSNs of the accept-then-bounce recipients of *message*."""
-        groups: dict[tuple[float, str, str], list[tuple[str, Outcome]]] = {}
+        groups: dict[tuple[float, str, MailReport, str], list[tuple[str, Outcome]]] = {}
         for rcpt, outcome in later:
             bounce = outcome.bounce
             if bounce is not None:
                 # One DSN per delay and dialect; an auto-reply or complaint per recipient.
-                what = (
-                    bounce.dialect if bounce.report is MailReport.DSN else f"{bounce.report} {rcpt}"
-                )
-                groups.setdefault((bounce.after, what, bounce.report), []).append((rcpt, outcome))
-        for (after, dialect, report), members in groups.items():
-            job = _DsnJob(message, content, members, dialect, MailReport(report))
+                alone = rcpt if bounce.report is not MailReport.DSN else ""
+                key = (bounce.after, bounce.dialect, bounce.report, alone)
+                groups.setdefault(key, []).append((rcpt, outcome))
+        for (after, dialect, report, _), members in groups.items():
+            job = _DsnJob(message, content, members, dialect, report)
             if not message.sender:
                 self._skip_dsn(job, "the message came from the null sender")
                 continue

@@ -3,6 +3,9 @@ behaviours, the schema, and precise errors for bad input."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import jsonschema
 import pytest
 from ruamel.yaml import YAML
@@ -134,3 +137,16 @@ def test_the_schema_knows_the_new_behaviours() -> None:
     bad["clevertap"] = {"complaint_as": "bounce"}
     bad["mx"]["example.com"]["angry@example.com"] = "complaint"
     assert not validator.is_valid(bad)
+
+
+def test_the_clevertap_block_of_the_docs_is_valid() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "scenarios.md").read_text("utf-8")
+    (block,) = [
+        b
+        for b in re.findall(r"```yaml\n(.*?)```", docs, re.S)
+        if "complaint_as" in b and "faults" in b
+    ]
+    text = f"name: s\n{block}campaign: {{from: news@brand.test, to: [a@example.com]}}\n"
+    scenario = parse_scenario(text)
+    assert scenario.clevertap.complaint_as == "unsubscribe"
+    assert scenario.clevertap.complaint_event == "unsubscribe"
