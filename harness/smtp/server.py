@@ -40,6 +40,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import re
 import socket
 import ssl
 import time
@@ -126,9 +127,13 @@ def _parse_path(arg: str | None, keyword: str) -> tuple[str, list[str]] | None:
         address, _, params = rest.partition(" ")
     if ":" in address and address.startswith("@"):
         address = address.partition(":")[2]
-    if any(c.isspace() or c in "<>" for c in address):
+    if _NOT_IN_ADDRESS.search(address):
         return None
     return address, params.split()
+
+
+_NOT_IN_ADDRESS = re.compile(r"[\s<>]")
+"""White space (str.isspace()'s, as ``\\s`` is for str patterns) and angle brackets."""
 
 
 @dataclass(slots=True)
@@ -541,7 +546,9 @@ class _Session(SMTP):
                 if self.transport is not None:
                     self.transport.close()
                 raise
-        await super().push(line)
+        # aiosmtpd's push() without its logging.debug: written and drained the same way.
+        self._writer.write(line.encode() + b"\r\n")
+        await self._writer.drain()
         if line.startswith("421"):
             # 421 closes the transmission channel (RFC 5321 3.8).
             self.drop("server_dropped")
