@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import _report as report
 from rich.console import Console
 from rich.table import Table
 
@@ -133,14 +132,9 @@ def measure(count: int, connections: int, runs: int) -> dict[str, Any]:
         for key in runs_of[0]:
             if key != "messages":
                 values = [r.get(key, 0.0) for r in runs_of]
-                row[key] = {
-                    "median": statistics.median(values),
-                    "min": min(values),
-                    "max": max(values),
-                }
+                row[key] = report.spread(values)
         rows.append(row)
     return {
-        "bench": "e2e",
         "runs": runs,
         "connections": connections,
         "rows": rows,
@@ -158,7 +152,6 @@ def main() -> int:
     args = parser.parse_args()
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     result = measure(args.count, args.connections, args.runs)
-    result["command"] = "python bench/bench_e2e.py " + " ".join(sys.argv[1:])
     console = Console()
     table = Table(
         title=f"end to end through the example integration: median (min..max) of {args.runs}"
@@ -179,8 +172,7 @@ def main() -> int:
     console.print(
         f"load average {before[0]:.2f} before, {after[0]:.2f} after ({result['cpus']} CPUs)"
     )
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    report.write(args.json, "e2e", result["rows"], load=result["load"], runs=args.runs)
     return 0
 
 

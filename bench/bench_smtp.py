@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
+
+import _report as report
 
 BODY = (
     b"From: news@brand.test\r\nTo: user@example.com\r\nSubject: bench\r\n"
@@ -279,7 +279,6 @@ def measure(messages: int, rounds: int) -> dict[str, Any]:
         for server in servers:
             server.close()
     return {
-        "bench": "smtp",
         "messages": messages,
         "rounds": rounds,
         "rows": rows,
@@ -315,7 +314,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     result = measure(args.messages, args.rounds)
-    result["command"] = "python bench/bench_smtp.py " + " ".join(sys.argv[1:])
     from rich.console import Console
 
     console = Console()
@@ -324,8 +322,7 @@ def main() -> None:
     console.print(
         f"load average {before[0]:.2f} before, {after[0]:.2f} after ({result['cpus']} CPUs)"
     )
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    report.write(args.json, "smtp", result["rows"], load=result["load"], rounds=args.rounds)
 
 
 if __name__ == "__main__":
