@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,6 +17,7 @@ def _run_all() -> ModuleType:
     if spec is None or spec.loader is None:
         raise AssertionError("bench/run_all.py cannot be loaded")
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("run_all", module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
