@@ -59,3 +59,27 @@ def test_the_quote_pattern_finds_a_quote() -> None:
     assert _run_all().QUOTE.findall(line) == [
         ("1.61x", "docs/benchmarks.md#headline-figures", "smtp.reuse-20.ratio")
     ]
+
+
+def test_a_callbacks_result_renders_with_its_headline_figures() -> None:
+    # The shape bench_callbacks.py writes (flat rows, its ratios apart): what run_all gets from
+    # it once that bench is in this checkout.
+    run_all = _run_all()
+    data = {
+        "callbacks": {
+            "command": "python bench/bench_callbacks.py --rounds 5",
+            "date": "2026-11-29 22:00 UTC",
+            "rows": [
+                {"name": "harness", "rps": 10363.4, "rps_min": 9000.0, "p99_ms": 4.2},
+                {"name": "limit", "rps": 13957.0, "rps_min": 12000.0, "p99_ms": 2.1},
+            ],
+            "ratios": {"harness/limit": 0.7425},
+            "load": [1.5, 1.2, 1.0],
+            "cpus": 2,
+        }
+    }
+    page = run_all.render(data)
+    assert "| `callbacks.harness/limit` | callbacks, ratio harness/limit | 0.74x |" in page
+    assert "| harness | 10,363 | 9,000 | 4.20 |" in page
+    assert "load average 1.50 on 2 CPUs" in page
+    assert run_all.headline(data)["callbacks.harness.rps"] == "10,363"
