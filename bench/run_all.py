@@ -55,7 +55,7 @@ def _median(value: Any) -> float:
 
 
 def _slug(text: str) -> str:
-    return "-".join(text.lower().replace(",", " ").split())
+    return re.sub(r"[^a-z0-9_./]+", "-", text.lower()).strip("-")
 
 
 def _smtp(data: dict[str, Any]) -> Figures:
