@@ -397,6 +397,7 @@ class _Session(SMTP):
         )
         self.host = host
         self.variant = variant
+        self._idle_deadline = 0.0
         self.record: _Record | None = None
         self._stage = "greeting"
         self._answered = False
@@ -467,6 +468,28 @@ class _Session(SMTP):
         self.host._close_record(self, record)
         if not self._done.done():
             self._done.set_result(None)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timer, re-armed lazily.
+
+        aiosmtpd (a private method: there is no public hook for its idle timer) cancels its
+        timer and schedules a new one on every command: a handle made and a cancelled one left
+        in the loop's heap, four or more times a message. Here a command only moves the
+        deadline; the one timer, when it fires early, sleeps again for what is left. The same
+        timeout, to the same instant (tests/smtp/test_hostile.py times it).
+        """
+        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > self._idle_deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.loop.time() < self._idle_deadline:
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+            return
+        self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         # aiosmtpd's idle-timeout callback (no command for ``timeout`` seconds).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from email.parser import HeaderParser
 from typing import Any
 
@@ -216,3 +217,26 @@ async def test_session_hooks_are_those_full_introspection_finds() -> None:
         assert set(session._auth_methods) == auth
         assert set(session._handle_hooks) == hooks
         assert session._ehlo_hook_ver == "new"
+
+
+@pytest.mark.asyncio
+async def test_idle_timer_moves_with_each_command_and_fires_on_time() -> None:
+    """The lazily re-armed idle timer (_Session._reset_timeout, over aiosmtpd's private one):
+    commands 0.6 s apart keep a 1 s idle timeout away; after the last one, 421 comes 1 s
+    later, not earlier."""
+    async with MXHost("mx1", domains=["example.com"], timeout=1.0) as host:
+        reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
+        try:
+            assert (await reader.readline()).startswith(b"220")
+            for _ in range(3):
+                await asyncio.sleep(0.6)
+                writer.write(b"NOOP\r\n")
+                assert (await reader.readline()).startswith(b"250"), "closed too early"
+            last = time.monotonic()
+            line = await asyncio.wait_for(reader.readline(), 5)
+            waited = time.monotonic() - last
+            assert line.startswith(b"421 4.4.2"), line
+            assert 0.9 <= waited <= 2.0, waited
+        finally:
+            writer.close()
+            await writer.wait_closed()
