@@ -1778,9 +1778,23 @@ class MXHost:
         for handle, pending in list(self._pending_dsns.items()):
             if pending is job:
                 del self._pending_dsns[handle]
-        task = self.loop.create_task(self._send_bounce(job))
+        task = self.loop.create_task(self._send_bounce_guarded(job))
         self._dsn_tasks.add(task)
         task.add_done_callback(self._dsn_tasks.discard)
+
+    async def _send_bounce_guarded(self, job: _DsnJob) -> None:
+        # A bug while building or sending a report must not vanish as "Task exception was
+        # never retrieved": it is logged with its trace, and the journal says the report was
+        # not sent (the judge then sees no report, rather than nothing at all).
+        try:
+            await self._send_bounce(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s: the report on %s failed", self.name, job.message.id)
+            self._skip_dsn(
+                job, f"internal error while building or sending it ({type(exc).__name__})"
+            )
 
     async def _send_bounce(self, job: _DsnJob) -> None:
         # Imported here: the DSN module is only needed once a bounce is due.
