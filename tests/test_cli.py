@@ -3,6 +3,7 @@ run without SCENARIO, --quiet, and the one duration grammar."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -120,3 +121,15 @@ def test_quiet_prints_failures_and_the_summary_only(tmp_path: Path) -> None:
     assert lines[0].startswith("FAIL invalid-address (")
     assert lines[-1] == "0 passed, 1 failed"
     assert not any(line.startswith("PASS") for line in lines)
+
+
+def test_init_names_the_pytest_extra_where_pytest_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pytest" else real(name, *a)
+    )
+    result = CliRunner().invoke(main, ["init", str(tmp_path / "suite")])
+    assert result.exit_code == 0, result.output
+    assert "pip install 'clevertap-harness[pytest]' first" in result.output
