@@ -40,7 +40,15 @@ from harness.errors import JournalWriteError
 from harness.journal import Entry, Journal, Kind, MemoryJournal
 from harness.records import Callback, CallbackEvent, FaultHit, FaultsChanged, record_json, scrub
 
-__all__ = ["CallbackResult", "CallbackState", "CleverTapApp", "create_app", "process_callback"]
+__all__ = [
+    "CallbackResult",
+    "CallbackState",
+    "CleverTapApp",
+    "abort_transport",
+    "create_app",
+    "journal_failed_result",
+    "process_callback",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -345,6 +353,19 @@ async def _send(
     await send({"type": "http.response.body", "body": body})
 
 
+def abort_transport(transport: asyncio.BaseTransport, *, reset: bool) -> None:
+    """Close the connection (FIN) or, with *reset*, abort it with a reset (RST)."""
+    if reset:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # SO_LINGER on with a zero timeout makes close() send RST instead of FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+            return
+    transport.close()
+
+
 async def _drop_connection(send: Send, *, reset: bool) -> None:
     """Close (FIN) or reset (RST) the client's TCP connection without answering a byte.
 
@@ -357,14 +378,7 @@ async def _drop_connection(send: Send, *, reset: bool) -> None:
     transport = getattr(cycle, "transport", None)
     if not isinstance(transport, asyncio.Transport):
         raise ConnectionAbortedError("fault: drop the connection (no transport to close)")
-    if reset:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # SO_LINGER on with a zero timeout makes close() send RST instead of FIN.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-    else:
-        transport.close()
+    abort_transport(transport, reset=reset)
     # Let connection_lost() run so that uvicorn marks the cycle disconnected and neither answers
     # 500 nor logs "returned without starting response".
     for _ in range(5):

@@ -4,8 +4,9 @@ The servers run on uvloop and uvicorn's httptools parser when they are installed
 with the base install, ``uvicorn[standard]``, on every platform uvloop has wheels for).
 uvicorn's own ``run()`` would pick uvloop, but the harness calls ``Server.serve()`` inside a
 loop it made itself, so :func:`run_serving` makes that loop with uvloop; without uvloop (e.g.
-on Windows) it is a plain asyncio loop. The HTTP parser is uvicorn's ``http="auto"``: httptools
-when importable, else h11. The banner says which were used.
+on Windows) it is a plain asyncio loop. The HTTP protocol is the harness's own on httptools
+(callbacks answered in the protocol, :mod:`harness.clevertap.fastpath`) when importable, else
+its h11 one (``ServerSettings.http_parser``). The banner says which were used.
 """
 
 from __future__ import annotations
