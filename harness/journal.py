@@ -135,20 +135,32 @@ def _key(event: str) -> int:
     return found
 
 
-_last_address: tuple[str, int] = ("", 0)
+_ADDRESS_KEYS: dict[str, int] = {}
+_ADDRESS_KEYS_MAX = 4096
 
 
 def address_index_key(address: str) -> int:
-    """The key of an address (by :func:`~harness.vocab.address_key`). A callback's address is
-    looked up for duplicates and then indexed: the last one is remembered for the second time
-    (one tuple, read and replaced whole, so threads never see half of one)."""
-    global _last_address
-    last = _last_address
-    if last[0] == address:
-        return last[1]
-    found = _hash(address_key(address))
-    _last_address = (address, found)
+    """The key of an address (by :func:`~harness.vocab.address_key`). A callback's addresses
+    are looked up for duplicates and then indexed, so the recent ones are remembered (a bounded
+    cache: emptied whole when full; one dict operation at a time is safe across threads)."""
+    found = _ADDRESS_KEYS.get(address)
+    if found is None:
+        found = _hash(address_key(address))
+        if len(_ADDRESS_KEYS) >= _ADDRESS_KEYS_MAX:
+            _ADDRESS_KEYS.clear()
+        _ADDRESS_KEYS[address] = found
     return found
+
+
+_SEEN_BITS = 1 << 23
+"""Bits of the memory store's filter of indexed addresses (1 MiB)."""
+_SEEN_MASK = _SEEN_BITS - 1
+
+
+def _seen_slots(akey: int) -> tuple[int, int, int]:
+    """Three bit positions of an address key in the filter (the key is a hash already)."""
+    k = akey & 0xFFFF_FFFF_FFFF_FFFF
+    return k & _SEEN_MASK, (k >> 21) & _SEEN_MASK, (k >> 42) & _SEEN_MASK
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +309,11 @@ class Journal:
         self._floor = 0
         self.write_failures = 0
         """Appends and commits that failed (disk full, I/O error) since the journal opened."""
+        # The memory store's Bloom filter of every address its events table holds: most
+        # callbacks name addresses never seen, and the filter answers "no duplicate" for them
+        # without a query. Only where this process is the only writer and the table starts
+        # empty (a file may hold events from before, PostgreSQL has other writers).
+        self._seen: bytearray | None = None
         self._db = self._open()
         self._finalizer = weakref.finalize(self, self._db.close)
 
@@ -448,16 +465,13 @@ class Journal:
             remembered = int(record.remembered)
             events = record.events
             if len(events) == 1:
+                akey = address_index_key(events[0].email)
                 db.execute(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                    (
-                        address_index_key(events[0].email),
-                        _key(events[0].event),
-                        entry.seq,
-                        entry.at,
-                        remembered,
-                    ),
+                    (akey, _key(events[0].event), entry.seq, entry.at, remembered),
                 )
+                if remembered and self.path is None:
+                    self._remember(akey)
             elif events:
                 # Each (address, event) once per request: twice in one payload is CT401's.
                 keys = {(address_index_key(e.email), _key(e.event)) for e in events}
@@ -465,6 +479,9 @@ class Journal:
                     "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
                     [(a, e, entry.seq, entry.at, remembered) for a, e in keys],
                 )
+                if remembered and self.path is None:
+                    for akey, _ in keys:
+                        self._remember(akey)
             if record.violations:
                 db.executemany(
                     "INSERT OR IGNORE INTO codes VALUES (?, ?)",
@@ -475,6 +492,24 @@ class Journal:
                 "INSERT INTO entries (seq, kind, at, data) VALUES (?, ?, ?, ?)",
                 (entry.seq, _KIND_CODE[entry.kind], entry.at, blob),
             )
+
+    def _remember(self, akey: int) -> None:
+        """Put an indexed address in the filter (memory store, lock held)."""
+        seen = self._seen
+        if seen is None:
+            # Allocated at the first callback, not per journal: most journals hold none.
+            seen = self._seen = bytearray(_SEEN_BITS // 8)
+        for slot in _seen_slots(akey):
+            seen[slot >> 3] |= 1 << (slot & 7)
+
+    def _never_seen(self, akey: int) -> bool:
+        """Whether no event of this address was ever indexed (memory store; False: maybe)."""
+        if self.path is not None:
+            return False
+        seen = self._seen
+        if seen is None:
+            return True
+        return any(not seen[slot >> 3] >> (slot & 7) & 1 for slot in _seen_slots(akey))
 
     def _announce_locked(self) -> list[Callable[[Entry], None]]:
         if self._waiters:
@@ -583,6 +618,7 @@ class Journal:
                 raise JournalWriteError(f"the journal could not be reset: {exc}") from exc
             self._floor = floor
             self._counts = dict.fromkeys(_KINDS, 0)
+            self._seen = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -699,11 +735,14 @@ class Journal:
     ) -> tuple[float, int] | None:
         """The newest callback at or after *after* (a time) that reported *event* for *address*
         and counts for duplicates (:attr:`~harness.records.Callback.remembered`): (at, seq)."""
+        akey = address_index_key(address)
         with self._lock:
+            if self._never_seen(akey):
+                return None
             rows = self._db.execute(
                 "SELECT at, seq FROM events WHERE akey = ? AND ekey = ? AND remembered = 1 "
                 "AND at >= ? AND seq > ? ORDER BY seq DESC LIMIT 4",
-                (address_index_key(address), _key(event), after, since),
+                (akey, _key(event), after, since),
             ).fetchall()
         for at, seq in rows:
             entry = self.get(seq)

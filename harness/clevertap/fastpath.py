@@ -27,6 +27,7 @@ tests/clevertap/test_fastpath.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import urllib.parse
 from collections import deque
@@ -219,6 +220,10 @@ class FastProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Data after a "Connection: close" request is ignored, not a parser error answered 400
+        # after the answer (recent uvicorn sets this itself; 0.29, the lowest supported, does not).
+        with contextlib.suppress(AttributeError):  # httptools < 0.6.3
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self._reading: Literal["head", "body"] | None = None
         self._head_bytes = 0
         self._phase: Phase | None = None
