@@ -34,6 +34,7 @@ from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
 from harness.journal import Entry, Kind
 from harness.records import Callback
+from tests.clevertap.parsers import PARSERS
 
 SEED = 20261129
 COUNT = 5000
@@ -443,7 +444,7 @@ def _llhttp_heads(raw: bytes) -> int:
     return heads.count
 
 
-@pytest.fixture(scope="module", params=["httptools", "h11"])
+@pytest.fixture(scope="module", params=PARSERS)
 def fuzzed(request: pytest.FixtureRequest) -> Iterator[CleverTapServer]:
     settings = ServerSettings(
         strict=True, max_body=MAX_BODY, max_connections=100, http_parser=request.param

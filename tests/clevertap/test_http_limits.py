@@ -19,6 +19,7 @@ from harness.clevertap.settings import ServerSettings
 from harness.errors import ConfigError
 from harness.journal import Kind
 from harness.records import Callback
+from tests.clevertap.parsers import PARSERS
 
 LIMITS = {"header_timeout": 0.6, "body_timeout": 0.6, "keep_alive_timeout": 0.6}
 SLACK = 2.0
@@ -29,9 +30,10 @@ BOUNCE = json.dumps(
 ).encode()
 
 
-@pytest.fixture(scope="module")
-def limited() -> Iterator[CleverTapServer]:
-    with CleverTapServer(ServerSettings(max_connections=20, **LIMITS)) as ct:
+@pytest.fixture(scope="module", params=PARSERS)
+def limited(request: pytest.FixtureRequest) -> Iterator[CleverTapServer]:
+    settings = ServerSettings(max_connections=20, http_parser=request.param, **LIMITS)
+    with CleverTapServer(settings) as ct:
         yield ct
 
 
@@ -168,9 +170,11 @@ def test_a_busy_keep_alive_client_and_a_long_poll_outlive_every_timeout(
     assert sent > 10
 
 
-def test_a_head_growing_past_max_header_size_gets_400() -> None:
-    # h11 bounds what it buffers of an incomplete head: the memory a slowloris can pin.
-    with CleverTapServer(ServerSettings(max_header_size=1024)) as ct, _connect(ct) as sock:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_head_growing_past_max_header_size_gets_400(parser: str) -> None:
+    # What a server buffers of an incomplete head is bounded: the memory a slowloris can pin.
+    settings = ServerSettings(max_header_size=1024, http_parser=parser)
+    with CleverTapServer(settings) as ct, _connect(ct) as sock:
         sock.sendall(b"GET /_harness/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         try:
             for _ in range(10):
@@ -232,13 +236,14 @@ def test_forwarded_headers_do_not_change_the_journaled_peer(ct: CleverTapServer)
     assert str(entry.data.peer).startswith("127.0.0.1:")
 
 
-def test_a_client_that_never_reads_its_answer_is_dropped_after_send_timeout() -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_client_that_never_reads_its_answer_is_dropped_after_send_timeout(parser: str) -> None:
     # Eight callbacks with ~900 KB bodies make GET /callbacks answer about 7 MB: more than the
     # loopback socket buffers hold (they grow to about 4 MB), so the server's writes stall.
     big = json.dumps(
         [{"event": "hardbounce", "data": [{"e": "a@example.com", "ts": 1, "pad": "x" * 900_000}]}]
     ).encode()
-    with CleverTapServer(ServerSettings(send_timeout=0.5, strict=False)) as ct:
+    with CleverTapServer(ServerSettings(send_timeout=0.5, strict=False, http_parser=parser)) as ct:
         headers = {"content-type": "application/json"}
         for _ in range(8):
             assert httpx.post(ct.urls.bounce, content=big, headers=headers).status_code == 200
