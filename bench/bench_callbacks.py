@@ -20,7 +20,8 @@ the measured seconds divided by the callbacks answered then: it holds steady on 
 when throughput does not. The ratios are taken within each round, then their median.
 
 ``--json OUT`` writes ``{"rows": [...], "ratios": {...}, "load": [1, 5, 15 min], "command": ...}``
-with one row per server: name, rps, rps_min, rps_max, p50_ms, p99_ms, cpu_us, errors.
+with one row per server: name, rps, rps_min, rps_max, p50_ms, p99_ms, cpu_us, errors, loadgen_busy
+(the load generator's share of a core: near 1.0 it, not the server, set the pace).
 """
 
 from __future__ import annotations
@@ -120,9 +121,12 @@ async def _load(
     window = [begin + warmup]  # when the measured seconds start (perf_counter)
     cpu: list[float] = []
 
+    own: list[float] = []
+
     def mark() -> None:
         window[0] = time.perf_counter()
         cpu.append(cpu_seconds(pid))
+        own.append(time.process_time())
 
     loop.call_later(warmup, mark)
     latencies: list[float] = []
@@ -134,6 +138,7 @@ async def _load(
         )
     )
     cpu.append(cpu_seconds(pid))
+    own.append(time.process_time())
     measured = until - window[0]
     latencies.sort()
     count = len(latencies)
@@ -145,6 +150,8 @@ async def _load(
         "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1000,
         "cpu_us": (cpu[1] - cpu[0]) / count * 1e6,
         "errors": sum(errors),
+        # The load generator's share of a core: near 100% it, not the server, sets the pace.
+        "loadgen_busy": (own[1] - own[0]) / measured,
     }
 
 
@@ -226,6 +233,7 @@ def main() -> None:
                 "p99_ms": round(statistics.median(r["p99_ms"] for r in runs[name]), 2),
                 "cpu_us": round(statistics.median(r["cpu_us"] for r in runs[name]), 1),
                 "errors": int(sum(r["errors"] for r in runs[name])),
+                "loadgen_busy": round(statistics.median(r["loadgen_busy"] for r in runs[name]), 2),
             }
         )
     ratios = {}
@@ -245,7 +253,8 @@ def main() -> None:
         title=f"POST {PATH}: {args.clients} keep-alive clients, {args.rounds} interleaved rounds "
         f"of {args.seconds:g} s, medians (min..max)"
     )
-    for column in ("server", "callbacks/s", "p50 ms", "p99 ms", "CPU us/callback", "non-200"):
+    columns = ("server", "callbacks/s", "p50 ms", "p99 ms", "CPU us/callback", "non-200", "loadgen")
+    for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
@@ -255,15 +264,14 @@ def main() -> None:
             f"{row['p99_ms']:.2f}",
             f"{row['cpu_us']:.0f}",
             str(row["errors"]),
+            f"{row['loadgen_busy']:.0%}",
         )
     console = Console()
     console.print(table)
     for key, value in ratios.items():
         console.print(f"{key}: {value['median']:.2f}x ({value['min']:.2f}..{value['max']:.2f})")
-    console.print(
-        "load average (1, 5, 15 min): "
-        f"before {' '.join(f'{x:.2f}' for x in load_before)}, after {' '.join(f'{x:.2f}' for x in load)}"
-    )
+    before, after = (" ".join(f"{x:.2f}" for x in avg) for avg in (load_before, load))
+    console.print(f"load average (1, 5, 15 min): before {before}, after {after}")
     if args.json:
         command = "python bench/bench_callbacks.py " + " ".join(sys.argv[1:])
         args.json.write_text(
