@@ -24,8 +24,12 @@ synced: it survives a killed process, not a crashed machine). Producers that ans
 a client (200 to a callback, 250 to a message) ``await journal.committed(entry)`` first, so a
 client never holds an answer for an entry the file lacks. Commits are grouped: every append made
 in one turn of the event loop is committed by one transaction at the end of it. Readers see only
-committed entries. A failed write (disk full, I/O error) raises :class:`JournalWriteError` to the
-producer, which answers "try again later" (HTTP 503, SMTP 451); the failure is counted
+committed entries. The memory store goes one step further: it writes a turn's entries in one
+batch at the end of the turn (one ``executemany`` per table), and every read writes what is
+pending first, so its readers still see each entry from the moment it was appended.
+
+A failed write (disk full, I/O error) raises :class:`JournalWriteError` to the producer, which
+answers "try again later" (HTTP 503, SMTP 451); the failure is counted
 (:attr:`Journal.write_failures`) and logged.
 
 Thread safety: servers run in their own threads, tests read from the main thread; every method
@@ -278,6 +282,52 @@ def _encode(record: Record) -> tuple[bytes, Record]:
 
 
 @dataclass(slots=True)
+class _Rows:
+    """The rows of a batch of entries, per table (one home for what an entry indexes)."""
+
+    callbacks: list[tuple[Any, ...]]
+    others: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]]
+    codes: list[tuple[Any, ...]]
+
+    @classmethod
+    def of(cls, batch: Sequence[tuple[Entry, bytes]]) -> _Rows:
+        rows = cls([], [], [], [])
+        for entry, blob in batch:
+            record = entry.data
+            seq, at = entry.seq, entry.at
+            if not isinstance(record, Callback):
+                rows.others.append((seq, _KIND_CODE[entry.kind], at, blob))
+                continue
+            endpoint = _ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
+            rows.callbacks.append(
+                (
+                    seq,
+                    _KIND_CODE[entry.kind],
+                    at,
+                    blob,
+                    -1 if endpoint is None else endpoint,
+                    int(record.accepted),
+                    1 if record.violations else None,
+                )
+            )
+            remembered = int(record.remembered)
+            # Each (address, event) once per request: twice in one payload is CT401's.
+            for akey, ekey in _event_keys(record):
+                rows.events.append((akey, ekey, seq, at, remembered))
+            if record.violations:
+                rows.codes.extend((code, seq) for code in record.codes)
+        return rows
+
+
+def _event_keys(record: Callback) -> set[tuple[int, int]] | list[tuple[int, int]]:
+    events = record.events
+    if len(events) == 1:
+        return [(address_index_key(events[0].email), _key(events[0].event))]
+    return {(address_index_key(e.email), _key(e.event)) for e in events}
+
+
+@dataclass(slots=True)
 class _CommitWaiter:
     seq: int
     loop: asyncio.AbstractEventLoop
@@ -314,6 +364,7 @@ class Journal:
         # without a query. Only where this process is the only writer and the table starts
         # empty (a file may hold events from before, PostgreSQL has other writers).
         self._seen: bytearray | None = None
+        self._unflushed: list[tuple[Entry, bytes]] = []
         self._db = self._open()
         self._finalizer = weakref.finalize(self, self._db.close)
 
@@ -419,18 +470,26 @@ class Journal:
                 raise JournalWriteError("the journal is closed")
             seq = self._next
             entry = Entry(seq, kind, when, record)  # type: ignore[arg-type]
-            try:
-                # Both stores group their inserts in one transaction per event-loop turn (a
-                # transaction per insert costs the memory store a third of its time too).
-                if not self._in_tx:
-                    self._db.execute("BEGIN")
-                    self._in_tx = True
-                self._insert(entry, blob)
-            except sqlite3.Error as exc:
-                self._write_failed(exc, "append")
-                raise JournalWriteError(
-                    f"the journal could not record a {kind} entry: {exc}"
-                ) from exc
+            if self.durable:
+                try:
+                    # One transaction per event-loop turn groups the appends of that turn.
+                    if not self._in_tx:
+                        self._db.execute("BEGIN")
+                        self._in_tx = True
+                    self._insert(entry, blob)
+                except sqlite3.Error as exc:
+                    self._write_failed(exc, "append")
+                    raise JournalWriteError(
+                        f"the journal could not record a {kind} entry: {exc}"
+                    ) from exc
+            else:
+                # The memory store writes a turn's entries in one batch (its readers flush
+                # first, so they see every entry from its append on): one executemany per
+                # table instead of statements per entry, and SQLite's pages stay warm.
+                self._unflushed.append((entry, blob))
+                if isinstance(record, Callback) and record.remembered:
+                    for akey, _ in _event_keys(record):
+                        self._remember(akey)
             self._next = seq + 1
             self._counts[kind] += 1
             if not self.durable:
@@ -446,52 +505,41 @@ class Journal:
         return entry
 
     def _insert(self, entry: Entry, blob: bytes) -> None:
-        record = entry.data
+        """Insert one entry and its index rows now (file store)."""
+        self._write_rows(_Rows.of([(entry, blob)]))
+
+    def _write_rows(self, rows: _Rows) -> None:
         db = self._db
-        if isinstance(record, Callback):
-            endpoint = _ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
-            db.execute(
-                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.seq,
-                    _KIND_CODE[entry.kind],
-                    entry.at,
-                    blob,
-                    -1 if endpoint is None else endpoint,
-                    int(record.accepted),
-                    1 if record.violations else None,
-                ),
+        if rows.callbacks:
+            db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows.callbacks)
+        if rows.others:
+            db.executemany(
+                "INSERT INTO entries (seq, kind, at, data) VALUES (?, ?, ?, ?)", rows.others
             )
-            remembered = int(record.remembered)
-            events = record.events
-            if len(events) == 1:
-                akey = address_index_key(events[0].email)
-                db.execute(
-                    "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                    (akey, _key(events[0].event), entry.seq, entry.at, remembered),
-                )
-                if remembered and self.path is None:
-                    self._remember(akey)
-            elif events:
-                # Each (address, event) once per request: twice in one payload is CT401's.
-                keys = {(address_index_key(e.email), _key(e.event)) for e in events}
-                db.executemany(
-                    "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
-                    [(a, e, entry.seq, entry.at, remembered) for a, e in keys],
-                )
-                if remembered and self.path is None:
-                    for akey, _ in keys:
-                        self._remember(akey)
-            if record.violations:
-                db.executemany(
-                    "INSERT OR IGNORE INTO codes VALUES (?, ?)",
-                    [(code, entry.seq) for code in record.codes],
-                )
-        else:
-            db.execute(
-                "INSERT INTO entries (seq, kind, at, data) VALUES (?, ?, ?, ?)",
-                (entry.seq, _KIND_CODE[entry.kind], entry.at, blob),
-            )
+        if rows.events:
+            db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", rows.events)
+        if rows.codes:
+            db.executemany("INSERT OR IGNORE INTO codes VALUES (?, ?)", rows.codes)
+
+    def _flush_locked(self) -> None:
+        """Write the memory store's entries appended since the last flush (lock held): in one
+        batch, at the end of the loop turn or before any read, whichever comes first."""
+        unflushed = self._unflushed
+        if not unflushed:
+            return
+        self._unflushed = []
+        try:
+            if not self._in_tx:
+                self._db.execute("BEGIN")
+                self._in_tx = True
+            self._write_rows(_Rows.of(unflushed))
+        except sqlite3.Error as exc:
+            # Out of memory, in practice (nothing else fails an in-memory database): these
+            # were announced already, so they can only be counted and logged as lost.
+            self.write_failures += len(unflushed)
+            for entry, _ in unflushed:
+                self._counts[entry.kind] -= 1
+            log.error("journal batch write failed (%s); %d entries lost", exc, len(unflushed))
 
     def _remember(self, akey: int) -> None:
         """Put an indexed address in the filter (memory store, lock held)."""
@@ -562,6 +610,7 @@ class Journal:
         entries were visible, and announced, as they were appended)."""
         with self._lock:
             self._commit_scheduled = False
+            self._flush_locked()
             if not self._in_tx:
                 return
             try:
@@ -634,6 +683,7 @@ class Journal:
             with self._lock:
                 if self._closed:
                     return
+                self._flush_locked()
                 rows = self._db.execute(sql, (*fixed, since, self._committed, _CHUNK)).fetchall()
             for row in rows:
                 yield self._decode(row)
@@ -662,6 +712,7 @@ class Journal:
     def get(self, seq: int) -> Entry | None:
         """The entry numbered *seq*, or None."""
         with self._lock:
+            self._flush_locked()
             row = self._db.execute(
                 "SELECT seq, kind, at, data FROM entries WHERE seq = ? AND seq <= ?",
                 (seq, self._committed),
@@ -739,6 +790,7 @@ class Journal:
         with self._lock:
             if self._never_seen(akey):
                 return None
+            self._flush_locked()
             rows = self._db.execute(
                 "SELECT at, seq FROM events WHERE akey = ? AND ekey = ? AND remembered = 1 "
                 "AND at >= ? AND seq > ? ORDER BY seq DESC LIMIT 4",
