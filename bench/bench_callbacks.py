@@ -266,7 +266,7 @@ def main() -> None:
             str(row["errors"]),
             f"{row['loadgen_busy']:.0%}",
         )
-    console = Console()
+    console = Console(width=120)
     console.print(table)
     for key, value in ratios.items():
         console.print(f"{key}: {value['median']:.2f}x ({value['min']:.2f}..{value['max']:.2f})")

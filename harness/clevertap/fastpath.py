@@ -292,7 +292,8 @@ class FastProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if type(cycle) is _CallbackCycle and cycle.expect_continue:
             cycle.expect_continue = False
-            if not cycle.complete and not self.transport.is_closing():
+            # Not for a request queued behind another's answer: it would land inside that one.
+            if cycle.current and not cycle.complete and not self.transport.is_closing():
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self._follow()
 
