@@ -557,7 +557,12 @@ class Journal:
         seen = self._seen
         if seen is None:
             return True
-        return any(not seen[slot >> 3] >> (slot & 7) & 1 for slot in _seen_slots(akey))
+        a, b, c = _seen_slots(akey)
+        return not (
+            seen[a >> 3] >> (a & 7) & 1
+            and seen[b >> 3] >> (b & 7) & 1
+            and seen[c >> 3] >> (c & 7) & 1
+        )
 
     def _announce_locked(self) -> list[Callable[[Entry], None]]:
         if self._waiters:
