@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import urllib.parse
 from collections import deque
@@ -55,6 +56,11 @@ if TYPE_CHECKING:
     from harness.clevertap.app import CleverTapApp
 
 __all__ = ["FastProtocol", "protocol_for"]
+
+
+log = logging.getLogger("harness.clevertap")
+
+_FAILED = b'{"status":"error","message":"the harness failed to process this callback"}'
 
 
 class _NoEvent:
@@ -148,19 +154,25 @@ class _CallbackCycle:
         self.processed = True
         protocol = self.protocol
         chunks = self.chunks
-        result = process_callback(
-            protocol.clevertap,
-            self.endpoint,
-            self.path,
-            chunks[0] if len(chunks) == 1 else b"".join(chunks),
-            size=self.size,
-            method=self.method,
-            content_type=self.content_type,
-            peer=protocol.peer,
-            received=self.received,
-            disconnected=disconnected,
-        )
         self.chunks = []
+        try:
+            result = process_callback(
+                protocol.clevertap,
+                self.endpoint,
+                self.path,
+                chunks[0] if len(chunks) == 1 else b"".join(chunks),
+                size=self.size,
+                method=self.method,
+                content_type=self.content_type,
+                peer=protocol.peer,
+                received=self.received,
+                disconnected=disconnected,
+            )
+        except Exception:
+            # A bug, not bad input (process_callback answers that). Raised from here it would
+            # reach httptools as a parser error and be answered 400 without a trace.
+            log.exception("processing a callback to %s failed", self.path)
+            result = CallbackResult("answer", 500, _FAILED, (), 0.0, None)
         if disconnected:
             self.disconnected = True
             return

@@ -307,3 +307,23 @@ def test_http_parser_h11_serves_through_asgi_and_httptools_missing_is_named(
         assert httpx.get(ct.urls.control + "/health").status_code == 200
     with pytest.raises(ServerError, match="http_parser='httptools' but httptools cannot"):
         CleverTapServer(ServerSettings(http_parser="httptools")).start_sync()
+
+
+def test_a_bug_in_processing_is_a_500_with_a_json_body_and_a_logged_trace(
+    ct: CleverTapServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from harness.clevertap import fastpath
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fastpath, "process_callback", broken)
+    with caplog.at_level("ERROR", "harness.clevertap"), connect(ct) as sock:
+        sock.sendall(post(ct.settings.bounce_path, bounce("bug@example.com")))
+        ((status, _, body),) = responses(sock, 1)
+        monkeypatch.undo()
+        sock.sendall(post(ct.settings.bounce_path, bounce("fine@example.com")))
+        ((after, _, _),) = responses(sock, 1)  # the connection goes on
+    assert (status, json.loads(body)["status"], after) == (500, "error", 200)
+    assert b"a bug" not in body
+    assert "RuntimeError: a bug" in caplog.text
