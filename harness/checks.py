@@ -12,6 +12,7 @@ Code families (stable once released; never reuse a retired code):
 - ``CT3xx`` values: addresses and timestamps.
 - ``CT4xx`` batches: duplicates, batch limits, v2 ``meta``.
 - ``CT5xx`` cross-checks: callbacks compared with what really happened in the mail world.
+- ``CT6xx`` integration: the integration's own doors probed directly (its submission port).
 
 Checks register themselves with :func:`register`; this module knows no check by name, so later
 modules (the scenario cross-checks) plug in the same way.
@@ -53,7 +54,8 @@ class Check:
     title: str
     severity: Severity
     family: str
-    """What the check looks at: ``transport``, ``shape``, ``values``, ``batch`` or ``cross``."""
+    """What the check looks at: ``transport``, ``shape``, ``values``, ``batch``, ``cross`` or
+    ``integration``."""
     example: str
     """A failing input, as it would be shown in the docs (a payload, a header, a scenario)."""
     explanation: str = ""

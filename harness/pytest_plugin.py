@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -278,6 +279,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help=f"{option.help} [env {option.env}]",
         )
         parser.addini(option.ini, f"clevertap-harness: {option.help}", default=None)
+    group.addoption(
+        "--ct-hold",
+        action="store_true",
+        default=False,
+        help="when a test using ct_world or ct_scenario fails, keep its world serving as the "
+        "test left it and wait for Enter, so that its dashboard can be looked at (like --pdb; "
+        "not with xdist)",
+    )
 
 
 _CALL_FIXTURES = pytest.StashKey[list["_Checked"]]()
@@ -297,6 +306,13 @@ MARKERS = {
 def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS.values():
         config.addinivalue_line("markers", line)
+    if config.getoption("ct_hold", False) and (
+        config.getoption("numprocesses", None) or hasattr(config, "workerinput")
+    ):
+        raise pytest.UsageError(
+            "--ct-hold waits for Enter on the terminal, which xdist workers do not have; "
+            "run the failing test without -n"
+        )
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -817,12 +833,38 @@ class WorldFixture(_Checked):
         return None
 
     def _attach_errors(self, item: pytest.Item) -> None:
-        """After a failed test body: show server errors next to the real failure."""
+        """After a failed test body: show server errors next to the real failure, and where
+        the test's world can be looked at."""
         errors = _server_errors(self._session.trap, self.journal, self.since)
-        if errors:
-            item.add_report_section(
-                "call", "harness", _format_server_errors(errors, "during this test")
-            )
+        lines = [_format_server_errors(errors, "during this test")] if errors else []
+        lines.append(f"dashboard of this test's world: {self.dashboard_url}")
+        item.add_report_section("call", "harness", "\n".join(lines))
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard of this world (its journal since the last reset is this test's)."""
+        return self.urls.base + "/"
+
+    def _hold(self, item: pytest.Item) -> None:
+        """``--ct-hold``: after a failed body, wait for Enter with the world still serving."""
+        capture = item.config.pluginmanager.getplugin("capturemanager")
+        reporter = item.config.pluginmanager.getplugin("terminalreporter")
+        if capture is not None:
+            # As --pdb does: stdin too, which capturing replaces with a reader that raises.
+            capture.suspend_global_capture(in_=True)
+        try:
+            say = reporter.write_line if reporter is not None else print
+            say("")
+            say(f"clevertap-harness: {item.nodeid} failed; its world is still serving.")
+            say(f"  dashboard  {self.dashboard_url}")
+            say("  press Enter to go on (the next test resets the world)")
+            try:
+                sys.stdin.readline()
+            except (OSError, ValueError):  # no terminal to read from: go on
+                pass
+        finally:
+            if capture is not None:
+                capture.resume_global_capture()
 
     def _finish(self) -> None:
         """Fixture teardown: errors logged after the body ended still belong to this test."""
@@ -1129,8 +1171,14 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     except BaseException:
         # The body failed: that is the error to show. Server errors go beside it, and no
         # "expectations not met" is raised on top of it.
-        for fixture in item.stash.get(_CALL_FIXTURES, ()):
+        fixtures = item.stash.get(_CALL_FIXTURES, ())
+        for fixture in fixtures:
             fixture._attach_errors(item)
+        if item.config.getoption("ct_hold", False):
+            for fixture in fixtures:
+                if isinstance(fixture, WorldFixture):
+                    fixture._hold(item)
+                    break
         raise
     for fixture in item.stash.get(_CALL_FIXTURES, ()):
         fixture._check()

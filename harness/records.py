@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeAlias
 import msgspec
 
 from harness.checks import Severity, Violation
-from harness.vocab import CLASS_OF_EVENT, address_key
+from harness.vocab import CLASS_OF_EVENT, SCAN, address_key
 
 __all__ = [
     "RECORD_TYPES",
@@ -50,6 +50,7 @@ __all__ = [
     "SmtpMessage",
     "SmtpOpen",
     "SmtpReply",
+    "SubmissionProbe",
     "TranscriptLine",
     "ViolationFound",
     "accepted_recipients",
@@ -89,6 +90,8 @@ class Kind(StrEnum):
     """The fake CleverTap's fault rules were replaced."""
     NOTE = "note"
     """Anything else worth keeping in order."""
+    SUBMISSION_PROBE = "submission_probe"
+    """A submission the runner tried with bad credentials (a wrong password, no AUTH)."""
 
 
 class Record(
@@ -437,6 +440,17 @@ class Click(Record, frozen=True):
         """The action reached the integration (whatever it answered)."""
         return self.ok or self.status is not None
 
+    @property
+    def scan(self) -> bool:
+        """A link scanner's fetches (``via: scan``), not an unsubscribe action."""
+        return self.via == SCAN
+
+    @property
+    def acted(self) -> bool:
+        """An unsubscribe action (not a scan) reached the integration: what justifies an
+        unsubscribe callback."""
+        return self.reached and not self.scan
+
 
 class ViolationFound(Record, frozen=True):
     """A violation found by the cross-checks after the fact."""
@@ -473,6 +487,32 @@ class Note(Record, frozen=True):
     detail: str = ""
 
 
+class SubmissionProbe(Record, frozen=True):
+    """A submission the runner tried with bad credentials after the campaign, stopped before
+    DATA (nothing is relayed even when the integration accepts it)."""
+
+    KIND = Kind.SUBMISSION_PROBE
+    probe: str
+    """``wrong_password``, ``wrong_user`` or ``no_auth`` (``harness.vocab.SUBMISSION_PROBES``)."""
+    username: str | None = None
+    """The user name given to AUTH; None when the probe sends no AUTH."""
+    auth_reply: str | None = None
+    """What AUTH answered (``535 5.7.8 ...``, or why it was not possible); None without AUTH."""
+    accepted: bool = False
+    """The integration took it: AUTH answered 2xx, or a recipient was accepted without valid
+    credentials."""
+    stage: str | None = None
+    """The step that decided: ``auth`` or ``rcpt`` when accepted, else the step refused
+    (``auth``, ``mail``, ``rcpt``); ``connect``, ``starttls`` or ``ehlo`` when it failed first."""
+    reply: str | None = None
+    """The integration's reply at that step (``535 5.7.8 Authentication credentials invalid``)."""
+    steps: tuple[str, ...] = ()
+    """Each command and its reply, in order: ``AUTH PLAIN -> 535 5.7.8 ...``."""
+    error: str | None = None
+    """Why the probe could not finish (connection refused, TLS failed): then it proves
+    nothing."""
+
+
 RecordType: TypeAlias = (
     Callback
     | SmtpOpen
@@ -487,6 +527,7 @@ RecordType: TypeAlias = (
     | HostChange
     | FaultsChanged
     | Note
+    | SubmissionProbe
 )
 
 RECORD_TYPES: dict[Kind, type[Record]] = {
@@ -505,6 +546,7 @@ RECORD_TYPES: dict[Kind, type[Record]] = {
         HostChange,
         FaultsChanged,
         Note,
+        SubmissionProbe,
     )
 }
 """The record type of each kind."""

@@ -13,10 +13,13 @@ from enum import StrEnum
 __all__ = [
     "BOUNCE_EVENTS",
     "CLASS_OF_EVENT",
+    "CLICK_VIAS",
     "LEGACY_BOUNCE_EVENTS",
     "LEGACY_EVENTS",
     "LEGACY_UNSUBSCRIBE_EVENTS",
     "MAX_V2_EVENTS",
+    "SCAN",
+    "SUBMISSION_PROBES",
     "UNSUBSCRIBE_EVENTS",
     "V2_TYPES",
     "BounceClass",
@@ -65,6 +68,18 @@ UNSUBSCRIBE_EVENTS: frozenset[str] = frozenset(
     e for e, c in CLASS_OF_EVENT.items() if c == "unsubscribe"
 )
 """Unsubscribe events of both formats (``unsubscribe``, ``unsubscribed``)."""
+
+
+CLICK_VIAS: tuple[str, ...] = ("one_click", "get", "mailto", "scan")
+"""How the runner acts as a recipient (``unsubscribe[].via``): an RFC 8058 one-click POST, the
+link opened by a person (its confirm form submitted), a mail to the ``mailto:`` address, or a
+link scanner's fetches (:data:`SCAN`)."""
+SCAN = "scan"
+"""The ``via`` of a mail security scanner that GETs the message's links without submitting
+anything: it is not an unsubscribe action, and must not unsubscribe anybody."""
+SUBMISSION_PROBES: tuple[str, ...] = ("wrong_password", "wrong_user", "no_auth")
+"""Submissions the runner tries with bad credentials after the campaign
+(``integration.submission_probes``); the integration must refuse every one."""
 
 
 class Stage(StrEnum):

@@ -31,6 +31,7 @@ from harness.records import (
     SmtpMessage,
     SmtpOpen,
     SmtpReply,
+    SubmissionProbe,
     TranscriptLine,
     ViolationFound,
     record_from_json,
@@ -100,6 +101,15 @@ SAMPLES = [
     HostChange(host="mx1", state="down", variant="refused"),
     FaultsChanged(rules=("status=503",)),
     Note(source="test", what="hello"),
+    SubmissionProbe(
+        probe="wrong_password",
+        username="clevertap",
+        auth_reply="235 2.7.0 Authentication successful",
+        accepted=True,
+        stage="auth",
+        reply="235 2.7.0 Authentication successful",
+        steps=("AUTH -> 235 2.7.0 Authentication successful",),
+    ),
 ]
 
 

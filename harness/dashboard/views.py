@@ -24,6 +24,7 @@ from harness.records import (
     SmtpMessage,
     SmtpOpen,
     SmtpReply,
+    SubmissionProbe,
     ViolationFound,
 )
 
@@ -71,7 +72,13 @@ def summary(entry: Entry) -> str:
         return f"sent {r.message_id} to {', '.join(r.to)} ({state})"
     if isinstance(r, Click):
         state = f"→ {r.status}" if r.status is not None else f"failed: {r.error}"
+        if r.scan:
+            return f"link scanner fetched {r.recipient}'s links {state}"
         return f"{r.recipient} unsubscribed via {r.via} {state}"
+    if isinstance(r, SubmissionProbe):
+        state = "ACCEPTED" if r.accepted else "refused"
+        answer = r.error or f"{r.stage} {r.reply}"
+        return f"submission probe {r.probe}: {state} ({answer})"
     if isinstance(r, ViolationFound):
         return f"{r.violation.code} {r.violation.message}"
     if isinstance(r, HostChange):

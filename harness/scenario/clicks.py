@@ -14,6 +14,10 @@ the integration put in that message:
   scanners fetch URLs).
 - ``mailto``: mails the ``mailto:`` address of ``List-Unsubscribe`` (with its ``subject`` and
   ``body`` if given) through the integration's bounce intake, else its submission port.
+- ``scan``: plays a mail security scanner (Safe Links, Mimecast, a previewer): GETs every
+  http(s) URI of ``List-Unsubscribe`` and every link of the body (at most :data:`MAX_SCANNED`),
+  follows their redirects, and submits nothing: no form, no POST. It is not an unsubscribe
+  action; an unsubscribe callback it caused is CT507.
 
 The clicker contacts only the harness's own world (:class:`ClickScope`): loopback, the hosts
 the integration announced, and the scenario's ``unsubscribe_allow_hosts``. Every URL is checked
@@ -45,14 +49,27 @@ from harness.records import Click as ClickRecord
 from harness.records import SmtpMessage, record_from_json
 from harness.scenario.campaign import Submission
 from harness.scenario.model import Click
+from harness.vocab import SCAN
 
-__all__ = ["MAX_HOPS", "ClickScope", "click_notes", "list_unsubscribe_uris", "perform_click"]
+__all__ = [
+    "MAX_HOPS",
+    "MAX_SCANNED",
+    "SCANNER_AGENT",
+    "ClickScope",
+    "click_notes",
+    "list_unsubscribe_uris",
+    "perform_click",
+]
 
 _URI = re.compile(r"<\s*([^>]*?)\s*>")
 _BODY_LINK = re.compile(r"https?://[^\s<>\"')]+")
 ONE_CLICK = "List-Unsubscribe=One-Click"
 MAX_HOPS = 10
 """Redirects a ``get`` click follows at most (per request it makes)."""
+MAX_SCANNED = 20
+"""Links a ``scan`` fetches at most (List-Unsubscribe first, then the body's, in order)."""
+SCANNER_AGENT = "harness-link-scanner/1 (fetches links, submits nothing)"
+"""The User-Agent of ``scan`` fetches (so an integration's log can tell them apart)."""
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -221,6 +238,14 @@ async def _act(
             )
             return
         await _one_click(http, record, scope)
+    elif click.via == SCAN:
+        urls = [u for u in uris if u.lower().startswith(("https:", "http:"))]
+        urls = list(dict.fromkeys(urls + _body_links(data.body)))[:MAX_SCANNED]
+        if not urls:
+            record["error"] = _missing("an http(s) link in List-Unsubscribe or the body", data)
+            return
+        record["url"] = urls[0]
+        await _scan(urls, record, scope)
     elif click.via == "get":
         url = http or _body_link(data.body)
         if url is None:
@@ -248,6 +273,10 @@ def _missing(what: str, data: SmtpMessage) -> str:
 def _body_link(body: str) -> str | None:
     match = _BODY_LINK.search(body)
     return match.group().rstrip(".,;") if match else None
+
+
+def _body_links(body: str) -> list[str]:
+    return [match.group().rstrip(".,;") for match in _BODY_LINK.finditer(body)]
 
 
 def _refuse(record: dict[str, Any], url: str, scope: ClickScope) -> bool:
@@ -374,6 +403,30 @@ async def _open_link(url: str, record: dict[str, Any], scope: ClickScope) -> Non
             record["ok"] = True
         else:
             record["error"] = f"the confirm form answered HTTP {confirmed.status_code}"
+
+
+async def _scan(urls: list[str], record: dict[str, Any], scope: ClickScope) -> None:
+    """GET each of *urls* as a link scanner does: redirects followed (each hop checked against
+    *scope*), pages read, nothing submitted. ``ok`` once any fetch got an answer; a URL outside
+    the scope is skipped (and ``refused`` says why), the others are still fetched."""
+    async with httpx.AsyncClient(
+        follow_redirects=False, timeout=10.0, headers={"User-Agent": SCANNER_AGENT}
+    ) as client:
+        for url in urls:
+            if _refuse(record, url, scope):
+                continue
+            try:
+                response = await client.get(url)
+                record["steps"].append(
+                    {"method": "GET", "url": url, "status": response.status_code}
+                )
+                record["status"] = response.status_code
+                record["ok"] = True
+                # What a scanner does with the page (reads it) matters not: only that it submits
+                # nothing. Redirects, though, lead to the page that might unsubscribe on GET.
+                await _follow(client, response, record, scope)
+            except httpx.HTTPError as exc:  # one link failing does not stop the scan
+                record["error"] = f"GET {url}: {type(exc).__name__}: {exc}"
 
 
 async def _send_mailto(

@@ -26,10 +26,18 @@ What counts as "the real event" of a recipient, case by case:
   in ``Dsn.message``; aliasing at the next hop): the real event of the address CleverTap sent
   to, and the ``Final-Recipient`` is remembered as an alias (CT515);
 - a delayed DSN and a success DSN (delivered, relayed, expanded) are not failures: they are
-  observations of their own (CT513, CT514).
+  observations of their own (CT513, CT514);
+- a host playing ``slow`` is a working server that answers late: the connections the
+  integration made to it are one ``slow`` observation, an attempt that failed nothing, even when
+  the integration hung up before RCPT (a bounce after it is CT517, not CT501).
 
 Besides the accepted callbacks, two checks look at the whole run: callbacks resent too soon
 (CT511, over every request) and temporary failures never retried (CT510, over every recipient).
+
+A link scanner's fetches (a ``Click`` with ``via: scan``) are not an unsubscribe action: an
+unsubscribe after a scan and no click is CT507, and says so. The integration's own doors are
+probed too (CT6xx): a submission with a wrong password, a wrong user or no AUTH that the
+integration accepted (a ``SubmissionProbe`` record) is CT601.
 """
 
 from __future__ import annotations
@@ -58,8 +66,9 @@ from harness.records import (
     SmtpMessage,
     SmtpOpen,
     SmtpReply,
+    SubmissionProbe,
 )
-from harness.smtp.catalog import CATALOG, BounceClass
+from harness.smtp.catalog import CATALOG, SLOW_DELAY, BounceClass
 from harness.vocab import CLASS_OF_EVENT, address_key
 
 if TYPE_CHECKING:
@@ -81,6 +90,7 @@ _DOWN_VARIANTS = frozenset(
 )
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _DELIVERED = frozenset({"accepted", "dsn_success"})
+_SLOW = "slow"  # the server-down variant that is no failure: a working server, answering late
 _SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})  # RFC 3464 2.3.3
 _TS_UNIT_LIMIT = 10**11  # CT303 territory: not seconds, so no window to compare with
 
@@ -112,7 +122,8 @@ class Observation:
     kind: str
     """``reply`` (a failure reply), ``attempt`` (a recipient accepted at RCPT or only tried),
     ``accepted`` (a message accepted with 250), ``dropped``, ``dsn`` (a failed DSN),
-    ``dsn_delayed``, ``dsn_success`` (delivered, relayed, expanded) or ``host_down``."""
+    ``dsn_delayed``, ``dsn_success`` (delivered, relayed, expanded), ``host_down`` or ``slow``
+    (connections to a host playing ``slow``: a working server that answers late)."""
     start: float
     end: float
     """When it happened: between ``start`` and ``end`` (a session's span; equal for points)."""
@@ -192,6 +203,10 @@ class _Down:
     seqs: list[int] = field(default_factory=list)
     sessions: dict[str, float] = field(default_factory=dict)
     """Connections it took while down (session id -> when): each one an attempt."""
+    closed: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Session id -> (its duration, how it ended), for the ``slow`` variant's account."""
+    delay: float | None = None
+    """The ``slow`` variant's delay before every reply, when known."""
 
 
 @dataclass
@@ -213,6 +228,10 @@ class Facts:
     down_hosts: dict[str, _Down] = field(default_factory=dict)
     down_domains: dict[str, _Down] = field(default_factory=dict)
     """Domains the scenario declares down (``*`` for a relay that is down)."""
+    slow_hosts: dict[str, _Down] = field(default_factory=dict)
+    slow_domains: dict[str, _Down] = field(default_factory=dict)
+    """Hosts seen playing ``slow``, domains the scenario declares slow: working servers that
+    answer late; a connection to one is an attempt even when the client gave up before RCPT."""
     finished: float | None = None
     """How long the run is known to have gone on: the judge's end, or the last entry."""
     retry_budget: float | None = None
@@ -227,6 +246,8 @@ class Facts:
     """Key (:func:`_canon`) -> (the address as CleverTap or the mail world first wrote it, seq)."""
     temporary: set[str] = field(default_factory=set)
     """Keys (:func:`_canon`) of the addresses that got a temporary failure reply or drop."""
+    probes: list[tuple[Entry, SubmissionProbe]] = field(default_factory=list)
+    """The submissions tried with bad credentials (CT601), in journal order."""
     _sent_spelled: set[str] = field(default_factory=set, repr=False)
     _histories: dict[str, tuple[Observation, ...]] = field(default_factory=dict, repr=False)
 
@@ -257,6 +278,10 @@ class Facts:
                     down = facts.down_hosts.setdefault(record.host, _Down(record.variant, entry.at))
                     down.seqs.append(entry.seq)
                     down.sessions[record.session] = entry.at
+                elif record.variant == _SLOW:
+                    slow = facts.slow_hosts.setdefault(record.host, _Down(_SLOW, entry.at))
+                    slow.seqs.append(entry.seq)
+                    slow.sessions[record.session] = entry.at
             elif isinstance(record, SmtpClose):
                 facts._close(entry, record)
             elif isinstance(record, SmtpMessage):
@@ -269,6 +294,12 @@ class Facts:
                 facts.clicks.setdefault(address_key(record.recipient), []).append((entry, record))
             elif isinstance(record, Sent):
                 facts._sent(entry, record)
+            elif isinstance(record, SubmissionProbe):
+                facts.probes.append((entry, record))
+            elif isinstance(record, HostChange) and record.variant == _SLOW:
+                if record.state == "down":
+                    slow = facts.slow_hosts.setdefault(record.host, _Down(_SLOW, entry.at))
+                    slow.delay = record.delay
             elif isinstance(record, HostChange) and record.state == "down":
                 variant = str(record.variant)
                 if variant in _DOWN_VARIANTS:
@@ -356,6 +387,9 @@ class Facts:
             )
 
     def _close(self, entry: Entry, record: SmtpClose) -> None:
+        slow = self.slow_hosts.get(record.host) if record.variant == _SLOW else None
+        if slow is not None:
+            slow.closed[record.session] = (record.duration, record.end)
         dropped = record.dropped_message
         if dropped is None:
             return
@@ -469,6 +503,12 @@ class Facts:
         start = self.started if self.started is not None else 0.0
         for plan in scenario.hosts():
             variant = plan.host.server_down
+            if variant == _SLOW:
+                delay = plan.host.slow_delay
+                for domain in plan.domains or ["*"]:
+                    self.slow_domains[domain] = _Down(
+                        _SLOW, start, delay=SLOW_DELAY if delay is None else float(delay)
+                    )
             if variant not in _DOWN_VARIANTS:
                 continue
             for domain in plan.domains or ["*"]:
@@ -519,8 +559,44 @@ class Facts:
                     temporary=True,
                 ),
             )
+        elif (slow := self._slow_account(address)) is not None:
+            found.insert(0, slow)
         self._histories[address] = tuple(found)
         return found
+
+    def _slow_account(self, address: str) -> Observation | None:
+        """The connections the integration made to *address*'s host when that host plays
+        ``slow`` (one observation for all of them), or None."""
+        domain = address.rpartition("@")[2].lower()
+        declared = self.slow_domains.get(domain) or self.slow_domains.get("*")
+        served = {d for domains in self.host_domains.values() for d in domains}
+        seen = [
+            d
+            for host, d in self.slow_hosts.items()
+            if domain in self.host_domains.get(host, ())
+            or (host not in self.host_domains and (host.lower() == domain or domain not in served))
+        ]
+        if not seen or (declared is None and not any(d.sessions for d in seen)):
+            return None
+        sessions = sorted(at for d in seen for at in d.sessions.values())
+        if not sessions:
+            return None
+        closed = [c for d in seen for c in d.closed.values()]
+        delay = next((d.delay for d in (declared, *seen) if d is not None and d.delay), None)
+        late = f"{delay:g} s late" if delay is not None else "late"
+        longest = max((duration for duration, _ in closed), default=0.0)
+        by_client = sum(end in ("client_dropped", "quit") for _, end in closed)
+        return Observation(
+            min(s for d in seen for s in d.seqs),
+            _SLOW,
+            sessions[0],
+            sessions[-1],
+            "none",
+            False,
+            f"its mail server is slow, not down (every reply {late}): {len(sessions)} "
+            f"connection(s), {by_client} ended by the integration, the longest after "
+            f"{longest:.1f} s",
+        )
 
     def attempted(self, address: str) -> bool:
         """True when the mail world saw any attempt at *address* (or its server was down)."""
@@ -581,9 +657,10 @@ class Facts:
         return self.spelled.get(_canon(address))
 
     def click_before(self, address: str, at: float) -> Entry | None:
-        """The first click by *address* that reached the integration at or before *at*."""
+        """The first click by *address* that reached the integration at or before *at* (a link
+        scanner's fetches are no click)."""
         for entry, click in self.clicks.get(address_key(address), ()):
-            if click.reached and entry.at <= at:
+            if click.acted and entry.at <= at:
                 return entry
         return None
 
@@ -827,7 +904,10 @@ NO_CLICK = register(
         ),
         explanation="An unsubscribe callback for an address for which no unsubscribe action "
         "(one-click POST, link, mailto) reached the integration before the callback. An "
-        "unsubscribe applies to the whole account, so a spurious one silently loses a user.",
+        "unsubscribe applies to the whole account, so a spurious one silently loses a user. "
+        "A link scanner's GET (a `scan` click: mail security gateways and previewers fetch "
+        "every URL of a message) is no unsubscribe action: an integration that unsubscribes on "
+        "a GET fails here, with the scan named in the violation.",
     )
 )
 META_UNKNOWN = register(
@@ -1068,6 +1148,94 @@ OTHER_CASE = register(
     )
 )
 
+SLOW_AS_BOUNCE = register(
+    Check(
+        code="CT517",
+        title="bounce for a mail server that was slow, not down",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# slow.test waits 1 s before every reply; the integration's SMTP timeout is 0.8 s.",
+            '0 sent {"message_id": "<1@brand.test>", "from": "news@brand.test", '
+            '"to": ["user@slow.test"], "subject": "Hi", "ok": true, "reply": "250 ok"}',
+            '0.1 smtp_open {"host": "slow.test", "session": "slow.test-2", '
+            '"peer": "127.0.0.1:42422", "variant": "slow"}',
+            '0.9 smtp_session {"host": "slow.test", "session": "slow.test-2", '
+            '"peer": "127.0.0.1:42422", "variant": "slow", "end": "client_dropped", '
+            '"started": 1700000000.1, "duration": 0.8}',
+            '3 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["softbounce", "user@slow.test", 1700000002, null]]}',
+        ),
+        explanation="Every connection to the address's mail server went to a host playing "
+        "`slow` (a working server that waits before every reply, 1 s by default) and nothing "
+        "failed: the integration gave up before the server answered. Its SMTP timeout is "
+        "shorter than the contract's range (section 4.4: a per-reply timeout of 2 s or more; "
+        "RFC 5321 4.5.3.2 asks for minutes), so a working server is reported as a bounce.",
+    )
+)
+
+
+# -- the integration's own doors (CT6xx) ---------------------------------------------------------
+
+SUBMISSION_ACCEPTED = register(
+    Check(
+        code="CT601",
+        title="submission accepted with wrong or missing credentials",
+        severity=_E,
+        family="integration",
+        example=_example(
+            "# The integration was given clevertap / secret (HARNESS_SUBMISSION_USER, _PASSWORD);",
+            "# after the campaign the runner tried a wrong password, and AUTH succeeded.",
+            '5 submission_probe {"probe": "wrong_password", "username": "clevertap", '
+            '"auth_reply": "235 2.7.0 Authentication successful", "accepted": true, '
+            '"stage": "auth", "reply": "235 2.7.0 Authentication successful", '
+            '"steps": ["AUTH -> 235 2.7.0 Authentication successful"]}',
+        ),
+        explanation="After the campaign the runner submits again with bad credentials "
+        "(`integration.submission_probes`: a wrong password, a user it was not given, no AUTH "
+        "at all) and stops before DATA, so nothing is relayed. The integration must refuse "
+        "each: `535` to AUTH, `530` to MAIL or RCPT without AUTH (contract, section 3.1). One "
+        "that accepts them relays anybody's mail under the brand's name. The violation says "
+        "which credentials were accepted and at which step.",
+    )
+)
+
+_PROBED = {
+    "wrong_password": "a submission with a wrong password for {user!r}",
+    "wrong_user": "a submission as {user!r}, a user name it was not given",
+    "no_auth": "a submission without AUTH",
+}
+
+
+def _probes(facts: Facts) -> list[Violation]:
+    """CT601 for every submission probe the integration accepted."""
+    found: list[Violation] = []
+    for entry, probe in facts.probes:
+        if not probe.accepted:
+            continue
+        what = _PROBED.get(probe.probe, probe.probe).format(user=probe.username)
+        if probe.stage == "auth":
+            how = f"AUTH answered {probe.reply}"
+        else:
+            how = f"{(probe.stage or 'the submission').upper()} answered {probe.reply}"
+            if probe.auth_reply is not None:
+                how += f" although AUTH was refused ({probe.auth_reply})"
+        found.append(
+            Violation(
+                code=SUBMISSION_ACCEPTED.code,
+                severity=SUBMISSION_ACCEPTED.severity,
+                path=f"submission {probe.probe}",
+                message=f"the integration's submission port accepted {what}: {how}",
+                expected="535 to AUTH, and no recipient accepted"
+                if probe.username is not None
+                else "530 (authentication required) to MAIL or RCPT",
+                seen="; ".join(probe.steps) or str(probe.reply),
+                evidence=(entry.seq,),
+                extra={"probe": probe.probe, "username": probe.username},
+            )
+        )
+    return found
+
 
 # -- running them --------------------------------------------------------------------------------
 
@@ -1114,6 +1282,7 @@ def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list
     bounced = {_canon(e.email) for (name, _), e in reported.items() if name != "unsubscribe"}
     found.extend(_never_retried(facts, reported=bounced))
     found.extend(_resent_too_soon(facts, config))
+    found.extend(_probes(facts))
     # Stable: the checks of one event keep their order.
     found.sort(key=lambda v: v.evidence[0] if v.evidence else 0)
     return found
@@ -1148,20 +1317,37 @@ def _twice(
 
 def _no_click(facts: Facts, event: ReportedEvent) -> Violation:
     clicks = facts.clicks.get(event.address, ())
-    seen = (
-        f"clicks only after the callback (seq {', '.join(str(c.seq) for c, _ in clicks)})"
-        if clicks
-        else "no click"
-    )
+    scans = [e for e, c in clicks if c.scan and c.reached and e.at <= event.at]
+    others = [e for e, c in clicks if not c.scan]
+    if scans:
+        # The classic bug: the page unsubscribes on GET, and a scanner fetched it.
+        listed = ", ".join(str(e.seq) for e in scans)
+        message = (
+            f"{event.event} for {event.email} after only a link scanner's GET (seq {listed}): "
+            "the integration unsubscribed on a GET, which scanners and previewers make"
+        )
+        seen = f"a link scanner's GET of the message's links (seq {listed}) and no click"
+        if others:
+            later = ", ".join(str(e.seq) for e in others)
+            seen += f"; clicks only after the callback (seq {later})"
+    else:
+        message = (
+            f"{event.event} for {event.email}, but no unsubscribe action by that recipient "
+            "reached the integration before it"
+        )
+        seen = (
+            f"clicks only after the callback (seq {', '.join(str(e.seq) for e in others)})"
+            if others
+            else "no click"
+        )
     return _violation(
         facts,
         NO_CLICK,
         event,
-        f"{event.event} for {event.email}, but no unsubscribe action by that recipient reached "
-        "the integration before it",
+        message,
         expected="a click (one-click POST, link or mailto) before the callback",
         seen=seen,
-        evidence=(event.seq, *(c.seq for c, _ in clicks)),
+        evidence=(event.seq, *(e.seq for e, _ in clicks)),
     )
 
 
@@ -1229,6 +1415,21 @@ def _bounce(facts: Facts, event: ReportedEvent, what: str) -> list[Violation]:
                 expected="an SMTP attempt or a DSN for the address",
                 seen=seen,
                 evidence=(event.seq, *(e.seq for e in sent or ())),
+            )
+        ]
+    slow = next((o for o in history if o.kind == _SLOW), None)
+    if slow is not None and not any(o.failed or o.kind in _DELIVERED for o in history):
+        return [
+            _violation(
+                facts,
+                SLOW_AS_BOUNCE,
+                event,
+                f"{event.event} for {event.email}, but its mail server never failed: it answered "
+                "late, and the integration gave up before it answered",
+                expected="a delivery: a per-reply SMTP timeout longer than the server's delay "
+                "(the contract asks for 2 s or more)",
+                seen=slow.detail,
+                evidence=(event.seq, slow.seq),
             )
         ]
     last = facts.outcome_before(event.email, event.at)

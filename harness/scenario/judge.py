@@ -392,6 +392,7 @@ _KINDS = {
     "dropped": "dropped",
     "dsn": "DSN",
     "host_down": "host down",
+    "slow": "slow server",
 }
 
 
@@ -517,7 +518,11 @@ def _absent(facts: Facts, absent: AbsentCallback, i: int) -> ExpectationResult:
         for e in facts.events
         if e.address == address and (absent.event is None or e.event == absent.event)
     ]
-    description = "no " + _describe(absent.event, absent.e)
+    description = (
+        f"no {absent.event} for {absent.e}"
+        if absent.event is not None
+        else f"no callback at all for {absent.e}"
+    )
     result = functools.partial(
         ExpectationResult, "absent", f"expect.absent[{i}]", description, expectation=absent
     )

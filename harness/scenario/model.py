@@ -48,7 +48,10 @@ from harness.smtp.catalog import FLAVOURS, SERVER_DOWN
 from harness.smtp.dialects import DIALECTS
 from harness.vocab import (
     CLASS_OF_EVENT,
+    CLICK_VIAS,
     LEGACY_EVENTS,
+    SCAN,
+    SUBMISSION_PROBES,
     UNSUBSCRIBE_EVENTS,
     V2_TYPES,
     address_key,
@@ -708,13 +711,21 @@ class Campaign(_Model):
         return self.meta.format(e=address, n=n, campaign=self.campaign_id, ts=ts)
 
 
+ClickVia = Literal["one_click", "get", "mailto", "scan"]
+ProbeName = Literal["wrong_password", "wrong_user", "no_auth"]
+# pydantic needs the names as Literal types; their home is harness.vocab.
+if get_args(ClickVia) != CLICK_VIAS or get_args(ProbeName) != SUBMISSION_PROBES:  # pragma: no cover
+    raise RuntimeError("harness.scenario.model disagrees with harness.vocab on clicks or probes")
+
+
 class Click(_Model):
     """An unsubscribe click by a recipient, after their message reached their mail server."""
 
     recipient: Address
-    via: Literal["one_click", "get", "mailto"] = Field(
+    via: ClickVia = Field(
         "one_click",
-        description="one_click: RFC 8058 POST; get: open the link; mailto: mail the address.",
+        description="one_click: RFC 8058 POST; get: open the link; mailto: mail the address; "
+        "scan: a link scanner GETs every link and submits nothing (must not unsubscribe).",
     )
     after: Duration = Field(0.0, description="Delay after the message was accepted.")
 
@@ -778,6 +789,11 @@ class Integration(_Model):
         description="How long its retry schedule for one message may take (HARNESS_RETRY_BUDGET); "
         "default: expect.within minus 5 s, at least half of expect.within.",
     )
+    submission_probes: list[ProbeName] = Field(
+        default_factory=list,
+        description="After the campaign, submissions tried with bad credentials that the "
+        "integration must refuse: wrong_password, wrong_user, no_auth (needs auth).",
+    )
 
     @field_validator("command", mode="before")
     @classmethod
@@ -814,6 +830,18 @@ class Integration(_Model):
                     problems.append(
                         Problem((key,), f"{key} only applies to a command the harness starts")
                     )
+        if self.submission_probes and self.auth is None:
+            problems.append(
+                Problem(
+                    ("submission_probes",),
+                    "submission probes need integration.auth: without credentials the "
+                    "integration is not asked to require AUTH, so it may accept anybody",
+                    "an auth: {username, password} block",
+                )
+            )
+        for i, name in enumerate(self.submission_probes):
+            if name in self.submission_probes[:i]:
+                problems.append(Problem(("submission_probes", i), f"{name} is listed twice"))
         if problems:
             raise _fail(problems)
         return self
@@ -1083,7 +1111,9 @@ def _cross_problems(s: Scenario) -> Iterator[Problem]:
         problem = outside(click.recipient, ("unsubscribe", i, "recipient"))
         if problem:
             yield problem
-    clicked = {address_key(c.recipient) for c in s.unsubscribe}
+    # A link scanner's fetches are not an unsubscribe action: they never justify one.
+    clicked = {address_key(c.recipient) for c in s.unsubscribe if c.via != SCAN}
+    scanned = {address_key(c.recipient) for c in s.unsubscribe if c.via == SCAN}
 
     for i, cb in enumerate(s.expect.callbacks):
         where: tuple[str | int, ...] = ("expect", "callbacks", i)
@@ -1099,10 +1129,13 @@ def _cross_problems(s: Scenario) -> Iterator[Problem]:
         if problem:
             yield problem
         elif cb.event in UNSUBSCRIBE_EVENTS and address_key(cb.e) not in clicked:
+            only_scanned = address_key(cb.e) in scanned
             yield Problem(
                 (*where, "e"),
-                f"an unsubscribe is expected for {cb.e} but nobody clicks for it",
-                "an unsubscribe: entry for this recipient",
+                f"an unsubscribe is expected for {cb.e} but nobody clicks for it"
+                + (" (a scan is no click: it must not unsubscribe)" if only_scanned else ""),
+                "an unsubscribe: entry for this recipient"
+                + (" with via one_click, get or mailto" if only_scanned else ""),
             )
         if cb.ts is not None and s.clevertap.format == "v2":
             yield Problem((*where, "ts"), "v2 callbacks carry no ts", "no ts check with v2")

@@ -7,7 +7,9 @@ For each scenario (docs/runner.md):
 2. start the integration under test with the environment of docs/integration-contract.md and wait
    for its ready file (or use the addresses of one already running); its bounce intake becomes
    the world's DSN destination;
-3. play CleverTap: submit the campaign (:mod:`harness.scenario.campaign`);
+3. play CleverTap: submit the campaign (:mod:`harness.scenario.campaign`), then try the
+   scenario's submission probes, bad credentials the integration must refuse
+   (:mod:`harness.scenario.probes`);
 4. play the recipients: perform the scripted clicks once their messages arrived
    (:mod:`harness.scenario.clicks`);
 5. wait until the run has settled (every recipient settled, every scheduled DSN sent and its
@@ -42,6 +44,7 @@ from harness.scenario.campaign import Submission, submit_campaign
 from harness.scenario.clicks import ClickScope, click_notes, perform_click
 from harness.scenario.judge import ExpectationResult, Stopped, Verdict, judge, pending
 from harness.scenario.model import ReadyProbe, Scenario
+from harness.scenario.probes import probe_notes, run_probes
 from harness.scenario.sut import (
     SutAddresses,
     SutError,
@@ -416,6 +419,7 @@ async def _drive(
             scenario.campaign, submission, journal, connections=options.connections, on_sent=sent
         )
         result.timings["submit"] = time.monotonic() - mark
+        notes.extend(await _probe(scenario, submission, journal))
         mark = time.monotonic()
         while True:
             now = time.time()
@@ -444,6 +448,22 @@ async def _drive(
     # A click the clicker refused to make (outside the harness's world) says so in the report.
     notes.extend(click_notes(journal.iter_entries(Kind.CLICK, since=since)))
     return notes
+
+
+async def _probe(scenario: Scenario, submission: Submission, journal: Journal) -> list[str]:
+    """The scenario's submission probes (after the campaign, before the wait); notes for the
+    probes that could not finish. CT601 judges the others from the journal."""
+    probes = integration_of(scenario).submission_probes
+    if not probes:
+        return []
+    entries = await run_probes(
+        probes,
+        submission,
+        journal,
+        sender=scenario.campaign.sender,
+        recipient=scenario.recipients[0],
+    )
+    return probe_notes(entries)
 
 
 DSN_SLACK = 5.0

@@ -421,6 +421,10 @@ _MODES = [
 
 CATALOG: dict[str, FailureMode] = {m.name: m for m in _MODES}
 
+SLOW_DELAY = 1.0
+"""Seconds the ``slow`` variant waits before every reply, its greeting included, unless told
+otherwise (``slow_delay``): a per-reply timeout must be longer (the contract asks for 2 s)."""
+
 SERVER_DOWN: tuple[str, ...] = tuple(m.name for m in _MODES if m.server_down)
 """The server-down variants (host-level failure modes): ``refused``, ``greeting_421``, ``tarpit``,
 ``drop_mid_data``, ``drop_after_dot``, ``slow``, ``tls_broken``."""

@@ -566,7 +566,10 @@ def _postfix(ctx: _Context, policy: email.policy.Policy) -> _Layout:
         orcpt = report.orcpt or _address_field(report.recipient, ";")
         fields += [("Original-Recipient", _orcpt(orcpt))]
         fields += [("Action", report.action), ("Status", report.status)]
-        fields += _remote_field(report)
+        if _connected(report):
+            # Postfix names the remote MTA only beside a reply it quotes: a host that timed
+            # out or dropped the connection said nothing, and its DSN has no Remote-MTA.
+            fields += _remote_field(report)
         if _is_reply(report.diagnostic):
             fields += _diagnostic_field(report)
         elif report.diagnostic:

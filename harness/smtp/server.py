@@ -64,7 +64,15 @@ from harness.records import (
     SmtpReply,
     TranscriptLine,
 )
-from harness.smtp.catalog import CATALOG, FLAVOURS, SERVER_DOWN, BounceClass, Reply, Stage
+from harness.smtp.catalog import (
+    CATALOG,
+    FLAVOURS,
+    SERVER_DOWN,
+    SLOW_DELAY,
+    BounceClass,
+    Reply,
+    Stage,
+)
 from harness.smtp.rules import Outcome, Rules
 from harness.smtp.tls import Certificate, make_certificate
 
@@ -1174,7 +1182,7 @@ class MXHost:
         timeout: float = 300.0,
         body_cap: int = _BODY_CAP,
         server_down: str | None = None,
-        slow_delay: float = 1.0,
+        slow_delay: float = SLOW_DELAY,
         max_transcript: int = 1000,
         session_timeout: float = 600.0,
         tarpit_timeout: float = 300.0,

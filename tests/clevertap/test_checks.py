@@ -623,7 +623,7 @@ def test_check_fires_with_exact_code_and_path(
 
 def test_every_registered_payload_check_has_a_case() -> None:
     ids = {p.id.split("-")[0].split("+")[0] for p in CASES}
-    payload_codes = {c.code for c in all_checks() if c.family != "cross"}
+    payload_codes = {c.code for c in all_checks() if c.family not in RUN_FAMILIES}
     assert payload_codes - {"CT402"} <= ids  # CT402 needs two payloads: see its own tests
 
 
@@ -998,6 +998,9 @@ def replay(text: str) -> Inspection:
 
 
 PAYLOAD_CHECKS = [c for c in all_checks() if c.family in {"transport", "shape", "values", "batch"}]
+RUN_FAMILIES = {"cross", "integration"}
+"""Checks of a whole run (the judge's), not of one request: their examples are journal excerpts,
+replayed in tests/scenario/test_crosschecks.py."""
 
 
 def test_registered_checks_are_well_formed() -> None:
@@ -1062,7 +1065,7 @@ def test_docs_list_exactly_the_registered_codes() -> None:
 
 @pytest.mark.parametrize(
     "entry",
-    [e for e in parse_docs() if e.family != "cross"],
+    [e for e in parse_docs() if e.family not in RUN_FAMILIES],
     ids=lambda e: e.code,
 )
 def test_documented_example_triggers_its_code(entry: DocEntry) -> None:

@@ -239,7 +239,7 @@ def test_absent_is_broken_even_by_a_request_that_was_not_accepted() -> None:
         ),
         ("expect.violations", True, "none"),
     ]
-    assert verdict.expectations[0].description == "no any callback for grey@example.com"
+    assert verdict.expectations[0].description == "no callback at all for grey@example.com"
 
 
 def test_warnings_never_fail_and_allowed_codes_are_tolerated() -> None:

@@ -144,10 +144,14 @@ def test_a_deaf_integration_behind_a_wrapper_that_exits_is_still_killed(tmp_path
 def test_the_cli_says_the_integration_was_killed(tmp_path: Path) -> None:
     path = tmp_path / "deaf.yaml"
     path.write_text(_mini('MINI_BOUNCE: "1", MINI_DEAF: "1"', stop="500ms"), encoding="utf-8")
-    report = tmp_path / "r.json"
-    result = CliRunner().invoke(main, ["run", "-q", str(path), "--json", str(report)])
+    report, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    result = CliRunner().invoke(
+        main, ["run", "-q", str(path), "--json", str(report), "--junit", str(junit)]
+    )
     assert result.exit_code == 1, result.output
     assert "killed with SIGKILL" in result.stdout
+    # Every report format says so: the JUnit failure carries the same account.
+    assert "killed with SIGKILL: still running 0.5 s after SIGTERM" in junit.read_text("utf-8")
     assert "--- mini: output of the integration (killed) ---" in result.stderr
     (scenario,) = json.loads(report.read_text(encoding="utf-8"))["scenarios"]
     (failed,) = [e for e in scenario["expectations"] if not e["met"]]
