@@ -47,15 +47,16 @@ def run_serving(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-def stack() -> str:
-    """What serves requests in the running loop: ``uvloop + httptools``, ``asyncio + h11``..."""
+def stack(http_parser: str = "auto") -> str:
+    """What serves requests in the running loop with *http_parser* (``ServerSettings``):
+    ``uvloop + httptools``, ``asyncio + h11``..."""
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     try:
         import httptools  # noqa: F401
     except ImportError:
         http = "h11"
     else:
-        http = "httptools"
+        http = "h11" if http_parser == "h11" else "httptools"
     return f"{'uvloop' if loop == 'uvloop' else 'asyncio'} + {http}"
 
 
@@ -167,6 +168,14 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     help="Bytes of an incomplete request head buffered at most; past it, 400.",
 )
 @click.option(
+    "--http-parser",
+    type=click.Choice(["auto", "httptools", "h11"]),
+    default=_DEFAULTS.http_parser,
+    show_default=True,
+    help="httptools answers callbacks in the protocol (fast, refuses malformed heads as nginx "
+    "does); h11 serves everything through ASGI and reads some heads llhttp refuses.",
+)
+@click.option(
     "--fault",
     "faults",
     multiple=True,
@@ -218,6 +227,7 @@ def serve(
     send_timeout: float,
     max_connections: int,
     max_header_size: int,
+    http_parser: str,
     faults: list[FaultRule],
     intake: str | None,
     postfix_transport: Path | None,
@@ -265,6 +275,7 @@ def serve(
             send_timeout=send_timeout,
             max_connections=max_connections,
             max_header_size=max_header_size,
+            http_parser=http_parser,  # type: ignore[arg-type]  # click checked the choice
             faults=tuple(faults),
         )
         server = CleverTapServer(settings, journal=shared)
@@ -305,7 +316,7 @@ def _print_banner(server: CleverTapServer) -> None:
     s, urls = server.settings, server.urls
     journal = describe_journal(server.journal)
     mode = "strict" if s.strict else "lenient"
-    click.echo(f"fake CleverTap on {urls.base} ({mode}, {journal}, {stack()})")
+    click.echo(f"fake CleverTap on {urls.base} ({mode}, {journal}, {stack(s.http_parser)})")
     click.echo(f"  bounce       {urls.bounce}")
     click.echo(f"  unsubscribe  {urls.unsubscribe}")
     click.echo(f"  v2           {urls.v2}")

@@ -107,7 +107,8 @@ def banner(world: World, scenario: Scenario, *, postfix_transport: Path | None =
     if postfix_transport is not None:
         lines.append(f"postfix transport map written to {postfix_transport}; in main.cf:")
         lines.append(f"  transport_maps = texthash:{postfix_transport}")
-    lines.append(f"fake CleverTap on {urls.base} ({scenario.clevertap.format}, {stack()})")
+    served = f"{scenario.clevertap.format}, {stack(settings.http_parser)}"
+    lines.append(f"fake CleverTap on {urls.base} ({served})")
     lines.append(f"  bounce       {urls.bounce}")
     lines.append(f"  unsubscribe  {urls.unsubscribe}")
     lines.append(f"  v2           {urls.v2}")
@@ -198,6 +199,7 @@ _HTTP_LIMITS = (
     "send_timeout",
     "max_connections",
     "max_header_size",
+    "http_parser",
 )
 """``harness serve`` options that apply in the SCENARIO mode too (docs/limits.md)."""
 

@@ -9,7 +9,10 @@ test_http_fuzz.py, the callback semantics in test_server.py and test_faults.py.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -327,3 +330,26 @@ def test_a_bug_in_processing_is_a_500_with_a_json_body_and_a_logged_trace(
     assert (status, json.loads(body)["status"], after) == (500, "error", 200)
     assert b"a bug" not in body
     assert "RuntimeError: a bug" in caplog.text
+
+
+def test_serve_http_parser_h11_says_so_and_serves() -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "harness", "serve", "--http-parser", "h11"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            assert first.rstrip().endswith("+ h11)"), first
+            base = first.split()[3]
+            answer = httpx.post(
+                base + "/callbacks/bounce",
+                content=bounce("cli@example.com"),
+                headers={"content-type": "application/json"},
+            )
+            assert answer.status_code == 200
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
