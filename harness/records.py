@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeAlias
 import msgspec
 
 from harness.checks import Severity, Violation
-from harness.vocab import CLASS_OF_EVENT, SCAN, address_key
+from harness.vocab import CLASS_OF_EVENT, SCAN, MailReport, address_key
 
 __all__ = [
     "RECORD_TYPES",
@@ -234,13 +234,23 @@ class SmtpOpen(Record, frozen=True):
 
 
 class ScheduledBounce(Nested, frozen=True):
-    """The DSN an accept-then-bounce recipient will get."""
+    """The report an accepted recipient will get later: a DSN (``accept_then_bounce``,
+    ``accept_then_report``), an auto-reply or a complaint."""
 
     after: float
-    status: str
-    diagnostic: str | None
-    dialect: str
-    action: str
+    status: str = ""
+    """The DSN's ``Status``; empty for an auto-reply or a complaint."""
+    diagnostic: str | None = None
+    dialect: str = ""
+    """The DSN dialect; empty for an auto-reply or a complaint."""
+    action: str = ""
+    """The DSN's ``Action``; empty for an auto-reply or a complaint."""
+    report: MailReport = MailReport.DSN
+    """``dsn``, ``auto_reply`` (RFC 3834) or ``complaint`` (RFC 5965)."""
+    final_recipient: str | None = None
+    """The DSN's ``Final-Recipient`` when it is not the address sent to (aliasing)."""
+    style: str | None = None
+    """The auto-reply's style or the complaint's ``Feedback-Type``."""
 
 
 class SmtpReply(Record, frozen=True):
@@ -362,12 +372,18 @@ class SmtpClose(Record, frozen=True):
 
 class DsnRecipient(Nested, frozen=True):
     recipient: str
-    action: str
-    status: str
+    """The DSN's ``Final-Recipient``; who auto-replied or complained for the other reports."""
+    action: str = ""
+    """The DSN's ``Action``; empty for an auto-reply or a complaint."""
+    status: str = ""
+    original: str | None = None
+    """The DSN's ``Original-Recipient`` when it names another address than ``recipient``
+    (aliasing: then it is the address sent to)."""
 
 
 class Dsn(Record, frozen=True):
-    """A DSN the mail world sent to the bounce intake, delivered or not."""
+    """A report the mail world sent to the bounce intake, delivered or not: a DSN, or an
+    auto-reply or complaint (``report``)."""
 
     KIND = Kind.DSN
     to: str
@@ -386,6 +402,14 @@ class Dsn(Record, frozen=True):
     """The fake MX host that bounced the message."""
     message: str | None = None
     """The queue id of the message it reports on."""
+    report: MailReport = MailReport.DSN
+    """What was sent: a ``dsn``, an ``auto_reply`` (RFC 3834: out of office, no callback is
+    due) or a ``complaint`` (RFC 5965 ARF: the recipient marked the message as spam)."""
+    style: str | None = None
+    """The auto-reply's style (``vacation``, ``exchange``) or the complaint's ``Feedback-Type``."""
+    started: float | None = None
+    """When its delivery began (epoch seconds). The entry is journaled once delivery ended, and
+    the integration may act on the report before that: its consequences count from here."""
 
 
 class DsnSkipped(Record, frozen=True):

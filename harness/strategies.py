@@ -53,8 +53,20 @@ except ModuleNotFoundError as exc:  # hypothesis is an extra: say which one
 from harness.clevertap.inspect import CheckConfig, DuplicateIndex, Endpoint, Inspection, inspect
 from harness.errors import ConfigError, UnknownNameError
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Reply
-from harness.smtp.dialects import NO_DELAY_WARNINGS, PLAIN_TEXT_DIALECTS, SUCCESS_DIALECTS
-from harness.smtp.dsn import ACTIONS, Dialect, dsn_bytes, dsn_for_mode, get_dialect
+from harness.smtp.dialects import (
+    EXPANDING_DIALECTS,
+    NO_DELAY_WARNINGS,
+    PLAIN_TEXT_DIALECTS,
+    SUCCESS_ACTIONS,
+    SUCCESS_DIALECTS,
+)
+from harness.smtp.dsn import (
+    ACTIONS,
+    Dialect,
+    dsn_bytes,
+    dsn_for_mode,
+    get_dialect,
+)
 from harness.vocab import LEGACY_EVENTS, MAX_V2_EVENTS, V2_TYPES
 
 __all__ = [
@@ -962,8 +974,9 @@ def dsn_messages(
 
     *dialect* (any of :data:`harness.smtp.dialects.DIALECTS`; when None, one of those with a
     delivery-status part, so not ``qmail``, ``exim_legacy`` or ``yahoo``) and *action*
-    (``failed``, ``delayed``, ``delivered``, ``relayed``) are drawn when None; a dialect that
-    cannot report the action drawn (no delay warnings, no success reports) is not drawn.
+    (``failed``, ``delayed``, ``delivered``, ``relayed``, ``expanded``) are drawn when None; a
+    dialect that cannot report the action drawn (no delay warnings, no success reports, no
+    expansion) is not drawn.
     ``failed`` and ``delayed`` report a failure mode of the catalog, the others the ``accept``
     mode. *recipients* defaults to
     :func:`addresses` without quoted local parts (a non-ASCII one gives the RFC 6533 variant).
@@ -993,7 +1006,8 @@ def dsn_messages(
             d
             for d in dialects
             if not (chosen_action == "delayed" and d in NO_DELAY_WARNINGS)
-            and not (chosen_action in ("delivered", "relayed") and d not in SUCCESS_DIALECTS)
+            and not (chosen_action in SUCCESS_ACTIONS and d not in SUCCESS_DIALECTS)
+            and not (chosen_action == "expanded" and d not in EXPANDING_DIALECTS)
         ]
         if not able:
             raise ConfigError(f"the {dialects[0]} dialect cannot report {chosen_action!r}")
@@ -1019,6 +1033,12 @@ def dsn_messages(
 # -- scenarios -------------------------------------------------------------------------------------
 
 _RULE_MODES = [m.name for m in CATALOG.values() if not m.server_down and m.name != "queue_expiry"]
+_REPORTS: dict[str, Any] = {
+    "auto_reply": "auto_reply",
+    "complaint": "complaint",
+    "success_dsn": {"accept_then_report": "delivered", "dsn": "postfix"},
+}
+"""Behaviours that accept, then mail a report back (by the name :func:`scenarios` draws)."""
 
 
 def _yaml(data: Any) -> str:
@@ -1036,8 +1056,9 @@ def scenarios(
 ) -> SearchStrategy[str]:
     """Scenario files (YAML text) that :func:`harness.scenario.loader.parse_scenario` accepts.
 
-    One to *max_recipients* recipients over one or two domains, each with a catalog mode (or a
-    greylist-then-accept sequence); unsubscribe clicks for some delivered recipients; the
+    One to *max_recipients* recipients over one or two domains, each with a catalog mode, a
+    greylist-then-accept sequence, or a report (an auto-reply, a complaint, a success DSN);
+    unsubscribe clicks for some delivered recipients; the
     callbacks those behaviours should cause listed under ``expect``. Shrinks towards one
     accepted recipient and no expectation.
     """
@@ -1063,7 +1084,16 @@ def scenarios(
             domain = domains[n % len(domains)]
             address = f"{name}@{domain}"
             recipients.append(address)
-            mode = draw(st.sampled_from(["accept", *_RULE_MODES]))
+            mode = draw(st.sampled_from(["accept", *_RULE_MODES, *_REPORTS]))
+            if mode in _REPORTS:
+                # Accepted, then a report: a complaint is an unsubscribe (spam in v2), with no
+                # click; an auto-reply and a success DSN ask for nothing.
+                mx[domain][address] = _REPORTS[mode]
+                if mode == "complaint":
+                    expected.append(
+                        {"event": "unsubscribe" if fmt == "legacy" else "spam", "e": address}
+                    )
+                continue
             sequence = mode == "greylist" and draw(st.booleans())
             mx[domain][address] = ["greylist", "accept"] if sequence else mode
             klass = BounceClass.NONE if sequence else CATALOG[mode].bounce_class

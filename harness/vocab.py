@@ -24,6 +24,7 @@ __all__ = [
     "V2_TYPES",
     "BounceClass",
     "Endpoint",
+    "MailReport",
     "Stage",
     "address_key",
 ]
@@ -108,6 +109,17 @@ class BounceClass(StrEnum):
     HARD = "hard"
     NONE = "none"
     """Not a bounce: the message is (or will be) delivered."""
+
+
+class MailReport(StrEnum):
+    """What the mail world mails back to the sender about a message it accepted."""
+
+    DSN = "dsn"
+    """A delivery status notification (RFC 3464): failed, delayed, or a success."""
+    AUTO_REPLY = "auto_reply"
+    """An automatic reply (RFC 3834: out of office): the message arrived; no callback is due."""
+    COMPLAINT = "complaint"
+    """A feedback-loop report (RFC 5965 ARF): the recipient marked the message as spam."""
 
 
 def address_key(address: str) -> str:

@@ -225,7 +225,7 @@ def test_dsns_round_trip_through_the_parser_and_flufl_bounce(sample: hs.DsnSampl
         return  # flufl.bounce on the other dialects: tests/smtp/test_dsn_oracles.py
     temporary, permanent = all_failures(parsed)
     rcpt = {sample.recipient.encode()}
-    if sample.action in ("delivered", "relayed"):
+    if sample.action in ("delivered", "relayed", "expanded"):
         assert (temporary, permanent) == (frozenset(), frozenset())
     elif not sample.recipient.isascii():
         # flufl.bounce does not read the RFC 6533 variant (message/global-delivery-status) that
@@ -315,3 +315,16 @@ def test_bad_options_fail_when_the_strategy_is_built(
 ) -> None:
     with pytest.raises(error, match=message):
         build()
+
+
+def test_generated_scenarios_include_reports_with_their_callbacks() -> None:
+    text = find(hs.scenarios(format="legacy"), lambda t: ": complaint" in t)
+    scenario = parse_scenario(text)
+    complainers = scenario.complainers()
+    assert complainers
+    # A complaint expects its unsubscribe with no click (legacy has no spam event).
+    expected = {(c.event, c.e) for c in scenario.expect.callbacks}
+    assert {("unsubscribe", a) for a in complainers} <= expected
+    assert not scenario.unsubscribe or all(
+        c.recipient not in complainers for c in scenario.unsubscribe
+    )

@@ -62,8 +62,12 @@ def summary(entry: Entry) -> str:
             f"{len(r.commands) + r.commands_dropped} commands"
         )
     if isinstance(r, Dsn):
-        statuses = ", ".join(f"{x.recipient} {x.action} {x.status}" for x in r.recipients)
         sent = "sent" if r.ok else f"NOT sent: {r.error or r.reply}"
+        if r.report != "dsn":
+            what = "auto-reply" if r.report == "auto_reply" else "complaint"
+            by = ", ".join(x.recipient for x in r.recipients)
+            return f"{what} ({r.style}) from {by} to {r.to} {sent}"
+        statuses = ", ".join(f"{x.recipient} {x.action} {x.status}" for x in r.recipients)
         return f"DSN ({r.dialect}) to {r.to} {sent}: {statuses}"
     if isinstance(r, DsnSkipped):
         return f"DSN not sent for {', '.join(r.recipients)}: {r.reason}"

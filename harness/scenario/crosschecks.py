@@ -29,10 +29,14 @@ What counts as "the real event" of a recipient, case by case:
   observations of their own (CT513, CT514);
 - a host playing ``slow`` is a working server that answers late: the connections the
   integration made to it are one ``slow`` observation, an attempt that failed nothing, even when
-  the integration hung up before RCPT (a bounce after it is CT517, not CT501).
+  the integration hung up before RCPT (a bounce after it is CT517, not CT501);
+- an auto-reply (RFC 3834) is no failure and asks for no callback (CT520); a complaint (RFC 5965)
+  is the real event of a ``spam`` or ``unsubscribe`` callback, whichever the scenario's
+  ``clevertap.complaint_as`` maps it to (CT521-CT523), as a click is for an unsubscribe.
 
-Besides the accepted callbacks, two checks look at the whole run: callbacks resent too soon
-(CT511, over every request) and temporary failures never retried (CT510, over every recipient).
+Besides the accepted callbacks, three checks look at the whole run: callbacks resent too soon
+(CT511, over every request), temporary failures never retried (CT510, over every recipient) and
+complaints never reported (CT521).
 
 A link scanner's fetches (a ``Click`` with ``via: scan``) are not an unsubscribe action: an
 unsubscribe after a scan and no click is CT507, and says so. The integration's own doors are
@@ -69,7 +73,8 @@ from harness.records import (
     SubmissionProbe,
 )
 from harness.smtp.catalog import CATALOG, SLOW_DELAY, BounceClass
-from harness.vocab import CLASS_OF_EVENT, address_key
+from harness.smtp.dialects import SUCCESS_ACTIONS
+from harness.vocab import CLASS_OF_EVENT, MailReport, address_key
 
 if TYPE_CHECKING:
     from harness.scenario.model import Scenario
@@ -91,7 +96,6 @@ _DOWN_VARIANTS = frozenset(
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _DELIVERED = frozenset({"accepted", "dsn_success"})
 _SLOW = "slow"  # the server-down variant that is no failure: a working server, answering late
-_SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})  # RFC 3464 2.3.3
 _TS_UNIT_LIMIT = 10**11  # CT303 territory: not seconds, so no window to compare with
 
 
@@ -122,8 +126,9 @@ class Observation:
     kind: str
     """``reply`` (a failure reply), ``attempt`` (a recipient accepted at RCPT or only tried),
     ``accepted`` (a message accepted with 250), ``dropped``, ``dsn`` (a failed DSN),
-    ``dsn_delayed``, ``dsn_success`` (delivered, relayed, expanded), ``host_down`` or ``slow``
-    (connections to a host playing ``slow``: a working server that answers late)."""
+    ``dsn_delayed``, ``dsn_success`` (delivered, relayed, expanded), ``auto_reply``,
+    ``complaint``, ``host_down`` or ``slow`` (connections to a host playing ``slow``: a working
+    server that answers late)."""
     start: float
     end: float
     """When it happened: between ``start`` and ``end`` (a session's span; equal for points)."""
@@ -248,6 +253,14 @@ class Facts:
     """Keys (:func:`_canon`) of the addresses that got a temporary failure reply or drop."""
     probes: list[tuple[Entry, SubmissionProbe]] = field(default_factory=list)
     """The submissions tried with bad credentials (CT601), in journal order."""
+    complaint_event: str | None = None
+    """The event a complaint must become (``clevertap.complaint_as`` of the scenario); None:
+    the format's default, told by the callback's endpoint (v2 ``spam``, legacy ``unsubscribe``)."""
+    report_window: float = 2.0
+    """How long after a complaint reached the integration its callback may take (the
+    scenario's ``expect.after_dsn``): a run that went on longer without it missed it (CT521)."""
+    complaints: dict[str, list[Observation]] = field(default_factory=dict)
+    """Key (:func:`_canon`) -> the complaints delivered to the integration's intake."""
     _sent_spelled: set[str] = field(default_factory=set, repr=False)
     _histories: dict[str, tuple[Observation, ...]] = field(default_factory=dict, repr=False)
 
@@ -312,6 +325,8 @@ class Facts:
         if scenario is not None:
             facts._declared_down(scenario)
             facts.retry_budget = scenario.retry_budget
+            facts.complaint_event = scenario.clevertap.complaint_event
+            facts.report_window = float(scenario.expect.after_dsn)
         for found in facts.observations.values():
             found.sort(key=lambda o: (o.start, o.seq))
         return facts
@@ -441,33 +456,63 @@ class Facts:
             self.metas.setdefault(unfolded, []).append((entry.seq, frozenset(recipients)))
 
     def _dsn(self, entry: Entry, record: Dsn, later_class: Mapping[str, str]) -> None:
+        # From when its delivery began: the integration may call back before it is journaled.
+        at = min(entry.at, record.started) if record.started is not None else entry.at
         delivered = "delivered to the intake" if record.ok else "NOT delivered to the intake"
         message = self.messages.get(record.message) if record.message is not None else None
+        if record.report is not MailReport.DSN:
+            self._mail_report(entry, record, at, delivered)
+            return
         for report in record.recipients:
             recipient = report.recipient
             if message is not None:
                 seq, sent_to = message
                 keys = {_canon(a) for a in sent_to}
-                if _canon(recipient) not in keys and len(sent_to) == 1:
+                # Original-Recipient names the address sent to (RFC 3464) when it has one.
+                sent = (
+                    report.original if report.original and _canon(report.original) in keys else None
+                )
+                if sent is None and len(sent_to) == 1:
+                    sent = sent_to[0]
+                if _canon(recipient) not in keys and sent is not None:
                     # Aliasing at the next hop: the DSN names the address the mail ended up
                     # at; the real event is the one of the address the message was sent to.
-                    self.aliases[_canon(recipient)] = (sent_to[0], entry.seq, seq)
-                    recipient = sent_to[0]
+                    self.aliases[_canon(recipient)] = (sent, entry.seq, seq)
+                    recipient = sent
             detail = f"DSN {report.action} {report.status} ({record.dialect}), {delivered}"
             if report.action == "failed":
                 klass = later_class.get(_canon(recipient)) or _status_class(report.status)
-                observation = Observation(entry.seq, "dsn", entry.at, entry.at, klass, True, detail)
+                observation = Observation(entry.seq, "dsn", at, entry.at, klass, True, detail)
             elif report.action == "delayed":
                 observation = Observation(
-                    entry.seq, "dsn_delayed", entry.at, entry.at, None, False, detail
+                    entry.seq, "dsn_delayed", at, entry.at, None, False, detail
                 )
-            elif report.action in _SUCCESS_ACTIONS:
+            elif report.action in SUCCESS_ACTIONS:
                 observation = Observation(
-                    entry.seq, "dsn_success", entry.at, entry.at, "none", False, detail
+                    entry.seq, "dsn_success", at, entry.at, "none", False, detail
                 )
             else:
                 continue
             self._add(_canon(recipient), observation)
+
+    def _mail_report(self, entry: Entry, record: Dsn, at: float, delivered: str) -> None:
+        """An auto-reply or a complaint about the recipient(s) of *record*."""
+        auto = record.report is MailReport.AUTO_REPLY
+        for report in record.recipients:
+            key = _canon(report.recipient)
+            what = "auto-reply" if auto else "complaint"
+            observation = Observation(
+                entry.seq,
+                str(record.report),
+                at,
+                entry.at,
+                "none",
+                False,
+                f"{what} ({record.style}) from {report.recipient}, {delivered}",
+            )
+            self._add(key, observation)
+            if not auto and record.ok:
+                self.complaints.setdefault(key, []).append(observation)
 
     def _callback(self, entry: Entry, record: Callback) -> None:
         self.callbacks[entry.seq] = (entry, record)
@@ -664,17 +709,33 @@ class Facts:
                 return entry
         return None
 
+    def complaint_before(self, address: str, at: float) -> Observation | None:
+        """The first complaint about *address* delivered to the integration at or before *at*."""
+        for observation in self.complaints.get(_canon(address), ()):
+            if observation.start <= at:
+                return observation
+        return None
+
+    def unsubscribed_by(self, address: str, at: float) -> tuple[float, int] | None:
+        """What made *address* unsubscribe by *at*: (when, seq) of its first click that reached
+        the integration, else of its first complaint; None when neither happened."""
+        click = self.click_before(address, at)
+        if click is not None:
+            return (click.at, click.seq)
+        complaint = self.complaint_before(address, at)
+        return None if complaint is None else (complaint.start, complaint.seq)
+
     def real_window(self, event: ReportedEvent) -> tuple[float, float, int | None] | None:
         """When the real event behind *event* happened: (earliest, latest, evidence seq).
 
         A bounce: the event that justifies it, the last failure before the callback (the
         DSN's arrival for accept-then-bounce, the final reply after retries); without one, from
-        the first observation of the recipient. An unsubscribe: the first click. None when
-        nothing real was found.
+        the first observation of the recipient. An unsubscribe or a spam report: the first
+        click, else the first complaint. None when nothing real was found.
         """
-        if event.what == "unsubscribe":
-            click = self.click_before(event.email, event.at)
-            return None if click is None else (click.at, click.at, click.seq)
+        if event.what in ("unsubscribe", "spam"):
+            why = self.unsubscribed_by(event.email, event.at)
+            return None if why is None else (why[0], why[0], why[1])
         history = self.history(event.email)
         if not history:
             return None
@@ -686,14 +747,15 @@ class Facts:
     def real_event(self, event: ReportedEvent) -> tuple[float, float, int] | None:
         """The span of the one real event *event* reports: (start, end, evidence seq).
 
-        An unsubscribe: the first click before it. A bounce: the last failure before it (a
+        An unsubscribe or a spam report: the first click (else complaint) before it. A bounce:
+        the last failure before it (a
         reply, a DSN, a drop; for a host that was down all along, from the start of the run up
         to the callback, since its refused connections leave no trace). Delivered: the last
         acceptance before it. None when there is none.
         """
-        if event.what == "unsubscribe":
-            click = self.click_before(event.email, event.at)
-            return None if click is None else (click.at, click.at, click.seq)
+        if event.what in ("unsubscribe", "spam"):
+            why = self.unsubscribed_by(event.email, event.at)
+            return None if why is None else (why[0], why[0], why[1])
         if event.what == "delivered":
             accepted = self.accepted_before(event.email, event.at)
             return None if accepted is None else (accepted.start, accepted.end, accepted.seq)
@@ -1237,6 +1299,109 @@ def _probes(facts: Facts) -> list[Violation]:
     return found
 
 
+_SENT_LATE = (
+    '0 sent {"message_id": "<1@brand.test>", "from": "news@brand.test", '
+    '"to": ["late@example.com"], "subject": "Hi", "ok": true, "reply": "250 ok"}',
+    '0.5 smtp_reply {"host": "mx1", "session": "mx1-1", "recipient": "late@example.com", '
+    '"sender": "bounces@brand.test", "stage": "later", "code": 250, "enhanced": "2.1.5", '
+    '"reply": "250 2.1.5 Ok", "class": "none", "mode": "accept", "attempt": 1}',
+    '0.6 smtp_message {"host": "mx1", "session": "mx1-1", "id": "MX1000003", '
+    '"sender": "bounces@brand.test", "recipients": [{"address": "late@example.com"}]}',
+)
+_COMPLAINT = (
+    '3 dsn {"to": "bounces+late=example.com@gateway.test", "dialect": "", '
+    '"recipients": [{"recipient": "late@example.com"}], "ok": true, "host": "mx1", '
+    '"message": "MX1000003", "report": "complaint", "style": "abuse"}'
+)
+
+AUTO_REPLY_REPORTED = register(
+    Check(
+        code="CT520",
+        title="auto-reply reported as a bounce or a complaint",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# Accepted, then an out-of-office reply came back; reported as a soft bounce.",
+            *_SENT_LATE,
+            '3 dsn {"to": "bounces+late=example.com@gateway.test", "dialect": "", '
+            '"recipients": [{"recipient": "late@example.com"}], "ok": true, "host": "mx1", '
+            '"message": "MX1000003", "report": "auto_reply", "style": "vacation"}',
+            '4 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["softbounce", "late@example.com", 1700000003, null]]}',
+        ),
+        explanation="The last thing the mail world said about the address before the callback "
+        "was an automatic reply (RFC 3834 `Auto-Submitted: auto-replied`: out of office, "
+        "vacation): the message arrived and someone's mailbox answered it. It reaches the "
+        "bounce address like a DSN, but it is neither a bounce nor a complaint, and no "
+        "callback is due (contract, section 4.2). A processor that takes any mail at the "
+        "bounce address for a bounce reports it.",
+    )
+)
+COMPLAINT_NOT_REPORTED = register(
+    Check(
+        code="CT521",
+        title="complaint never reported",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# A feedback-loop complaint reached the integration; no callback followed it.",
+            *_SENT_LATE,
+            _COMPLAINT,
+            '9 note {"source": "runner", "what": "settled"}',
+        ),
+        explanation="A complaint (RFC 5965 ARF feedback report: the recipient marked the "
+        "message as spam) reached the integration's intake, and by the end of the run, "
+        "`after_dsn` (2 s by default) or more later, no accepted callback reported that address "
+        "as `spam` or unsubscribed. CleverTap unsubscribes users who complain (v2 `spam` "
+        "maps to Channel Unsubscribed); mailing them again hurts the sender's reputation with "
+        "the very provider that sent the report. An address already reported unsubscribed "
+        "(after a click) needs no second report; one reported as a bounce instead is CT522.",
+    )
+)
+COMPLAINT_AS_BOUNCE = register(
+    Check(
+        code="CT522",
+        title="complaint reported as a bounce",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# A complaint about late@example.com, reported as a hard bounce.",
+            *_SENT_LATE,
+            _COMPLAINT,
+            '4 callback {"endpoint": "bounce", "path": "/callbacks/bounce", "status": 200, '
+            '"events": [["hardbounce", "late@example.com", 1700000003, null]]}',
+        ),
+        explanation="The last thing the mail world said about the address before the callback "
+        "was a complaint (RFC 5965 `multipart/report; report-type=feedback-report`): the "
+        "message was delivered and the recipient marked it as spam. That is an unsubscribe "
+        "(v2 `spam`, legacy `unsubscribe`), not a bounce: a processor that reads any "
+        "`multipart/report` as a DSN reports the wrong event, and the user stays subscribed.",
+    )
+)
+COMPLAINT_WRONG_EVENT = register(
+    Check(
+        code="CT523",
+        title="complaint reported with another event than the scenario's mapping",
+        severity=_E,
+        family="cross",
+        example=_example(
+            "# v2: the complaint must be a spam event (the default mapping); it came as",
+            "# unsubscribed.",
+            *_SENT_LATE,
+            _COMPLAINT,
+            '4 callback {"endpoint": "v2", "path": "/callbacks/v2", "status": 200, '
+            '"events": [["unsubscribed", "late@example.com", null, "m"]]}',
+        ),
+        explanation="A complaint was reported as an unsubscribe-like event, but not the one "
+        "the scenario maps complaints to (`clevertap.complaint_as`; default: v2 `spam`, legacy "
+        "`unsubscribe`, since legacy has no spam event). With v2, `spam` and `unsubscribed` "
+        "both unsubscribe the user, but CleverTap reports them apart; the scenario says which "
+        "the integration must send. Not raised when a click by that recipient explains an "
+        "unsubscribe.",
+    )
+)
+
+
 # -- running them --------------------------------------------------------------------------------
 
 
@@ -1245,6 +1410,7 @@ def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list
     config = config or CrossCheckConfig()
     found: list[Violation] = []
     reported: dict[tuple[str, str], ReportedEvent] = {}
+    unsubscribed: set[str] = set()
     for event in facts.events:
         if not event.accepted or not event.email:
             continue
@@ -1254,15 +1420,29 @@ def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list
             if identity.severity is Severity.ERROR:
                 continue  # an address CleverTap never sent to: every other check would say so
         what = event.what
+        if what in ("unsubscribe", "spam"):
+            unsubscribed.add(_canon(event.email))
         if what in BOUNCES:
-            found.extend(_bounce(facts, event, what))
+            bounce = _bounce(facts, event, what)
+            if any(v.code == COMPLAINT_AS_BOUNCE.code for v in bounce):
+                unsubscribed.add(_canon(event.email))  # CT522 says it; CT521 would repeat it
+            found.extend(bounce)
             found.extend(_twice(facts, event, (event.event, event.address), reported, TWICE))
         elif what == "unsubscribe":
             # Per address, whatever the format's event name (contract, section 3.3).
             key = ("unsubscribe", event.address)
             found.extend(_twice(facts, event, key, reported, UNSUBSCRIBED_TWICE))
-            if facts.click_before(event.email, event.at) is None:
+            if facts.click_before(event.email, event.at) is not None:
+                pass
+            elif facts.complaint_before(event.email, event.at) is not None:
+                found.extend(_complaint_event(facts, event))
+            else:
                 found.append(_no_click(facts, event))
+        elif what == "spam":
+            if facts.complaint_before(event.email, event.at) is not None:
+                found.extend(_complaint_event(facts, event))
+            else:
+                found.extend(_after_auto_reply(facts, event))
         elif what == "delivered" and facts.accepted_before(event.email, event.at) is None:
             failure = facts.failure_before(event.email, event.at)
             found.append(
@@ -1281,6 +1461,7 @@ def cross_check(facts: Facts, *, config: CrossCheckConfig | None = None) -> list
         found.extend(_meta(facts, event))
     bounced = {_canon(e.email) for (name, _), e in reported.items() if name != "unsubscribe"}
     found.extend(_never_retried(facts, reported=bounced))
+    found.extend(_complaints_unreported(facts, unsubscribed))
     found.extend(_resent_too_soon(facts, config))
     found.extend(_probes(facts))
     # Stable: the checks of one event keep their order.
@@ -1313,6 +1494,83 @@ def _twice(
             evidence=(first.seq, event.seq),
         )
     ]
+
+
+def _expected_for_complaint(facts: Facts, event: ReportedEvent) -> str:
+    if facts.complaint_event is not None:
+        return facts.complaint_event
+    return "spam" if event.endpoint == "v2" else "unsubscribe"
+
+
+def _complaint_event(facts: Facts, event: ReportedEvent) -> list[Violation]:
+    """CT523 when an event caused by a complaint is not the scenario's mapping of one."""
+    expected = _expected_for_complaint(facts, event)
+    if event.event == expected:
+        return []
+    complaint = facts.complaint_before(event.email, event.at)
+    if complaint is None:  # pragma: no cover - callers check
+        return []
+    return [
+        _violation(
+            facts,
+            COMPLAINT_WRONG_EVENT,
+            event,
+            f"{event.event} for {event.email} after a complaint, but the scenario maps "
+            f"complaints to {expected}: {complaint.detail}",
+            expected=expected,
+            seen=event.event,
+            evidence=(event.seq, complaint.seq),
+        )
+    ]
+
+
+def _after_auto_reply(facts: Facts, event: ReportedEvent) -> list[Violation]:
+    """CT520 when the last thing before *event* was an auto-reply."""
+    last = facts.outcome_before(event.email, event.at)
+    if last is None or last.kind != MailReport.AUTO_REPLY:
+        return []
+    return [
+        _violation(
+            facts,
+            AUTO_REPLY_REPORTED,
+            event,
+            f"{event.event} for {event.email}, but the last mail about it before the callback "
+            f"was an automatic reply: {last.detail}",
+            expected="no callback (an auto-reply is not a bounce)",
+            seen=f"{event.event}; last before it: {last.detail}",
+            evidence=(event.seq, last.seq),
+        )
+    ]
+
+
+def _complaints_unreported(facts: Facts, unsubscribed: set[str]) -> list[Violation]:
+    """CT521 for complaints that reached the integration and no callback ever followed."""
+    finished = facts.finished
+    if finished is None:
+        return []
+    found: list[Violation] = []
+    for key, complaints in facts.complaints.items():
+        first = complaints[0]
+        if key in unsubscribed or first.start + facts.report_window > finished:
+            continue
+        spelled = facts.spelling(key)
+        name = spelled[0] if spelled is not None else key
+        wanted = facts.complaint_event or "spam (v2) or unsubscribe (legacy)"
+        found.append(
+            Violation(
+                code=COMPLAINT_NOT_REPORTED.code,
+                severity=COMPLAINT_NOT_REPORTED.severity,
+                path=f"recipient {name}",
+                message=f"{name} complained (a feedback report reached the integration) and no "
+                f"callback reported it in the {finished - first.start:.1f} s that followed: "
+                f"{first.detail}",
+                expected=f"a {wanted} callback for {name}",
+                seen="no spam or unsubscribe callback for the address",
+                evidence=tuple(o.seq for o in complaints),
+                extra={"recipient": name},
+            )
+        )
+    return found
 
 
 def _no_click(facts: Facts, event: ReportedEvent) -> Violation:
@@ -1433,6 +1691,21 @@ def _bounce(facts: Facts, event: ReportedEvent, what: str) -> list[Violation]:
             )
         ]
     last = facts.outcome_before(event.email, event.at)
+    if last is not None and last.kind == MailReport.AUTO_REPLY:
+        return _after_auto_reply(facts, event)
+    if last is not None and last.kind == MailReport.COMPLAINT:
+        return [
+            _violation(
+                facts,
+                COMPLAINT_AS_BOUNCE,
+                event,
+                f"{event.event} for {event.email}, but the last mail about it before the "
+                f"callback was a complaint: {last.detail}",
+                expected=_expected_for_complaint(facts, event),
+                seen=event.event,
+                evidence=(event.seq, last.seq),
+            )
+        ]
     if last is not None and last.kind in ("dsn_delayed", "dsn_success"):
         check = DELAYED_AS_BOUNCE if last.kind == "dsn_delayed" else SUCCESS_AS_BOUNCE
         said = "is delayed, not failed" if last.kind == "dsn_delayed" else "got through"
@@ -1635,17 +1908,18 @@ def _fault_delay(record: Callback) -> float:
 def _ts(facts: Facts, event: ReportedEvent, config: CrossCheckConfig) -> list[Violation]:
     if event.ts is None or abs(event.ts) >= _TS_UNIT_LIMIT:
         return []
-    if event.what not in BOUNCES and event.what != "unsubscribe":
+    if event.what not in BOUNCES and event.what not in ("unsubscribe", "spam"):
         return []
     # The window starts at the event that justifies the report (see Facts.real_window).
     low: float
     evidence: int | None = None
     what = "the first attempt at the address"
-    if event.what == "unsubscribe":
-        click = facts.click_before(event.email, event.at)
-        if click is None:
+    if event.what in ("unsubscribe", "spam"):
+        why = facts.unsubscribed_by(event.email, event.at)
+        if why is None:
             return []  # CT507 says what is wrong; there is no real event to time
-        low, evidence, what = click.at, click.seq, "the click"
+        low, evidence = why
+        what = "the click" if facts.click_before(event.email, event.at) else "the complaint"
     elif (failure := facts.failure_before(event.email, event.at)) is not None:
         low, evidence = failure.start, failure.seq
         what = _JUSTIFIED_BY.get(failure.kind, "the failure it reports")

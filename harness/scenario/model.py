@@ -54,6 +54,7 @@ from harness.vocab import (
     SUBMISSION_PROBES,
     UNSUBSCRIBE_EVENTS,
     V2_TYPES,
+    MailReport,
     address_key,
 )
 
@@ -409,6 +410,20 @@ class CleverTapSettings(_Model):
     faults: list[CallbackFault] = Field(
         default_factory=list, description="Faults injected into callback responses, in order."
     )
+    complaint_as: Literal["spam", "unsubscribe"] | None = Field(
+        None,
+        description="What a complaint (RFC 5965 feedback report) must be reported as: spam "
+        "(the v2 spam type) or unsubscribe (legacy unsubscribe, v2 unsubscribed). Default: "
+        "spam with v2, unsubscribe with legacy (it has no spam event).",
+    )
+
+    @property
+    def complaint_event(self) -> str:
+        """The event name a complaint must become in this format (``spam``, ``unsubscribe``,
+        ``unsubscribed``)."""
+        if self.format == "legacy":
+            return "unsubscribe"  # legacy has no spam event (complaint_as: spam is refused)
+        return "unsubscribed" if self.complaint_as == "unsubscribe" else "spam"
 
     def server_settings(self, **overrides: Any) -> ServerSettings:
         """The fake CleverTap's :class:`~harness.clevertap.settings.ServerSettings`."""
@@ -993,6 +1008,25 @@ class Scenario(_Model):
             raise _fail(problems)
         return self
 
+    def complainers(self) -> set[str]:
+        """Keys (:func:`~harness.vocab.address_key`) of the recipients whose mail server may
+        send a complaint about them (a ``complaint`` behaviour, on any attempt)."""
+        plans = self.hosts()
+        relay = next((p for p in plans if p.role == "relay"), None)
+        by_domain = {d.lower(): p for p in plans for d in p.domains}
+        rules: dict[int, smtp_rules.Rules] = {}
+        found: set[str] = set()
+        for address in self.recipients:
+            plan = relay or by_domain.get(address.rsplit("@", 1)[1].lower())
+            if plan is None:
+                continue
+            parsed = rules.get(id(plan))
+            if parsed is None:
+                parsed = rules[id(plan)] = plan.parsed_rules()
+            if MailReport.COMPLAINT in parsed.match(address)[1].reports():
+                found.add(address_key(address))
+        return found
+
     def hosts(self) -> list[HostPlan]:
         """The mail servers a runner must start: declared MX hosts, implicit accept-all MX hosts
         for recipient domains nobody declared (when there is no relay), and the relay.
@@ -1055,10 +1089,14 @@ def _dsn_defaults(behaviour: Any, dsn: DsnDefaults) -> Any:
         out = {
             k: _dsn_defaults(v, dsn) if k in ("then", "else") else v for k, v in behaviour.items()
         }
-        if "accept_then_bounce" in out:
+        if "accept_then_bounce" in out or "accept_then_report" in out:
             out.setdefault("dsn", dsn.dialect)
             out.setdefault("after", dsn.delay)
+        elif "auto_reply" in out or "complaint" in out:
+            out.setdefault("after", dsn.delay)
         return out
+    if behaviour in ("auto_reply", "complaint"):
+        return {behaviour: None, "after": dsn.delay}
     return behaviour
 
 
@@ -1114,6 +1152,18 @@ def _cross_problems(s: Scenario) -> Iterator[Problem]:
     # A link scanner's fetches are not an unsubscribe action: they never justify one.
     clicked = {address_key(c.recipient) for c in s.unsubscribe if c.via != SCAN}
     scanned = {address_key(c.recipient) for c in s.unsubscribe if c.via == SCAN}
+    if s.clevertap.format == "legacy" and s.clevertap.complaint_as == "spam":
+        yield Problem(
+            ("clevertap", "complaint_as"),
+            "the legacy format has no spam event: a complaint is reported as an unsubscribe",
+            "unsubscribe (or clevertap.format: v2)",
+            "'spam'",
+        )
+    elif s.clevertap.complaint_event in UNSUBSCRIBE_EVENTS and any(
+        cb.event in UNSUBSCRIBE_EVENTS for cb in s.expect.callbacks
+    ):
+        # A complaint unsubscribes without a click (when that is the scenario's mapping).
+        clicked |= s.complainers()
 
     for i, cb in enumerate(s.expect.callbacks):
         where: tuple[str | int, ...] = ("expect", "callbacks", i)

@@ -26,6 +26,7 @@ from harness.scenario.model import (
 )
 from harness.smtp import rules
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, Stage
+from harness.smtp.dialects import AUTO_REPLY_STYLES, COMPLAINT_TYPES, SUCCESS_ACTIONS
 
 __all__ = ["DIALECT", "scenario_json_schema"]
 
@@ -129,8 +130,9 @@ def _behaviour_schema() -> dict[str, Any]:
     ]
     reply = {"type": "string", "pattern": _REPLY_PATTERN, "description": "550 5.1.1 text"}
     mode_or_reply = {
-        "anyOf": [{"enum": per_recipient}, reply],
-        "description": "A catalog mode (`harness catalog` lists them), accept, or a raw reply.",
+        "anyOf": [{"enum": [*per_recipient, "auto_reply", "complaint"]}, reply],
+        "description": "A catalog mode (`harness catalog` lists them), accept, auto_reply, "
+        "complaint, or a raw reply.",
     }
     duration = copy.deepcopy(DURATION_SCHEMA)
     return {
@@ -145,7 +147,16 @@ def _behaviour_schema() -> dict[str, Any]:
                 "minProperties": 1,
                 "anyOf": [
                     {"required": [k]}
-                    for k in ("mode", "reply", "accept_then_bounce", "for", "probability")
+                    for k in (
+                        "mode",
+                        "reply",
+                        "accept_then_bounce",
+                        "accept_then_report",
+                        "auto_reply",
+                        "complaint",
+                        "for",
+                        "probability",
+                    )
                 ],
                 "properties": {
                     "mode": {"enum": per_recipient, "description": "A catalog mode."},
@@ -173,9 +184,30 @@ def _behaviour_schema() -> dict[str, Any]:
                         "anyOf": [{"enum": bounce_modes}, reply],
                         "description": "Accept, then send a DSN reporting this failure.",
                     },
-                    "after": {**duration, "description": "Delay before the DSN."},
+                    "accept_then_report": {
+                        "enum": list(SUCCESS_ACTIONS),
+                        "description": "Accept, then send a success DSN with this Action "
+                        "(dialects that send them: generic, postfix, exim, sendmail, "
+                        "amazon_ses; expanded: generic, postfix, sendmail).",
+                    },
+                    "auto_reply": {
+                        "anyOf": [{"enum": list(AUTO_REPLY_STYLES)}, {"type": "null"}],
+                        "description": "Accept, then mail an RFC 3834 out-of-office reply "
+                        "to the sender (no callback is due).",
+                    },
+                    "complaint": {
+                        "anyOf": [{"enum": list(COMPLAINT_TYPES)}, {"type": "null"}],
+                        "description": "Accept, then send an RFC 5965 feedback-loop complaint "
+                        "with this Feedback-Type (clevertap.complaint_as says what it becomes).",
+                    },
+                    "final_recipient": {
+                        "type": "string",
+                        "description": "The DSN's Final-Recipient when it differs from the "
+                        "address sent to (aliasing; Original-Recipient keeps that one).",
+                    },
+                    "after": {**duration, "description": "Delay before the DSN or report."},
                     "dsn": {"enum": list(rules.DSN_DIALECTS), "description": "DSN dialect."},
-                    "action": {"enum": ["failed", "delayed"], "description": "DSN Action."},
+                    "action": {"enum": list(rules.DSN_ACTIONS), "description": "DSN Action."},
                 },
             },
         ],

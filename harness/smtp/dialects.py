@@ -10,9 +10,14 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "AUTO_REPLY_STYLES",
+    "COMPLAINT_TYPES",
     "DIALECTS",
+    "EXPANDING_DIALECTS",
+    "FEEDBACK_TYPES",
     "NO_DELAY_WARNINGS",
     "PLAIN_TEXT_DIALECTS",
+    "SUCCESS_ACTIONS",
     "SUCCESS_DIALECTS",
     "Dialect",
 ]
@@ -63,3 +68,21 @@ SUCCESS_DIALECTS = frozenset(
     {Dialect.GENERIC, Dialect.POSTFIX, Dialect.EXIM, Dialect.SENDMAIL, Dialect.AMAZON_SES}
 )
 """The dialects of mail systems that send success DSNs (NOTIFY=SUCCESS); the others never do."""
+
+EXPANDING_DIALECTS = frozenset({Dialect.GENERIC, Dialect.POSTFIX, Dialect.SENDMAIL})
+"""The dialects that report ``Action: expanded`` (a success DSN for an alias or list that was
+expanded, RFC 3464 section 2.3.3): Postfix and Sendmail do for a local alias; Exim and Amazon SES
+only ever say delivered or relayed."""
+
+FEEDBACK_TYPES = ("abuse", "fraud", "virus", "other", "not-spam")
+"""RFC 5965 section 7.3 feedback types (``not-spam`` from RFC 6430)."""
+
+COMPLAINT_TYPES = ("abuse", "fraud", "virus", "other")
+"""The feedback types that are complaints (``not-spam`` says the opposite)."""
+
+AUTO_REPLY_STYLES = ("vacation", "exchange")
+"""``vacation``: a Unix vacation(1)/Sieve-style reply; ``exchange``: Outlook's "Automatic
+reply" with ``X-Auto-Response-Suppress``."""
+
+SUCCESS_ACTIONS: tuple[str, ...] = ("delivered", "relayed", "expanded")
+"""The ``Action`` values of a success DSN (RFC 3464 section 2.3.3): the message got through."""

@@ -29,6 +29,7 @@ import pathlib
 import quopri
 import re
 import textwrap
+import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,14 +46,18 @@ from harness.journal import Entry, Journal
 from harness.records import Dsn, DsnRecipient
 from harness.smtp.catalog import Stage, get_mode
 from harness.smtp.dialects import (
+    EXPANDING_DIALECTS,
     NO_DELAY_WARNINGS,
     PLAIN_TEXT_DIALECTS,
+    SUCCESS_ACTIONS,
     SUCCESS_DIALECTS,
     Dialect,
 )
+from harness.vocab import MailReport, address_key
 
 __all__ = [
     "ACTIONS",
+    "SUCCESS_ACTIONS",
     "Dialect",
     "OriginalMessage",
     "RecipientReport",
@@ -65,7 +70,7 @@ __all__ = [
 ]
 
 
-ACTIONS = ("failed", "delayed", "delivered", "relayed")
+ACTIONS = ("failed", "delayed", "delivered", "relayed", "expanded")
 NOTIFY_KEYWORDS = frozenset({"NEVER", "SUCCESS", "FAILURE", "DELAY"})
 DEFAULT_NOTIFY = frozenset({"FAILURE", "DELAY"})
 """RFC 3461 lets a server assume FAILURE,DELAY when RCPT TO carried no NOTIFY."""
@@ -76,6 +81,7 @@ _NOTIFY_FOR_ACTION = {
     "delayed": "DELAY",
     "delivered": "SUCCESS",
     "relayed": "SUCCESS",
+    "expanded": "SUCCESS",
 }
 _STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 # An SMTP reply as a diagnostic: "550 5.1.1 ...". Anything else (for example "connect to
@@ -83,7 +89,7 @@ _STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 _REPLY_RE = re.compile(r"^[2-5]\d\d(?:[ -]|$)")
 _LIFETIME = timedelta(days=5)
 """How long a delayed message will still be retried: Postfix's maximal_queue_lifetime default."""
-_STATUS_FIRST = {"failed": "45", "delayed": "4", "delivered": "2", "relayed": "2"}
+_STATUS_FIRST = {"failed": "45", "delayed": "4", "delivered": "2", "relayed": "2", "expanded": "2"}
 
 
 @dataclass(frozen=True)
@@ -328,7 +334,7 @@ class _Context:
         return [r for r in self.reports if r.action == "delayed"]
 
     def succeeded(self) -> list[RecipientReport]:
-        return [r for r in self.reports if r.action in ("delivered", "relayed")]
+        return [r for r in self.reports if r.action in SUCCESS_ACTIONS]
 
 
 def _expired(report: RecipientReport) -> bool:
@@ -490,7 +496,7 @@ def _postfix_reason(report: RecipientReport) -> str:
     diagnostic = report.diagnostic or f"delivery status {report.status}"
     if _is_reply(report.diagnostic) and report.remote_mta:
         name, ip = _split_host(report.remote_mta)
-        if report.action in ("delivered", "relayed"):
+        if report.action in SUCCESS_ACTIONS:
             return f"delivery via {name}[{ip}]:25: {diagnostic}"
         reason = f"host {name}[{ip}] said: {diagnostic}"
         if report.in_reply_to:
@@ -830,6 +836,7 @@ def _generic_text(ctx: _Context) -> str:
             "delayed": "Delivery is delayed; the mail system will keep trying",
             "delivered": "Delivered",
             "relayed": "Relayed onwards",
+            "expanded": "Delivered to the members of a list or alias",
         }[report.action]
         lines.append(f"{what}: <{report.recipient}>")
         lines.append(f"    Status: {report.status}")
@@ -920,14 +927,14 @@ def _sendmail_text(ctx: _Context) -> str:
     lines.append(heading)
     for report in ctx.reports:
         lines.append(f"<{report.recipient}>")
-        if report.action in ("delivered", "relayed"):
+        if report.action in SUCCESS_ACTIONS:
             host = _split_host(report.remote_mta or ctx.mta)[0]
             lines.append(f"    (relayed to mailer esmtp, host {host})")
         elif report.diagnostic:
             lines.append(_wrap(f"    (reason: {report.diagnostic})", 79))
     lines += ["", "   ----- Transcript of session follows -----"]
     for report in ctx.reports:
-        if report.action in ("delivered", "relayed"):
+        if report.action in SUCCESS_ACTIONS:
             continue
         if _connected(report):
             name = _split_host(report.remote_mta or "")[0]
@@ -1664,11 +1671,17 @@ def build_dsn(
                 f"{NO_DELAY_WARNINGS[dialect]}; use action 'failed' or "
                 "another dialect"
             )
-        if report.action in ("delivered", "relayed") and dialect not in SUCCESS_DIALECTS:
+        if report.action in SUCCESS_ACTIONS and dialect not in SUCCESS_DIALECTS:
             raise ConfigError(
                 f"the {dialect} dialect cannot report {report.recipient!r} as "
                 f"{report.action}: it sends no success notifications; use one of "
                 f"{', '.join(sorted(SUCCESS_DIALECTS))}"
+            )
+        if report.action == "expanded" and dialect not in EXPANDING_DIALECTS:
+            raise ConfigError(
+                f"the {dialect} dialect cannot report {report.recipient!r} as expanded: it "
+                "never reports alias or list expansion; use one of "
+                f"{', '.join(sorted(EXPANDING_DIALECTS))}"
             )
     when = _as_datetime(now)
     addresses = [original.envelope_sender, *(r.recipient for r in wanted)]
@@ -1801,7 +1814,7 @@ def dsn_for_mode(
         in_reply_to = _IN_REPLY_TO.get(mode.stage)
         if action == "delayed":
             status = "4" + status[1:]
-        elif action in ("delivered", "relayed"):
+        elif action in SUCCESS_ACTIONS:
             # A success report quotes the reply to the final dot, not the one to RCPT.
             status = "2.0.0"
             diagnostic = f"250 2.0.0 Ok: queued as {_fingerprint(address, now)[:12].upper()}"
@@ -1813,7 +1826,7 @@ def dsn_for_mode(
                 status=status,
                 diagnostic=diagnostic,
                 orcpt=orcpt,
-                notify=frozenset({"SUCCESS"}) if action in ("delivered", "relayed") else None,
+                notify=frozenset({"SUCCESS"}) if action in SUCCESS_ACTIONS else None,
                 remote_mta=host if connected else None,
                 in_reply_to=in_reply_to,
             )
@@ -1847,8 +1860,26 @@ def _fallback_status(code: int | None, stage: Stage) -> str:
 # -- delivery ----------------------------------------------------------------------------------
 
 
+def _orcpt_address(value: object) -> str | None:
+    """``"rfc822;a@x.test"`` (an ``Original-Recipient`` or ORCPT) -> ``"a@x.test"``."""
+    if value is None:
+        return None
+    address = " ".join(str(value).split()).partition(";")[2].strip()
+    return address or None
+
+
+def _found(recipient: str, action: str, status: str, orcpt: object) -> dict[str, str]:
+    found = {"recipient": recipient, "action": action, "status": status}
+    original = _orcpt_address(orcpt)
+    if original is not None and address_key(original) != address_key(recipient):
+        found["original"] = original
+    return found
+
+
 def recipients_of(message: Message) -> list[dict[str, str]]:
-    """``[{"recipient", "action", "status"}, ...]`` read from any DSN's delivery-status part.
+    """``[{"recipient", "action", "status"}, ...]`` read from any DSN's delivery-status part,
+    with ``"original"`` too when the block's ``Original-Recipient`` names another address
+    (aliasing: the address sent to).
 
     A plain-text bounce has none: for one built by :func:`build_dsn` the reports it was built
     from are given instead (Exim's generic status, as its status part would say).
@@ -1856,10 +1887,8 @@ def recipients_of(message: Message) -> list[dict[str, str]]:
     built = _BUILT.get(message)
     if built is not None and built[0] in PLAIN_TEXT_DIALECTS:
         dialect, reports = built
-        return [
-            {"recipient": r.recipient, "action": r.action, "status": _reported_status(dialect, r)}
-            for r in reports
-        ]
+        # No Original-Recipient either: only what the message says is reported.
+        return [_found(r.recipient, r.action, _reported_status(dialect, r), None) for r in reports]
     found: list[dict[str, str]] = []
     for part in message.walk():
         ctype = part.get_content_type()
@@ -1884,11 +1913,12 @@ def recipients_of(message: Message) -> list[dict[str, str]]:
         for block in blocks:
             final = str(block.get("Final-Recipient", ""))
             found.append(
-                {
-                    "recipient": final.partition(";")[2].strip(),
-                    "action": str(block.get("Action", "")).strip().lower(),
-                    "status": str(block.get("Status", "")).strip(),
-                }
+                _found(
+                    final.partition(";")[2].strip(),
+                    str(block.get("Action", "")).strip().lower(),
+                    str(block.get("Status", "")).strip(),
+                    block.get("Original-Recipient"),
+                )
             )
     return found
 
@@ -1925,6 +1955,9 @@ async def deliver_dsn(
     host: str | None = None,
     queue_id: str | None = None,
     timeout: float = 10.0,
+    report: MailReport = MailReport.DSN,
+    about: str | None = None,
+    style: str | None = None,
 ) -> Entry:
     """Send *message* from the null sender to *envelope_to* at *intake*, and journal it.
 
@@ -1933,18 +1966,33 @@ async def deliver_dsn(
     :class:`~harness.records.Dsn` entry is returned; it says ``ok`` and the reply, or the error
     when delivery failed: delivery failures never raise. *host* and *queue_id* name the fake MX
     host that bounced the message and the message's queue id.
+
+    An auto-reply or a complaint (:mod:`harness.smtp.reports`) goes the same way: *report*
+    says which, *about* names the recipient who replied or complained, *style* the reply's
+    style or the complaint's feedback type; the entry is a ``Dsn`` with that ``report``.
     """
+    started = time.time()
     data = dsn_bytes(message, crlf=True)
     is_maildir = isinstance(intake, pathlib.Path)
     fields: dict[str, Any] = {
         "to": envelope_to,
         "intake": str(intake) if isinstance(intake, pathlib.Path) else f"{intake[0]}:{intake[1]}",
         "transport": "maildir" if is_maildir else "smtp",
-        "dialect": str(_dialect_of(message)),
+        "dialect": str(_dialect_of(message)) if report is MailReport.DSN else "",
         "recipients": tuple(
-            DsnRecipient(recipient=r["recipient"], action=r["action"], status=r["status"])
+            DsnRecipient(
+                recipient=r["recipient"],
+                action=r["action"],
+                status=r["status"],
+                original=r.get("original"),
+            )
             for r in recipients_of(message)
-        ),
+        )
+        if report is MailReport.DSN
+        else (DsnRecipient(recipient=about or ""),),
+        "report": report,
+        "style": style,
+        "started": started,
         "message_id": str(message.get("Message-ID", "")) or None,
         "size": len(data),
         "host": host,

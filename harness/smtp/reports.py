@@ -21,16 +21,18 @@ from email.message import EmailMessage
 from email.parser import BytesParser, HeaderParser
 
 from harness.errors import ConfigError
+from harness.records import SmtpMessage
+from harness.smtp.dialects import AUTO_REPLY_STYLES, FEEDBACK_TYPES
 from harness.smtp.dsn import OriginalMessage, _as_datetime, _date, _fingerprint, _headers_of, _raw
+from harness.vocab import MailReport
 
-__all__ = ["AUTO_REPLY_STYLES", "FEEDBACK_TYPES", "build_auto_reply", "build_complaint"]
-
-FEEDBACK_TYPES = ("abuse", "fraud", "virus", "other", "not-spam")
-"""RFC 5965 section 7.3 feedback types (``not-spam`` from RFC 6430)."""
-
-AUTO_REPLY_STYLES = ("vacation", "exchange")
-"""``vacation``: a Unix vacation(1)/Sieve-style reply; ``exchange``: Outlook's "Automatic
-reply" with ``X-Auto-Response-Suppress``."""
+__all__ = [
+    "AUTO_REPLY_STYLES",
+    "FEEDBACK_TYPES",
+    "build_auto_reply",
+    "build_complaint",
+    "build_mail_report",
+]
 
 
 def _original_header(original: OriginalMessage, name: str) -> str | None:
@@ -171,3 +173,30 @@ def build_complaint(
         returned["Content-Transfer-Encoding"] = "8bit"
     message.set_payload([text, report, returned])
     return message
+
+
+def build_mail_report(
+    report: MailReport,
+    message: SmtpMessage,
+    content: bytes,
+    recipient: str,
+    *,
+    style: str | None = None,
+    now: float | datetime | None = None,
+) -> EmailMessage:
+    """The auto-reply or complaint a fake MX host sends about *message* (accepted with
+    *content*) for *recipient*: what the ``auto_reply`` and ``complaint`` behaviours mail back
+    (:mod:`harness.smtp.rules`). *style* is the reply's style or the complaint's feedback type.
+    """
+    original = OriginalMessage(
+        envelope_sender=message.sender,
+        content=content,
+        envid=message.envid,
+        ret=message.ret,
+        smtputf8=message.smtputf8,
+    )
+    if report is MailReport.AUTO_REPLY:
+        return build_auto_reply(original, recipient, style=style or AUTO_REPLY_STYLES[0], now=now)
+    if report is MailReport.COMPLAINT:
+        return build_complaint(original, recipient, feedback_type=style or "abuse", now=now)
+    raise ConfigError(f"build_mail_report builds auto-replies and complaints, not {report!r}")

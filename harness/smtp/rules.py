@@ -11,7 +11,14 @@ Behaviours are parsed from plain data (what YAML gives), so a scenario maps onto
     ``{reply: "550 5.7.1 x", stage: end_of_data, class: soft}``;
   - ``{mode: mailbox_full, for: 10m, then: accept}``: a time window from the first attempt;
   - ``{probability: 0.3, mode: throttle, else: accept, seed: 7}``: seeded chance;
-  - ``{accept_then_bounce: invalid_address, after: 2s, dsn: postfix, action: failed}``.
+  - ``{accept_then_bounce: invalid_address, after: 2s, dsn: postfix, action: failed}``, with
+    ``final_recipient: alias@y.test`` for a DSN that names another address (aliasing);
+  - ``{accept_then_report: delivered, after: 1s, dsn: postfix}``: a success DSN (``delivered``,
+    ``relayed`` or ``expanded``), ``final_recipient`` as above;
+  - ``{auto_reply: vacation, after: 1s}`` (or just ``auto_reply``): accept, then an RFC 3834
+    out-of-office reply to the sender;
+  - ``{complaint: abuse, after: 1s}`` (or just ``complaint``): accept, then an RFC 5965
+    feedback-loop report (the recipient marked the message as spam).
 
   ``for`` and ``probability`` wrap whatever the rest of the mapping describes; when both are
   given the window is outermost.
@@ -40,7 +47,17 @@ from harness import durations
 from harness.clevertap.addresses import address_problem
 from harness.errors import ConfigError, did_you_mean
 from harness.smtp.catalog import CATALOG, FLAVOURS, BounceClass, FailureMode, Reply, Stage
-from harness.smtp.dialects import DIALECTS, NO_DELAY_WARNINGS, Dialect
+from harness.smtp.dialects import (
+    AUTO_REPLY_STYLES,
+    COMPLAINT_TYPES,
+    DIALECTS,
+    EXPANDING_DIALECTS,
+    NO_DELAY_WARNINGS,
+    SUCCESS_ACTIONS,
+    SUCCESS_DIALECTS,
+    Dialect,
+)
+from harness.vocab import MailReport
 
 __all__ = [
     "DSN_DIALECTS",
@@ -65,6 +82,7 @@ DSN_DIALECTS = DIALECTS
 """DSN dialects ``accept_then_bounce`` can ask for: :data:`harness.smtp.dialects.DIALECTS`."""
 
 DSN_ACTIONS = ("failed", "delayed")
+"""The actions of ``accept_then_bounce``."""
 
 
 class RuleError(ConfigError):
@@ -89,15 +107,23 @@ class RuleError(ConfigError):
 
 @dataclass(frozen=True, slots=True)
 class Bounce:
-    """Accept now, then send a DSN for this recipient after ``after`` seconds."""
+    """Accept now, then mail a report about this recipient to the sender after ``after``
+    seconds: a DSN (failed, delayed or a success), an auto-reply or a complaint (``report``)."""
 
     status: str
-    """The enhanced status the DSN reports (``5.1.1``)."""
+    """The enhanced status the DSN reports (``5.1.1``); empty for the other reports."""
     diagnostic: str | None
     """The remote reply quoted in ``Diagnostic-Code`` (``550 5.1.1 ...``), if any."""
     after: float
     dialect: str
+    """The DSN dialect; empty for the other reports."""
     action: str
+    """The DSN's ``Action``; empty for the other reports."""
+    report: MailReport = MailReport.DSN
+    final_recipient: str | None = None
+    """The DSN's ``Final-Recipient`` when it differs from the address sent to (aliasing)."""
+    style: str | None = None
+    """The auto-reply's style, or the complaint's feedback type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +173,10 @@ class Behaviour:
         """A short human description, for reports."""
         raise NotImplementedError
 
+    def reports(self) -> frozenset[MailReport]:
+        """The kinds of report this behaviour may mail back later (DSN, auto-reply, complaint)."""
+        return frozenset()
+
 
 @dataclass(eq=False)
 class _Fixed(Behaviour):
@@ -195,6 +225,9 @@ class _Sequence(Behaviour):
     def describe(self) -> str:
         return "attempts: " + ", then ".join(s.describe() for s in self.steps)
 
+    def reports(self) -> frozenset[MailReport]:
+        return frozenset().union(*(s.reports() for s in self.steps))
+
 
 @dataclass(eq=False)
 class _Window(Behaviour):
@@ -216,6 +249,9 @@ class _Window(Behaviour):
 
     def describe(self) -> str:
         return f"{self.during.describe()} for {self.seconds:g} s, then {self.then.describe()}"
+
+    def reports(self) -> frozenset[MailReport]:
+        return self.during.reports() | self.then.reports()
 
 
 @dataclass(eq=False)
@@ -250,6 +286,9 @@ class _Chance(Behaviour):
             f"(seed {self.seed}), else {self.miss.describe()}"
         )
 
+    def reports(self) -> frozenset[MailReport]:
+        return self.hit.reports() | self.miss.reports()
+
 
 @dataclass(eq=False)
 class _AcceptThenBounce(Behaviour):
@@ -260,6 +299,7 @@ class _AcceptThenBounce(Behaviour):
     after: float
     dialect: str
     action: str
+    final_recipient: str | None = None
 
     def decide(self, ctx: Context) -> Outcome:
         if self.mode is not None:
@@ -271,7 +311,14 @@ class _AcceptThenBounce(Behaviour):
                 raise AssertionError("accept_then_bounce without a reply")
             status = self.raw.enhanced or f"{self.raw.code // 100}.0.0"
             diagnostic = str(self.raw)
-        bounce = Bounce(status, diagnostic, self.after, self.dialect, self.action)
+        bounce = Bounce(
+            status,
+            diagnostic,
+            self.after,
+            self.dialect,
+            self.action,
+            final_recipient=self.final_recipient,
+        )
         return Outcome(
             Stage.LATER,
             _ACCEPT_REPLY,
@@ -282,7 +329,66 @@ class _AcceptThenBounce(Behaviour):
 
     def describe(self) -> str:
         what = self.mode.name if self.mode else str(self.raw)
-        return f"accept, then a {self.dialect} DSN ({self.action}, {what}) after {self.after:g} s"
+        alias = f" for {self.final_recipient}" if self.final_recipient else ""
+        return (
+            f"accept, then a {self.dialect} DSN ({self.action}, {what}){alias} "
+            f"after {self.after:g} s"
+        )
+
+    def reports(self) -> frozenset[MailReport]:
+        return frozenset({MailReport.DSN})
+
+
+@dataclass(eq=False)
+class _AcceptThenReport(Behaviour):
+    """Accept, then a success DSN (delivered, relayed, expanded)."""
+
+    action: str
+    after: float
+    dialect: str
+    final_recipient: str | None = None
+
+    def decide(self, ctx: Context) -> Outcome:
+        # A success DSN quotes the reply to the final dot (Postfix's "queued as").
+        bounce = Bounce(
+            "2.0.0",
+            "250 2.0.0 Ok: queued",
+            self.after,
+            self.dialect,
+            self.action,
+            final_recipient=self.final_recipient,
+        )
+        return Outcome(Stage.LATER, _ACCEPT_REPLY, BounceClass.NONE, "accept", bounce=bounce)
+
+    def describe(self) -> str:
+        alias = f" for {self.final_recipient}" if self.final_recipient else ""
+        return (
+            f"accept, then a {self.dialect} success DSN ({self.action}){alias} "
+            f"after {self.after:g} s"
+        )
+
+    def reports(self) -> frozenset[MailReport]:
+        return frozenset({MailReport.DSN})
+
+
+@dataclass(eq=False)
+class _AcceptThenMail(Behaviour):
+    """Accept, then an auto-reply or a complaint to the sender."""
+
+    report: MailReport
+    style: str
+    after: float
+
+    def decide(self, ctx: Context) -> Outcome:
+        bounce = Bounce("", None, self.after, "", "", report=self.report, style=self.style)
+        return Outcome(Stage.LATER, _ACCEPT_REPLY, BounceClass.NONE, "accept", bounce=bounce)
+
+    def describe(self) -> str:
+        what = "an auto-reply" if self.report is MailReport.AUTO_REPLY else "a complaint"
+        return f"accept, then {what} ({self.style}) after {self.after:g} s"
+
+    def reports(self) -> frozenset[MailReport]:
+        return frozenset({self.report})
 
 
 _ACCEPT_MODE = CATALOG["accept"]
@@ -297,7 +403,22 @@ _REPLY = re.compile(r"([245]\d\d)(?:[ -]([245]\.\d{1,3}\.\d{1,3}))?(?:[ -](.*))?
 _FIXED_KEYS = ("mode", "reply", "flavour", "stage", "class")
 _WINDOW_KEYS = ("for", "then")
 _CHANCE_KEYS = ("probability", "else", "seed")
-_BOUNCE_KEYS = ("accept_then_bounce", "after", "dsn", "action", "flavour", "class")
+_BOUNCE_KEYS = (
+    "accept_then_bounce",
+    "after",
+    "dsn",
+    "action",
+    "flavour",
+    "class",
+    "final_recipient",
+)
+_REPORT_KEYS = ("accept_then_report", "after", "dsn", "final_recipient")
+_MAIL_KEYS = {
+    MailReport.AUTO_REPLY: ("auto_reply", "after"),
+    MailReport.COMPLAINT: ("complaint", "after"),
+}
+_MAIL_CHOICES = {MailReport.AUTO_REPLY: AUTO_REPLY_STYLES, MailReport.COMPLAINT: COMPLAINT_TYPES}
+_LATER_KEYS = ("accept_then_bounce", "accept_then_report", "auto_reply", "complaint")
 
 
 def parse_duration(value: object, path: Path = ()) -> float:
@@ -386,7 +507,7 @@ def _mode_or_reply(value: object, path: Path) -> tuple[FailureMode | None, Reply
         return CATALOG[name], None
     if name[:1].isdigit():
         return None, parse_reply(name, path)
-    hint = did_you_mean(name, CATALOG)
+    hint = did_you_mean(name, [*CATALOG, "auto_reply", "complaint"])
     message = "unknown failure mode" + (f"; did you mean {hint}?" if hint else "")
     raise RuleError(
         path,
@@ -462,6 +583,8 @@ def parse_behaviour(data: object, path: Path = (), *, flavour: str = "postfix") 
     *flavour* is the default provider flavour of reply texts (a host's own); *path* is
     prefixed to the path of any :class:`RuleError`.
     """
+    if isinstance(data, str) and data.strip() in ("auto_reply", "complaint"):
+        return _parse_mail({data.strip(): None}, path)
     if isinstance(data, str):
         mode, raw = _mode_or_reply(data, path)
         return _fixed(mode, raw, flavour=flavour, stage=None, klass=None, path=path)
@@ -504,11 +627,23 @@ def _parse_mapping(data: Mapping[str, Any], path: Path, flavour: str) -> Behavio
         hit = _parse_mapping(rest, path, flavour)
         miss = parse_behaviour(data.get("else", "accept"), (*path, "else"), flavour=flavour)
         return _Chance(float(p), hit, miss, seed)
+    later = [k for k in _LATER_KEYS if k in data]
+    if len(later) > 1:
+        raise RuleError(
+            path,
+            f"give only one of {', '.join(later)}",
+            expected="one of " + ", ".join(_LATER_KEYS),
+            seen=dict(data),
+        )
     if "accept_then_bounce" in data:
         return _parse_bounce(data, path, flavour)
+    if "accept_then_report" in data:
+        return _parse_report(data, path)
+    if "auto_reply" in data or "complaint" in data:
+        return _parse_mail(data, path)
     _check_keys(
         data,
-        (*_FIXED_KEYS, *_WINDOW_KEYS, *_CHANCE_KEYS, "accept_then_bounce"),
+        (*_FIXED_KEYS, *_WINDOW_KEYS, *_CHANCE_KEYS, *_LATER_KEYS),
         path,
         "a behaviour",
     )
@@ -525,7 +660,7 @@ def _parse_mapping(data: Mapping[str, Any], path: Path, flavour: str) -> Behavio
             "give exactly one of 'mode' and 'reply'"
             if has_mode
             else "a behaviour mapping needs 'mode', 'reply', 'accept_then_bounce', "
-            "'for' or 'probability'",
+            "'accept_then_report', 'auto_reply', 'complaint', 'for' or 'probability'",
             expected="mode: <catalog mode> or reply: '550 5.1.1 text'",
             seen=dict(data),
         )
@@ -588,8 +723,81 @@ def _parse_bounce(data: Mapping[str, Any], path: Path, flavour: str) -> Behaviou
             seen="delayed",
         )
     return _AcceptThenBounce(
-        mode, raw, _flavour(data, path, flavour), klass, after, dialect, action
+        mode,
+        raw,
+        _flavour(data, path, flavour),
+        klass,
+        after,
+        dialect,
+        action,
+        _final_recipient(data, path),
     )
+
+
+def _final_recipient(data: Mapping[str, Any], path: Path) -> str | None:
+    if "final_recipient" not in data:
+        return None
+    value = data["final_recipient"]
+    where = (*path, "final_recipient")
+    problem = address_problem(value) if isinstance(value, str) else "not a string"
+    if problem is not None:
+        raise RuleError(
+            where,
+            f"not an address: {problem}",
+            expected="the address the DSN names instead of the one sent to (alias@other.test)",
+            seen=value,
+        )
+    return str(value)
+
+
+def _parse_report(data: Mapping[str, Any], path: Path) -> Behaviour:
+    _check_keys(data, _REPORT_KEYS, path, "accept_then_report")
+    action = _choice(
+        data["accept_then_report"],
+        SUCCESS_ACTIONS,
+        "success DSN action",
+        (*path, "accept_then_report"),
+    )
+    after = parse_duration(data.get("after", 0), (*path, "after"))
+    dialect = _choice(data.get("dsn", "generic"), DSN_DIALECTS, "DSN dialect", (*path, "dsn"))
+    if Dialect(dialect) not in SUCCESS_DIALECTS:
+        raise RuleError(
+            (*path, "dsn"),
+            f"the {dialect} dialect sends no success DSNs (that mail system ignores "
+            "NOTIFY=SUCCESS)",
+            expected="one of " + ", ".join(d for d in DIALECTS if d in SUCCESS_DIALECTS),
+            seen=dialect,
+        )
+    if action == "expanded" and Dialect(dialect) not in EXPANDING_DIALECTS:
+        raise RuleError(
+            (*path, "dsn"),
+            f"the {dialect} dialect never reports alias or list expansion (Action: expanded)",
+            expected="one of " + ", ".join(d for d in DIALECTS if d in EXPANDING_DIALECTS),
+            seen=dialect,
+        )
+    return _AcceptThenReport(action, after, dialect, _final_recipient(data, path))
+
+
+def _parse_mail(data: Mapping[str, Any], path: Path) -> Behaviour:
+    report = MailReport.AUTO_REPLY if "auto_reply" in data else MailReport.COMPLAINT
+    key = str(report)
+    _check_keys(data, _MAIL_KEYS[report], path, key)
+    choices = _MAIL_CHOICES[report]
+    value = data[key]
+    if value is None:
+        style = choices[0]
+    elif report is MailReport.COMPLAINT and value == "not-spam":
+        raise RuleError(
+            (*path, key),
+            "a not-spam feedback report (RFC 6430) is not a complaint",
+            expected="one of " + ", ".join(choices),
+            seen=value,
+        )
+    else:
+        what = "auto-reply style" if report is MailReport.AUTO_REPLY else "feedback type"
+        style = _choice(value, choices, what, (*path, key))
+    after = parse_duration(data.get("after", 0), (*path, "after"))
+    return _AcceptThenMail(report, style, after)
 
 
 # -- rule sets -----------------------------------------------------------------------------------

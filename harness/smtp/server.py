@@ -75,6 +75,7 @@ from harness.smtp.catalog import (
 )
 from harness.smtp.rules import Outcome, Rules
 from harness.smtp.tls import Certificate, make_certificate
+from harness.vocab import MailReport
 
 __all__ = ["SERVER_DOWN", "MXHost"]
 
@@ -1071,6 +1072,9 @@ def _decision(
             diagnostic=bounce.diagnostic,
             dialect=bounce.dialect,
             action=bounce.action,
+            report=bounce.report,
+            final_recipient=bounce.final_recipient,
+            style=bounce.style,
         ),
     )
 
@@ -1630,14 +1634,16 @@ class MXHost:
         self, message: SmtpMessage, content: bytes, later: list[tuple[str, Outcome]]
     ) -> None:
         """Schedule the DSNs of the accept-then-bounce recipients of *message*."""
-        groups: dict[tuple[float, str], list[tuple[str, Outcome]]] = {}
+        groups: dict[tuple[float, str, MailReport, str], list[tuple[str, Outcome]]] = {}
         for rcpt, outcome in later:
-            if outcome.bounce is not None:
-                groups.setdefault((outcome.bounce.after, outcome.bounce.dialect), []).append(
-                    (rcpt, outcome)
-                )
-        for (after, dialect), members in groups.items():
-            job = _DsnJob(message, content, members, dialect)
+            bounce = outcome.bounce
+            if bounce is not None:
+                # One DSN per delay and dialect; an auto-reply or complaint per recipient.
+                alone = rcpt if bounce.report is not MailReport.DSN else ""
+                key = (bounce.after, bounce.dialect, bounce.report, alone)
+                groups.setdefault(key, []).append((rcpt, outcome))
+        for (after, dialect, report, _), members in groups.items():
+            job = _DsnJob(message, content, members, dialect, report)
             if not message.sender:
                 self._skip_dsn(job, "the message came from the null sender")
                 continue
@@ -1673,6 +1679,9 @@ class MXHost:
 
         message = job.message
         by_address = {r.address: r for r in message.recipients}
+        if job.report is not MailReport.DSN:
+            await self._send_mail_report(job)
+            return
         try:
             original = OriginalMessage(
                 envelope_sender=message.sender,
@@ -1691,13 +1700,23 @@ class MXHost:
                     status = "4" + status[1:]  # a delay is temporary by definition
                 params = by_address.get(rcpt)
                 notify = params.notify if params is not None else None
+                if notify is None and bounce.status.startswith("2"):
+                    # accept_then_report plays a host that reports success although the RCPT
+                    # asked nothing (RFC 3461 then means FAILURE,DELAY); an explicit NOTIFY
+                    # without SUCCESS is honoured.
+                    notify = ("SUCCESS",)
+                orcpt = params.orcpt if params is not None else None
+                if bounce.final_recipient is not None and orcpt is None:
+                    # Aliasing: the DSN names where the mail ended up; RFC 3464 keeps the
+                    # address it was sent to in Original-Recipient.
+                    orcpt = f"rfc822;{rcpt}"
                 reports.append(
                     RecipientReport(
-                        recipient=rcpt,
+                        recipient=bounce.final_recipient or rcpt,
                         action=bounce.action,
                         status=status,
                         diagnostic=bounce.diagnostic,
-                        orcpt=params.orcpt if params is not None else None,
+                        orcpt=orcpt,
                         notify=frozenset(notify) if notify else None,
                         in_reply_to=_IN_REPLY_TO.get(CATALOG[outcome.mode].stage)
                         if outcome.mode in CATALOG
@@ -1721,6 +1740,33 @@ class MXHost:
             journal=self.journal,
             host=self.name,
             queue_id=message.id,
+        )
+
+    async def _send_mail_report(self, job: _DsnJob) -> None:
+        """Send the auto-reply or complaint of *job* (one recipient) to the bounce intake."""
+        from harness.smtp.dsn import deliver_dsn
+        from harness.smtp.reports import build_mail_report
+
+        (rcpt, outcome), *_ = job.members
+        style = outcome.bounce.style if outcome.bounce is not None else None
+        try:
+            mail = build_mail_report(job.report, job.message, job.content, rcpt, style=style)
+        except ConfigError as exc:
+            self._skip_dsn(job, f"cannot build it: {exc}")
+            return
+        intake = self.bounce_intake
+        if intake is None:  # pragma: no cover - checked when scheduled
+            return
+        await deliver_dsn(
+            mail,
+            envelope_to=job.message.sender,
+            intake=intake,
+            journal=self.journal,
+            host=self.name,
+            queue_id=job.message.id,
+            report=job.report,
+            about=rcpt,
+            style=style,
         )
 
     def reset(self) -> None:
@@ -1754,6 +1800,7 @@ class _DsnJob:
     content: bytes
     members: list[tuple[str, Outcome]]
     dialect: str
+    report: MailReport = MailReport.DSN
 
 
 def _header(parsed: Any, name: str) -> str | None:

@@ -15,6 +15,8 @@ import pytest
 
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
+from harness.records import Dsn, DsnRecipient
+from harness.vocab import MailReport
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +219,25 @@ def test_the_story_of_an_address_with_a_slash(ct: CleverTapServer) -> None:
     assert page.status_code == 200
     assert '<span id="story-address">a/b@example.com</span>' in page.text
     assert "hardbounce a/b@example.com" in page.text
+
+
+def test_an_auto_reply_and_a_complaint_are_shown_as_what_they_are(ct: CleverTapServer) -> None:
+    for report, style, title, row in [
+        (MailReport.COMPLAINT, "fraud", "Complaint to", "feedback type"),
+        (MailReport.AUTO_REPLY, "exchange", "Auto-reply to", "style"),
+    ]:
+        entry = ct.journal.append(
+            Dsn(
+                to="bounces+a=example.com@gateway.test",
+                recipients=(DsnRecipient(recipient="a@example.com"),),
+                ok=True,
+                dialect="",
+                report=report,
+                style=style,
+            )
+        )
+        page = httpx.get(f"{ct.url}/entry/{entry.seq}", timeout=10)
+        assert page.status_code == 200
+        assert f"{title} bounces+a=example.com@gateway.test" in page.text
+        assert f'<th scope="row">{row}</th><td>{style}</td>' in page.text
+        assert ">dialect<" not in page.text
