@@ -19,7 +19,14 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from harness.clevertap.settings import ServerSettings
 
-__all__ = ["DeadlineProtocol", "Phase", "h11_protocol_for", "raw_response"]
+__all__ = [
+    "LINGER",
+    "DeadlineProtocol",
+    "Phase",
+    "close_after_answer",
+    "h11_protocol_for",
+    "raw_response",
+]
 
 
 Phase = Literal["idle", "head", "body", "busy"]
@@ -37,6 +44,28 @@ def raw_response(status: int, reason: str, message: str) -> bytes:
         f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+LINGER = 2.0
+"""Seconds a connection answered 408 stays open for reading (discarded) after the answer."""
+
+
+def close_after_answer(
+    transport: asyncio.Transport, loop: asyncio.AbstractEventLoop
+) -> asyncio.TimerHandle | None:
+    """End a connection just answered with an error, so that the client reads the answer.
+
+    Closing a socket that still has unread bytes from the client makes the kernel send a reset,
+    and a reset can destroy the answer before the client reads it: a slowloris that sends its
+    next header line just then would see "connection reset", not the 408. So the write side
+    is shut (FIN after the answer), the client's further bytes are discarded, and the
+    connection closes when the client closes it or after :data:`LINGER` seconds (the timer
+    returned; the caller cancels it when the connection is lost)."""
+    if not transport.can_write_eof():
+        transport.close()
+        return None
+    transport.write_eof()
+    return loop.call_later(LINGER, transport.close)
 
 
 class DeadlineProtocol(H11Protocol):
@@ -65,6 +94,7 @@ class DeadlineProtocol(H11Protocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._send_deadline: asyncio.TimerHandle | None = None
         self._refused = False
+        self._linger: asyncio.TimerHandle | None = None
 
     # uvicorn narrows the argument to Transport the same way.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -83,6 +113,8 @@ class DeadlineProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._linger is not None:
+            self._linger.cancel()
         if self._send_deadline is not None:
             self._send_deadline.cancel()
             self._send_deadline = None
@@ -91,7 +123,7 @@ class DeadlineProtocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._refused or self._linger is not None:
             return
         super().data_received(data)
         self._follow()
@@ -159,8 +191,10 @@ class DeadlineProtocol(H11Protocol):
             self.transport.write(
                 raw_response(408, "Request Timeout", f"{what} not received within {timeout:g} s")
             )
-        # In the body phase the app is waiting in receive(): closing makes it see a disconnect
-        # and journal the callback as such, so the request is not lost.
+            # In the body phase the app is waiting in receive(): the close that follows makes
+            # it see a disconnect and journal the callback as such, so the request is not lost.
+            self._linger = close_after_answer(self.transport, self.loop)
+            return
         self.transport.close()
 
 

@@ -47,7 +47,7 @@ from harness.clevertap.app import (
     journal_failed_result,
     process_callback,
 )
-from harness.clevertap.deadlines import Phase, raw_response
+from harness.clevertap.deadlines import Phase, close_after_answer, raw_response
 from harness.clevertap.inspect import Endpoint
 from harness.clevertap.settings import ServerSettings
 from harness.errors import JournalWriteError
@@ -243,6 +243,7 @@ class FastProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._send_deadline: asyncio.TimerHandle | None = None
         self._refused = False
+        self._linger: asyncio.TimerHandle | None = None
         self.peer: str | None = None
 
     # -- connection ------------------------------------------------------------------------------
@@ -265,7 +266,7 @@ class FastProtocol(HttpToolsProtocol):
         self._follow()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._deadline, self._send_deadline):
+        for timer in (self._deadline, self._send_deadline, self._linger):
             if timer is not None:
                 timer.cancel()
         self._deadline = self._send_deadline = None
@@ -281,7 +282,7 @@ class FastProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._refused or self._linger is not None:
             return
         if self._reading != "body":
             # An upper bound of the head's bytes (the chunk may hold the end of the previous
@@ -495,8 +496,11 @@ class FastProtocol(HttpToolsProtocol):
             self.transport.write(
                 raw_response(408, "Request Timeout", f"{what} not received within {timeout:g} s")
             )
-        # In the body phase the callback is journaled as disconnected by connection_lost (the
-        # ASGI app sees a disconnect in receive() and does the same).
+            # In the body phase the callback is journaled as disconnected by connection_lost,
+            # once the client has closed or the linger time is over (the ASGI app sees a
+            # disconnect in receive() then and does the same).
+            self._linger = close_after_answer(self.transport, self.loop)
+            return
         self.transport.close()
 
 
