@@ -24,6 +24,7 @@ Variants:
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -33,6 +34,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import _report as report
 import pytest
 
 CONFTEST = """
@@ -116,8 +118,12 @@ def _import_time() -> float:
     return float(out.stdout)
 
 
-def main(argv: list[str]) -> None:
-    n = int(argv[1]) if len(argv) > 1 else 400
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("n", type=int, nargs="?", default=400, help="tests per variant")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    n = args.n
     # Import what the fixtures import, so no variant pays for imports inside its timings.
     import aiosmtpd.controller  # noqa: F401
     import pytest_httpserver  # noqa: F401
@@ -152,9 +158,17 @@ def main(argv: list[str]) -> None:
     print(f"{'-' * width}  {'-' * 10}  {'-' * 13}")
     for name, per, start in rows:
         print(f"{name:<{width}}  {per:>10}  {start:>13}")
-    print(f"\nimporting harness.world in a fresh interpreter: {_import_time() * 1e3:.0f} ms")
+    imported = _import_time()
+    print(f"\nimporting harness.world in a fresh interpreter: {imported * 1e3:.0f} ms")
+    report.write(
+        args.json,
+        "fixtures",
+        [{"variant": name, "per test": per, "session start": start} for name, per, start in rows],
+        tests=n,
+        import_ms=imported * 1e3,
+    )
     print("targets: ct_world per test < 1 ms, session start < 300 ms")
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    main()

@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _report as report
+
 from harness._rawhttp import post
 
 PATH = "/callbacks/bounce"
@@ -294,7 +296,9 @@ def main() -> None:
     parser.add_argument(
         "--stores", default="memory,sqlite", help="part 1's stores, comma-separated"
     )
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
     ctx = mp.get_context("spawn")
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores")
 
@@ -321,8 +325,18 @@ def main() -> None:
                 print(f"          {name:<28} {med:7.2f}  ({low:.2f}..{high:.2f})")
             if r["reopen_s"] is not None:
                 print(f"        reopening the {r['n']:,}-entry file: {r['reopen_s']:.3f} s")
+            rows.append(
+                {
+                    "part": f"scale, {store}, {r['n']:,} entries",
+                    "B/entry": r["bytes_per_entry"],
+                    "CPU us/callback": r["cpu_us"],
+                    "longest GC ms": r["gc_ms"],
+                    "longest stall ms": r["stall_ms"],
+                }
+            )
 
     if args.skip_http:
+        report.write(args.json, "journal", rows)
         return
     print(f"\n== part 2: {CLIENTS} clients over HTTP, {args.requests:,} callbacks per round")
     rates: dict[str, list[float]] = {"memory": [], "sqlite": []}
@@ -341,6 +355,15 @@ def main() -> None:
     ratio = statistics.median(rates["sqlite"]) / statistics.median(rates["memory"])
     ratios = [s / m for s, m in zip(rates["sqlite"], rates["memory"], strict=True)]
     print(f"SQLite/memory ingest: {ratio:.2f}x (per round {min(ratios):.2f}..{max(ratios):.2f})")
+    for store in ("memory", "sqlite"):
+        rows.append(
+            {
+                "part": f"HTTP ingest, {store}",
+                "callbacks/s": report.spread(rates[store]),
+                "CPU us/callback": report.spread(cpus[store]),
+            }
+        )
+    report.write(args.json, "journal", rows, sqlite_over_memory=ratio)
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _report as report
+
 from harness._rawhttp import post
 
 PATH = "/callbacks/bounce"
@@ -137,6 +139,7 @@ def main() -> None:
         default="on",
         help="the PostgreSQL server's fsync (off: commits do not wait for the disk)",
     )
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
@@ -205,6 +208,21 @@ def main() -> None:
             f"{name:<13} {spread(rps, ',.0f'):>32} {statistics.median(rps) / base:>9.2f}x "
             f"{spread(cpus, '.0f'):>30}"
         )
+    report.write(
+        args.json,
+        "scaleout",
+        [
+            {
+                "setup": name,
+                "callbacks/s": report.spread(r for r, _ in rows),
+                "vs memory": statistics.median(r for r, _ in rows) / base,
+                "CPU us/callback": report.spread(c for _, c in rows),
+            }
+            for name, rows in results.items()
+        ],
+        clients=args.clients,
+        fsync=args.fsync,
+    )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ import time
 import venv
 from pathlib import Path
 
+import _report as report
+
 ROOT = Path(__file__).resolve().parents[1]
 TRIVIAL = "".join(f"def test_{i}():\n    assert {i} == {i}\n\n\n" for i in range(20))
 
@@ -86,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--venvs", type=Path, default=None, help="make or reuse the venvs here")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     print(
         f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}  ({os.cpu_count()} cpus)"
@@ -142,6 +145,19 @@ def main() -> None:
     print(
         f"harness --help                    {wall['help']:6.0f} ms wall, {cpu['help']:6.0f} ms cpu"
         "  (budget 150 ms)"
+    )
+    report.write(
+        args.json,
+        "startup",
+        [
+            {
+                "command": label.strip(),
+                "wall ms": report.spread(w * 1000 for w, _ in runs[name]),
+                "cpu ms": cpu[name],
+            }
+            for name, label in rows.items()
+        ],
+        costs={"with - bare ms": wall["with"] - wall["bare"], "help ms": wall["help"]},
     )
 
 

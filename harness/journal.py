@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import logging
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -55,7 +56,16 @@ from typing import Any, TypeGuard
 import msgspec
 
 from harness.errors import ConfigError, JournalWriteError
-from harness.records import RECORD_TYPES, Callback, Kind, Record, RecordType, record_json, scrub
+from harness.records import (
+    RECORD_TYPES,
+    Callback,
+    Kind,
+    Record,
+    RecordType,
+    addresses_of,
+    record_json,
+    scrub,
+)
 from harness.vocab import address_key
 
 __all__ = [
@@ -66,6 +76,7 @@ __all__ = [
     "MemoryJournal",
     "SQLiteJournal",
     "SqlDialect",
+    "address_query",
     "candidate_query",
     "open_journal",
 ]
@@ -115,8 +126,19 @@ _SCHEMA = (
         seq  INTEGER NOT NULL,
         PRIMARY KEY (code, seq)
     ) WITHOUT ROWID""",
+    # One row per address of every other record that names recipients (replies, messages,
+    # DSNs, sent, clicks: records.addresses_of), so that "everything about this address" is an
+    # index read too. Callbacks are not here: the events table indexes their addresses.
+    """CREATE TABLE IF NOT EXISTS addresses (
+        akey INTEGER NOT NULL,
+        seq  INTEGER NOT NULL,
+        PRIMARY KEY (akey, seq)
+    ) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
 )
+_ADDRESS_INDEX = "address_index"
+"""The meta key saying the address table covers every entry (journals written before it existed
+are indexed when opened)."""
 
 
 def _hash(text: str) -> int:
@@ -144,9 +166,10 @@ _ADDRESS_KEYS_MAX = 4096
 
 
 def address_index_key(address: str) -> int:
-    """The key of an address (by :func:`~harness.vocab.address_key`). A callback's addresses
-    are looked up for duplicates and then indexed, so the recent ones are remembered (a bounded
-    cache: emptied whole when full; one dict operation at a time is safe across threads)."""
+    """The key of an address (by :func:`~harness.vocab.address_key`). One address comes back
+    again and again (a callback is looked up for duplicates and then indexed; a recipient's
+    reply, message and DSN are indexed in turn), so recent keys are remembered: a bounded dict,
+    emptied when full (each get and set is atomic, so threads share it safely)."""
     found = _ADDRESS_KEYS.get(address)
     if found is None:
         found = _hash(address_key(address))
@@ -204,9 +227,28 @@ class SqlDialect:
     upper_bound: bool
     """Whether the query also bounds seq from above (the SQLite store's committed seq)."""
     boolean: Callable[[bool], Any]
+    addresses: str = "addresses"
 
 
 SQLITE = SqlDialect("?", "entries", "events", "codes", "CROSS JOIN", "e.flagged = 1", True, int)
+
+
+def address_query(dialect: SqlDialect) -> str:
+    """The read of :meth:`Journal.about` for every kind but callbacks, for every SQL store: the
+    address's rows of the address table joined to their entries, in seq order. Its parameters:
+    the address key, ``seq > P`` (and ``seq <= P`` when the dialect bounds it), ``LIMIT P``."""
+    p = dialect.param
+    upper = f" AND a.seq <= {p}" if dialect.upper_bound else ""
+    return (
+        f"SELECT e.seq, e.kind, e.at, e.data FROM {dialect.addresses} a {dialect.join} "
+        f"{dialect.entries} e ON e.seq = a.seq WHERE a.akey = {p} AND a.seq > {p}{upper} "
+        f"ORDER BY a.seq LIMIT {p}"
+    )
+
+
+def address_keys(record: Record) -> set[int]:
+    """The address-table keys of a record that is not a callback (one per distinct address)."""
+    return {address_index_key(a) for a in addresses_of(record)}
 
 
 def candidate_query(
@@ -289,15 +331,17 @@ class _Rows:
     others: list[tuple[Any, ...]]
     events: list[tuple[Any, ...]]
     codes: list[tuple[Any, ...]]
+    addresses: list[tuple[Any, ...]]
 
     @classmethod
     def of(cls, batch: Sequence[tuple[Entry, bytes]]) -> _Rows:
-        rows = cls([], [], [], [])
+        rows = cls([], [], [], [], [])
         for entry, blob in batch:
             record = entry.data
             seq, at = entry.seq, entry.at
             if not isinstance(record, Callback):
                 rows.others.append((seq, _KIND_CODE[entry.kind], at, blob))
+                rows.addresses.extend((k, seq) for k in address_keys(record))
                 continue
             endpoint = _ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
             rows.callbacks.append(
@@ -332,6 +376,16 @@ class _CommitWaiter:
     seq: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
+
+
+def _index_addresses(db: sqlite3.Connection) -> None:
+    """Fill the address table for the entries of a file written before it existed."""
+    callback = _KIND_CODE[Kind.CALLBACK]
+    rows = db.execute("SELECT seq, kind, data FROM entries WHERE kind != ?", (callback,))
+    for seq, kind, blob in rows.fetchall():
+        keys = address_keys(_DECODERS[kind].decode(blob))
+        db.executemany("INSERT OR IGNORE INTO addresses VALUES (?, ?)", [(k, seq) for k in keys])
+    db.execute("INSERT OR REPLACE INTO meta VALUES (?, 1)", (_ADDRESS_INDEX,))
 
 
 class Journal:
@@ -438,6 +492,8 @@ class Journal:
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('opened', ?)", (time.time(),)
             )  # proves the file is writable now, not at the first callback
+            if db.execute("SELECT 1 FROM meta WHERE key = ?", (_ADDRESS_INDEX,)).fetchone() is None:
+                _index_addresses(db)
             db.execute("COMMIT")
         except ConfigError:
             db.close()
@@ -520,6 +576,8 @@ class Journal:
             db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", rows.events)
         if rows.codes:
             db.executemany("INSERT OR IGNORE INTO codes VALUES (?, ?)", rows.codes)
+        if rows.addresses:
+            db.executemany("INSERT OR IGNORE INTO addresses VALUES (?, ?)", rows.addresses)
 
     def _flush_locked(self) -> None:
         """Write the memory store's entries appended since the last flush (lock held): in one
@@ -663,7 +721,7 @@ class Journal:
             floor = self._next - 1
             try:
                 self._db.execute("BEGIN")
-                for table in ("entries", "events", "codes"):
+                for table in ("entries", "events", "codes", "addresses"):
                     self._db.execute(f"DELETE FROM {table}")
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('floor', ?)", (floor,))
                 self._db.execute("COMMIT")
@@ -785,6 +843,47 @@ class Journal:
         """Candidates in seq order from the most selective index; callbacks() checks them."""
         sql, args = candidate_query(SQLITE, event, address, code, endpoint, accepted, flagged)
         return self._select(sql, (*args, since, None))
+
+    def about(
+        self,
+        address: str,
+        *,
+        kinds: Collection[Kind] | None = None,
+        since: int = 0,
+        before: int | None = None,
+        limit: int | None = None,
+    ) -> list[Entry]:
+        """The entries about *address* (:func:`~harness.records.addresses_of`, compared by
+        :func:`~harness.vocab.address_key`) with ``since < seq < before``, of *kinds* (all when
+        None), in order: callbacks through their events' index, every other kind through the
+        address table. Index reads at any journal size."""
+        key = address_key(address)
+        wanted = None if kinds is None else frozenset(kinds)
+        streams: list[Iterator[Entry]] = []
+        if wanted is None or Kind.CALLBACK in wanted:
+            streams.append(self._callback_candidates(None, address, None, None, None, False, since))
+        if wanted is None or wanted - {Kind.CALLBACK}:
+            streams.append(self._address_candidates(address, since))
+        found: list[Entry] = []
+        last = 0
+        for entry in heapq.merge(*streams, key=lambda e: e.seq):
+            if before is not None and entry.seq >= before:
+                break
+            if entry.seq == last:
+                continue  # two events of one callback for the address
+            last = entry.seq
+            if wanted is not None and entry.kind not in wanted:
+                continue
+            if key not in {address_key(a) for a in addresses_of(entry.data)}:
+                continue  # a key collision (the keys are hashes)
+            found.append(entry)
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def _address_candidates(self, address: str, since: int) -> Iterator[Entry]:
+        """Entries of the address table for *address* after *since*, in seq order."""
+        return self._select(address_query(SQLITE), (address_index_key(address), since, None))
 
     def last_remembered(
         self, event: str, address: str, *, after: float, since: int = 0

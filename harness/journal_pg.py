@@ -55,6 +55,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from harness.errors import ConfigError, JournalWriteError
 from harness.journal import (
+    _ADDRESS_INDEX,
     _DECODERS,
     _ENDPOINT_CODE,
     _KIND_CODE,
@@ -69,6 +70,8 @@ from harness.journal import (
     _key,
     _settle,
     address_index_key,
+    address_keys,
+    address_query,
     candidate_query,
 )
 from harness.records import Callback, Record
@@ -81,7 +84,15 @@ _FORMAT = 1
 """Version of the table layout; a database written by another layout is refused."""
 
 POSTGRES = SqlDialect(
-    "%s", "harness_entries", "harness_events", "harness_codes", "JOIN", "e.flagged", False, bool
+    "%s",
+    "harness_entries",
+    "harness_events",
+    "harness_codes",
+    "JOIN",
+    "e.flagged",
+    False,
+    bool,
+    "harness_addresses",
 )
 """PostgreSQL's planner keeps the selective side outer by itself; its readers see committed
 rows only, so no upper bound on seq."""
@@ -92,6 +103,7 @@ _COLUMNS = (
     *("seq", "kind", "at", "data", "endpoint", "accepted", "flagged"),  # harness_entries
     *("akey", "ekey", "vseq", "vat", "remembered"),  # harness_events
     *("code", "cseq"),  # harness_codes
+    *("aakey", "aseq"),  # harness_addresses
 )
 
 _SCHEMA = (
@@ -125,6 +137,12 @@ _SCHEMA = (
         seq  bigint NOT NULL,
         PRIMARY KEY (code, seq)
     )""",
+    # The address index of every record but callbacks (journal.py's `addresses` table).
+    """CREATE TABLE IF NOT EXISTS harness_addresses (
+        akey bigint NOT NULL,
+        seq  bigint NOT NULL,
+        PRIMARY KEY (akey, seq)
+    )""",
     # Counts per kind and the top committed seq, kept by the committing transaction (under the
     # lock), so count() and last_seq never scan.
     "CREATE TABLE IF NOT EXISTS harness_counts (kind smallint PRIMARY KEY, n bigint NOT NULL)",
@@ -145,6 +163,8 @@ WITH e AS (
                          %(vat)s::float8[], %(remembered)s::boolean[])
 ), c AS (
     INSERT INTO harness_codes SELECT * FROM unnest(%(code)s::text[], %(cseq)s::bigint[])
+), a AS (
+    INSERT INTO harness_addresses SELECT * FROM unnest(%(aakey)s::bigint[], %(aseq)s::bigint[])
 ), n AS (
     UPDATE harness_counts SET n = harness_counts.n + d.n
     FROM unnest(%(ckind)s::smallint[], %(cn)s::bigint[]) AS d(kind, n)
@@ -288,6 +308,27 @@ class PostgresJournal(Journal):
                 "ON CONFLICT DO NOTHING",
                 (list(range(len(_KINDS))),),
             )
+        indexed = db.execute(
+            "SELECT 1 FROM harness_meta WHERE key = %s", (_ADDRESS_INDEX,)
+        ).fetchone()
+        if indexed is None:
+            # A database written before the address table existed: index what it holds.
+            rows = db.execute(
+                "SELECT seq, kind, data FROM harness_entries WHERE kind != %s",
+                (_KIND_CODE[Kind.CALLBACK],),
+            ).fetchall()
+            pairs = [
+                (akey, seq)
+                for seq, kind, blob in rows
+                for akey in address_keys(_DECODERS[kind].decode(blob))
+            ]
+            if pairs:
+                db.execute(
+                    "INSERT INTO harness_addresses SELECT * FROM unnest(%s::bigint[], "
+                    "%s::bigint[]) ON CONFLICT DO NOTHING",
+                    ([a for a, _ in pairs], [q for _, q in pairs]),
+                )
+            db.execute("INSERT INTO harness_meta VALUES (%s, '1')", (_ADDRESS_INDEX,))
         db.execute("COMMIT")
 
     def _top(self) -> int:
@@ -388,6 +429,9 @@ class PostgresJournal(Journal):
                 cols["endpoint"].append(None)
                 cols["accepted"].append(None)
                 cols["flagged"].append(None)
+                for akey in address_keys(record):
+                    cols["aakey"].append(akey)
+                    cols["aseq"].append(entry.seq)
         return {
             **cols,
             "ckind": list(counts),
@@ -465,7 +509,9 @@ class PostgresJournal(Journal):
                     db = self._reconnect(0)
                 db.execute("BEGIN")
                 db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
-                db.execute("TRUNCATE harness_entries, harness_events, harness_codes")
+                db.execute(
+                    "TRUNCATE harness_entries, harness_events, harness_codes, harness_addresses"
+                )
                 db.execute("UPDATE harness_counts SET n = 0")
                 db.execute("COMMIT")
             except (psycopg.Error, ConfigError) as exc:
@@ -537,6 +583,10 @@ class PostgresJournal(Journal):
         # against the record itself.
         query, args = candidate_query(POSTGRES, event, address, code, endpoint, accepted, flagged)
         return self._pg_select(query, args, since)
+
+    def _address_candidates(self, address: str, since: int) -> Iterator[Entry]:
+        # The same read as the SQLite store's (one builder).
+        return self._pg_select(address_query(POSTGRES), (address_index_key(address),), since)
 
     def last_remembered(
         self, event: str, address: str, *, after: float, since: int = 0

@@ -16,11 +16,13 @@ calls: the same checks, the same status codes and bodies, the same journal entri
 raise what httpx raises against the real server: :class:`httpx.RemoteProtocolError` for
 ``close``, :class:`httpx.ReadError` for ``reset``.
 
-A request to the base URL whose path is not a callback URL is answered 404, as the server
-does, and also fails the block: leaving it raises :class:`~harness.errors.ExpectationError`
-naming the request (unless the block is already failing with another exception). So do
-error-level check violations journaled while the block ran, as ``ct_world`` does after a test,
-unless *allow* lists their codes or *allow_violations* is True. Requests to
+A request to the base URL whose path is not a callback URL is answered 404 and journaled, as
+the server does (a :class:`~harness.records.Callback` with ``endpoint`` None; the body names
+the nearest callback path), and also fails the block: leaving it raises
+:class:`~harness.errors.ExpectationError` naming the request (unless the block is already
+failing with another exception). So do error-level check violations journaled while the block
+ran, as ``ct_world`` does after a test, unless *allow* lists their codes or *allow_violations*
+is True. Requests to
 other hosts are respx's business: with the mock's own router they fail as not mocked; pass
 ``router=`` to add the callback routes to a router of your own (e.g. respx's ``respx_mock``
 fixture) and keep its rules for other hosts.
@@ -47,7 +49,7 @@ except ModuleNotFoundError as exc:  # respx is an extra: say which one
         name=exc.name,
     ) from None
 
-from harness.clevertap.app import CallbackResult, process_callback
+from harness.clevertap.app import CallbackResult, process_callback, process_stray
 from harness.clevertap.faults import FaultPlan, FaultRule
 from harness.clevertap.inspect import Endpoint, JournalHistory
 from harness.clevertap.settings import ServerSettings
@@ -62,7 +64,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _NOT_FOUND = b'{"detail":"Not Found"}'
-"""What the real server (FastAPI) answers for a path it does not serve."""
+"""What the real server (FastAPI) answers for a path under the control prefix it does not serve."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,8 @@ class CleverTapMock(JournalAssertions):
         prefix = base.path.rstrip("/")
         root = str(base.copy_with(path="/")).rstrip("/")
         self._paths = {prefix + path: endpoint for endpoint, path in settings.paths.items()}
+        self._stray_paths = {e.value: prefix + path for e, path in settings.paths.items()}
+        self._control = prefix + settings.control_prefix
         self.urls = MockUrls(
             base=root + prefix,
             bounce=root + prefix + settings.bounce_path,
@@ -191,18 +195,33 @@ class CleverTapMock(JournalAssertions):
             return None  # not this mock's host: respx tries its other routes
         path = request.url.path
         endpoint = self._paths.get(path)
+        received = time.time()
         if endpoint is None:
             self.unmatched.append(request)
-            return httpx.Response(
-                404, headers={"content-type": "application/json"}, content=_NOT_FOUND
-            )
-        received = time.time()
+            if path == self._control or path.startswith(self._control + "/"):
+                # As on the server: the control API's unknown paths are plain 404s.
+                return httpx.Response(
+                    404, headers={"content-type": "application/json"}, content=_NOT_FOUND
+                )
         body = request.read()
         # The first Content-Type header as sent, like the ASGI handler reads it.
         content_type = next(
             (v.decode("latin-1") for k, v in request.headers.raw if k.lower() == b"content-type"),
             None,
         )
+        if endpoint is None:
+            stray = process_stray(
+                self,
+                path,
+                body,
+                paths=self._stray_paths,
+                size=len(body),
+                method=request.method,
+                content_type=content_type,
+                peer=None,
+                received=received,
+            )
+            return self._response(request, stray)
         result = process_callback(
             self,
             endpoint,

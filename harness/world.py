@@ -77,6 +77,8 @@ class World(Lifecycle, JournalAssertions):
         self.journal: Journal = journal
         self.mail: MailWorld = mail if mail is not None else MailWorld(journal=journal)
         self.clevertap: CleverTapServer = server
+        # The control API takes this world's hosts down and up (docs/server.md).
+        server.app.mail = self.mail
         self.callback_format: CallbackFormat = callback_format
         self.start_timeout = start_timeout
         self._thread: LoopThread | None = None
@@ -100,12 +102,15 @@ class World(Lifecycle, JournalAssertions):
         mail = MailWorld(journal=journal)
         for plan in scenario.hosts():
             _add_host(mail, plan)
-        return cls(
+        world = cls(
             journal=journal,
             mail=mail,
             clevertap=scenario.clevertap.server_settings(**(settings or {})),
             callback_format=scenario.clevertap.format,
         )
+        # The dashboard's report page judges this scenario on the journal (docs/dashboard.md).
+        world.clevertap.app.scenario = scenario
+        return world
 
     # -- lifecycle (async) -----------------------------------------------------------------------
 

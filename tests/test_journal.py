@@ -14,7 +14,21 @@ import pytest
 from harness.checks import Severity, Violation
 from harness.errors import ConfigError, JournalWriteError
 from harness.journal import Entry, Journal, Kind, MemoryJournal, SQLiteJournal, open_journal
-from harness.records import Callback, CallbackEvent, Click, FaultHit, Note, Sent
+from harness.records import (
+    Callback,
+    CallbackEvent,
+    Click,
+    Dsn,
+    DsnRecipient,
+    DsnSkipped,
+    FaultHit,
+    Note,
+    Recipient,
+    Record,
+    Sent,
+    SmtpMessage,
+    SmtpReply,
+)
 
 
 def note(what: str = "x") -> Note:
@@ -157,6 +171,101 @@ def test_callbacks_filters_match_the_same_event_and_any_case() -> None:
     assert journal.callbacks(since=one.seq, limit=1)[0].seq == one.seq + 1
     assert journal.callbacks(endpoint="v2") == []
     assert len(journal.callbacks()) == 4
+
+
+def mail_records() -> list[Record]:
+    """One of every kind that names recipients, about a@example.com in any case (and others)."""
+    return [
+        Sent(message_id="<m1@x>", sender="n@brand.test", to=("A@example.com", "b@example.com")),
+        SmtpReply(
+            host="example.com",
+            session="example.com-1",
+            recipient="a@EXAMPLE.com",
+            sender="n@brand.test",
+            stage="rcpt",
+            code=452,
+            enhanced="4.2.2",
+            reply="452 4.2.2 full",
+        ),
+        SmtpReply(
+            host="example.com",
+            session="example.com-1",
+            recipient="b@example.com",
+            sender="n@brand.test",
+            stage="rcpt",
+            code=250,
+            enhanced="2.1.5",
+            reply="250 ok",
+        ),
+        SmtpMessage(
+            host="example.com",
+            session="example.com-1",
+            id="Q1",
+            recipients=(Recipient(address="b@example.com"), Recipient(address="a@example.com")),
+        ),
+        Dsn(
+            to="bounces@brand.test", recipients=(DsnRecipient("a@example.com", "failed", "5.1.1"),)
+        ),
+        DsnSkipped(host="x", message="Q1", recipients=("a@example.com",), sender="", reason="null"),
+        Click(recipient="a@example.com", via="one_click"),
+        note(),
+    ]
+
+
+@pytest.mark.parametrize("store", ["memory", "file"])
+def test_about_reads_every_kind_about_an_address_through_the_indexes(
+    tmp_path: Path, store: str
+) -> None:
+    journal = open_journal(None if store == "memory" else tmp_path / "j.db")
+    seqs = [journal.append(r).seq for r in mail_records()]
+    cb = journal.append(callback("hardbounce", "A@example.com")).seq
+    journal.append(callback("softbounce", "b@example.com"))
+    journal.commit()
+    about_a = [seqs[0], seqs[1], seqs[3], seqs[4], seqs[5], seqs[6], cb]
+    assert [e.seq for e in journal.about("a@example.COM")] == about_a
+    assert [e.seq for e in journal.about("a@example.com", kinds=[Kind.DSN, Kind.CALLBACK])] == [
+        seqs[4],
+        cb,
+    ]
+    assert [e.seq for e in journal.about("a@example.com", since=seqs[3], before=cb)] == about_a[3:6]
+    assert [e.seq for e in journal.about("a@example.com", limit=2)] == about_a[:2]
+    assert journal.about("nobody@example.com") == []
+    journal.reset()
+    assert journal.about("a@example.com") == []
+    journal.close()
+
+
+def test_an_aliased_dsn_is_about_the_address_sent_to_as_well() -> None:
+    journal = MemoryJournal()
+    dsn = journal.append(
+        Dsn(
+            to="bounces@brand.test",
+            recipients=(
+                DsnRecipient(
+                    recipient="final@example.com",
+                    action="failed",
+                    status="5.1.1",
+                    original="sent@example.com",
+                ),
+            ),
+        )
+    )
+    assert journal.about("SENT@example.com") == [dsn]
+    assert journal.about("final@example.com") == [dsn]
+
+
+def test_a_file_written_before_the_address_index_is_indexed_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with SQLiteJournal(path) as journal:
+        seqs = [journal.append(r).seq for r in mail_records()]
+    # As a journal of the previous release left it: no address rows, no marker.
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM addresses")
+    db.execute("DELETE FROM meta WHERE key = 'address_index'")
+    db.commit()
+    db.close()
+    with SQLiteJournal(path) as journal:
+        assert [e.seq for e in journal.about("b@example.com")] == [seqs[0], seqs[2], seqs[3]]
 
 
 def test_callbacks_by_violation_code() -> None:

@@ -181,9 +181,13 @@ def test_same_payloads_same_verdicts_as_the_real_server(strict: bool) -> None:
 
     for req, a, b in zip(SHARED, by_server, by_mock, strict=True):
         assert a == b, req.name
-    assert len(server_entries) == len(SHARED) - 1  # the 404 is not a callback
-    for req, a, b in zip(SHARED[:-1], server_entries, mock_entries, strict=True):
+    # Every request is journaled, the one to a wrong path too (endpoint None, 404).
+    assert len(server_entries) == len(SHARED)
+    for req, a, b in zip(SHARED, server_entries, mock_entries, strict=True):
         assert a == b, req.name
+    stray = server_entries[-1]
+    assert (stray["endpoint"], stray["path"], stray["status"]) == (None, "/callbacks/bounc", 404)
+    assert by_server[-1][1]["did_you_mean"] == "/callbacks/bounce"
     # The shared set is worth something only if it covers every verdict.
     statuses = {status for status, _ in by_server}
     assert statuses == ({200, 400, 404, 405, 413} if strict else {200, 404, 405, 413})
@@ -342,7 +346,20 @@ def test_unmatched_requests_are_listed_with_a_suggestion() -> None:
         "https://callbacks.clevertap.test/callbacks/v2",
     ]
     assert ct.unmatched == []
-    assert ct.journal.entries() == []
+    # The wrong callback path is journaled as the server journals it; the control prefix is not.
+    assert [(r.endpoint, r.path, r.status) for r in callbacks(ct.journal)] == [
+        (None, "/callbacks/v3", 404)
+    ]
+
+
+def test_a_wrong_path_under_a_base_path_names_the_prefixed_callback_path() -> None:
+    ct = CleverTapMock("http://ct.test/tenant")
+    ct.start()
+    answer = httpx.post(ct.urls.base + "/callbacks/bounce/", json=[])
+    assert answer.status_code == 404
+    assert answer.json()["did_you_mean"] == "/tenant/callbacks/bounce"
+    with pytest.raises(ExpectationError, match="did you mean '/tenant/callbacks/bounce'"):
+        ct.stop()
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import logging
@@ -83,6 +84,7 @@ class Reporter:
         self._closing = asyncio.Event()
         self._unsent: list[Event] = []
         self._task: asyncio.Task[None] | None = None
+        self._echoed: set[Event] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="reporter")
@@ -92,6 +94,10 @@ class Reporter:
         # BUG(no_unsubscribe): the click is honoured on the page but CleverTap never hears of it.
         if self._settings.bug == "no_unsubscribe" and event.kind == "unsubscribe":
             return
+        # BUG(punycode_address): addresses "normalised" to ASCII when stored, reported so.
+        if self._settings.bug == "punycode_address":
+            local, _, domain = event.email.rpartition("@")
+            event = dataclasses.replace(event, email=f"{local}@{domain.encode('idna').decode()}")
         self._pending.append(event)
         self._wake.set()
 
@@ -139,6 +145,12 @@ class Reporter:
         if self._settings.bug == "double_report":
             for url, payload, events in self._payloads([e for e in batch if e.kind in BOUNCES]):
                 await self._post(url, payload, events)
+        # BUG(late_double_report): the bounces are queued again 0.7 s later, once each.
+        if self._settings.bug == "late_double_report":
+            again = [e for e in batch if e.kind in BOUNCES and e not in self._echoed]
+            self._echoed.update(again)
+            for event in again:
+                asyncio.get_running_loop().call_later(0.7, self.report, event)
         self._unsent = []
 
     def _payloads(self, batch: Sequence[Event]) -> Iterator[tuple[str, Any, Sequence[Event]]]:
@@ -162,11 +174,13 @@ class Reporter:
             return
         bounce_url = _required(settings.bounce_url, "HARNESS_BOUNCE_URL")
         unsubscribe_url = _required(settings.unsubscribe_url, "HARNESS_UNSUBSCRIBE_URL")
-        bounces = [e for e in batch if e.kind in BOUNCES]
+        # BUG(legacy_delivered): deliveries go to the bounce URL too, as "delivered".
+        kinds = (*BOUNCES, "delivered") if settings.bug == "legacy_delivered" else BOUNCES
+        bounces = [e for e in batch if e.kind in kinds]
         for chunk in _chunks(bounces):
             groups = [
                 {"event": kind, "data": [self._legacy_item(e) for e in chunk if e.kind == kind]}
-                for kind in BOUNCES
+                for kind in kinds
             ]
             yield bounce_url, [g for g in groups if g["data"]], chunk
         unsubscribes = [e for e in batch if e.kind in UNSUBSCRIBES]
@@ -179,11 +193,21 @@ class Reporter:
         # BUG(ms_timestamps): milliseconds where CleverTap wants seconds.
         if self._settings.bug == "ms_timestamps":
             ts = event.ts * 1000
+        # BUG(tz_offset): the local wall clock of Asia/Kolkata (UTC+5:30) read as if it were UTC.
+        if self._settings.bug == "tz_offset":
+            ts = event.ts + 19800
+        # BUG(float_ts): the clock read again, unrounded.
+        if self._settings.bug == "float_ts":
+            return {"e": event.email, "ts": time.time()}
         return {"e": event.email, "ts": ts}
 
     async def _post(self, url: str, payload: Any, events: Sequence[Event]) -> None:
         body = json.dumps(payload).encode()
         what = f"{len(events)} event(s) to {url}"
+        headers = {"Content-Type": "application/json"}
+        # BUG(no_content_type): the body is JSON, but nothing says so.
+        if self._settings.bug == "no_content_type":
+            headers = {}
         delays = self._settings.callback_retry
         # BUG(no_retry): one attempt, whatever happens.
         if self._settings.bug == "no_retry":
@@ -193,9 +217,7 @@ class Reporter:
             attempt += 1
             retry_after: float | None = None
             try:
-                response = await self._client.post(
-                    url, content=body, headers={"Content-Type": "application/json"}
-                )
+                response = await self._client.post(url, content=body, headers=headers)
             except httpx.TransportError as exc:  # refused, reset, timeouts
                 problem = f"{type(exc).__name__}: {exc}"
             else:
@@ -214,6 +236,9 @@ class Reporter:
                     )
                     return
                 retry_after = _retry_after(response.headers.get("Retry-After"))
+                # BUG(ignore_retry_after): the own schedule wins over what the server asked.
+                if self._settings.bug == "ignore_retry_after":
+                    retry_after = None
             if attempt > len(delays):
                 log.error(
                     "callback FAILED after %d attempt(s): %s: %s; payload %s",
@@ -226,5 +251,8 @@ class Reporter:
             delay = delays[attempt - 1]
             if retry_after is not None:
                 delay = min(retry_after, self._settings.retry_after_cap)
+            # BUG(no_backoff): straight back at an endpoint that just failed.
+            if self._settings.bug == "no_backoff":
+                delay = 0.0
             log.warning("callback retry in %.2f s: %s: %s", delay, what, problem)
             await asyncio.sleep(delay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import re
 import secrets
@@ -15,7 +16,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 
 from callbacks import Event, Reporter
-from classify import Verdict, classify_dsn_failure
+from classify import Verdict, classify_dsn_failure, classify_status, enhanced_status, reply_code
 from dsn import AutoReply, Complaint, RecipientBlock, Report, explanation_for, read_mail, unfold
 from relay import Attempt, attempt_delivery, route
 from settings import Settings
@@ -40,6 +41,8 @@ class Delivery:
     recipient: str
     meta: str
     token: str
+    queued_at: int
+    """Epoch second the copy was queued (submission accepted)."""
     reported: set[str] = field(default_factory=set)
     """What was already reported for this copy ("bounce", "delivered"): each goes out once."""
 
@@ -68,7 +71,7 @@ def decode_verp(address: str) -> str | None:
     return f"{user}@{domain}"
 
 
-def with_unsubscribe_headers(raw: bytes, url: str, mailto: str) -> bytes:
+def with_unsubscribe_headers(raw: bytes, url: str, mailto: str, *, one_click: bool = True) -> bytes:
     """Prepend RFC 2369 / RFC 8058 headers, replacing any the message already had.
 
     The rest of the message stays byte for byte as submitted (X-CleverTap_META included): it is
@@ -90,10 +93,9 @@ def with_unsubscribe_headers(raw: bytes, url: str, mailto: str) -> bytes:
         skipping = line.split(b":", 1)[0].strip().lower() in _REPLACED_HEADERS
         if not skipping:
             kept.append(line)
-    added = (
-        f"List-Unsubscribe: <{url}>, <mailto:{mailto}>\r\n"
-        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-    ).encode("ascii")
+    added = f"List-Unsubscribe: <{url}>, <mailto:{mailto}>\r\n".encode("ascii")
+    if one_click:
+        added += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
     return added + b"".join(kept) + rest
 
 
@@ -116,6 +118,8 @@ class Gateway:
         self._unsubscribed: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(MAX_PARALLEL_DELIVERIES)
+        self._last_meta = ""
+        """The meta of the message submitted last; only the stale_meta bug reads it."""
 
     # -- submission --------------------------------------------------------------------------
 
@@ -128,24 +132,39 @@ class Gateway:
                 "queued %s without an X-CleverTap_META header; v2 meta will be empty", queue_id
             )
         log.info("queued %s from %s for %d recipient(s)", queue_id, mail_from, len(recipients))
+        self._last_meta = meta or ""
         for recipient in recipients:
-            delivery = Delivery(queue_id, recipient, meta or "", new_token())
+            delivery = Delivery(queue_id, recipient, meta or "", new_token(), int(time.time()))
             self._by_recipient.setdefault(recipient.lower(), []).append(delivery)
             self._by_token[delivery.token] = delivery
             message = with_unsubscribe_headers(
                 raw,
                 f"{self.http_base}/u/{delivery.token}",
                 f"unsubscribe+{delivery.token}@{self.settings.domain}",
+                # BUG(no_one_click_header): RFC 2369's header only, RFC 8058's forgotten.
+                one_click=self.settings.bug != "no_one_click_header",
             )
             task = asyncio.create_task(self._deliver(delivery, message), name=recipient)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            # BUG(delivered_on_queue): "queued" taken for "delivered".
+            if self.settings.bug == "delivered_on_queue":
+                self._delivered(delivery, "queued")
         return queue_id
+
+    def _meta(self, delivery: Delivery) -> str:
+        # BUG(stale_meta): one variable for every message's meta, overwritten by each submission.
+        if self.settings.bug == "stale_meta":
+            return self._last_meta
+        return delivery.meta
 
     async def _deliver(self, delivery: Delivery, message: bytes) -> None:
         rcpt = delivery.recipient
         sender = encode_verp(rcpt, self.settings.domain)
         delays = self.settings.retry_delays
+        # BUG(no_smtp_retry): the first 4xx is taken as final.
+        if self.settings.bug == "no_smtp_retry":
+            delays = ()
         for attempt_no in range(len(delays) + 1):
             target = route(self.settings, rcpt)
             if target is None:
@@ -157,6 +176,9 @@ class Gateway:
                     outcome = await attempt_delivery(self.settings, target, sender, rcpt, message)
             if outcome.verdict is not Verdict.TEMPORARY:
                 break
+            # BUG(report_each_deferral): a deferral is reported as it happens, retry or not.
+            if self.settings.bug == "report_each_deferral" and attempt_no < len(delays):
+                self._bounce(delivery, Verdict.SOFT, outcome.description, int(time.time()), 1)
             if attempt_no < len(delays):
                 log.info(
                     "deferred %s (attempt %d): %s; retry in %g s",
@@ -172,16 +194,25 @@ class Gateway:
             self._delivered(delivery, outcome.description)
             return
         verdict = Verdict.SOFT if outcome.verdict is Verdict.TEMPORARY else outcome.verdict
+        # BUG(down_is_hard): no server answered (or it refused in its greeting): "it does not
+        # exist", hard.
+        if self.settings.bug == "down_is_hard" and reply_code(outcome.description) in (None, 421):
+            verdict = Verdict.HARD
         self._bounce(delivery, verdict, outcome.description, int(time.time()), attempt_no + 1)
 
     # -- outcomes ----------------------------------------------------------------------------
 
     def _delivered(self, delivery: Delivery, description: str) -> None:
-        if "delivered" in delivery.reported or self.settings.callback_format != "v2":
+        legacy_too = self.settings.bug == "legacy_delivered"
+        if "delivered" in delivery.reported or (
+            self.settings.callback_format != "v2" and not legacy_too
+        ):
             return  # legacy has no delivered event
         delivery.reported.add("delivered")
         self.reporter.report(
-            Event("delivered", delivery.recipient, int(time.time()), delivery.meta, description)
+            Event(
+                "delivered", delivery.recipient, int(time.time()), self._meta(delivery), description
+            )
         )
 
     def _bounce(
@@ -203,7 +234,7 @@ class Gateway:
             attempts,
             description,
         )
-        self.reporter.report(Event(kind, delivery.recipient, ts, delivery.meta, description))
+        self.reporter.report(Event(kind, delivery.recipient, ts, self._meta(delivery), description))
 
     # -- bounce intake -----------------------------------------------------------------------
 
@@ -214,6 +245,12 @@ class Gateway:
         # VERP names the recipient we sent to, whatever aliasing happened on the way; the
         # addresses inside the mail are only the fallback for the plain bounce address.
         verp = decode_verp(envelope_recipient)
+        # BUG(auto_reply_as_bounce): whatever comes back to the bounce address is a bounce.
+        if isinstance(mail, AutoReply) and self.settings.bug == "auto_reply_as_bounce" and verp:
+            delivery = self._find(verp, None, "bounce")
+            if delivery is not None:
+                self._bounce(delivery, Verdict.HARD, f"auto-reply: {mail.subject}", observed, 1)
+            return
         if isinstance(mail, AutoReply):
             log.info(
                 "intake: automatic reply from %s (%r) to %s: not a bounce; ignored",
@@ -223,6 +260,10 @@ class Gateway:
             )
             return
         if isinstance(mail, Complaint):
+            # BUG(complaint_ignored): "not a bounce, so not our business".
+            if self.settings.bug == "complaint_ignored":
+                log.info("intake: feedback report about %s; ignored", verp or mail.recipient)
+                return
             self._complaint(verp or mail.recipient, mail)
             return
         if mail is None:
@@ -245,7 +286,14 @@ class Gateway:
     def _dsn_block(
         self, address: str, block: RecipientBlock, report: Report, observed: int
     ) -> None:
-        category = "bounce" if block.action == "failed" else "delivered"
+        failed = block.action == "failed"
+        # BUG(success_dsn_as_bounce): a DSN is a bounce; its Action is never read.
+        if self.settings.bug == "success_dsn_as_bounce":
+            failed = True
+        # BUG(delayed_as_bounce): "not delivered yet" read as "not delivered".
+        if self.settings.bug == "delayed_as_bounce" and block.action == "delayed":
+            failed = True
+        category = "bounce" if failed else "delivered"
         delivery = self._find(address, report.meta, category)
         if delivery is None:
             log.warning(
@@ -255,15 +303,25 @@ class Gateway:
                 address,
             )
             return
+        # BUG(alias_reported): the DSN's own idea of who failed wins.
+        if self.settings.bug == "alias_reported" and block.final_recipient:
+            delivery = dataclasses.replace(delivery, recipient=block.final_recipient)
         diagnostic = block.diagnostic
         if diagnostic is None and report.text:
             # Exim says why only in its text when no server ever answered ("retry timeout
             # exceeded": the message expired), with a bare Status 5.0.0 in the report.
             diagnostic = explanation_for(report.text, block.final_recipient or address)
         description = diagnostic or f"{block.action} {block.status or ''}".strip()
-        if block.action == "failed":
+        if failed:
             verdict = classify_dsn_failure(block.status, diagnostic)
-            self._bounce(delivery, verdict, f"DSN: {description}", observed, 1)
+            # BUG(exim_status_only): the Status field alone; Exim's is 5.0.0 for every failure.
+            if self.settings.bug == "exim_status_only":
+                verdict = classify_status(enhanced_status(block.status) or "5.0.0")
+            ts = observed
+            # BUG(dsn_send_time_ts): the time the message went out, not when the DSN came back.
+            if self.settings.bug == "dsn_send_time_ts":
+                ts = delivery.queued_at
+            self._bounce(delivery, verdict, f"DSN: {description}", ts, 1)
         elif block.action == "delayed":
             log.info("intake: delivery to %s delayed (%s); not a bounce yet", address, description)
         elif block.action in ("delivered", "relayed", "expanded"):
@@ -299,7 +357,7 @@ class Gateway:
                 "spam",
                 delivery.recipient,
                 int(time.time()),
-                delivery.meta,
+                self._meta(delivery),
                 f"complaint: feedback report ({complaint.feedback_type})",
             )
         )
@@ -326,7 +384,8 @@ class Gateway:
         if delivery is None:
             return None
         key = delivery.recipient.lower()
-        if key in self._unsubscribed:
+        # BUG(double_unsubscribe): the "already unsubscribed" check is missing.
+        if key in self._unsubscribed and self.settings.bug != "double_unsubscribe":
             log.info("unsubscribe %s again via %s: already done, not reported", key, via)
             return False
         self._unsubscribed.add(key)
@@ -336,7 +395,7 @@ class Gateway:
                 "unsubscribe",
                 delivery.recipient,
                 int(time.time()),
-                delivery.meta,
+                self._meta(delivery),
                 f"unsubscribed via {via}",
             )
         )

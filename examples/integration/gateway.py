@@ -71,6 +71,10 @@ async def run(settings: Settings) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # BUG(ignore_sigterm): tried with Ctrl-C only; SIGTERM "must not interrupt a delivery".
+    if settings.bug == "ignore_sigterm":
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT) as client:
         reporter = Reporter(settings, client)
@@ -101,11 +105,15 @@ async def run(settings: Settings) -> None:
             "http": gateway.http_base,
         }
         log.info(
-            "ready: smtp %s, bounce intake %s, http %s, callbacks %s%s",
+            "ready: smtp %s, bounce intake %s, http %s, callbacks %s, retries after %s s%s%s",
             addresses["smtp"],
             addresses["bounce_intake"],
             addresses["http"],
             settings.callback_format,
+            ",".join(f"{d:.3g}" for d in settings.retry_delays) or "(none)",
+            f" (fit to a budget of {settings.retry_budget:g} s)"
+            if settings.retry_budget is not None
+            else "",
             f", BUG {settings.bug}" if settings.bug else "",
         )
         if settings.ready_file is not None:
@@ -131,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--bug",
-        choices=BUGS,
-        help="run a deliberately broken variant (default: $EXAMPLE_BUG, else none)",
+        choices=sorted(BUGS),
+        metavar="NAME",
+        help="run a deliberately broken variant (default: $EXAMPLE_BUG, else none): "
+        + ", ".join(BUGS),
     )
     args = parser.parse_args(argv)
     logging.basicConfig(

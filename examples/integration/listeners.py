@@ -91,6 +91,9 @@ async def start_submission(settings: Settings, gateway: Gateway) -> asyncio.Serv
             and hmac.compare_digest(auth_data.login, user.encode())
             and hmac.compare_digest(auth_data.password, password.encode())
         )
+        # BUG(any_password): a login was given, that is all that is checked.
+        if settings.bug == "any_password":
+            ok = isinstance(auth_data, LoginPassword) and bool(auth_data.login)
         if not ok:
             log.warning("submission: AUTH %s failed", mechanism)
         # handled=False: aiosmtpd itself answers 235 or 535.
@@ -103,7 +106,8 @@ async def start_submission(settings: Settings, gateway: Gateway) -> asyncio.Serv
             hostname=settings.domain,
             enable_SMTPUTF8=True,
             authenticator=authenticate if user else None,
-            auth_required=user is not None,
+            # BUG(auth_optional): AUTH offered, never required.
+            auth_required=user is not None and settings.bug != "auth_optional",
             # With implicit TLS the socket is already encrypted, but aiosmtpd only knows about
             # TLS it negotiated itself (STARTTLS): tell it not to insist.
             auth_require_tls=tls == "starttls",

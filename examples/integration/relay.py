@@ -27,9 +27,13 @@ def route(settings: Settings, recipient: str) -> tuple[str, int] | None:
     return settings.mx_map.get(domain)
 
 
-def _reply(code: int, message: str) -> Attempt:
+def _reply(settings: Settings, code: int, message: str) -> Attempt:
     text = " ".join(message.split())
-    return Attempt(classify_reply(code, text), f"{code} {text}")
+    verdict = classify_reply(code, text)
+    # BUG(reply_code_only): "5xx means permanent", the enhanced status unread.
+    if settings.bug == "reply_code_only" and code >= 500:
+        verdict = Verdict.HARD
+    return Attempt(verdict, f"{code} {text}")
 
 
 async def attempt_delivery(
@@ -39,14 +43,15 @@ async def attempt_delivery(
     host, port = target
     where = f"{host}:{port}"
     relaying = settings.relay is not None
-    tls = settings.relay_tls if relaying else "opportunistic"
+    tls = settings.relay_tls if relaying else "opportunistic" if settings.mx_starttls else "none"
     client = aiosmtplib.SMTP(
         hostname=host,
         port=port,
         local_hostname=settings.domain,
         timeout=settings.smtp_timeout,
         use_tls=tls == "implicit",
-        # MX hosts get STARTTLS when they offer it (None); a relay gets exactly what was asked.
+        # MX hosts get STARTTLS when they offer it (None), unless EXAMPLE_MX_STARTTLS=off (the
+        # contract makes it optional); a relay gets exactly what was asked.
         start_tls={"starttls": True, "none": False}.get(tls),
         # The harness's servers use self-signed certificates.
         validate_certs=False,
@@ -54,7 +59,7 @@ async def attempt_delivery(
         password=settings.relay_password if relaying else None,
     )
     try:
-        return await _exchange(client, where, settings.smtp_timeout, sender, recipient, message)
+        return await _exchange(client, where, settings, sender, recipient, message)
     finally:
         # Whatever happened, the socket is closed here (close() is a no-op once QUIT ran).
         client.close()
@@ -63,15 +68,26 @@ async def attempt_delivery(
 async def _exchange(
     client: aiosmtplib.SMTP,
     where: str,
-    timeout: float,
+    settings: Settings,
     sender: str,
     recipient: str,
     message: bytes,
 ) -> Attempt:
+    timeout = settings.smtp_timeout
+    # An internationalised address (RFC 6531) needs SMTPUTF8 on MAIL, and so does the VERP
+    # sender that carries it; the bytes of the message go as submitted either way.
+    utf8 = not (sender.isascii() and recipient.isascii())
     try:
         await client.connect()
-        await client.mail(sender)
-        await client.rcpt(recipient)
+        if utf8 and not client.supports_extension("smtputf8"):
+            # Nothing else can carry a non-ASCII address (RFC 6531 section 3.2): the address
+            # cannot be reached through this server, now or on a retry.
+            return Attempt(
+                Verdict.HARD, f"550 5.6.7 {where} does not offer SMTPUTF8, needed for {recipient}"
+            )
+        encoding = "utf-8" if utf8 else "ascii"
+        await client.mail(sender, options=["SMTPUTF8"] if utf8 else None, encoding=encoding)
+        await client.rcpt(recipient, encoding=encoding)
         response = await client.data(message)
     except aiosmtplib.SMTPTimeoutError:
         return Attempt(Verdict.TEMPORARY, f"4.4.2 timed out after {timeout:g} s ({where})")
@@ -86,11 +102,11 @@ async def _exchange(
         # duplicate, which is what every MTA does too (RFC 5321 section 6.1).
         return Attempt(Verdict.TEMPORARY, f"4.4.2 connection dropped by {where}")
     except aiosmtplib.SMTPResponseException as exc:  # MAIL, RCPT or DATA refused
-        return _reply(exc.code, exc.message)
+        return _reply(settings, exc.code, exc.message)
     except (aiosmtplib.SMTPException, OSError) as exc:
         return Attempt(Verdict.TEMPORARY, f"4.4.0 {type(exc).__name__} with {where}: {exc}")
     try:
         await client.quit()
     except (aiosmtplib.SMTPException, OSError):
         pass  # The message was accepted; a rude goodbye changes nothing.
-    return _reply(response.code, response.message)
+    return _reply(settings, response.code, response.message)

@@ -12,9 +12,46 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BUGS", "ConfigError", "Settings", "load_settings"]
+__all__ = ["BUGS", "ConfigError", "Settings", "fit_schedule", "load_settings"]
 
-BUGS = ("ms_timestamps", "swapped_classes", "double_report", "no_unsubscribe", "no_retry")
+BUGS: Mapping[str, str] = {
+    # Each is one mistake a newcomer makes, in a line or two marked ``# BUG(name)`` in the
+    # source; docs/example-bugs.md says which shipped scenario catches it and with what code.
+    "ms_timestamps": "legacy ts in milliseconds",
+    "swapped_classes": "soft bounces reported as hard and hard as soft",
+    "double_report": "every bounce reported twice, in a second POST right after the first",
+    "no_unsubscribe": "the click is honoured but CleverTap never hears of it",
+    "no_retry": "a callback that failed (503) is never resent",
+    "late_double_report": "every bounce reported again 0.7 s later (an outbox marked sent late)",
+    "no_backoff": "a failed callback is resent at once, without any backoff",
+    "ignore_retry_after": "Retry-After of a 429 ignored: resent on the own 0.2 s schedule",
+    "dsn_send_time_ts": "ts of a DSN bounce is the time the message was sent, not the DSN's",
+    "tz_offset": "ts computed from local time in Asia/Kolkata read as UTC (5.5 h ahead)",
+    "delayed_as_bounce": "a delay warning (Action: delayed) is treated as a failure",
+    "no_smtp_retry": "a 4xx reply is never retried: soft bounce after the first attempt",
+    "report_each_deferral": "a soft bounce reported at every 4xx, before the retry delivers",
+    "down_is_hard": "a server that stays down (refused, timeout, 421) is reported as hard",
+    "reply_code_only": "every 5xx reply is hard, whatever its enhanced status (5.2.2 too)",
+    "exim_status_only": "a DSN is classified by its Status alone: Exim's generic 5.0.0 is hard",
+    "double_unsubscribe": "every click reports an unsubscribe, the second one too",
+    "ignore_sigterm": "SIGTERM is ignored (only Ctrl-C stops it): the harness must kill it",
+    "no_content_type": "callbacks POSTed without a Content-Type header",
+    "delivered_on_queue": "v2 delivered reported when the message is queued, not when accepted",
+    "stale_meta": "v2 meta of the last submitted message, not of the message the event is about",
+    "punycode_address": "an IDN domain reported in its ASCII form (xn--), as it was stored",
+    "unsubscribe_on_get": "opening the unsubscribe link unsubscribes (link scanners open them all)",
+    "any_password": "submission AUTH checks that credentials were given, not which",
+    "auth_optional": "submission offers AUTH but takes mail without it",
+    "success_dsn_as_bounce": "a DSN is a bounce whatever its Action: success reports too",
+    "alias_reported": (
+        "a DSN bounce reported for its Final-Recipient (an alias), not the address sent to"
+    ),
+    "auto_reply_as_bounce": "an out-of-office reply at the bounce address taken for a hard bounce",
+    "complaint_ignored": "a spam complaint (ARF) is logged, never reported",
+    "float_ts": "legacy ts is time.time() as is: a float with a fraction, not whole seconds",
+    "legacy_delivered": "legacy callbacks get a delivered event too, which legacy does not have",
+    "no_one_click_header": "List-Unsubscribe without List-Unsubscribe-Post: no one-click offered",
+}
 """The deliberately broken variants, selected with ``--bug NAME`` or ``EXAMPLE_BUG``."""
 
 TLS_MODES = ("none", "starttls", "implicit")
@@ -45,6 +82,8 @@ class Settings:
     bounce_url: str | None
     unsubscribe_url: str | None
     v2_url: str | None
+    retry_budget: float | None
+    """HARNESS_RETRY_BUDGET: ``retry_delays`` already fit in it."""
     # The example's own knobs.
     domain: str
     retry_delays: tuple[float, ...]
@@ -52,6 +91,7 @@ class Settings:
     retry_after_cap: float
     batch_window: float
     smtp_timeout: float
+    mx_starttls: bool
     bug: str | None
 
 
@@ -108,6 +148,26 @@ def _schedule(env: Mapping[str, str], name: str, default: str) -> tuple[float, .
             raise ConfigError(f"{name}: item {position} must be >= 0 seconds, got {item!r}")
         delays.append(delay)
     return tuple(delays)
+
+
+def fit_schedule(
+    delays: tuple[float, ...], smtp_timeout: float, budget: float
+) -> tuple[float, ...]:
+    """The retry *delays*, scaled down together (keeping their shape) to fit *budget* seconds
+    from the first attempt to giving up (docs/integration-contract.md, section 4.4).
+
+    Every attempt may last a whole SMTP timeout (a tarpit), so those are set aside first. When
+    they alone fill the budget, the delays get half of it anyway: a 4xx reply comes at once,
+    and a greylisted recipient needs its retries more than a silent host needs the timeouts.
+    A production schedule (hours) thus ends inside the harness's window.
+    """
+    total = sum(delays)
+    room = budget - (len(delays) + 1) * smtp_timeout
+    if room <= 0:
+        room = budget / 2
+    if total <= room:
+        return delays
+    return tuple(delay * room / total for delay in delays)
 
 
 def _mx_map(value: str) -> dict[str, tuple[str, int]]:
@@ -181,6 +241,15 @@ def load_settings(env: Mapping[str, str], bug: str | None = None) -> Settings:
     smtp_timeout = _seconds(env, "EXAMPLE_SMTP_TIMEOUT", 5.0)
     if smtp_timeout == 0:
         raise ConfigError("EXAMPLE_SMTP_TIMEOUT: must be more than 0 seconds")
+    retry_delays = _schedule(env, "EXAMPLE_RETRY_DELAYS", "1,2")
+    budget: float | None = None
+    if _optional(env, "HARNESS_RETRY_BUDGET") is not None:
+        budget = _seconds(env, "HARNESS_RETRY_BUDGET", 0.0)
+    # "ignore" plays an integration that keeps its own schedule whatever the budget says.
+    if _choice(env, "EXAMPLE_RETRY_BUDGET", ("fit", "ignore"), "fit") == "ignore":
+        budget = None
+    if budget is not None:
+        retry_delays = fit_schedule(retry_delays, smtp_timeout, budget)
 
     ready = _optional(env, "HARNESS_READY_FILE")
     return Settings(
@@ -203,11 +272,13 @@ def load_settings(env: Mapping[str, str], bug: str | None = None) -> Settings:
         bounce_url=bounce_url,
         unsubscribe_url=unsubscribe_url,
         v2_url=v2_url,
+        retry_budget=budget,
         domain=_optional(env, "EXAMPLE_DOMAIN") or "sut.test",
-        retry_delays=_schedule(env, "EXAMPLE_RETRY_DELAYS", "1,2"),
+        retry_delays=retry_delays,
         callback_retry=_schedule(env, "EXAMPLE_CALLBACK_RETRY", "0.2,0.5,1,2"),
         retry_after_cap=_seconds(env, "EXAMPLE_RETRY_AFTER_CAP", 5.0),
         batch_window=_seconds(env, "EXAMPLE_BATCH_WINDOW", 0.2),
         smtp_timeout=smtp_timeout,
+        mx_starttls=_choice(env, "EXAMPLE_MX_STARTTLS", ("on", "off"), "on") == "on",
         bug=bug,
     )

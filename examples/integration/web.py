@@ -61,6 +61,9 @@ def make_app(gateway: Gateway) -> Starlette:
         delivery = gateway.lookup(token)
         if delivery is None:
             return _not_found()
+        # BUG(unsubscribe_on_get): "the user opened the link, so they want out".
+        if gateway.settings.bug == "unsubscribe_on_get":
+            gateway.unsubscribe(token, "link")
         return HTMLResponse(
             _PAGE.format(address=html.escape(delivery.recipient), token=html.escape(token))
         )

@@ -17,24 +17,30 @@ appended *before* the answer is sent, so a client that has its answer can read i
 # API's handlers at runtime, and they use names local to _control_router.
 import asyncio
 import base64
+import difflib
 import json
 import secrets
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from sys import intern
 from typing import Annotated, Any, Literal, Protocol
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.routing import Match
 
 from harness.checks import Severity
 from harness.clevertap.faults import FaultPlan, FaultRule
 from harness.clevertap.inspect import Endpoint, History, Inspection, JournalHistory, inspect
+from harness.clevertap.mailapi import MailControl, mail_router
+from harness.clevertap.openapi import callback_paths, mount_docs
 from harness.clevertap.settings import ServerSettings
 from harness.errors import JournalWriteError
 from harness.journal import Entry, Journal, Kind, MemoryJournal
@@ -47,7 +53,10 @@ __all__ = [
     "abort_transport",
     "create_app",
     "journal_failed_result",
+    "nearest_path",
     "process_callback",
+    "process_stray",
+    "read_body",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -277,6 +286,112 @@ def process_callback(
     )
 
 
+STRAY_STATUS = 404
+"""The answer to a request for a path that is no callback endpoint (and not the control API's)."""
+
+
+def nearest_path(path: str, paths: Iterable[str]) -> str | None:
+    """The callback path *path* most likely meant (a typo, a trailing slash, another case)."""
+    known = list(paths)
+    folded = {p.lower(): p for p in known}
+    direct = folded.get(path.rstrip("/").lower())
+    if direct is not None:
+        return direct
+    close = difflib.get_close_matches(path.lower(), list(folded), n=1, cutoff=0.6)
+    return folded[close[0]] if close else None
+
+
+def stray_body(path: str, paths: Mapping[str, str]) -> bytes:
+    """The 404 body naming *path*, the nearest callback path and all of them (endpoint: path)."""
+    hint = nearest_path(path, paths.values())
+    message = f"no callback endpoint at {path!r}"
+    if hint:
+        message += f"; did you mean {hint}?"
+    else:
+        message += f"; the callback paths are {', '.join(paths.values())}"
+    return _error_body(message, path=path, did_you_mean=hint, callback_paths=dict(paths))
+
+
+def process_stray(
+    app: "CallbackState",
+    path: str,
+    body: bytes,
+    *,
+    paths: Mapping[str, str],
+    size: int,
+    method: str = "POST",
+    content_type: str | None,
+    peer: str | None,
+    received: float,
+    disconnected: bool = False,
+) -> CallbackResult:
+    """Journal a request for a path that is no callback endpoint and answer it 404.
+
+    A callback posted to ``/callbacks/bounc`` or ``/callbacks/bounce/`` is an integration bug
+    that staging must show: it is journaled as a :class:`~harness.records.Callback` with
+    ``endpoint`` None (not checked: no endpoint says what it should be; never accepted) and
+    answered 404 with the path it most likely meant. *paths* are the callback paths as the
+    client must send them (endpoint name: path). The server's ASGI fallback and the respx mock
+    both call this, so both give the same answer and the same entry.
+    """
+    cap = app.settings.max_body
+    if len(body) > cap:
+        body = body[:cap]
+    text, is_base64 = _body_text(body)
+    status = None if disconnected else STRAY_STATUS
+    entry = Callback(
+        endpoint=None,
+        path=path,
+        peer=peer,
+        content_type=content_type,
+        size=size,
+        body=text,
+        body_base64=is_base64,
+        truncated=size > cap,
+        method=method,
+        disconnected=disconnected,
+        status=status,
+    )
+    try:
+        recorded = app.journal.append(entry, at=received)
+    except JournalWriteError:
+        return journal_failed_result()
+    if disconnected:
+        return CallbackResult("none", None, b"", _NO_HEADERS, 0.0, recorded)
+    return CallbackResult(
+        "answer", STRAY_STATUS, stray_body(path, paths), _NO_HEADERS, 0.0, recorded
+    )
+
+
+async def read_body(receive: Receive, cap: int) -> tuple[bytes, int, bool]:
+    """An ASGI request body: (its first *cap* bytes, its real size, whether the client left).
+
+    Past the cap it keeps draining (and counting), so that the real size is journaled and the
+    connection stays usable.
+    """
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    more: bool = message.get("more_body", False)
+    disconnected = message["type"] == "http.disconnect"
+    size = len(body)
+    if more:
+        chunks = [body[:cap]]
+        kept = len(chunks[0])
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+                break
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
+            size += len(chunk)
+            if kept < cap:
+                chunks.append(chunk[: cap - kept])
+                kept += len(chunks[-1])
+        body = b"".join(chunks)
+    return body, size, disconnected
+
+
 class _Callback:
     """The raw ASGI handler of one callback endpoint (see the module docstring for why raw)."""
 
@@ -444,6 +559,14 @@ class ResetDone(BaseModel):
     last_seq: int
 
 
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, with every string made encodable: a body holding a JSON escape of a lone
+    surrogate (``"\\ud800"``) is echoed in the error's ``input``, which FastAPI's own handler
+    cannot encode (it answered 500)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse({"detail": scrub(jsonable_encoder(errors))}, status_code=422)
+
+
 def _to_model(entry: Entry) -> CallbackEntry:
     return CallbackEntry(seq=entry.seq, at=entry.at, data=record_json(entry.data))
 
@@ -544,6 +667,7 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
         code: Annotated[str | None, Query(description="A check code, e.g. CT301.")] = None,
         severity: Annotated[Severity | None, Query()] = None,
         endpoint: Annotated[Endpoint | None, Query()] = None,
+        status: Status = "any",
         since: Since = 0,
         limit: Annotated[int | None, Query(ge=1, description="At most this many.")] = None,
     ) -> ViolationPage:
@@ -551,7 +675,9 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
         out: list[ViolationRecord] = []
         wanted = endpoint.value if endpoint else None
         # Through the index of flagged callbacks: only requests with a violation are read.
-        entries = app.journal.callbacks(code=code, endpoint=wanted, flagged=True, since=since)
+        entries = app.journal.callbacks(
+            code=code, endpoint=wanted, accepted=_accepted(status), flagged=True, since=since
+        )
         for entry in entries:
             record = entry.data
             if not isinstance(record, Callback):
@@ -645,10 +771,16 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
             return JSONResponse(body.model_dump(), status_code=408)
         return _to_model(found)
 
+    # async: with a mail world, hosts are put back in the event loop that serves them.
     @router.post("/reset", response_model=ResetDone, summary="Forget everything")
-    def reset() -> ResetDone:
-        """Clear the journal, the duplicate index and the fault counters (rules stay)."""
+    async def reset() -> ResetDone:
+        """Clear the journal, the duplicate index and the fault counters (rules stay); with a
+        mail world, also its rules' attempt counters, and hosts taken down or brought up at
+        run time are put back as configured."""
         app.reset()
+        if app.mail is not None:
+            app.mail.reset()
+            app.mail.restore()
         return ResetDone(last_seq=app.journal.last_seq)
 
     @router.get("/faults", response_model=Faults, summary="The fault rules and their counters")
@@ -665,6 +797,7 @@ def _control_router(app: "CleverTapApp") -> APIRouter:
         app.set_faults([])
         return Faults(rules=app.faults.snapshot())
 
+    router.include_router(mail_router(app))
     combined = APIRouter()
     combined.include_router(open_router)
     combined.include_router(router)
@@ -679,16 +812,99 @@ class CleverTapApp(FastAPI):
             title="clevertap-harness: fake CleverTap",
             summary="Receives CleverTap SMTP callbacks, checks them and journals them.",
             version="1",
+            # Served from local assets by mount_docs() below: FastAPI's pages use CDNs.
+            docs_url=None,
+            redoc_url=None,
         )
         self.settings = settings
         self._journal = journal
         self.faults = FaultPlan(settings.faults)
         self.duplicates = JournalHistory(journal)
         self._stopping: asyncio.Event | None = None
+        self.mail: MailControl | None = None
+        """The mail world whose hosts the control API takes down and up (set by World)."""
+        self.scenario: object | None = None
+        """The scenario the world was built from (a ``harness.scenario.model.Scenario``, set
+        by ``World.from_scenario``): the dashboard's report page judges it."""
         self._callbacks = {
             path: _Callback(self, endpoint, path) for endpoint, path in settings.paths.items()
         }
         self.include_router(_control_router(self))
+        self.add_exception_handler(RequestValidationError, _invalid_request)
+        mount_docs(self)
+        # Requests no route takes end in the router's `default` app (Starlette's public Router
+        # argument; pinned by tests/clevertap/test_server.py): wrong callback paths are
+        # journaled there instead of getting a bare 404.
+        self._not_found = self.router.default
+        self.router.default = self._stray
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document of the control API, plus the callback endpoints (not routes:
+        see :mod:`harness.clevertap.openapi`)."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            items, schemas = callback_paths(self.settings.paths, self.settings.control_prefix)
+            schema["paths"] = {**items, **schema.get("paths", {})}
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+        return self.openapi_schema or {}
+
+    @property
+    def stray_paths(self) -> dict[str, str]:
+        """The callback paths a stray request is pointed to (endpoint name: path)."""
+        return {e.value: p for e, p in self.settings.paths.items()}
+
+    def _under_control(self, path: str) -> bool:
+        prefix = self.settings.control_prefix
+        return path == prefix or path.startswith(prefix + "/")
+
+    def is_stray(self, scope: Scope) -> bool:
+        """Whether the request of *scope* is for a path nothing serves (a wrong callback path):
+        no callback endpoint, nothing under the control prefix, no route (also with its
+        trailing slash toggled: the router redirects those). The guard lets these through, as
+        it does callbacks, so that each is journaled."""
+        path: str = scope["path"]
+        if scope["type"] != "http" or path in self._callbacks or self._under_control(path):
+            return False
+        toggled = path.rstrip("/") if path.endswith("/") else path + "/"
+        for candidate in (path, toggled):
+            probe = {**scope, "path": candidate}
+            if any(route.matches(probe)[0] is not Match.NONE for route in self.router.routes):
+                return False
+        return True
+
+    async def _stray(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._under_control(scope["path"]):
+            # The control API's own unknown paths stay plain 404s: nobody posts callbacks there.
+            await self._not_found(scope, receive, send)
+            return
+        received = time.time()
+        cap = self.settings.max_body
+        content_type: str | None = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+                break
+        body, size, disconnected = await read_body(receive, cap)
+        client = scope.get("client")
+        result = process_stray(
+            self,
+            scope["path"],
+            body,
+            paths=self.stray_paths,
+            size=size,
+            method=scope["method"],
+            content_type=content_type,
+            peer=f"{client[0]}:{client[1]}" if client else None,
+            received=received,
+            disconnected=disconnected,
+        )
+        if result.entry is not None and self.journal.durable:
+            try:
+                await self.journal.committed(result.entry)
+            except JournalWriteError:
+                result = journal_failed_result()
+        if result.action == "answer":
+            await _send(send, result.status or 500, result.body, result.headers)
 
     @property
     def journal(self) -> Journal:

@@ -14,9 +14,10 @@ refuses, with 403 and a JSON body that says why:
   a JSON Content-Type: browsers cannot send one cross-site without a CORS preflight, which this
   server never grants.
 
-Callback endpoints are left open to every client: the integration posts them from server-side
-code (no ``Origin``, a ``Host`` from whatever URL it was given), and each request there, hostile
-ones included, must reach the journal; a browser's cross-site callback is journaled and flagged
+Callback endpoints (and paths nothing serves, where a mistyped callback URL lands) are left
+open to every client: the integration posts them from server-side code (no ``Origin``, a
+``Host`` from whatever URL it was given), and each request there, hostile ones included, must
+reach the journal; a browser's cross-site callback is journaled and flagged
 by the payload checks like any other. docs/server.md tells the story for users.
 """
 
@@ -27,7 +28,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit
 
-from harness.clevertap.app import Receive, Scope, Send
+from harness.clevertap.app import CleverTapApp, Receive, Scope, Send
 
 __all__ = ["ControlGuard"]
 
@@ -83,6 +84,11 @@ class ControlGuard:
         callback_paths: Iterable[str],
     ) -> None:
         self.app = app
+        # Wrong callback paths are as open as the right ones (journaled, answered 404): the
+        # app knows which paths nothing serves.
+        self.stray: Callable[[Scope], bool] | None = (
+            app.is_stray if isinstance(app, CleverTapApp) else None
+        )
         self.port = port
         self.control_prefix = control_prefix
         self.callback_paths = frozenset(callback_paths)
@@ -98,7 +104,7 @@ class ControlGuard:
     def refusal(self, scope: Scope) -> str | None:
         """Why the request of *scope* is refused, or None to let it through."""
         path: str = scope["path"]
-        if path in self.callback_paths:
+        if path in self.callback_paths or (self.stray is not None and self.stray(scope)):
             return None
         headers: dict[bytes, bytes] = {}
         for name, value in scope["headers"]:

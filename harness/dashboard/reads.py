@@ -6,8 +6,10 @@ Every journal read of the dashboard is in this module, through the journal's pub
 
 Pages go from the newest entry back, in windows of seq numbers: each window is one indexed range
 read (by kind, or through the callback indexes), so a page costs the same at 100 entries or at
-100,000. A filter the indexes cannot answer (a recipient across mail records) is checked entry by
-entry, within a scan budget; the page then says how far back it looked and offers to go on.
+100,000. A recipient filter reads the journal's address indexes (callbacks by their events,
+every other kind by the address table). A filter the indexes cannot answer (a code across every
+kind) is checked entry by entry, within a scan budget; the page then says how far back it looked
+and offers to go on.
 """
 
 from __future__ import annotations
@@ -18,16 +20,13 @@ from dataclasses import dataclass, field
 from harness.journal import Entry, Journal
 from harness.records import (
     Callback,
-    Click,
-    Dsn,
-    DsnSkipped,
     Kind,
-    Sent,
     SmtpClose,
     SmtpMessage,
     SmtpOpen,
     SmtpReply,
     ViolationFound,
+    addresses_of,
 )
 from harness.vocab import address_key
 
@@ -81,28 +80,8 @@ def codes_of(entry: Entry) -> tuple[str, ...]:
 
 
 def recipients_of(entry: Entry) -> tuple[str, ...]:
-    """The recipient addresses an entry is about (none for sessions, faults, notes)."""
-    record = entry.data
-    if isinstance(record, Callback):
-        return tuple(e.email for e in record.events)
-    if isinstance(record, SmtpReply):
-        return (record.recipient,)
-    if isinstance(record, SmtpMessage):
-        return tuple(r.address for r in record.recipients)
-    if isinstance(record, Dsn):
-        return tuple(r.recipient for r in record.recipients)
-    if isinstance(record, DsnSkipped):
-        return record.recipients
-    if isinstance(record, Sent):
-        return record.to
-    if isinstance(record, Click):
-        return (record.recipient,)
-    if isinstance(record, ViolationFound):
-        # The judge names the recipient in `extra` where it has one (no typed field yet); the
-        # story also finds a violation through its evidence.
-        address = record.violation.extra.get("recipient")
-        return (address,) if isinstance(address, str) else ()
-    return ()
+    """The recipient addresses an entry is about (:func:`~harness.records.addresses_of`)."""
+    return addresses_of(entry.data)
 
 
 @dataclass(slots=True)
@@ -125,6 +104,10 @@ def _window(journal: Journal, flt: Filter, lo: int, hi: int) -> Iterator[Entry]:
                 event=flt.event, address=flt.address, code=flt.code, since=lo, limit=hi - lo
             )
         )
+    elif flt.address is not None:
+        # Every kind about the address, through the journal's address indexes.
+        kinds = None if flt.kind is None else [flt.kind]
+        candidates = iter(journal.about(flt.address, kinds=kinds, since=lo, before=hi))
     else:
         candidates = journal.iter_entries(flt.kind, since=lo)
     for entry in candidates:
@@ -139,8 +122,10 @@ def page(journal: Journal, flt: Filter, *, before: int | None = None, limit: int
     hi = last + 1 if before is None else min(before, last + 1)
     found: list[Entry] = []
     checked = 0
+    # An address's entries come straight from its index, however far apart: one window.
+    span = hi if flt.address is not None and not flt.callbacks_only else _WINDOW
     while hi > 1 and len(found) < limit and checked < _SCAN_BUDGET:
-        lo = max(0, hi - 1 - _WINDOW)
+        lo = max(0, hi - 1 - span)
         batch = []
         for entry in _window(journal, flt, lo, hi):
             checked += 1
@@ -180,34 +165,36 @@ class Story:
 def story(journal: Journal, address: str) -> Story:
     """The story of *address*: sent, replies, messages, DSNs, callbacks, clicks, violations.
 
-    Callbacks come through the address index; the mail records have none yet, so their kinds
-    are read one kind at a time (the kind index) and checked.
+    Everything about the address comes through the journal's address indexes
+    (:meth:`~harness.journal.Journal.about`); the judge's violations that name it only through
+    their evidence are found in the violation kind.
     """
     result = Story(address)
-    key = address_key(address)
-
-    def about(entry: Entry) -> bool:
-        return key in {address_key(a) for a in recipients_of(entry)}
-
-    groups = (
-        (Kind.SENT, result.sent),
-        (Kind.SMTP_REPLY, result.replies),
-        (Kind.SMTP_MESSAGE, result.messages),
-        (Kind.DSN, result.dsns),
-        (Kind.DSN_SKIPPED, result.dsns),
-        (Kind.CLICK, result.clicks),
-    )
-    for kind, group in groups:
-        group.extend(e for e in journal.iter_entries(kind) if about(e))
-    result.dsns.sort(key=lambda e: e.seq)
-    result.callbacks = journal.callbacks(address=address)
+    groups = {
+        Kind.SENT: result.sent,
+        Kind.SMTP_REPLY: result.replies,
+        Kind.SMTP_MESSAGE: result.messages,
+        Kind.DSN: result.dsns,
+        Kind.DSN_SKIPPED: result.dsns,
+        Kind.CLICK: result.clicks,
+        Kind.CALLBACK: result.callbacks,
+        Kind.VIOLATION: result.violations,
+    }
+    for entry in journal.about(address):
+        group = groups.get(entry.kind)
+        if group is not None:
+            group.append(entry)
     mine = result.seqs
+    named = {e.seq for e in result.violations}
     for entry in journal.iter_entries(Kind.VIOLATION):
         record = entry.data
-        if isinstance(record, ViolationFound) and (
-            about(entry) or mine.intersection(record.violation.evidence)
+        if (
+            entry.seq not in named
+            and isinstance(record, ViolationFound)
+            and mine.intersection(record.violation.evidence)
         ):
             result.violations.append(entry)
+    result.violations.sort(key=lambda e: e.seq)
     return result
 
 

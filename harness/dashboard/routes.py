@@ -14,7 +14,6 @@ Token: when the server has one, the pages and the stream want it like the contro
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations at runtime.
 import asyncio
 import json
-import mailbox
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any
@@ -23,16 +22,19 @@ from urllib.parse import parse_qs, quote, urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import (
     HTMLResponse,
+    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
     StreamingResponse,
 )
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from starlette.staticfiles import StaticFiles
 
 from harness.checks import all_checks
 from harness.clevertap.faults import FaultRule
+from harness.clevertap.mailapi import dsn_bytes
 from harness.dashboard import views
 from harness.dashboard.reads import Filter, page, session_entries, story
 from harness.journal import Entry
@@ -96,7 +98,12 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         if not authorized(request):
             return to_login(request)
         body = _ENV.get_template(template).render(
-            control=prefix, token=settings.token or "", faults=_faults(app), **context
+            control=prefix,
+            token=settings.token or "",
+            faults=_faults(app),
+            hosts=_hosts(app),
+            scenario=app.scenario is not None,
+            **context,
         )
         return HTMLResponse(body, status_code=status)
 
@@ -166,7 +173,7 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         if isinstance(record, SmtpClose):
             context["transcript"] = views.transcript(record)
         if isinstance(record, Dsn):
-            raw = _dsn_bytes(record)
+            raw = dsn_bytes(record)
             context["raw_dsn"] = None if raw is None else raw.decode("utf-8", "replace")
         context["json"] = json.dumps(record_json(record), indent=2, ensure_ascii=False)
         return render(request, "entry.html", **context)
@@ -179,7 +186,7 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         if found is None or not isinstance(found.data, SmtpMessage):
             return PlainTextResponse(f"entry {seq} is not a message", status_code=404)
         return Response(
-            views.eml(found.data),
+            found.data.eml(),
             media_type="message/rfc822",
             headers={"content-disposition": f'attachment; filename="{found.data.id}.eml"'},
         )
@@ -189,7 +196,7 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         if not authorized(request):
             return PlainTextResponse("token required", status_code=401)
         found = app.journal.get(seq)
-        raw = _dsn_bytes(found.data) if found and isinstance(found.data, Dsn) else None
+        raw = dsn_bytes(found.data) if found and isinstance(found.data, Dsn) else None
         if raw is None:
             return PlainTextResponse(f"entry {seq} is no DSN kept in a Maildir", status_code=404)
         return Response(
@@ -214,6 +221,87 @@ def mount_dashboard(app: "CleverTapApp") -> None:
         # The live page refreshes its "Faults now" line (the counters move with each callback)
         # from here, so the rules are spelled by FaultRule.describe() alone.
         return render(request, "_faults.html")
+
+    @router.get("/fragment/hosts", response_class=HTMLResponse)
+    def hosts_fragment(request: Request) -> Response:
+        # The hosts' states follow their `host` entries live (like the fault counters).
+        return render(request, "_hosts.html")
+
+    def judged(since: int) -> Any:
+        """The scenario's verdict on the journal after *since*, now; None without a scenario."""
+        scenario = app.scenario
+        if scenario is None:
+            return None
+        # Imported here: the judge and rich are only needed for the report.
+        from harness.scenario.judge import judge
+        from harness.scenario.judge_cli import window
+        from harness.scenario.model import Scenario
+
+        if not isinstance(scenario, Scenario):  # pragma: no cover - World sets a Scenario
+            raise TypeError(f"app.scenario is not a Scenario: {scenario!r}")
+        return judge(scenario, app.journal, started=window(app.journal, since))
+
+    @router.get("/report", response_class=HTMLResponse)
+    def report(request: Request, since: Annotated[int, Query(ge=0)] = 0) -> Response:
+        """The scenario's report, judged now on the journal after *since* (as `harness judge`
+        would print it)."""
+        if not authorized(request):
+            return to_login(request)
+        verdict = judged(since)
+        if verdict is None:
+            return render(
+                request,
+                "missing.html",
+                status=404,
+                what="scenario to judge: this server was started without one (harness serve "
+                "SCENARIO has one)",
+            )
+        from harness.scenario.report import render_html
+
+        return render(
+            request,
+            "report.html",
+            verdict=verdict,
+            report=Markup(render_html(verdict)),
+            since=since,
+        )
+
+    # Here, not in the control API's module: it needs the scenario machinery, which sits above
+    # the fake CleverTap. Listed in the OpenAPI document with the control API all the same.
+    @app.get(
+        f"{prefix}/report",
+        tags=["control"],
+        summary="The scenario judged now (the JSON report of harness judge)",
+        responses={404: {"description": "The server has no scenario."}},
+    )
+    def report_json_route(
+        request: Request,
+        since: Annotated[int, Query(ge=0, description="Judge the entries after this seq.")] = 0,
+    ) -> Response:
+        """The JSON report `harness judge --json` writes (`format`, `version`, `passed`,
+        `summary`, `scenarios`), judged on the journal now; cross-check violations found are
+        added to the journal once."""
+        if not authorized(request):
+            return JSONResponse(
+                {"detail": "the control API needs 'Authorization: Bearer <token>'"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        verdict = judged(since)
+        if verdict is None:
+            return JSONResponse(
+                {"detail": "this server has no scenario to judge (harness serve SCENARIO has)"},
+                status_code=404,
+            )
+        from harness.scenario.report import report_json
+
+        return JSONResponse(report_json([verdict]))
+
+    @router.get("/favicon.ico")
+    def favicon() -> Response:
+        # Browsers ask for it on their own: answered (no icon) rather than journaled as a
+        # request to a wrong path.
+        return Response(status_code=204)
 
     @router.get("/checks", response_class=HTMLResponse)
     def checks(request: Request) -> Response:
@@ -287,19 +375,22 @@ def _faults(app: "CleverTapApp") -> list[str]:
     return shown
 
 
-def _dsn_bytes(record: Dsn) -> bytes | None:
-    """The DSN as it was delivered, when it went into a Maildir (SMTP deliveries are not kept:
-    the intake has them)."""
-    if record.transport != "maildir" or not record.maildir_key:
-        return None
-    try:
-        box = mailbox.Maildir(record.intake, create=False)
-        try:
-            return box.get_bytes(record.maildir_key)
-        finally:
-            box.close()
-    except (KeyError, OSError):
-        return None  # moved or deleted since: the record still says what was sent
+def _hosts(app: "CleverTapApp") -> list[dict[str, Any]]:
+    """The fake MX hosts and their state, when the server has a mail world."""
+    if app.mail is None:
+        return []
+    from harness.smtp.catalog import SERVER_DOWN
+
+    return [
+        {
+            "name": host.name,
+            "address": f"{host.bind}:{host.port}",
+            "state": host.state,
+            "drifted": host.drifted,
+            "variants": SERVER_DOWN,
+        }
+        for host in app.mail.hosts.values()
+    ]
 
 
 def _payload(record: Callback) -> Any:

@@ -28,7 +28,7 @@ from harness.records import (
     ViolationFound,
 )
 
-__all__ = ["clock", "eml", "payload_html", "summary", "transcript"]
+__all__ = ["clock", "payload_html", "summary", "transcript"]
 
 
 def clock(at: float) -> str:
@@ -45,6 +45,9 @@ def summary(entry: Entry) -> str:
         if len(r.events) > 3:
             events += f" (+{len(r.events) - 3})"
         fault = f" [fault {r.fault.spec}]" if r.fault else ""
+        if r.endpoint is None:
+            # Journaled so that staging sees it (docs/server.md, wrong paths).
+            return f"{r.method} {r.path} {answer}: no callback endpoint at this path"
         return f"{r.method} {r.path} {answer}{fault}: {events or 'no events'}"
     if isinstance(r, SmtpOpen):
         variant = f" playing {r.variant}" if r.variant else ""
@@ -166,12 +169,3 @@ def transcript(record: SmtpClose) -> list[tuple[str, str]]:
         lines.insert(len(lines) // 2, ("…", f"{record.commands_dropped} commands left out"))
     lines += [("S", r.reply) for r in record.replies]
     return lines
-
-
-def eml(record: SmtpMessage) -> bytes:
-    """The message as an ``.eml`` file, from the headers and body the record kept (a body the
-    host cut short stays cut: ``body_truncated`` says so on the page)."""
-    text = "\r\n".join(f"{name}: {value}" for name, value in record.headers)
-    return (text + "\r\n\r\n" + record.body.replace("\r\n", "\n").replace("\n", "\r\n")).encode(
-        "utf-8", "surrogateescape"
-    )

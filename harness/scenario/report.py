@@ -63,6 +63,7 @@ __all__ = [
     "exit_code",
     "junit_xml",
     "print_report",
+    "render_html",
     "render_text",
     "report_json",
     "summary",
@@ -126,6 +127,27 @@ def render_text(verdicts: Verdict | Sequence[Verdict], *, width: int = 120) -> s
     )
     _render(console, _many(verdicts), plain=True, total=not isinstance(verdicts, Verdict))
     return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
+
+
+def render_html(verdicts: Verdict | Sequence[Verdict], *, width: int = 120) -> str:
+    """The terminal report as HTML: the same lines, tables and colours as :func:`print_report`
+    (rich's export), in one ``<pre class="report">`` (the dashboard's report page)."""
+    console = Console(
+        file=io.StringIO(),
+        record=True,
+        width=width,
+        color_system="truecolor",
+        force_terminal=True,
+        highlight=False,
+        emoji=False,
+        soft_wrap=False,
+    )
+    _render(console, _many(verdicts), plain=False, total=not isinstance(verdicts, Verdict))
+    return console.export_html(
+        inline_styles=True,
+        code_format='<pre class="report" style="color:{foreground};background-color:{background}">'
+        "<code>{code}</code></pre>",
+    )
 
 
 def _render(

@@ -62,8 +62,10 @@ def scenario_json_schema() -> dict[str, Any]:
 
     # `name` defaults to the file name, so a file need not say it.
     schema["required"] = [r for r in schema.get("required", []) if r != "name"]
+    # Letters beyond ASCII too: an IDN domain (bücher.example) is a domain the loader accepts.
+    letter = r"A-Za-z0-9\u00a0-\uffff"
     schema["properties"]["mx"]["propertyNames"] = {
-        "pattern": r"^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$"
+        "pattern": rf"^([{letter}]([{letter}-]*[{letter}])?\.)+[{letter}-]{{2,63}}$"
     }
 
     # Shorthands the models expand.

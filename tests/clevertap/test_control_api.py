@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -116,6 +117,10 @@ def test_list_violations_with_filters(client: httpx.Client, three: list[int]) ->
     assert {v["seq"] for v in errors} == {garbage}
     on_unsub = client.get("/violations", params={"endpoint": "unsubscribe"}).json()
     assert on_unsub["violations"] == []
+    # The refused garbage is the only flagged one: none was accepted.
+    refused = client.get("/violations", params={"status": "rejected"}).json()["violations"]
+    assert {v["seq"] for v in refused} == {garbage}
+    assert client.get("/violations", params={"status": "accepted"}).json()["violations"] == []
 
 
 def test_wait_returns_a_callback_already_there(client: httpx.Client, three: list[int]) -> None:
@@ -263,11 +268,64 @@ def test_invalid_fault_rules_get_422_naming_the_field(client: httpx.Client) -> N
     assert response.json()["detail"][0]["loc"] == ["body", "rules", 0, "status"]
 
 
+def test_a_bad_body_with_a_lone_surrogate_gets_422_not_500(client: httpx.Client) -> None:
+    # Found by the HTTP fuzz: FastAPI echoes the bad input in its 422 and could not encode it.
+    body = b'{"rules": [{"action": "\\ud800"}]}'
+    response = client.put("/faults", content=body, headers=JSON)
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"][:3] == ["body", "rules", 0]
+    assert "\\ud800" in json.dumps(error)
+
+
 def test_openapi_docs_list_the_control_api(ct: CleverTapServer) -> None:
     assert httpx.get(ct.url + "/docs").status_code == 200
     paths = httpx.get(ct.url + "/openapi.json").json()["paths"]
     assert {"/_harness/callbacks", "/_harness/wait", "/_harness/faults"} <= paths.keys()
     assert "408" in paths["/_harness/wait"]["get"]["responses"]
+
+
+def test_openapi_lists_the_callback_endpoints_with_both_formats(ct: CleverTapServer) -> None:
+    doc = httpx.get(ct.url + "/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    bodies = {}
+    for path in ("/callbacks/bounce", "/callbacks/unsubscribe", "/callbacks/v2"):
+        post = doc["paths"][path]["post"]
+        content = post["requestBody"]["content"]["application/json"]
+        bodies[path] = content["schema"]["$ref"].rsplit("/", 1)[1]
+        assert {"200", "400", "405", "413", "503"} <= post["responses"].keys()
+        # The documented example is a payload the server accepts (a real request).
+        answer = httpx.post(ct.url + path, json=content["example"])
+        assert answer.status_code == 200, answer.text
+    assert bodies == {
+        "/callbacks/bounce": "LegacyPayload",
+        "/callbacks/unsubscribe": "LegacyPayload",
+        "/callbacks/v2": "V2Payload",
+    }
+    # The payload models' own schemas, with every reference resolvable in the document.
+    assert schemas["V2Item"]["properties"]["meta"]["minLength"] == 1
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(doc)))
+    assert refs <= schemas.keys()
+    # Still served on the fast path: the callbacks are not FastAPI routes.
+    assert not any(getattr(r, "path", "") == "/callbacks/v2" for r in ct.app.routes)
+
+
+def test_swagger_ui_and_redoc_load_only_local_assets(ct: CleverTapServer) -> None:
+    with httpx.Client(base_url=ct.url, timeout=10) as http:
+        for page in ("/docs", "/redoc"):
+            html = http.get(page)
+            assert html.status_code == 200
+            urls = re.findall(r'(?:src|href)="([^"]+)"', html.text)
+            assert urls, page
+            # Nothing from a CDN or Google Fonts: every asset is the server's own.
+            assert all(u.startswith("/static/docs/") for u in urls), urls
+            for url in urls:
+                asset = http.get(url)
+                assert asset.status_code == 200, url
+                assert len(asset.content) > 1000 or url.endswith(".png"), url
+            assert "https://" not in html.text
+            # And the browser is told to fetch nothing from elsewhere (ReDoc's CDN logo).
+            assert "default-src 'self'" in html.headers["content-security-policy"]
 
 
 def test_a_token_guards_everything_but_health() -> None:

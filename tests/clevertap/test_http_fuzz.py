@@ -5,8 +5,9 @@ Every request goes on a connection of its own (raw sockets: bad framing cannot b
 an HTTP client) from a source address of its own in 127.0.0.0/8 (ports alone get reused within
 a run), so the journal's ``peer`` ties each CALLBACK entry to the request that made it.
 Asserted: no 5xx but the scripted ones, no internal error text in any answer, and every request
-to a callback endpoint journaled exactly as often as the server could read a request head from
-it (once; zero when the head itself is malformed; once when the body breaks after the head).
+to a callback endpoint or to a path nothing serves journaled exactly as often as the server
+could read a request head from it (once; zero when the head itself is malformed; once when the
+body breaks after the head); the control API and the pages journal nothing.
 
 Both HTTP protocols run it (``http_parser``). The expected counts below are h11's reading; llhttp
 (httptools) is stricter about heads (unknown methods, bare LF, obsolete folding, Content-Length
@@ -43,20 +44,25 @@ SCRIPTED = "503,first=5,endpoints=v2"
 """The only 5xx allowed: five v2 requests answered 503 on purpose."""
 
 CALLBACKS = ("/callbacks/bounce", "/callbacks/unsubscribe", "/callbacks/v2")
-CONTROL = ("health", "callbacks", "violations", "wait", "faults", "reset", "nope", "")
-OTHER = (
-    "/",
-    "/docs",
-    "/openapi.json",
+CONTROL = (
+    *("health", "callbacks", "violations", "wait", "faults", "reset", "nope", ""),
+    *("mail", "sessions", "sessions/mx-1", "messages", "messages/1.eml", "dsns", "decisions"),
+    *("hosts", "hosts/example.com/down", "hosts/example.com/up"),
+)
+SERVED = ("/", "/docs", "/openapi.json")
+"""Pages the server serves (the dashboard, the API docs): not journaled."""
+STRAY = (
     "/callbacks/bounce/",
     "/callbacks/BOUNCE",
-    "/callbacks/%62ounce",  # decoded by the server: a callback
     "//callbacks/bounce",
     "/callbacks/bounce%00",
     "/%2e%2e/%2e%2e/etc/passwd",
     "/" + "a" * 8000,
     "*",
 )
+"""Paths nothing serves: each request is journaled (endpoint None) and answered 404, whatever
+its method, like a mistyped callback URL."""
+OTHER = (*SERVED, *STRAY, "/callbacks/%62ounce")  # the last is decoded by the server: a callback
 INTERNAL = ("Traceback", "Internal Server Error", "Exception", "Error serializing")
 
 
@@ -234,6 +240,10 @@ def _target(rng: random.Random) -> str:
                 "code=" + "C" * 3000,
                 "endpoint=nope",
                 "severity=fatal",
+                "kind=smtp_reply&kind=nope",
+                "recipient=" + quote("A@Example.com"),
+                "code=5xx",
+                "host=%00",
                 "event=softbounce&address=a%40example.com",
             ]
         )
@@ -246,6 +256,12 @@ def _target(rng: random.Random) -> str:
 def _is_callback(target: str) -> bool:
     # uvicorn decodes the path (not the query) before the app sees it
     return unquote(target.split("?", 1)[0]) in CALLBACKS
+
+
+def _journaled(target: str) -> int:
+    """CALLBACK entries one well-framed request to *target* makes: callbacks and stray paths
+    are journaled, the control API and the pages are not."""
+    return 1 if _is_callback(target) or target in STRAY else 0
 
 
 def _request(method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
@@ -380,7 +396,7 @@ def _cases(rng: random.Random) -> Iterator[Sent]:
             # Valid rules would script new 5xx: send only broken ones (the guard or 422).
             body = rng.choice([b"{", b'{"rules": 5}', b'{"rules": [{"action": "nope"}]}', b""])
         raw = _request(method, target, headers, body)
-        yield Sent(raw, target, 1 if callback else 0)
+        yield Sent(raw, target, _journaled(target))
 
 
 # -- the exchange ------------------------------------------------------------------------------
@@ -417,8 +433,9 @@ def _peer(entry: Entry) -> str | None:
 
 
 def _llhttp_heads(raw: bytes) -> int:
-    """How many heads of requests to a callback path llhttp reads from *raw*: the httptools
-    protocol journals each one (HTTP/0.9 lines, which it refuses, not counted)."""
+    """How many heads of requests that are journaled (:func:`_journaled`) llhttp reads from
+    *raw*: the httptools protocol journals each one (HTTP/0.9 lines, which it refuses, not
+    counted)."""
 
     class Heads:
         url = b""
@@ -431,7 +448,7 @@ def _llhttp_heads(raw: bytes) -> int:
             self.url += url
 
         def on_headers_complete(self) -> None:
-            if parser.get_http_version() != "0.9" and _is_callback(self.url.decode("latin-1")):
+            if parser.get_http_version() != "0.9" and _journaled(self.url.decode("latin-1")):
                 self.count += 1
 
     heads = Heads()

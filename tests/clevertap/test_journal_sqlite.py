@@ -70,3 +70,19 @@ def test_reset_empties_the_file(tmp_path: Path) -> None:
         assert reopened.entries() == []
         # A seq handed out before the reset is never handed out again, also after a restart.
         assert reopened.next_seq > forgotten > 0
+
+
+def test_a_wrong_path_is_in_the_file_once_answered(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    with CleverTapServer(ServerSettings(journal_path=path)) as ct:
+        answer = httpx.post(ct.url + "/callbacks/bounce/", content=b"[]", headers=JSON)
+        assert answer.status_code == 404
+        # Answered only once committed: another reader of the file sees it already.
+        with SQLiteJournal(path) as other:
+            (entry,) = other.entries(Kind.CALLBACK)
+    assert isinstance(entry.data, Callback)
+    assert (entry.data.endpoint, entry.data.path, entry.data.status) == (
+        None,
+        "/callbacks/bounce/",
+        404,
+    )

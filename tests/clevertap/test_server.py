@@ -226,9 +226,77 @@ def test_wrong_method_gets_405_and_is_journaled(ct: CleverTapServer, client: htt
     assert (record.method, record.status) == ("GET", 405)
 
 
-def test_unknown_path_is_not_a_callback(ct: CleverTapServer, client: httpx.Client) -> None:
-    assert client.post(ct.url + "/callbacks/other", content=b"[]").status_code == 404
-    assert ct.journal.entries(Kind.CALLBACK) == []
+@pytest.mark.parametrize(
+    ("path", "meant"),
+    [
+        ("/callbacks/bounc", "/callbacks/bounce"),
+        ("/callbacks/bounce/", "/callbacks/bounce"),
+        ("/callbacks/V2", "/callbacks/v2"),
+        ("/hooks/clevertap", None),
+    ],
+)
+def test_a_wrong_path_is_journaled_and_answered_404_with_the_nearest_path(
+    ct: CleverTapServer, client: httpx.Client, path: str, meant: str | None
+) -> None:
+    # Staging must see a callback posted to a mistyped URL: journaled, never accepted.
+    body = legacy("hardbounce", "gone@example.com")
+    answer = client.post(ct.url + path, content=body, headers=JSON)
+    assert answer.status_code == 404
+    found = answer.json()
+    assert (found["status"], found["path"], found["did_you_mean"]) == ("error", path, meant)
+    assert found["callback_paths"] == {
+        "bounce": "/callbacks/bounce",
+        "unsubscribe": "/callbacks/unsubscribe",
+        "v2": "/callbacks/v2",
+    }
+    hint = f"did you mean {meant}?" if meant else "the callback paths are /callbacks/bounce, "
+    assert hint in found["message"]
+    record = only_callback(ct)
+    assert (record.endpoint, record.path, record.status, record.method) == (None, path, 404, "POST")
+    assert (record.body, record.content_type, record.size) == (
+        body.decode(),
+        JSON["content-type"],
+        len(body),
+    )
+    assert not record.accepted
+    assert (record.events, record.format) == ((), None)
+    # Not a callback of any endpoint: nothing waits for it, the listing shows it as refused.
+    listed = client.get(ct.urls.control + "/callbacks", params={"status": "rejected"}).json()
+    assert [c["data"]["path"] for c in listed["callbacks"]] == [path]
+    assert (
+        client.get(ct.urls.control + "/callbacks", params={"status": "accepted"}).json()[
+            "callbacks"
+        ]
+        == []
+    )
+
+
+def test_every_method_on_a_wrong_path_is_journaled_but_the_control_api_is_not(
+    ct: CleverTapServer, client: httpx.Client
+) -> None:
+    assert client.get(ct.url + "/callback/bounce").status_code == 404
+    assert client.put(ct.url + "/callbacks/bounce/", content=b"x").status_code == 404
+    # The control API's own unknown paths stay plain 404s; its pages and the docs are served.
+    nope = client.post(ct.urls.control + "/nope", json={})
+    assert (nope.status_code, nope.json()) == (404, {"detail": "Not Found"})
+    assert client.get(ct.url + "/docs").status_code == 200
+    assert [(r.method, r.path) for r in callbacks(ct)] == [
+        ("GET", "/callback/bounce"),
+        ("PUT", "/callbacks/bounce/"),
+    ]
+
+
+def test_a_wrong_path_from_a_web_page_is_journaled_like_a_callback(
+    ct: CleverTapServer, client: httpx.Client
+) -> None:
+    # The guard refuses foreign origins on the control API and the pages, not where a
+    # mistyped callback URL lands (as for the callback endpoints themselves).
+    foreign = {"origin": "http://evil.example", **JSON}
+    assert (
+        client.post(ct.url + "/callbacks/bounc", content=b"[]", headers=foreign).status_code == 404
+    )
+    assert client.get(ct.url + "/checks", headers=foreign).status_code == 403
+    assert [r.path for r in callbacks(ct)] == ["/callbacks/bounc"]
 
 
 def test_custom_paths(client: httpx.Client) -> None:

@@ -256,3 +256,159 @@ def test_with_a_token_the_browser_logs_in_and_everything_works(browser: Any) -> 
         seq = ct.journal.last_seq
         row = wait_for(browser, lambda d: d.find_elements(_by().ID, f"e{seq}"))[0]
         assert "→ 503" in row.text
+
+
+def _refused(address: tuple[str, int]) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(address, timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def test_take_a_host_down_and_bring_it_up_from_the_page(world: World, browser: Any) -> None:
+    import smtplib
+
+    from selenium.webdriver.support.ui import Select
+
+    host = world.mail.hosts["example.com"]
+    address = (host.bind, host.port)
+    try:
+        browser.get(world.clevertap.url + "/")
+        live(browser)
+        row = browser.find_element(_by().ID, "host-example.com")
+        assert row.find_element(_by().CSS_SELECTOR, ".host-state").text == "up"
+        Select(row.find_element(_by().CSS_SELECTOR, "[data-host-variant]")).select_by_value(
+            "refused"
+        )
+        row.find_element(_by().CSS_SELECTOR, "[data-host-down]").click()
+        wait_for(
+            browser,
+            lambda d: (
+                d.find_element(_by().CSS_SELECTOR, "#host-example\\.com .host-state").text
+                == "refused (switched at run time)"
+            ),
+        )
+        # Really down: the port refuses connections (the listener closes in the host's loop).
+        deadline = time.monotonic() + 5
+        while not _refused(address):
+            assert time.monotonic() < deadline, "example.com still accepts connections"
+            time.sleep(0.05)
+        live(browser)
+        # Switched from elsewhere (the control API), the page follows live: its row comes in
+        # and the host's state cell changes without a reload.
+        browser.execute_script("window.stayed = 'same page'")
+        answer = httpx.post(world.clevertap.urls.control + "/hosts/example.com/up", json={})
+        assert answer.status_code == 200
+        seq = world.journal.last_seq
+        change = wait_for(browser, lambda d: d.find_elements(_by().ID, f"e{seq}"))[0]
+        assert "host example.com up (refused)" in change.text
+        wait_for(
+            browser,
+            lambda d: (
+                d.find_element(_by().CSS_SELECTOR, "#host-example\\.com .host-state").text == "up"
+            ),
+        )
+        assert browser.execute_script("return window.stayed") == "same page"
+        # Down again from the page with another variant, then up from the page.
+        browser.find_element(_by().CSS_SELECTOR, "#host-example\\.com [data-host-down]")
+        Select(
+            browser.find_element(_by().CSS_SELECTOR, "#host-example\\.com [data-host-variant]")
+        ).select_by_value("greeting_421")
+        browser.find_element(_by().CSS_SELECTOR, "#host-example\\.com [data-host-down]").click()
+        wait_for(
+            browser,
+            lambda d: (
+                d.find_element(_by().CSS_SELECTOR, "#host-example\\.com .host-state").text
+                == "greeting_421 (switched at run time)"
+            ),
+        )
+        with pytest.raises(smtplib.SMTPConnectError) as refused:
+            smtplib.SMTP(*address, timeout=5)
+        assert refused.value.smtp_code == 421
+        screenshot(browser, "hosts")
+        browser.find_element(_by().CSS_SELECTOR, "#host-example\\.com [data-host-up]").click()
+        wait_for(
+            browser,
+            lambda d: (
+                d.find_element(_by().CSS_SELECTOR, "#host-example\\.com .host-state").text == "up"
+            ),
+        )
+        with smtplib.SMTP(*address, timeout=5) as smtp:
+            assert smtp.noop()[0] == 250
+    finally:
+        if host.drifted:
+            world.up("example.com")
+
+
+def test_the_report_page_is_the_terminal_report(world: World, browser: Any) -> None:
+    import re
+
+    from harness.scenario.judge import judge
+    from harness.scenario.judge_cli import window
+    from harness.scenario.model import Scenario
+    from harness.scenario.report import render_text
+
+    # A run of its own: from here on, one legacy hardbounce with a millisecond ts (CT303, an
+    # error), so the run fails on it.
+    since = world.journal.last_seq
+    response = httpx.post(
+        world.clevertap.urls.bounce,
+        json=[{"event": "hardbounce", "data": [{"e": "ok@example.com", "ts": 1_700_000_000_123}]}],
+        timeout=10,
+    )
+    assert response.status_code == 400
+    browser.get(world.clevertap.url + "/")
+    browser.find_element(_by().LINK_TEXT, "Report").click()
+    wait_for(browser, lambda d: d.current_url.endswith("/report"))
+    field = browser.find_element(_by().ID, "report-since")
+    field.clear()
+    field.send_keys(str(since))
+    field.submit()
+    wait_for(browser, lambda d: d.current_url.endswith(f"/report?since={since}"))
+    shown = browser.find_element(_by().ID, "report").text
+    assert browser.find_element(_by().ID, "verdict").text == "FAIL"
+    assert "FAIL dashboard" in shown
+    assert "CT303" in shown
+    scenario = world.clevertap.app.scenario
+    assert isinstance(scenario, Scenario)
+    printed = render_text(judge(scenario, world.journal, started=window(world.journal, since)))
+
+    def words(text: str) -> list[str]:
+        # The same words in the same order; table rules and the run's duration (judged a
+        # moment apart) aside.
+        text = re.sub(r"\d+\.\d s,", "", text)
+        return [w for w in text.split() if not set(w) <= set("+-|=─━│")]
+
+    assert words(shown) == words(printed)
+    screenshot(browser, "report")
+
+
+def test_the_api_docs_render_from_local_assets(world: World, browser: Any) -> None:
+    # Swagger UI and ReDoc are the server's own files: they render with nothing fetched from
+    # elsewhere (ReDoc's bundle links a CDN logo: the page's policy blocks it, status 0).
+    def fetched_elsewhere() -> list[str]:
+        entries = browser.execute_script(
+            "return performance.getEntriesByType('resource')"
+            ".map(e => [e.name, e.responseStatus, e.transferSize])"
+        )
+        assert any(name.startswith(world.clevertap.url) for name, _, _ in entries)
+        return [
+            name
+            for name, status, size in entries
+            if not name.startswith(world.clevertap.url) and (status or size)
+        ]
+
+    browser.get(world.clevertap.url + "/docs")
+    blocks = wait_for(browser, lambda d: d.find_elements(_by().CSS_SELECTOR, ".opblock-summary"))
+    shown = " ".join(b.text for b in blocks)
+    for path in ("/callbacks/bounce", "/callbacks/v2", "/_harness/messages", "/_harness/hosts"):
+        assert path in shown, path
+    assert fetched_elsewhere() == []
+    browser.get(world.clevertap.url + "/redoc")
+    wait_for(
+        browser, lambda d: "Legacy bounce callback" in d.find_element(_by().TAG_NAME, "body").text
+    )
+    assert fetched_elsewhere() == []

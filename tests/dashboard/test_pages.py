@@ -221,6 +221,25 @@ def test_the_story_of_an_address_with_a_slash(ct: CleverTapServer) -> None:
     assert "hardbounce a/b@example.com" in page.text
 
 
+def test_without_a_scenario_there_is_no_report_and_no_hosts(ct: CleverTapServer) -> None:
+    report = httpx.get(ct.url + "/report", timeout=10)
+    assert report.status_code == 404
+    assert "started without one (harness serve SCENARIO has one)" in report.text
+    page = httpx.get(ct.url + "/", timeout=10).text
+    assert 'href="/report"' not in page
+    assert "hosts-now" not in page
+    assert httpx.get(ct.url + "/fragment/hosts", timeout=10).text.strip() == ""
+
+
+def test_a_callback_to_a_wrong_path_shows_on_the_page(ct: CleverTapServer) -> None:
+    body = [{"event": "hardbounce", "data": [{"e": "a@example.com", "ts": 1_700_000_000}]}]
+    assert httpx.post(ct.url + "/callbacks/bounc", json=body, timeout=10).status_code == 404
+    page = httpx.get(ct.url + "/?kind=callback", timeout=10).text
+    assert "POST /callbacks/bounc → 404: no callback endpoint at this path" in page
+    entry = httpx.get(f"{ct.url}/entry/{ct.journal.last_seq}", timeout=10).text
+    assert "a@example.com" in entry  # the body as it came
+
+
 def test_an_auto_reply_and_a_complaint_are_shown_as_what_they_are(ct: CleverTapServer) -> None:
     for report, style, title, row in [
         (MailReport.COMPLAINT, "fraud", "Complaint to", "feedback type"),

@@ -113,6 +113,34 @@ def test_a_page_is_fast_at_100k_entries(capsys: pytest.CaptureFixture[str]) -> N
     assert worst < 1.0
 
 
+def test_a_recipient_across_every_kind_is_found_through_the_index_not_a_walk() -> None:
+    # The reply about rare@ lies 30,000 entries back, past what a page may check one by one
+    # (the scan budget): the address index finds it on the first page all the same.
+    journal = MemoryJournal()
+    old = journal.append(
+        SmtpReply(
+            host="mx",
+            session="mx-0",
+            recipient="Rare@example.com",
+            sender="news@brand.test",
+            stage="rcpt",
+            code=550,
+            enhanced="5.1.1",
+            reply="550 5.1.1 no such user",
+        )
+    )
+    fill(journal, 30_000)
+    found = page(journal, Filter(address="rare@EXAMPLE.com"))
+    assert [e.seq for e in found.entries] == [old.seq]
+    assert found.older is None
+    assert [
+        e.seq
+        for e in page(journal, Filter(address="rare@example.com", kind=Kind.SMTP_REPLY)).entries
+    ] == [old.seq]
+    assert page(journal, Filter(address="rare@example.com", kind=Kind.DSN)).entries == []
+    assert [e.seq for e in story(journal, "rare@example.com").replies] == [old.seq]
+
+
 def test_violating_paths_are_marked() -> None:
     html = payload_html(
         '[{"event": "x", "data": [{"e": "a@b", "ts": 5}], "odd key": 1}]',

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import uvicorn
@@ -69,6 +71,7 @@ class ScriptedMX:
     *script* maps a recipient to its replies, one per attempt (the last one repeats):
     ``"rcpt:452 4.2.2 Mailbox full"`` answers RCPT, ``"data:554 5.7.1 Spam"`` answers the end
     of DATA, ``"accept"`` takes the message. Recipients not in the script are accepted.
+    ``smtputf8=False`` plays a server without RFC 6531 (no SMTPUTF8 in its EHLO).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class ScriptedMX:
         *,
         tls: tuple[Path, Path] | None = None,
         credentials: tuple[str, str] | None = None,
+        smtputf8: bool = True,
     ) -> None:
         self.script = {k.lower(): list(v) for k, v in (script or {}).items()}
         self.attempts: Counter[str] = Counter()
@@ -85,6 +89,7 @@ class ScriptedMX:
         """(user, over TLS) of each successful AUTH."""
         self._tls = tls
         self._credentials = credentials
+        self._smtputf8 = smtputf8
         self._server: asyncio.Server | None = None
 
     def _authenticate(
@@ -139,6 +144,7 @@ class ScriptedMX:
                 require_starttls=context is not None,
                 authenticator=self._authenticate if self._credentials else None,
                 auth_required=self._credentials is not None,
+                enable_SMTPUTF8=self._smtputf8,
             )
 
         self._server = await loop.create_server(factory, HOST, 0)
@@ -399,6 +405,24 @@ async def start_sut(
 
 
 # -- messages, DSNs, certificates ------------------------------------------------------------
+
+
+def example_settings() -> ModuleType:
+    """The example's ``settings`` module (BUGS, fit_schedule, ...), loaded by path.
+
+    The example is a script with top-level sibling imports, not a package; its settings module
+    imports none of its siblings, so it loads on its own.
+    """
+    name = "example_settings"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, GATEWAY.parent / "settings.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {GATEWAY.parent / 'settings.py'}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 def campaign_message(meta: str, subject: str = "Spring sale") -> bytes:

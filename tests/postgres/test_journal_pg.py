@@ -127,6 +127,39 @@ def test_callbacks_filters_are_index_lookups_across_journals(
     assert other.callbacks(since=a.seq, limit=1) == [b]
 
 
+def test_about_reads_every_kind_about_an_address_across_journals(
+    journal: PostgresJournal, other: PostgresJournal
+) -> None:
+    from tests.test_journal import mail_records
+
+    seqs = [journal.append(r).seq for r in mail_records()]
+    cb = journal.append(callback("hardbounce", "A@example.com")).seq
+    journal.commit()
+    about_a = [seqs[0], seqs[1], seqs[3], seqs[4], seqs[5], seqs[6], cb]
+    assert [e.seq for e in other.about("a@example.COM")] == about_a
+    assert [e.seq for e in other.about("a@example.com", kinds=[Kind.SMTP_REPLY])] == [seqs[1]]
+    assert [e.seq for e in other.about("a@example.com", since=seqs[1], limit=2)] == about_a[2:4]
+    other.reset()
+    assert journal.about("a@example.com") == []
+
+
+def test_a_database_written_before_the_address_index_is_indexed_when_opened(
+    journal: PostgresJournal, pg_url: str
+) -> None:
+    from tests.test_journal import mail_records
+
+    seqs = [journal.append(r).seq for r in mail_records()]
+    journal.commit()
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("DELETE FROM harness_addresses")
+        db.execute("DELETE FROM harness_meta WHERE key = 'address_index'")
+    again = PostgresJournal(pg_url)
+    try:
+        assert [e.seq for e in again.about("b@example.com")] == [seqs[0], seqs[2], seqs[3]]
+    finally:
+        again.close()
+
+
 def test_last_remembered_is_shared_between_journals(
     journal: PostgresJournal, other: PostgresJournal
 ) -> None:

@@ -14,7 +14,7 @@ import pytest_asyncio
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from harness.journal import Journal, Kind
-from harness.records import Dsn
+from harness.records import Dsn, DsnSkipped
 from harness.smtp.world import MailWorld
 
 pytestmark = pytest.mark.asyncio
@@ -113,3 +113,65 @@ async def test_every_dialect_of_accept_then_bounce_reaches_the_intake(
     )
     assert kinds == ["multipart/report", "multipart/report", "text/plain", "text/plain"]
     assert all(b"X-CleverTap_META: cmp-1" in data for data in handler.received)
+
+
+async def test_a_host_of_an_idn_domain_sends_its_dsns(intake: tuple[Intake, int]) -> None:
+    # Its host name and queue ids go into greetings, Message-IDs and MIME boundaries: in
+    # A-labels, or building the DSN fails on a non-ASCII boundary and none is sent.
+    handler, port = intake
+    world = MailWorld(bounce_intake=("127.0.0.1", port))
+    rule = {"accept_then_bounce": "invalid_address", "after": 0, "dsn": "postfix"}
+    world.add_host(
+        "bücher.example", domains=["bücher.example"], rules={"anna@bücher.example": rule}
+    )
+    async with world:
+        host = world.host("bücher.example")
+        assert host.hostname == "bücher.example.bücher.example".encode("idna").decode()
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=host.port)
+        async with client:
+            await client.sendmail(SENDER, ["anna@bücher.example"], MSG, mail_options=["SMTPUTF8"])
+        for _ in range(500):
+            if dsn_records(world.journal):
+                break
+            await asyncio.sleep(0.01)
+    assert dsn_records(world.journal) == [
+        {
+            "dialect": "postfix",
+            "recipients": [("anna@bücher.example", "failed", "5.1.1")],
+            "ok": True,
+        }
+    ]
+    (received,) = handler.received
+    assert b"/xn--bcher-kva.example.xn--bcher-kva.example--\r\n" in received  # the boundary
+
+
+async def test_a_report_that_fails_to_build_is_journaled_as_skipped_and_logged(
+    intake: tuple[Intake, int], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bug in building a DSN (here injected into the builder) must not vanish as an
+    # unretrieved task exception: the journal says the report was not sent, and why.
+    import harness.smtp.dsn
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the builder")
+
+    monkeypatch.setattr(harness.smtp.dsn, "build_dsn", broken)
+    handler, port = intake
+    world = MailWorld(bounce_intake=("127.0.0.1", port))
+    rule = {"accept_then_bounce": "invalid_address", "after": 0, "dsn": "postfix"}
+    world.add_host("mx1", domains=["example.com"], rules={"a@example.com": rule})
+    async with world:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=world.host("mx1").port)
+        async with client:
+            await client.sendmail(SENDER, ["a@example.com"], MSG)
+        for _ in range(500):
+            if world.journal.entries(Kind.DSN_SKIPPED):
+                break
+            await asyncio.sleep(0.01)
+    (entry,) = world.journal.entries(Kind.DSN_SKIPPED)
+    assert isinstance(entry.data, DsnSkipped)
+    assert entry.data.recipients == ("a@example.com",)
+    assert entry.data.reason == "internal error while building or sending it (RuntimeError)"
+    assert handler.received == []
+    assert "the report on" in caplog.text
+    assert "a bug in the builder" in caplog.text

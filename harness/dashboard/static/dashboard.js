@@ -57,6 +57,27 @@ function setUpControls() {
       say(String(error.message), true);
     }
   });
+  document.querySelectorAll("[data-host]").forEach((row) => {
+    const name = row.dataset.host;
+    const path = "/hosts/" + encodeURIComponent(name);
+    row.querySelector("[data-host-down]").addEventListener("click", async () => {
+      const variant = row.querySelector("[data-host-variant]").value;
+      try {
+        await call("POST", path + "/down", { variant });
+        window.location.reload();
+      } catch (error) {
+        say(String(error.message), true);
+      }
+    });
+    row.querySelector("[data-host-up]").addEventListener("click", async () => {
+      try {
+        await call("POST", path + "/up", {});
+        window.location.reload();
+      } catch (error) {
+        say(String(error.message), true);
+      }
+    });
+  });
   document.getElementById("reset").addEventListener("click", async () => {
     if (!window.confirm("Forget every journal entry?")) return;
     try {
@@ -94,6 +115,27 @@ function refreshFaults() {
     });
 }
 
+function refreshHosts() {
+  // A host switched elsewhere (the control API, another tab): its state follows. The page's
+  // own switches reload it (their buttons are wired on load).
+  const now = document.getElementById("hosts-now");
+  if (!now) return;
+  fetch("/fragment/hosts", { headers: headers() })
+    .then((response) => (response.ok ? response.text() : null))
+    .then((html) => {
+      if (html === null) return;
+      const fresh = document.createElement("tbody");
+      fresh.innerHTML = html;
+      fresh.querySelectorAll("[data-host]").forEach((row) => {
+        const old = document.getElementById(row.id);
+        if (!old) return;
+        old.querySelector(".host-state").replaceWith(row.querySelector(".host-state"));
+        old.querySelector("[data-host-up]").disabled = row.querySelector("[data-host-up]").disabled;
+      });
+    })
+    .catch(() => {});
+}
+
 function setUpLive() {
   const table = document.getElementById("journal");
   if (!table) return;
@@ -113,6 +155,7 @@ function setUpLive() {
   source.addEventListener("entry", (event) => {
     const item = JSON.parse(event.data);
     if (item.kind === "callback" || item.kind === "faults") refreshFaults();
+    if (item.kind === "host") refreshHosts();
     if (document.getElementById("e" + item.seq)) return;
     const empty = document.getElementById("empty");
     if (empty) empty.remove();
