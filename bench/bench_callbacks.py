@@ -19,18 +19,18 @@ with min..max. CPU per callback is the server process's user + system time (/pro
 the measured seconds divided by the callbacks answered then: it holds steady on a shared machine
 when throughput does not. The ratios are taken within each round, then their median.
 
-``--json OUT`` writes ``{"rows": [...], "ratios": {...}, "load": [1, 5, 15 min], "command": ...}``;
-ratios are "harness/limit", "harness/bare" (callbacks/s) and the same "... per CPU" (callbacks
-per CPU second), each {"median", "min", "max"} over the rounds; one row per server: name, rps,
-rps_min, rps_max, p50_ms, p99_ms, cpu_us, errors, loadgen_busy (the load generator's share of a
-core: near 1.0 it, not the server, set the pace).
+``--json OUT`` writes bench/_report.py's shape for bench/run_all.py: ``{"bench": "callbacks",
+"command", "rows": [...], "ratios": {...}, "ratio_spreads": {...}, "load", "load_before",
+"cpus"}``; one row per server: name, rps, rps_min, rps_max, p50_ms, p99_ms, cpu_us, errors,
+loadgen_busy (the load generator's share of a core: near 1.0 it, not the server, set the pace);
+ratios "harness/limit", "harness/bare" (callbacks/s) and "... per CPU" (callbacks per CPU
+second) as medians over the rounds, with {"median", "min", "max"} in ratio_spreads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import os
 import re
@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import _report as report
 
 HERE = Path(__file__).resolve().parent
 PATH = "/callbacks/bounce"
@@ -276,15 +278,15 @@ def main() -> None:
         console.print(f"{key}: {value['median']:.2f}x ({value['min']:.2f}..{value['max']:.2f})")
     before, after = (" ".join(f"{x:.2f}" for x in avg) for avg in (load_before, load))
     console.print(f"load average (1, 5, 15 min): before {before}, after {after}")
-    if args.json:
-        command = "python bench/bench_callbacks.py " + " ".join(sys.argv[1:])
-        args.json.write_text(
-            json.dumps(
-                {"rows": rows, "ratios": ratios, "load": list(load), "command": command.strip()},
-                indent=2,
-            )
-            + "\n"
-        )
+    # run_all.py's shape (bench/_report.py): ratios as medians, their spread apart.
+    report.write(
+        args.json,
+        "callbacks",
+        rows,
+        ratios={key: value["median"] for key, value in ratios.items()},
+        ratio_spreads=ratios,
+        load_before=list(load_before),
+    )
 
 
 if __name__ == "__main__":
