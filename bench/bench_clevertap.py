@@ -1,4 +1,9 @@
-"""Callbacks per second through the fake CleverTap, next to a bare FastAPI + pydantic endpoint.
+"""Callbacks per second through the fake CleverTap, next to a bare FastAPI + pydantic endpoint,
+and the memory a journaled callback takes.
+
+The figures the docs quote for throughput come from bench_callbacks.py (three servers, the
+limit included, interleaved rounds, CPU per callback); this one is kept for its quick look at
+several client counts and for the memory figure (``--memory-callbacks``).
 
     python bench/bench_clevertap.py                 # about 20 s
     python bench/bench_clevertap.py --seconds 10 --clients 1,20,50 --memory-callbacks 100000

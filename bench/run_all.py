@@ -124,6 +124,18 @@ def _callbacks(data: dict[str, Any]) -> Figures:
         name = _slug(str(row.get("name", row.get("server", "?"))))
         if "rps" in row:
             out.append((f"callbacks.{name}.rps", f"callbacks/s, {name}", f"{row['rps']:,.0f}"))
+        if "cpu_us" in row:
+            out.append(
+                (
+                    f"callbacks.{name}.cpu",
+                    f"callbacks, CPU us per callback, {name}",
+                    f"{row['cpu_us']:.0f}",
+                )
+            )
+        if "p99_ms" in row:
+            out.append(
+                (f"callbacks.{name}.p99", f"callbacks, p99 ms, {name}", f"{row['p99_ms']:.1f}")
+            )
     return out
 
 

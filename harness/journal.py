@@ -24,8 +24,12 @@ synced: it survives a killed process, not a crashed machine). Producers that ans
 a client (200 to a callback, 250 to a message) ``await journal.committed(entry)`` first, so a
 client never holds an answer for an entry the file lacks. Commits are grouped: every append made
 in one turn of the event loop is committed by one transaction at the end of it. Readers see only
-committed entries. A failed write (disk full, I/O error) raises :class:`JournalWriteError` to the
-producer, which answers "try again later" (HTTP 503, SMTP 451); the failure is counted
+committed entries. The memory store goes one step further: it writes a turn's entries in one
+batch at the end of the turn (one ``executemany`` per table), and every read writes what is
+pending first, so its readers still see each entry from the moment it was appended.
+
+A failed write (disk full, I/O error) raises :class:`JournalWriteError` to the producer, which
+answers "try again later" (HTTP 503, SMTP 451); the failure is counted
 (:attr:`Journal.write_failures`) and logged.
 
 Thread safety: servers run in their own threads, tests read from the main thread; every method
@@ -187,6 +191,17 @@ def address_index_key(address: str) -> int:
     return found
 
 
+_SEEN_BITS = 1 << 23
+"""Bits of the memory store's filter of indexed addresses (1 MiB)."""
+_SEEN_MASK = _SEEN_BITS - 1
+
+
+def _seen_slots(akey: int) -> tuple[int, int, int]:
+    """Three bit positions of an address key in the filter (the key is a hash already)."""
+    k = akey & 0xFFFF_FFFF_FFFF_FFFF
+    return k & _SEEN_MASK, (k >> 21) & _SEEN_MASK, (k >> 42) & _SEEN_MASK
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One journal entry: ``seq`` (from 1, never reused), ``kind``, ``at`` (``time.time()`` when
@@ -323,6 +338,54 @@ def encode_record(record: Record) -> tuple[bytes, Record]:
 
 
 @dataclass(slots=True)
+class _Rows:
+    """The rows of a batch of entries, per table (one home for what an entry indexes)."""
+
+    callbacks: list[tuple[Any, ...]]
+    others: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]]
+    codes: list[tuple[Any, ...]]
+    addresses: list[tuple[Any, ...]]
+
+    @classmethod
+    def of(cls, batch: Sequence[tuple[Entry, bytes]]) -> _Rows:
+        rows = cls([], [], [], [], [])
+        for entry, blob in batch:
+            record = entry.data
+            seq, at = entry.seq, entry.at
+            if not isinstance(record, Callback):
+                rows.others.append((seq, KIND_CODE[entry.kind], at, blob))
+                rows.addresses.extend((k, seq) for k in address_keys(record))
+                continue
+            endpoint = ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
+            rows.callbacks.append(
+                (
+                    seq,
+                    KIND_CODE[entry.kind],
+                    at,
+                    blob,
+                    -1 if endpoint is None else endpoint,
+                    int(record.accepted),
+                    1 if record.violations else None,
+                )
+            )
+            remembered = int(record.remembered)
+            # Each (address, event) once per request: twice in one payload is CT401's.
+            for akey, ekey in _event_keys(record):
+                rows.events.append((akey, ekey, seq, at, remembered))
+            if record.violations:
+                rows.codes.extend((code, seq) for code in record.codes)
+        return rows
+
+
+def _event_keys(record: Callback) -> set[tuple[int, int]] | list[tuple[int, int]]:
+    events = record.events
+    if len(events) == 1:
+        return [(address_index_key(events[0].email), event_key(events[0].event))]
+    return {(address_index_key(e.email), event_key(e.event)) for e in events}
+
+
+@dataclass(slots=True)
 class CommitWaiter:
     """An async reader waiting on its own loop until entry *seq* is committed."""
 
@@ -366,6 +429,12 @@ class Journal:
         self._floor = 0
         self.write_failures = 0
         """Appends and commits that failed (disk full, I/O error) since the journal opened."""
+        # The memory store's Bloom filter of every address its events table holds: most
+        # callbacks name addresses never seen, and the filter answers "no duplicate" for them
+        # without a query. Only where this process is the only writer and the table starts
+        # empty (a file may hold events from before, PostgreSQL has other writers).
+        self._seen: bytearray | None = None
+        self._unflushed: list[tuple[Entry, bytes]] = []
         self._db = self._open()
         self._finalizer = weakref.finalize(self, self._db.close)
 
@@ -473,18 +542,26 @@ class Journal:
                 raise JournalWriteError("the journal is closed")
             seq = self._next
             entry = Entry(seq, kind, when, record)  # type: ignore[arg-type]
-            try:
-                # Both stores group their inserts in one transaction per event-loop turn (a
-                # transaction per insert costs the memory store a third of its time too).
-                if not self._in_tx:
-                    self._db.execute("BEGIN")
-                    self._in_tx = True
-                self._insert(entry, blob)
-            except sqlite3.Error as exc:
-                self._write_failed(exc, "append")
-                raise JournalWriteError(
-                    f"the journal could not record a {kind} entry: {exc}"
-                ) from exc
+            if self.durable:
+                try:
+                    # One transaction per event-loop turn groups the appends of that turn.
+                    if not self._in_tx:
+                        self._db.execute("BEGIN")
+                        self._in_tx = True
+                    self._insert(entry, blob)
+                except sqlite3.Error as exc:
+                    self._write_failed(exc, "append")
+                    raise JournalWriteError(
+                        f"the journal could not record a {kind} entry: {exc}"
+                    ) from exc
+            else:
+                # The memory store writes a turn's entries in one batch (its readers flush
+                # first, so they see every entry from its append on): one executemany per
+                # table instead of statements per entry, and SQLite's pages stay warm.
+                self._unflushed.append((entry, blob))
+                if isinstance(record, Callback) and record.remembered:
+                    for akey, _ in _event_keys(record):
+                        self._remember(akey)
             self._next = seq + 1
             self._counts[kind] += 1
             if not self.durable:
@@ -500,63 +577,66 @@ class Journal:
         return entry
 
     def _insert(self, entry: Entry, blob: bytes) -> None:
-        record = entry.data
+        """Insert one entry and its index rows now (file store)."""
+        self._write_rows(_Rows.of([(entry, blob)]))
+
+    def _write_rows(self, rows: _Rows) -> None:
         db = self._db
-        if isinstance(record, Callback):
-            endpoint = ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
-            db.execute(
-                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.seq,
-                    KIND_CODE[entry.kind],
-                    entry.at,
-                    blob,
-                    -1 if endpoint is None else endpoint,
-                    int(record.accepted),
-                    1 if record.violations else None,
-                ),
+        if rows.callbacks:
+            db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows.callbacks)
+        if rows.others:
+            db.executemany(
+                "INSERT INTO entries (seq, kind, at, data) VALUES (?, ?, ?, ?)", rows.others
             )
-            remembered = int(record.remembered)
-            events = record.events
-            if len(events) == 1:
-                db.execute(
-                    "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                    (
-                        address_index_key(events[0].email),
-                        event_key(events[0].event),
-                        entry.seq,
-                        entry.at,
-                        remembered,
-                    ),
-                )
-            elif events:
-                # Each (address, event) once per request: twice in one payload is CT401's.
-                keys = {(address_index_key(e.email), event_key(e.event)) for e in events}
-                db.executemany(
-                    "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
-                    [(a, e, entry.seq, entry.at, remembered) for a, e in keys],
-                )
-            if record.violations:
-                db.executemany(
-                    "INSERT OR IGNORE INTO codes VALUES (?, ?)",
-                    [(code, entry.seq) for code in record.codes],
-                )
-        else:
-            db.execute(
-                "INSERT INTO entries (seq, kind, at, data) VALUES (?, ?, ?, ?)",
-                (entry.seq, KIND_CODE[entry.kind], entry.at, blob),
-            )
-            addresses = addresses_of(record)
-            if len(addresses) == 1:  # the common case (a reply, a click): one plain insert
-                db.execute(
-                    "INSERT INTO addresses VALUES (?, ?)",
-                    (address_index_key(addresses[0]), entry.seq),
-                )
-            elif addresses:
-                db.executemany(
-                    "INSERT OR IGNORE INTO addresses VALUES (?, ?)",
-                    [(k, entry.seq) for k in address_keys(record)],
-                )
+        if rows.events:
+            db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", rows.events)
+        if rows.codes:
+            db.executemany("INSERT OR IGNORE INTO codes VALUES (?, ?)", rows.codes)
+        if rows.addresses:
+            db.executemany("INSERT OR IGNORE INTO addresses VALUES (?, ?)", rows.addresses)
+
+    def _flush_locked(self) -> None:
+        """Write the memory store's entries appended since the last flush (lock held): in one
+        batch, at the end of the loop turn or before any read, whichever comes first."""
+        unflushed = self._unflushed
+        if not unflushed:
+            return
+        self._unflushed = []
+        try:
+            if not self._in_tx:
+                self._db.execute("BEGIN")
+                self._in_tx = True
+            self._write_rows(_Rows.of(unflushed))
+        except sqlite3.Error as exc:
+            # Out of memory, in practice (nothing else fails an in-memory database): these
+            # were announced already, so they can only be counted and logged as lost.
+            self.write_failures += len(unflushed)
+            for entry, _ in unflushed:
+                self._counts[entry.kind] -= 1
+            log.error("journal batch write failed (%s); %d entries lost", exc, len(unflushed))
+
+    def _remember(self, akey: int) -> None:
+        """Put an indexed address in the filter (memory store, lock held)."""
+        seen = self._seen
+        if seen is None:
+            # Allocated at the first callback, not per journal: most journals hold none.
+            seen = self._seen = bytearray(_SEEN_BITS // 8)
+        for slot in _seen_slots(akey):
+            seen[slot >> 3] |= 1 << (slot & 7)
+
+    def _never_seen(self, akey: int) -> bool:
+        """Whether no event of this address was ever indexed (memory store; False: maybe)."""
+        if self.path is not None:
+            return False
+        seen = self._seen
+        if seen is None:
+            return True
+        a, b, c = _seen_slots(akey)
+        return not (
+            seen[a >> 3] >> (a & 7) & 1
+            and seen[b >> 3] >> (b & 7) & 1
+            and seen[c >> 3] >> (c & 7) & 1
+        )
 
     def _announce_locked(self) -> list[Callable[[Entry], None]]:
         if self._waiters:
@@ -609,6 +689,7 @@ class Journal:
         entries were visible, and announced, as they were appended)."""
         with self._lock:
             self._commit_scheduled = False
+            self._flush_locked()
             if not self._in_tx:
                 return
             try:
@@ -665,6 +746,7 @@ class Journal:
                 raise JournalWriteError(f"the journal could not be reset: {exc}") from exc
             self._floor = floor
             self._counts = dict.fromkeys(KINDS, 0)
+            self._seen = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -680,6 +762,7 @@ class Journal:
             with self._lock:
                 if self._closed:
                     return
+                self._flush_locked()
                 rows = self._db.execute(sql, (*fixed, since, self._committed, _CHUNK)).fetchall()
             for row in rows:
                 yield self._decode(row)
@@ -708,6 +791,7 @@ class Journal:
     def get(self, seq: int) -> Entry | None:
         """The entry numbered *seq*, or None."""
         with self._lock:
+            self._flush_locked()
             row = self._db.execute(
                 "SELECT seq, kind, at, data FROM entries WHERE seq = ? AND seq <= ?",
                 (seq, self._committed),
@@ -822,11 +906,15 @@ class Journal:
     ) -> tuple[float, int] | None:
         """The newest callback at or after *after* (a time) that reported *event* for *address*
         and counts for duplicates (:attr:`~harness.records.Callback.remembered`): (at, seq)."""
+        akey = address_index_key(address)
         with self._lock:
+            if self._never_seen(akey):
+                return None
+            self._flush_locked()
             rows = self._db.execute(
                 "SELECT at, seq FROM events WHERE akey = ? AND ekey = ? AND remembered = 1 "
                 "AND at >= ? AND seq > ? ORDER BY seq DESC LIMIT 4",
-                (address_index_key(address), event_key(event), after, since),
+                (akey, event_key(event), after, since),
             ).fetchall()
         for at, seq in rows:
             entry = self.get(seq)

@@ -50,7 +50,9 @@ __all__ = [
     "CallbackResult",
     "CallbackState",
     "CleverTapApp",
+    "abort_transport",
     "create_app",
+    "journal_failed_result",
     "nearest_path",
     "process_callback",
     "process_stray",
@@ -466,6 +468,19 @@ async def _send(
     await send({"type": "http.response.body", "body": body})
 
 
+def abort_transport(transport: asyncio.BaseTransport, *, reset: bool) -> None:
+    """Close the connection (FIN) or, with *reset*, abort it with a reset (RST)."""
+    if reset:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # SO_LINGER on with a zero timeout makes close() send RST instead of FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+            return
+    transport.close()
+
+
 async def _drop_connection(send: Send, *, reset: bool) -> None:
     """Close (FIN) or reset (RST) the client's TCP connection without answering a byte.
 
@@ -478,14 +493,7 @@ async def _drop_connection(send: Send, *, reset: bool) -> None:
     transport = getattr(cycle, "transport", None)
     if not isinstance(transport, asyncio.Transport):
         raise ConnectionAbortedError("fault: drop the connection (no transport to close)")
-    if reset:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # SO_LINGER on with a zero timeout makes close() send RST instead of FIN.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-    else:
-        transport.close()
+    abort_transport(transport, reset=reset)
     # Let connection_lost() run so that uvicorn marks the cycle disconnected and neither answers
     # 500 nor logs "returned without starting response".
     for _ in range(5):

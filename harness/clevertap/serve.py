@@ -4,8 +4,9 @@ The servers run on uvloop and uvicorn's httptools parser when they are installed
 with the base install, ``uvicorn[standard]``, on every platform uvloop has wheels for).
 uvicorn's own ``run()`` would pick uvloop, but the harness calls ``Server.serve()`` inside a
 loop it made itself, so :func:`run_serving` makes that loop with uvloop; without uvloop (e.g.
-on Windows) it is a plain asyncio loop. The HTTP parser is uvicorn's ``http="auto"``: httptools
-when importable, else h11. The banner says which were used.
+on Windows) it is a plain asyncio loop. The HTTP protocol is the harness's own on httptools
+(callbacks answered in the protocol, :mod:`harness.clevertap.fastpath`) when importable, else
+its h11 one (``ServerSettings.http_parser``). The banner says which were used.
 """
 
 from __future__ import annotations
@@ -55,15 +56,16 @@ def run_serving(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-def stack() -> str:
-    """What serves requests in the running loop: ``uvloop + httptools``, ``asyncio + h11``..."""
+def stack(http_parser: str = "auto") -> str:
+    """What serves requests in the running loop with *http_parser* (``ServerSettings``):
+    ``uvloop + httptools``, ``asyncio + h11``..."""
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     try:
         import httptools  # noqa: F401
     except ImportError:
         http = "h11"
     else:
-        http = "httptools"
+        http = "h11" if http_parser == "h11" else "httptools"
     return f"{'uvloop' if loop == 'uvloop' else 'asyncio'} + {http}"
 
 
@@ -175,6 +177,14 @@ def _faults(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
     help="Bytes of an incomplete request head buffered at most; past it, 400.",
 )
 @click.option(
+    "--http-parser",
+    type=click.Choice(["auto", "httptools", "h11"]),
+    default=_DEFAULTS.http_parser,
+    show_default=True,
+    help="httptools answers callbacks in the protocol (fast, refuses malformed heads as nginx "
+    "does); h11 serves everything through ASGI and reads some heads llhttp refuses.",
+)
+@click.option(
     "--fault",
     "faults",
     multiple=True,
@@ -226,6 +236,7 @@ def serve(
     send_timeout: float,
     max_connections: int,
     max_header_size: int,
+    http_parser: str,
     faults: list[FaultRule],
     intake: str | None,
     postfix_transport: Path | None,
@@ -273,6 +284,7 @@ def serve(
             send_timeout=send_timeout,
             max_connections=max_connections,
             max_header_size=max_header_size,
+            http_parser=http_parser,  # type: ignore[arg-type]  # click checked the choice
             faults=tuple(faults),
         )
         server = CleverTapServer(settings, journal=shared)
@@ -330,7 +342,7 @@ def endpoint_lines(server: CleverTapServer, details: str) -> list[str]:
     s, urls = server.settings, server.urls
     auth = ", token required" if s.token else ""
     return [
-        f"fake CleverTap on {urls.base} ({details}, {stack()})",
+        f"fake CleverTap on {urls.base} ({details}, {stack(s.http_parser)})",
         f"  bounce       {urls.bounce}",
         f"  unsubscribe  {urls.unsubscribe}",
         f"  v2           {urls.v2}",

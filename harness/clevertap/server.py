@@ -12,31 +12,26 @@ The server binds its own socket (127.0.0.1, port 0 unless told otherwise) before
 it, so the real port is known at once and there is no window in which another process could take
 it. uvicorn runs without signal handlers: Ctrl-C stays with the caller.
 
-Hostile clients are bounded here, where uvicorn is configured (docs/limits.md). uvicorn has no
-deadline for receiving a request: its keep-alive timer only runs between requests and every
-byte received cancels it, so a client trickling a header byte every few seconds holds its
-connection (and a file descriptor) forever, and ``limit_concurrency`` answers 503 to requests
-but never closes an idle connection. :class:`_DeadlineProtocol` adds those deadlines to
-uvicorn's h11 protocol by watching h11's public connection state after every event.
+Hostile clients are bounded by the HTTP protocol uvicorn is given (docs/limits.md): the
+httptools one of :mod:`harness.clevertap.fastpath`, which also answers callbacks without going
+through ASGI, or where httptools is absent (or ``http_parser="h11"``) the h11 one of
+:mod:`harness.clevertap.deadlines`. Both keep the same limits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import socket
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from harness._loop import Lifecycle, LoopThread
 from harness.clevertap.app import CleverTapApp, create_app
+from harness.clevertap.deadlines import h11_protocol_for
 from harness.clevertap.faults import FaultPlan, FaultRule
 from harness.clevertap.guard import ControlGuard
 from harness.clevertap.inspect import Endpoint
@@ -72,151 +67,21 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-_Phase = Literal["idle", "head", "body", "busy"]
-
-
-def _raw_response(status: int, reason: str, message: str) -> bytes:
-    """A whole HTTP/1.1 response that closes the connection, written outside h11: these are
-    answered where h11 has no request to answer (no head yet) or is about to be dropped."""
-    body = json.dumps({"status": "error", "message": message}).encode()
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n"
-    )
-    return head.encode("ascii") + body
-
-
-class _DeadlineProtocol(H11Protocol):
-    """uvicorn's h11 protocol with read deadlines and a connection cap.
-
-    The phase of a connection is read from h11's state for the client (``their_state``) after
-    each event: IDLE with nothing buffered is *idle* (``keep_alive_timeout``), IDLE with part
-    of a head buffered is *head* (``header_timeout``), SEND_BODY is *body* (``body_timeout``),
-    anything else is *busy*: the request is in and the app has it, with no read deadline (long
-    polls are legitimate). A deadline is total, not per byte, and runs from the start of its
-    phase; it is re-armed only when the phase changes. uvicorn's own keep-alive timer stays as
-    it is (it covers the idle time after a response; this one also covers a new connection).
-
-    Relies on uvicorn's H11Protocol keeping ``conn`` (the h11 connection), ``cycle``,
-    ``transport``, ``connections`` and ``on_response_complete``; pinned by
-    tests/clevertap/test_http_limits.py.
-    """
-
-    settings: ClassVar[ServerSettings]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # uvicorn's Config wants an int; the timer takes any float.
-        self.timeout_keep_alive = self.settings.keep_alive_timeout  # type: ignore[assignment]
-        self._phase: _Phase | None = None
-        self._deadline: asyncio.TimerHandle | None = None
-        self._send_deadline: asyncio.TimerHandle | None = None
-        self._refused = False
-
-    # uvicorn narrows the argument to Transport the same way.
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        limit = self.settings.max_connections
-        if len(self.connections) >= limit:
-            # Refused before uvicorn sees it: the descriptor is released at once, so open
-            # descriptors stay bounded by the cap whatever the number of clients.
-            self._refused = True
-            transport.write(
-                _raw_response(503, "Service Unavailable", f"too many connections (limit {limit})")
-            )
-            transport.close()
-            return
-        super().connection_made(transport)
-        self._follow()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        if self._send_deadline is not None:
-            self._send_deadline.cancel()
-            self._send_deadline = None
-        if self._refused:
-            return
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return
-        super().data_received(data)
-        self._follow()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._follow()
-
-    # A client that stops reading its answer fills the send buffer: the transport pauses us and
-    # uvicorn waits for it to drain, without end. Past send_timeout the connection is aborted
-    # (close() would wait for the unread bytes to leave).
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self._send_deadline is None:
-            self._send_deadline = self.loop.call_later(
-                self.settings.send_timeout, self.transport.abort
-            )
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self._send_deadline is not None:
-            self._send_deadline.cancel()
-            self._send_deadline = None
-
-    # -- deadlines -------------------------------------------------------------------------------
-
-    def _phase_now(self) -> _Phase:
-        state = self.conn.their_state
-        if state is h11.IDLE:
-            return "head" if self.conn.trailing_data[0] else "idle"
-        if state is h11.SEND_BODY:
-            return "body"
-        return "busy"
-
-    def _follow(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            self._disarm()
-            return
-        phase = self._phase_now()
-        if phase == self._phase:
-            return  # a deadline bounds the whole phase: bytes arriving do not extend it
-        self._disarm()
-        self._phase = phase
-        timeout = {
-            "idle": self.settings.keep_alive_timeout,
-            "head": self.settings.header_timeout,
-            "body": self.settings.body_timeout,
-        }.get(phase)
-        if timeout is not None:
-            self._deadline = self.loop.call_later(timeout, self._expire, phase, timeout)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expire(self, phase: _Phase, timeout: float) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
-            return
-        cycle = self.cycle
-        answered = cycle is not None and cycle.response_started and phase == "body"
-        if phase != "idle" and not answered:
-            what = "request line and headers" if phase == "head" else "request body"
-            self.transport.write(
-                _raw_response(408, "Request Timeout", f"{what} not received within {timeout:g} s")
-            )
-        # In the body phase the app is waiting in receive(): closing makes it see a disconnect
-        # and journal the callback as such, so the request is not lost.
-        self.transport.close()
-
-
-def _protocol_for(settings: ServerSettings) -> type[asyncio.Protocol]:
-    class Protocol(_DeadlineProtocol):
-        pass
-
-    Protocol.settings = settings
-    return Protocol
+def _protocol_for(settings: ServerSettings, app: CleverTapApp) -> type[asyncio.Protocol]:
+    """The HTTP protocol of *settings*' ``http_parser``: httptools with callbacks answered in
+    the protocol ("auto" where httptools is installed), else h11."""
+    if settings.http_parser != "h11":
+        try:
+            from harness.clevertap.fastpath import protocol_for
+        except ImportError as exc:  # httptools is an optional part of uvicorn[standard]
+            if settings.http_parser == "httptools":
+                raise ServerError(
+                    f"http_parser='httptools' but httptools cannot be imported ({exc}); "
+                    "install uvicorn[standard] or use http_parser='auto'"
+                ) from exc
+        else:
+            return protocol_for(settings, app)
+    return h11_protocol_for(settings)
 
 
 class CleverTapServer(Lifecycle):
@@ -305,6 +170,7 @@ class CleverTapServer(Lifecycle):
             self._journal = open_journal(self.settings.journal_path)
             self.app.journal = self._journal
             self._journal_closed = False
+        protocol = _protocol_for(self.settings, self.app)
         sock = self._listen()
         # The guard wraps the app here, where it is served (a real port is known), not in the
         # app: create_app() stays the bare app for whoever serves it otherwise.
@@ -317,9 +183,9 @@ class CleverTapServer(Lifecycle):
         )
         config = uvicorn.Config(
             guarded,
-            # Always h11 with deadlines, even where httptools is installed: the limits must
-            # not depend on which optional packages happen to be there.
-            http=_protocol_for(self.settings),
+            # Never uvicorn's own protocols: both of ours keep the limits of docs/limits.md,
+            # which must not depend on which optional packages happen to be there.
+            http=protocol,
             h11_max_incomplete_event_size=self.settings.max_header_size,
             # No WebSocket routes: an upgrade would hand the socket to a protocol without the
             # deadlines (whose timers would still be armed on this one).

@@ -181,6 +181,7 @@ _HTTP_LIMITS = (
     "send_timeout",
     "max_connections",
     "max_header_size",
+    "http_parser",
 )
 """``harness serve`` options that apply in the SCENARIO mode too (docs/limits.md)."""
 

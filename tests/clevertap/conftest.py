@@ -8,12 +8,14 @@ import httpx
 import pytest
 
 from harness.clevertap.server import CleverTapServer
+from harness.clevertap.settings import ServerSettings
+from tests.clevertap.parsers import PARSERS
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[CleverTapServer]:
-    """A real fake CleverTap on 127.0.0.1 (port 0), started once per test module."""
-    with CleverTapServer() as ct:
+@pytest.fixture(scope="module", params=PARSERS)
+def server(request: pytest.FixtureRequest) -> Iterator[CleverTapServer]:
+    """A real fake CleverTap on 127.0.0.1 (port 0), started once per test module and parser."""
+    with CleverTapServer(ServerSettings(http_parser=request.param)) as ct:
         yield ct
 
 

@@ -6,6 +6,7 @@ test_http_siege.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -14,11 +15,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from harness.clevertap.deadlines import close_after_answer, raw_response
 from harness.clevertap.server import CleverTapServer
 from harness.clevertap.settings import ServerSettings
 from harness.errors import ConfigError
 from harness.journal import Kind
 from harness.records import Callback
+from tests.clevertap.parsers import PARSERS
 
 LIMITS = {"header_timeout": 0.6, "body_timeout": 0.6, "keep_alive_timeout": 0.6}
 SLACK = 2.0
@@ -29,9 +32,10 @@ BOUNCE = json.dumps(
 ).encode()
 
 
-@pytest.fixture(scope="module")
-def limited() -> Iterator[CleverTapServer]:
-    with CleverTapServer(ServerSettings(max_connections=20, **LIMITS)) as ct:
+@pytest.fixture(scope="module", params=PARSERS)
+def limited(request: pytest.FixtureRequest) -> Iterator[CleverTapServer]:
+    settings = ServerSettings(max_connections=20, http_parser=request.param, **LIMITS)
+    with CleverTapServer(settings) as ct:
         yield ct
 
 
@@ -102,6 +106,25 @@ def test_a_slowloris_head_gets_408_after_header_timeout(ct: CleverTapServer) -> 
     assert LIMITS["header_timeout"] <= elapsed < LIMITS["header_timeout"] + SLACK
 
 
+def test_a_client_still_sending_when_its_head_times_out_reads_the_408(
+    ct: CleverTapServer,
+) -> None:
+    # Closing a socket with unread bytes in it sends a reset, which can destroy the 408 before
+    # the client reads it; the server shuts its side after the answer and discards the rest.
+    with _connect(ct) as sock:
+        sock.sendall(b"POST /callbacks/bounce HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        until = time.monotonic() + LIMITS["header_timeout"] + 0.9
+        while time.monotonic() < until:
+            try:
+                sock.sendall(b"X-Pad: x\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.02)
+        raw = _read_until_closed(sock)
+    status, body = _status_and_body(raw)
+    assert (status, body["message"]) == (408, "request line and headers not received within 0.6 s")
+
+
 def test_a_slow_body_gets_408_and_the_callback_is_still_journaled(ct: CleverTapServer) -> None:
     with _connect(ct) as sock:
         sock.sendall(
@@ -168,9 +191,11 @@ def test_a_busy_keep_alive_client_and_a_long_poll_outlive_every_timeout(
     assert sent > 10
 
 
-def test_a_head_growing_past_max_header_size_gets_400() -> None:
-    # h11 bounds what it buffers of an incomplete head: the memory a slowloris can pin.
-    with CleverTapServer(ServerSettings(max_header_size=1024)) as ct, _connect(ct) as sock:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_head_growing_past_max_header_size_gets_400(parser: str) -> None:
+    # What a server buffers of an incomplete head is bounded: the memory a slowloris can pin.
+    settings = ServerSettings(max_header_size=1024, http_parser=parser)
+    with CleverTapServer(settings) as ct, _connect(ct) as sock:
         sock.sendall(b"GET /_harness/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         try:
             for _ in range(10):
@@ -232,13 +257,14 @@ def test_forwarded_headers_do_not_change_the_journaled_peer(ct: CleverTapServer)
     assert str(entry.data.peer).startswith("127.0.0.1:")
 
 
-def test_a_client_that_never_reads_its_answer_is_dropped_after_send_timeout() -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_a_client_that_never_reads_its_answer_is_dropped_after_send_timeout(parser: str) -> None:
     # Eight callbacks with ~900 KB bodies make GET /callbacks answer about 7 MB: more than the
     # loopback socket buffers hold (they grow to about 4 MB), so the server's writes stall.
     big = json.dumps(
         [{"event": "hardbounce", "data": [{"e": "a@example.com", "ts": 1, "pad": "x" * 900_000}]}]
     ).encode()
-    with CleverTapServer(ServerSettings(send_timeout=0.5, strict=False)) as ct:
+    with CleverTapServer(ServerSettings(send_timeout=0.5, strict=False, http_parser=parser)) as ct:
         headers = {"content-type": "application/json"}
         for _ in range(8):
             assert httpx.post(ct.urls.bounce, content=big, headers=headers).status_code == 200
@@ -261,3 +287,54 @@ def test_a_client_that_never_reads_its_answer_is_dropped_after_send_timeout() ->
         assert reset or len(body) < length  # aborted: the answer never arrived whole
         # and the server is fine for everyone else
         assert httpx.get(ct.urls.control + "/health").status_code == 200
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("lingering", [True, False])
+async def test_an_error_answer_survives_unread_client_bytes(lingering: bool) -> None:
+    # What close_after_answer() is for, made certain: the server has not read the client's last
+    # bytes when it answers and ends the connection. A plain close() then sends a reset, which
+    # destroys the answer on its way (the False case shows the failure the helper prevents).
+    loop = asyncio.get_running_loop()
+    answered = asyncio.Event()
+    lost = asyncio.Event()
+    linger: list[asyncio.TimerHandle | None] = []
+
+    class Server(asyncio.Protocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            for timer in linger:
+                if timer is not None:
+                    timer.cancel()
+            lost.set()
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            transport.pause_reading()  # the client's bytes stay unread in the kernel
+            loop.call_later(0.2, self.answer, transport)
+
+        def answer(self, transport: asyncio.Transport) -> None:
+            transport.write(raw_response(408, "Request Timeout", "too slow"))
+            if lingering:
+                linger.append(close_after_answer(transport, loop))
+            else:
+                transport.close()
+            answered.set()
+
+    server = await loop.create_server(Server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"X-Pad: x\r\n" * 100)
+        await answered.wait()
+        await asyncio.sleep(0.1)
+        if lingering:
+            raw = await asyncio.wait_for(reader.read(), 5)
+            assert raw.startswith(b"HTTP/1.1 408 ")
+        else:
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+        await asyncio.wait_for(lost.wait(), 5)  # the client's close ends the lingering too
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,524 @@
+"""The fake CleverTap's HTTP protocol on httptools: callbacks answered in the protocol itself.
+
+A callback is the hot path: an integration may send thousands a second. Through ASGI each one
+costs a task, an event, two ``send`` messages and two socket writes, more than the checks and
+the journal together (issue 15's profile). :class:`FastProtocol` is uvicorn's httptools
+protocol with the callback endpoints answered where the request is parsed: the body is
+collected as it arrives (up to the cap), :func:`~harness.clevertap.app.process_callback` checks
+and journals it, and the whole answer goes out in one ``transport.write``, without leaving
+``data_received`` when nothing has to be awaited (a memory journal, no delay fault). Every other
+request (control API, dashboard, docs, wrong paths) goes to the ASGI app as uvicorn sends it.
+
+It keeps every limit of docs/limits.md, as the h11 protocol in :mod:`.server` does: deadlines for
+the head, the body and idle connections (totals, not reset by bytes arriving), the unread-answer
+deadline, the connection cap (503), the head size cap (400). The phase of a connection is known
+from the parser's callbacks (message begin, headers complete, message complete) and the answer
+in flight. A deadline timer is created when a phase starts and re-armed lazily
+when it fires early (the phase started again later), so a busy keep-alive connection costs no
+timer per request.
+
+Relies on uvicorn's HttpToolsProtocol keeping ``cycle``, ``pipeline``, ``flow``, ``tasks``,
+``connections``, ``server_state``, ``url``, ``headers``, ``expect_100_continue`` and the
+``RequestResponseCycle`` attributes ``response_started``, ``response_complete`` and
+``keep_alive``: no public hook exists for answering in the protocol. Pinned by
+tests/clevertap/test_fastpath.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import urllib.parse
+from collections import deque
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+from harness.clevertap.app import (
+    CallbackResult,
+    abort_transport,
+    journal_failed_result,
+    process_callback,
+)
+from harness.clevertap.deadlines import Phase, close_after_answer, raw_response
+from harness.clevertap.inspect import Endpoint
+from harness.clevertap.settings import ServerSettings
+from harness.errors import JournalWriteError
+
+if TYPE_CHECKING:
+    from harness.clevertap.app import CleverTapApp
+
+__all__ = ["FastProtocol", "protocol_for"]
+
+
+log = logging.getLogger("harness.clevertap")
+
+_FAILED = b'{"status":"error","message":"the harness failed to process this callback"}'
+
+
+class _NoEvent:
+    """uvicorn's connection_lost sets ``cycle.message_event``; a callback cycle waits on none."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        return None
+
+
+_NO_EVENT = _NoEvent()
+
+
+class _CallbackCycle:
+    """One callback request on a :class:`FastProtocol` connection: its body as it arrives, then
+    the answer. Stands in for uvicorn's RequestResponseCycle in ``protocol.cycle`` and in the
+    pipeline, with the attributes uvicorn's own methods read there."""
+
+    __slots__ = (
+        "chunks",
+        "complete",
+        "content_type",
+        "current",
+        "disconnected",
+        "endpoint",
+        "expect_continue",
+        "keep_alive",
+        "kept",
+        "method",
+        "path",
+        "processed",
+        "protocol",
+        "received",
+        "response_complete",
+        "response_started",
+        "size",
+    )
+
+    message_event = _NO_EVENT
+
+    def __init__(
+        self,
+        protocol: FastProtocol,
+        endpoint: Endpoint,
+        path: str,
+        method: str,
+        content_type: str | None,
+        keep_alive: bool,
+    ) -> None:
+        self.protocol = protocol
+        self.endpoint = endpoint
+        self.path = path
+        self.method = method
+        self.content_type = content_type
+        self.keep_alive = keep_alive
+        self.received = time.time()
+        self.chunks: list[bytes] = []
+        self.kept = 0
+        self.size = 0
+        self.complete = False
+        """The whole body is in."""
+        self.current = False
+        """No earlier request on the connection waits for its answer (pipelining)."""
+        self.processed = False
+        self.expect_continue = False
+        self.response_started = False
+        self.response_complete = False
+        self.disconnected = False
+
+    def body(self, data: bytes) -> None:
+        # Past the cap keep counting (the journal gets the real size) but not keeping.
+        self.size += len(data)
+        room = self.protocol.settings.max_body - self.kept
+        if room > 0:
+            piece = data if len(data) <= room else data[:room]
+            self.chunks.append(piece)
+            self.kept += len(piece)
+
+    def begin(self) -> None:
+        """Its turn on the connection: answer now if the body is in, else once it is."""
+        self.current = True
+        if self.complete:
+            self.process()
+
+    def process(self, *, disconnected: bool = False) -> None:
+        """Check and journal the request, then answer (at once, or from a task when something
+        must be awaited first)."""
+        if self.processed:
+            return
+        self.processed = True
+        protocol = self.protocol
+        chunks = self.chunks
+        self.chunks = []
+        try:
+            result = process_callback(
+                protocol.clevertap,
+                self.endpoint,
+                self.path,
+                chunks[0] if len(chunks) == 1 else b"".join(chunks),
+                size=self.size,
+                method=self.method,
+                content_type=self.content_type,
+                peer=protocol.peer,
+                received=self.received,
+                disconnected=disconnected,
+            )
+        except Exception:
+            # A bug, not bad input (process_callback answers that). Raised from here it would
+            # reach httptools as a parser error and be answered 400 without a trace.
+            log.exception("processing a callback to %s failed", self.path)
+            result = CallbackResult("answer", 500, _FAILED, (), 0.0, None)
+        if disconnected:
+            self.disconnected = True
+            return
+        entry = result.entry
+        if result.delay or (entry is not None and protocol.clevertap.journal.durable):
+            task = protocol.loop.create_task(self._finish(result))
+            protocol.tasks.add(task)
+            task.add_done_callback(protocol.tasks.discard)
+        else:
+            self.act(result)
+
+    async def _finish(self, result: CallbackResult) -> None:
+        journal = self.protocol.clevertap.journal
+        if result.entry is not None and journal.durable:
+            try:
+                await journal.committed(result.entry)
+            except JournalWriteError:
+                result = journal_failed_result()
+        if result.delay:
+            await asyncio.sleep(result.delay)
+        self.act(result)
+
+    def act(self, result: CallbackResult) -> None:
+        protocol = self.protocol
+        transport = protocol.transport
+        self.response_started = True
+        self.response_complete = True
+        if self.disconnected or transport.is_closing():
+            return
+        if result.action == "answer":
+            body = b"" if self.method == "HEAD" else result.body
+            transport.write(
+                protocol.response_head(result.status or 500, len(result.body), result.headers)
+                + (b"" if self.keep_alive else b"connection: close\r\n")
+                + b"\r\n"
+                + body
+            )
+            if not self.keep_alive:
+                transport.close()
+            protocol.on_response_complete()
+        elif result.action != "none":
+            abort_transport(transport, reset=result.action == "reset")
+
+
+class FastProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol answering the callback endpoints itself, with the limits of
+    docs/limits.md. Built per server by :func:`protocol_for`."""
+
+    # Widened: a callback's cycle stands where uvicorn keeps its request cycles.
+    cycle: RequestResponseCycle | _CallbackCycle  # type: ignore[assignment]
+    pipeline: deque[tuple[RequestResponseCycle | _CallbackCycle, Any]]  # type: ignore[assignment]
+    settings: ClassVar[ServerSettings]
+    clevertap: ClassVar[CleverTapApp]
+    routes: ClassVar[dict[bytes, tuple[Endpoint, str]]]
+    _timeouts: ClassVar[dict[Phase, float]]
+    _default_headers: ClassVar[tuple[object, bytes]] = (None, b"")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Data after a "Connection: close" request is ignored, not a parser error answered 400
+        # after the answer (recent uvicorn sets this itself; 0.29, the lowest supported, does not).
+        with contextlib.suppress(AttributeError):  # httptools < 0.6.3
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self._reading: Literal["head", "body"] | None = None
+        self._head_bytes = 0
+        self._phase: Phase | None = None
+        self._since = 0.0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._send_deadline: asyncio.TimerHandle | None = None
+        self._refused = False
+        self._linger: asyncio.TimerHandle | None = None
+        self.peer: str | None = None
+
+    # -- connection ------------------------------------------------------------------------------
+
+    # uvicorn narrows the argument to Transport the same way.
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        limit = self.settings.max_connections
+        if len(self.connections) >= limit:
+            # Refused before uvicorn sees it: the descriptor is released at once, so open
+            # descriptors stay bounded by the cap whatever the number of clients.
+            self._refused = True
+            transport.write(
+                raw_response(503, "Service Unavailable", f"too many connections (limit {limit})")
+            )
+            transport.close()
+            return
+        super().connection_made(transport)
+        client = self.client
+        self.peer = f"{client[0]}:{client[1]}" if client else None
+        self._follow()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._deadline, self._send_deadline, self._linger):
+            if timer is not None:
+                timer.cancel()
+        self._deadline = self._send_deadline = None
+        if self._refused:
+            return
+        # A callback whose head was read is journaled even when its body never came whole (a
+        # client gone, a body deadline, a broken chunk): nothing received is lost.
+        waiting = [c for c, _ in self.pipeline if isinstance(c, _CallbackCycle)]
+        if isinstance(self.cycle, _CallbackCycle) and self.cycle not in waiting:
+            waiting.append(self.cycle)
+        for cycle in sorted(waiting, key=lambda c: c.received):
+            cycle.process(disconnected=True)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused or self._linger is not None:
+            return
+        if self._reading != "body":
+            # An upper bound of the head's bytes (the chunk may hold the end of the previous
+            # request too): what the parser may buffer of a head stays below the cap plus one
+            # read.
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._reading == "head" and self._head_bytes > self.settings.max_header_size:
+            if not self.transport.is_closing():
+                self.transport.write(
+                    raw_response(
+                        400,
+                        "Bad Request",
+                        f"request line and headers larger than {self.settings.max_header_size} "
+                        "bytes",
+                    )
+                )
+                self.transport.close()
+            return
+        cycle = self.cycle
+        if type(cycle) is _CallbackCycle and cycle.expect_continue:
+            cycle.expect_continue = False
+            # Not for a request queued behind another's answer: it would land inside that one.
+            if cycle.current and not cycle.complete and not self.transport.is_closing():
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._follow()
+
+    # -- parser callbacks -----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading = "head"
+
+    def on_headers_complete(self) -> None:
+        self._reading = "body"
+        self._head_bytes = 0
+        parser = self.parser
+        if parser.get_http_version() == "0.9":
+            # A request line without a version: llhttp reads HTTP/0.9, whose answer would have
+            # no status line. Refused (400) as h11 refuses it: uvicorn answers a parser error so.
+            raise httptools.HttpParserError("request line without an HTTP version")
+        route = self.routes.get(self.url)
+        if route is None and (b"?" in self.url or b"%" in self.url):
+            route = self._route_of(self.url)
+        if route is None:
+            super().on_headers_complete()
+            return
+        content_type = None
+        for name, value in self.headers:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+                break
+        version = parser.get_http_version()
+        cycle = _CallbackCycle(
+            self,
+            route[0],
+            route[1],
+            parser.get_method().decode("ascii"),
+            content_type,
+            version != "1.0" and parser.should_keep_alive(),
+        )
+        cycle.expect_continue = self.expect_100_continue
+        previous = self.cycle
+        self.cycle = cycle
+        if previous is None or previous.response_complete:
+            cycle.current = True
+        else:
+            # Pipelined behind a request still being answered: its turn comes in order.
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, None))
+
+    def _route_of(self, url: bytes) -> tuple[Endpoint, str] | None:
+        """The callback route of a target with a query or %-escapes, decoded as uvicorn decodes
+        the path it gives the app."""
+        try:
+            raw = httptools.parse_url(url).path
+        except httptools.HttpParserInvalidURLError:
+            return None  # uvicorn refuses it the same way
+        path = raw.decode("ascii", "replace")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        return self.routes.get(path.encode("utf-8", "surrogateescape"))
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if type(cycle) is _CallbackCycle:
+            cycle.body(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._reading = None
+        cycle = self.cycle
+        if type(cycle) is _CallbackCycle:
+            cycle.complete = True
+            if cycle.current:
+                cycle.process()
+        else:
+            super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        # uvicorn's own, but starting a pipelined callback in place and with the idle deadline
+        # of this protocol instead of uvicorn's keep-alive timer (which every byte resets).
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        self._phase = None  # a new phase starts, also when it is "idle" again
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            if isinstance(cycle, _CallbackCycle):
+                # Next turn, not from here: answering it may complete the next one in the
+                # pipeline, and so on, as deep as a client's pipelined requests go.
+                self.loop.call_soon(cycle.begin)
+            else:
+                task = self.loop.create_task(cycle.run_asgi(app))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+        self._follow()
+
+    # -- answers ---------------------------------------------------------------------------------
+
+    def response_head(
+        self, status: int, length: int, extra: tuple[tuple[bytes, bytes], ...]
+    ) -> bytes:
+        """Status line and headers of a callback answer, up to (without) the blank line."""
+        source = self.server_state.default_headers
+        cached = FastProtocol._default_headers
+        if cached[0] is not source:
+            # uvicorn replaces the list (a new Date) once a second.
+            cached = (source, b"".join(name + b": " + value + b"\r\n" for name, value in source))
+            FastProtocol._default_headers = cached
+        head = (
+            STATUS_LINE[status]
+            + cached[1]
+            + b"content-type: application/json\r\ncontent-length: "
+            + str(length).encode()
+            + b"\r\n"
+        )
+        for name, value in extra:
+            head += name + b": " + value + b"\r\n"
+        return head
+
+    # A client that stops reading its answer fills the send buffer: the transport pauses us and
+    # uvicorn waits for it to drain, without end. Past send_timeout the connection is aborted
+    # (close() would wait for the unread bytes to leave).
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(
+                self.settings.send_timeout, self.transport.abort
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    # -- deadlines -------------------------------------------------------------------------------
+
+    def phase(self) -> Phase:
+        """Where the connection is: reading a request's body, waiting for its answer, reading a
+        head, or idle."""
+        if self._reading == "body":
+            return "body"
+        cycle = self.cycle
+        if self.pipeline or (cycle is not None and not cycle.response_complete):
+            return "busy"
+        return "idle" if self._reading is None else "head"
+
+    def _follow(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        phase = self.phase()
+        if phase == self._phase:
+            return  # a deadline bounds the whole phase: bytes arriving do not extend it
+        self._phase = phase
+        timeout = self._timeouts.get(phase)
+        if timeout is None:
+            return  # busy: the armed timer (if any) finds that out and lets go
+        now = self.loop.time()
+        self._since = now
+        timer = self._deadline
+        if timer is None or timer.when() > now + timeout:
+            if timer is not None:
+                timer.cancel()
+            self._deadline = self.loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        phase = self._phase
+        timeout = self._timeouts.get(phase) if phase is not None else None
+        if timeout is None:
+            return
+        left = self._since + timeout - self.loop.time()
+        if left > 0:
+            # The phase started again after the timer was set (another request came and went).
+            self._deadline = self.loop.call_later(left, self._check)
+            return
+        self._expire(phase, timeout)  # type: ignore[arg-type]
+
+    def _expire(self, phase: Phase, timeout: float) -> None:
+        cycle = self.cycle
+        answered = cycle is not None and cycle.response_started and phase == "body"
+        if phase != "idle" and not answered:
+            what = "request line and headers" if phase == "head" else "request body"
+            self.transport.write(
+                raw_response(408, "Request Timeout", f"{what} not received within {timeout:g} s")
+            )
+            # In the body phase the callback is journaled as disconnected by connection_lost,
+            # once the client has closed or the linger time is over (the ASGI app sees a
+            # disconnect in receive() then and does the same).
+            self._linger = close_after_answer(self.transport, self.loop)
+            return
+        self.transport.close()
+
+
+def protocol_for(settings: ServerSettings, app: CleverTapApp) -> type[FastProtocol]:
+    """A :class:`FastProtocol` class for one server: its settings, app and callback routes."""
+
+    class Protocol(FastProtocol):
+        pass
+
+    Protocol.settings = settings
+    Protocol.clevertap = app
+    Protocol.routes = {
+        path.encode("utf-8", "surrogateescape"): (endpoint, path)
+        for endpoint, path in settings.paths.items()
+    }
+    Protocol._timeouts = {
+        "idle": settings.keep_alive_timeout,
+        "head": settings.header_timeout,
+        "body": settings.body_timeout,
+    }
+    return Protocol

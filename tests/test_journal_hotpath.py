@@ -1,0 +1,91 @@
+"""The memory journal's callback hot path: appends written in one batch per loop turn, the
+filter of indexed addresses that spares new addresses the duplicate query, the address-key
+cache. What readers see must not change: every entry from its append on, every duplicate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from harness import journal as journal_module
+from harness.journal import Journal, Kind, MemoryJournal, address_index_key
+from harness.records import Callback, CallbackEvent, FaultHit, Note
+
+NOW = time.time()
+
+
+def callback(*emails: str, remembered: bool = True) -> Callback:
+    fault = None if remembered else FaultHit(rule=0, action="status", spec="503")
+    return Callback(
+        endpoint="bounce",
+        path="/callbacks/bounce",
+        body="[]",
+        events=tuple(CallbackEvent("hardbounce", e, 1700000000) for e in emails),
+        status=200 if remembered else 503,
+        fault=fault,
+    )
+
+
+@pytest.mark.asyncio
+async def test_every_read_sees_an_entry_from_its_append_on_within_one_loop_turn() -> None:
+    journal = MemoryJournal()
+    first = journal.append(callback("a@example.com"), at=NOW)
+    # No await since: the batch is not written yet, and each read writes it first.
+    assert journal.get(first.seq) == first
+    second = journal.append(Note(source="test", what="x"))
+    assert journal.entries() == [first, second]
+    third = journal.append(callback("B@example.com"), at=NOW)
+    assert [e.seq for e in journal.callbacks(address="b@example.com")] == [third.seq]
+    fourth = journal.append(callback("a@example.com"), at=NOW + 1)
+    assert journal.last_remembered("hardbounce", "a@example.com", after=0) == (NOW + 1, fourth.seq)
+    await asyncio.sleep(0)  # the turn ends: what is left is written by the commit
+    fifth = journal.append(callback("c@example.com"), at=NOW)
+    await asyncio.sleep(0)
+    assert [e.seq for e in journal.entries(Kind.CALLBACK)] == [1, 3, 4, 5]
+    assert fifth.seq == 5
+    assert journal.count(Kind.CALLBACK) == 4
+
+
+def test_addresses_never_indexed_skip_the_query_and_indexed_ones_never_do() -> None:
+    journal = MemoryJournal()
+    indexed = [f"user{i}@example.com" for i in range(20_000)]
+    for start in range(0, len(indexed), 2):
+        journal.append(callback(*indexed[start : start + 2]), at=NOW)
+    # A Bloom filter: never a false "never seen" (duplicates would be missed) ...
+    assert not any(journal._never_seen(address_index_key(a)) for a in indexed)
+    assert journal.last_remembered("hardbounce", indexed[-1], after=0) is not None
+    # ... and few false "maybe" (each costs one query) at this size.
+    unseen = [f"other{i}@example.org" for i in range(20_000)]
+    maybe = sum(not journal._never_seen(address_index_key(a)) for a in unseen)
+    assert maybe < 200
+    assert all(journal.last_remembered("hardbounce", a, after=0) is None for a in unseen[:500])
+
+
+def test_reset_forgets_the_filter_and_faulted_callbacks_never_enter_it() -> None:
+    journal = MemoryJournal()
+    journal.append(callback("kept@example.com"), at=NOW)
+    journal.append(callback("faulted@example.com", remembered=False), at=NOW)
+    assert not journal._never_seen(address_index_key("kept@example.com"))
+    assert journal._never_seen(address_index_key("faulted@example.com"))
+    assert journal.last_remembered("hardbounce", "faulted@example.com", after=0) is None
+    journal.reset()
+    assert journal._never_seen(address_index_key("kept@example.com"))
+    journal.append(callback("kept@example.com"), at=NOW)
+    assert journal.last_remembered("hardbounce", "kept@example.com", after=0) is not None
+
+
+def test_a_file_journal_has_no_filter(tmp_path: object) -> None:
+    # A file may hold events written before this process opened it.
+    with Journal(f"{tmp_path}/j.sqlite") as journal:
+        journal.append(callback("x@example.com"), at=NOW)
+        assert not journal._never_seen(address_index_key("never@example.com"))
+
+
+def test_the_address_key_cache_is_bounded_and_keys_follow_the_address_rules() -> None:
+    for i in range(journal_module._ADDRESS_KEYS_MAX * 2 + 7):
+        address_index_key(f"k{i}@example.com")
+    assert len(journal_module._ADDRESS_KEYS) <= journal_module._ADDRESS_KEYS_MAX
+    # The same key as an address that compares equal (the domain's case does not matter).
+    assert address_index_key("Someone@EXAMPLE.com") == address_index_key("Someone@example.com")
