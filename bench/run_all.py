@@ -140,22 +140,28 @@ def _callbacks(data: dict[str, Any]) -> Figures:
 
 
 def _fixtures(data: dict[str, Any]) -> Figures:
-    return [
-        (
-            f"fixtures.{_slug(row['variant'])}",
-            f"fixture cost per test, {row['variant']}",
-            str(row["per test"]),
-        )
-        for row in data["rows"]
-    ]
+    out: Figures = []
+    for row in data["rows"]:
+        key = f"fixtures.{_slug(row['variant'])}"
+        out.append((key, f"fixture cost per test, {row['variant']}", str(row["per test"])))
+        if row.get("session start", "-") != "-":
+            out.append(
+                (
+                    f"{key}.session",
+                    f"session start, {row['variant']}",
+                    str(row["session start"]),
+                )
+            )
+    return out
 
 
 def _startup(data: dict[str, Any]) -> Figures:
     costs = data.get("costs", {})
     cpu = {row["command"]: row["cpu ms"] for row in data["rows"]}
-    with_pkg, bare = (
+    with_pkg, bare, httpx = (
         cpu.get("pytest + clevertap-harness"),
         cpu.get("pytest --collect-only, 20 tests: pytest"),
+        cpu.get("pytest + httpx (anyio's plugin)"),
     )
     out: Figures = [
         (
@@ -174,18 +180,48 @@ def _startup(data: dict[str, Any]) -> Figures:
                 f"+{with_pkg - bare:.0f} ms",
             )
         )
+    no_plugin = cpu.get("same, -p no:ctharness")
+    if with_pkg is not None and no_plugin is not None:
+        out.append(
+            (
+                "startup.plugin-cpu",
+                "pytest start-up cost of the ctharness plugin itself (vs -p no:ctharness), CPU",
+                f"{with_pkg - no_plugin:+.0f} ms",
+            )
+        )
+    if with_pkg is not None and httpx is not None:
+        # Against a venv that already has anyio (httpx, starlette): what the package adds.
+        out.append(
+            (
+                "startup.unused-package-vs-httpx-cpu",
+                "pytest start-up cost of the package installed but unused, CPU, against "
+                "pytest + httpx",
+                f"{with_pkg - httpx:+.0f} ms",
+            )
+        )
     return out
 
 
 def _journal(data: dict[str, Any]) -> Figures:
     ratio = data.get("sqlite_over_memory")
-    return (
+    out: Figures = (
         []
         if ratio is None
         else [
             ("journal.sqlite-over-memory", "HTTP ingest, SQLite journal / memory", f"{ratio:.2f}x")
         ]
     )
+    for row in data.get("rows", []):
+        part = str(row.get("part", ""))
+        if part.startswith("scale, memory") and "B/entry" in row:
+            out.append(
+                (
+                    "journal.memory-bytes-per-entry",
+                    f"memory journal, bytes per entry ({part.removeprefix('scale, memory, ')})",
+                    f"{row['B/entry']:.0f} B",
+                )
+            )
+    return out
 
 
 def _scaleout(data: dict[str, Any]) -> Figures:
