@@ -412,28 +412,7 @@ class _Callback:
                 content_type = value.decode("latin-1")
                 break
 
-        # Read the body once. Past the cap keep draining (and counting) so that the real size is
-        # journaled and the connection stays usable, but keep only the first `cap` bytes.
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        more: bool = message.get("more_body", False)
-        disconnected = message["type"] == "http.disconnect"
-        size = len(body)
-        if more:
-            chunks = [body[:cap]]
-            kept = len(chunks[0])
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    disconnected = True
-                    break
-                chunk = message.get("body", b"")
-                more = message.get("more_body", False)
-                size += len(chunk)
-                if kept < cap:
-                    chunks.append(chunk[: cap - kept])
-                    kept += len(chunks[-1])
-            body = b"".join(chunks)
+        body, size, disconnected = await read_body(receive, cap)
 
         client = scope.get("client")
         result = process_callback(
