@@ -22,6 +22,7 @@ from harness.clevertap.settings import ServerSettings
 __all__ = [
     "LINGER",
     "DeadlineProtocol",
+    "Limits",
     "Phase",
     "close_after_answer",
     "h11_protocol_for",
@@ -68,7 +69,71 @@ def close_after_answer(
     return loop.call_later(LINGER, transport.close)
 
 
-class DeadlineProtocol(H11Protocol):
+class Limits:
+    """What both HTTP protocols (:class:`DeadlineProtocol` on h11 and
+    :class:`~harness.clevertap.fastpath.FastProtocol` on httptools) do alike: refuse connections
+    over the cap, abort a client that stops reading its answer, and answer an expired read
+    deadline. Mixed in before the uvicorn protocol, whose ``transport``, ``loop``,
+    ``connections``, ``cycle``, ``pause_writing`` and ``resume_writing`` it relies on."""
+
+    settings: ClassVar[ServerSettings]
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    connections: set[Any]
+    cycle: Any
+    _send_deadline: asyncio.TimerHandle | None
+    _refused: bool
+    _linger: asyncio.TimerHandle | None
+
+    def _over_cap(self, transport: asyncio.Transport) -> bool:
+        """Refuse *transport* with 503 when the server is at its connection cap."""
+        limit = self.settings.max_connections
+        if len(self.connections) < limit:
+            return False
+        # Refused before uvicorn sees it: the descriptor is released at once, so open
+        # descriptors stay bounded by the cap whatever the number of clients.
+        self._refused = True
+        transport.write(
+            raw_response(503, "Service Unavailable", f"too many connections (limit {limit})")
+        )
+        transport.close()
+        return True
+
+    # A client that stops reading its answer fills the send buffer: the transport pauses us and
+    # uvicorn waits for it to drain, without end. Past send_timeout the connection is aborted
+    # (close() would wait for the unread bytes to leave).
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        if self._send_deadline is None:
+            self._send_deadline = self.loop.call_later(
+                self.settings.send_timeout, self.transport.abort
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
+    def _expire(self, phase: Phase, timeout: float) -> None:
+        """The read deadline of *phase* passed: 408 (unless the answer is already under way),
+        or a plain close of an idle connection."""
+        cycle = self.cycle
+        answered = cycle is not None and cycle.response_started and phase == "body"
+        if phase != "idle" and not answered:
+            what = "request line and headers" if phase == "head" else "request body"
+            self.transport.write(
+                raw_response(408, "Request Timeout", f"{what} not received within {timeout:g} s")
+            )
+            # In the body phase the callback is then journaled as disconnected (the ASGI app
+            # sees a disconnect in receive(), the fast path's connection_lost processes it),
+            # once the client has closed or the linger time is over: the request is not lost.
+            self._linger = close_after_answer(self.transport, self.loop)
+            return
+        self.transport.close()
+
+
+class DeadlineProtocol(Limits, H11Protocol):
     """uvicorn's h11 protocol with read deadlines and a connection cap.
 
     The phase of a connection is read from h11's state for the client (``their_state``) after
@@ -98,15 +163,7 @@ class DeadlineProtocol(H11Protocol):
 
     # uvicorn narrows the argument to Transport the same way.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        limit = self.settings.max_connections
-        if len(self.connections) >= limit:
-            # Refused before uvicorn sees it: the descriptor is released at once, so open
-            # descriptors stay bounded by the cap whatever the number of clients.
-            self._refused = True
-            transport.write(
-                raw_response(503, "Service Unavailable", f"too many connections (limit {limit})")
-            )
-            transport.close()
+        if self._over_cap(transport):
             return
         super().connection_made(transport)
         self._follow()
@@ -131,22 +188,6 @@ class DeadlineProtocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._follow()
-
-    # A client that stops reading its answer fills the send buffer: the transport pauses us and
-    # uvicorn waits for it to drain, without end. Past send_timeout the connection is aborted
-    # (close() would wait for the unread bytes to leave).
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self._send_deadline is None:
-            self._send_deadline = self.loop.call_later(
-                self.settings.send_timeout, self.transport.abort
-            )
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self._send_deadline is not None:
-            self._send_deadline.cancel()
-            self._send_deadline = None
 
     # -- deadlines -------------------------------------------------------------------------------
 
@@ -184,18 +225,7 @@ class DeadlineProtocol(H11Protocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        cycle = self.cycle
-        answered = cycle is not None and cycle.response_started and phase == "body"
-        if phase != "idle" and not answered:
-            what = "request line and headers" if phase == "head" else "request body"
-            self.transport.write(
-                raw_response(408, "Request Timeout", f"{what} not received within {timeout:g} s")
-            )
-            # In the body phase the app is waiting in receive(): the close that follows makes
-            # it see a disconnect and journal the callback as such, so the request is not lost.
-            self._linger = close_after_answer(self.transport, self.loop)
-            return
-        self.transport.close()
+        super()._expire(phase, timeout)
 
 
 def h11_protocol_for(settings: ServerSettings) -> type[DeadlineProtocol]:

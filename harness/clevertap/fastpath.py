@@ -47,7 +47,7 @@ from harness.clevertap.app import (
     journal_failed_result,
     process_callback,
 )
-from harness.clevertap.deadlines import Phase, close_after_answer, raw_response
+from harness.clevertap.deadlines import Limits, Phase, raw_response
 from harness.clevertap.inspect import Endpoint
 from harness.clevertap.settings import ServerSettings
 from harness.errors import JournalWriteError
@@ -217,7 +217,7 @@ class _CallbackCycle:
             abort_transport(transport, reset=result.action == "reset")
 
 
-class FastProtocol(HttpToolsProtocol):
+class FastProtocol(Limits, HttpToolsProtocol):
     """uvicorn's httptools protocol answering the callback endpoints itself, with the limits of
     docs/limits.md. Built per server by :func:`protocol_for`."""
 
@@ -250,15 +250,7 @@ class FastProtocol(HttpToolsProtocol):
 
     # uvicorn narrows the argument to Transport the same way.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        limit = self.settings.max_connections
-        if len(self.connections) >= limit:
-            # Refused before uvicorn sees it: the descriptor is released at once, so open
-            # descriptors stay bounded by the cap whatever the number of clients.
-            self._refused = True
-            transport.write(
-                raw_response(503, "Service Unavailable", f"too many connections (limit {limit})")
-            )
-            transport.close()
+        if self._over_cap(transport):
             return
         super().connection_made(transport)
         client = self.client
@@ -426,22 +418,6 @@ class FastProtocol(HttpToolsProtocol):
             head += name + b": " + value + b"\r\n"
         return head
 
-    # A client that stops reading its answer fills the send buffer: the transport pauses us and
-    # uvicorn waits for it to drain, without end. Past send_timeout the connection is aborted
-    # (close() would wait for the unread bytes to leave).
-    def pause_writing(self) -> None:
-        super().pause_writing()
-        if self._send_deadline is None:
-            self._send_deadline = self.loop.call_later(
-                self.settings.send_timeout, self.transport.abort
-            )
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self._send_deadline is not None:
-            self._send_deadline.cancel()
-            self._send_deadline = None
-
     # -- deadlines -------------------------------------------------------------------------------
 
     def phase(self) -> Phase:
@@ -487,21 +463,6 @@ class FastProtocol(HttpToolsProtocol):
             self._deadline = self.loop.call_later(left, self._check)
             return
         self._expire(phase, timeout)  # type: ignore[arg-type]
-
-    def _expire(self, phase: Phase, timeout: float) -> None:
-        cycle = self.cycle
-        answered = cycle is not None and cycle.response_started and phase == "body"
-        if phase != "idle" and not answered:
-            what = "request line and headers" if phase == "head" else "request body"
-            self.transport.write(
-                raw_response(408, "Request Timeout", f"{what} not received within {timeout:g} s")
-            )
-            # In the body phase the callback is journaled as disconnected by connection_lost,
-            # once the client has closed or the linger time is over (the ASGI app sees a
-            # disconnect in receive() then and does the same).
-            self._linger = close_after_answer(self.transport, self.loop)
-            return
-        self.transport.close()
 
 
 def protocol_for(settings: ServerSettings, app: CleverTapApp) -> type[FastProtocol]:
