@@ -1158,13 +1158,17 @@ def ct_mock(request: pytest.FixtureRequest) -> Iterator[CleverTapMock]:
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     try:
         result = yield
-    except BaseException:
+    except BaseException as exc:
         # The body failed: that is the error to show. Server errors go beside it, and no
         # "expectations not met" is raised on top of it.
         fixtures = item.stash.get(_CALL_FIXTURES, ())
         for fixture in fixtures:
             fixture._attach_errors(item)
-        if item.config.getoption("ct_hold", False):
+        # A skip, an xfail or an interrupt is no failure to look at.
+        not_failed = (pytest.skip.Exception, pytest.xfail.Exception, pytest.exit.Exception)
+        if item.config.getoption("ct_hold", False) and not isinstance(
+            exc, (*not_failed, KeyboardInterrupt)
+        ):
             for fixture in fixtures:
                 if isinstance(fixture, WorldFixture):
                     fixture._hold(item)

@@ -75,3 +75,18 @@ def test_hold_is_refused_with_xdist(project: pytest.Pytester) -> None:
     result = project.runpytest("--ct-hold", "-n", "1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--ct-hold waits for Enter*run the failing test without -n*"])
+
+
+def test_hold_does_not_stop_on_a_skip(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        def test_skipped(ct_world):
+            pytest.skip("not today")
+        """
+    )
+    # In process, a hold would find no terminal and go on at once, but it would say so first.
+    result = project.runpytest("--ct-hold")
+    result.assert_outcomes(skipped=1)
+    assert "press Enter" not in result.stdout.str()
