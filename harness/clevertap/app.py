@@ -157,6 +157,38 @@ def journal_failed_result() -> CallbackResult:
     return CallbackResult("answer", 503, body, headers, 0.0, None)
 
 
+def _request_record(
+    endpoint: str | None,
+    path: str,
+    peer: str | None,
+    content_type: str | None,
+    size: int,
+    text: str,
+    is_base64: bool,
+    cap: int,
+    method: str,
+    disconnected: bool,
+    status: int | None,
+    **fields: Any,
+) -> Callback:
+    """The journal record of one request to the callback server, a callback or a stray one
+    (*text* is its body as :func:`_body_text` gave it, at most *cap* bytes of *size*)."""
+    return Callback(
+        endpoint=endpoint,
+        path=path,
+        peer=peer,
+        content_type=content_type,
+        size=size,
+        body=text,
+        body_base64=is_base64,
+        truncated=size > cap,
+        method=method,
+        disconnected=disconnected,
+        status=status,
+        **fields,
+    )
+
+
 def process_callback(
     app: "CallbackState",
     endpoint: Endpoint,
@@ -186,18 +218,18 @@ def process_callback(
     journal = app.journal
 
     def record(result: CallbackResult, **fields: Any) -> CallbackResult:
-        entry = Callback(
-            endpoint=endpoint.value,
-            path=path,
-            peer=peer,
-            content_type=content_type,
-            size=size,
-            body=text,
-            body_base64=is_base64,
-            truncated=size > cap,
-            method=method,
-            disconnected=disconnected,
-            status=result.status,
+        entry = _request_record(
+            endpoint.value,
+            path,
+            peer,
+            content_type,
+            size,
+            text,
+            is_base64,
+            cap,
+            method,
+            disconnected,
+            result.status,
             **fields,
         )
         try:
@@ -339,18 +371,8 @@ def process_stray(
         body = body[:cap]
     text, is_base64 = _body_text(body)
     status = None if disconnected else STRAY_STATUS
-    entry = Callback(
-        endpoint=None,
-        path=path,
-        peer=peer,
-        content_type=content_type,
-        size=size,
-        body=text,
-        body_base64=is_base64,
-        truncated=size > cap,
-        method=method,
-        disconnected=disconnected,
-        status=status,
+    entry = _request_record(
+        None, path, peer, content_type, size, text, is_base64, cap, method, disconnected, status
     )
     try:
         recorded = app.journal.append(entry, at=received)
