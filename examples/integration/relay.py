@@ -40,6 +40,10 @@ class Attempt:
     """The server's reply (``"550 5.1.1 ..."``) or what went wrong with the connection."""
 
 
+class _Stale(Exception):
+    """A cached connection the server had closed (a drop, or 421 to MAIL)."""
+
+
 @dataclass(slots=True, eq=False)
 class _Connection:
     client: aiosmtplib.SMTP
@@ -89,17 +93,15 @@ class Relay:
 
     async def attempt(self, target: Target, sender: str, recipient: str, message: bytes) -> Attempt:
         """Try once; the verdict is TEMPORARY for 4xx replies and every connection failure."""
-        where = f"{target[0]}:{target[1]}"
         while (cached := self._take(target)) is not None:
-            outcome = await self._deliver(cached, target, sender, recipient, message, reused=True)
-            if outcome is not None:
-                return outcome
-            log.info("cached connection to %s was closed by the server; connecting anew", where)
+            try:
+                return await self._deliver(cached, target, sender, recipient, message, reused=True)
+            except _Stale:
+                log.info(
+                    "cached connection to %s:%d was closed by the server; connecting anew", *target
+                )
         fresh = _Connection(self._client(target))
-        outcome = await self._deliver(fresh, target, sender, recipient, message, reused=False)
-        if outcome is None:  # pragma: no cover - only a reused connection yields None
-            raise RuntimeError("a new connection cannot be a stale cached one")
-        return outcome
+        return await self._deliver(fresh, target, sender, recipient, message, reused=False)
 
     async def close(self) -> None:
         """QUIT every cached connection (and wait, briefly, for the ones already quitting)."""
@@ -192,9 +194,10 @@ class Relay:
         message: bytes,
         *,
         reused: bool,
-    ) -> Attempt | None:
-        """One transaction on *conn*; None when the cached connection *conn* turned out closed
-        by the server before its MAIL was accepted (nothing was tried for *recipient*)."""
+    ) -> Attempt:
+        """One transaction on *conn*; raises :class:`_Stale` when *conn*, a cached connection,
+        turned out closed by the server before its MAIL was accepted: nothing was tried for
+        *recipient*."""
         client = conn.client
         where = f"{target[0]}:{target[1]}"
         timeout = self.settings.smtp_timeout
@@ -219,7 +222,7 @@ class Relay:
                 await client.mail(sender, options=["SMTPUTF8"] if utf8 else None, encoding=encoding)
             except (aiosmtplib.SMTPException, OSError) as exc:
                 if reused and _closed_by_server(exc):
-                    return None
+                    raise _Stale from exc
                 raise
             await client.rcpt(recipient, encoding=encoding)
             response = await client.data(message)

@@ -125,6 +125,10 @@ class ScriptedMX:
         envelope.mail_options.extend(options)
         return "250 OK"
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._live)
+
     def hang_up(self) -> None:
         """Close every open connection, as a server restarting or timing out idle ones does."""
         for protocol in list(self._live):

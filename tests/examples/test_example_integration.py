@@ -262,7 +262,9 @@ async def test_idle_connections_are_closed_after_the_idle_time(world: World) -> 
         legacy(receiver, HARNESS_MX_MAP=mx_map(example_com=mx.address), EXAMPLE_MX_REUSE_IDLE="0.3")
     )
     await submit_each(sut, mx, ["a@example.com"])
-    await eventually(lambda: not mx._live, lambda: "the gateway kept its idle connection open")
+    await eventually(
+        lambda: mx.open_connections == 0, lambda: "the gateway kept its idle connection open"
+    )
     await submit_each(sut, mx, ["b@example.com"])
     assert mx.connections == 2
 
