@@ -39,7 +39,16 @@ from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
 from harness.journal import Entry, Journal, Kind, MemoryJournal
-from harness.records import Callback, Dsn, DsnSkipped, Note, Sent, SmtpMessage, SmtpReply
+from harness.records import (
+    Callback,
+    Dsn,
+    DsnSkipped,
+    Note,
+    Sent,
+    SmtpClose,
+    SmtpMessage,
+    SmtpReply,
+)
 from harness.scenario.campaign import Submission, submit_campaign
 from harness.scenario.clicks import ClickScope, click_notes, perform_click
 from harness.scenario.driver import PROCESS_THRESHOLD, DriverError, DriverProcess
@@ -541,7 +550,8 @@ class Settling:
         """Not judged before this (a DSN's consequence window, a Retry-After)."""
         self.dsn_hold = 0.0
         """The end of the last DSN's consequence window (the deadline does not cut it short)."""
-        self._later: dict[tuple[str, str], float] = {}
+        self._later: dict[tuple[str, int | None, str], float] = {}
+        """(session, transaction, recipient) accepted with a report to come -> its delay."""
         self.dsns_due: dict[tuple[str, str], float] = {}
         """(queue id, recipient) -> when its DSN is due."""
 
@@ -582,7 +592,11 @@ class Settling:
 
     def _see(self, entry: Entry) -> None:
         record = entry.data
-        self.last_activity = max(self.last_activity, entry.at)
+        # A connection's end says nothing new unless the server hung up on a transaction: an
+        # integration that keeps its connections to the MX open (a connection cache, as
+        # Postfix's) closes them once idle, and that must not extend the quiet period.
+        if not (isinstance(record, SmtpClose) and record.dropped_message is None):
+            self.last_activity = max(self.last_activity, entry.at)
         if isinstance(record, Callback):
             self.callbacks += 1
             for event in record.events:
@@ -591,14 +605,14 @@ class Settling:
                 self.hold_until = max(self.hold_until, entry.at + record.fault.retry_after)
         elif isinstance(record, SmtpReply):
             if record.stage == "later" and record.bounce is not None:
-                key = (record.session, address_key(record.recipient))
+                key = (record.session, record.transaction, address_key(record.recipient))
                 self._later[key] = record.bounce.after
         elif isinstance(record, SmtpMessage):
             # Journaled when the 250 is given, whether or not the client keeps the connection.
             for recipient in record.recipients:
                 address = address_key(recipient.address)
                 self.open.discard(address)
-                after = self._later.pop((record.session, address), None)
+                after = self._later.pop((record.session, record.transaction, address), None)
                 if after is not None:
                     self.dsns_due[(record.id, address)] = entry.at + after
         elif isinstance(record, Dsn):
