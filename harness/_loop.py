@@ -13,15 +13,32 @@ import asyncio
 import concurrent.futures
 import gc
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from harness.errors import ServerError, StartTimeout
 
-__all__ = ["Lifecycle", "LoopThread"]
+__all__ = ["Lifecycle", "LoopThread", "loop_factory", "run_main"]
 
 T = TypeVar("T")
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop factory when uvloop is installed (it comes with the base install, on every
+    platform uvloop has wheels for), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def run_main(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` on the fastest loop available: the CLI's servers and its runner
+    (``harness serve``, ``harness run``, ``harness serve-scenario``)."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
 
 
 class LoopThread:

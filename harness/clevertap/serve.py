@@ -3,10 +3,10 @@
 The servers run on uvloop and uvicorn's httptools parser when they are installed (they come
 with the base install, ``uvicorn[standard]``, on every platform uvloop has wheels for).
 uvicorn's own ``run()`` would pick uvloop, but the harness calls ``Server.serve()`` inside a
-loop it made itself, so :func:`run_serving` makes that loop with uvloop; without uvloop (e.g.
-on Windows) it is a plain asyncio loop. The HTTP protocol is the harness's own on httptools
-(callbacks answered in the protocol, :mod:`harness.clevertap.fastpath`) when importable, else
-its h11 one (``ServerSettings.http_parser``). The banner says which were used.
+loop it made itself, so :func:`harness._loop.run_main` makes that loop with uvloop; without
+uvloop (e.g. on Windows) it is a plain asyncio loop. The HTTP protocol is the harness's own on
+httptools (callbacks answered in the protocol, :mod:`harness.clevertap.fastpath`) when
+importable, else its h11 one (``ServerSettings.http_parser``). The banner says which were used.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
-from harness._loop import freeze_startup_objects
+from harness._loop import freeze_startup_objects, run_main
 from harness.clevertap.faults import FaultRule, parse_fault
 from harness.clevertap.inspect import Endpoint
 from harness.clevertap.server import CleverTapServer
@@ -31,29 +31,12 @@ from harness.journal import Journal, is_journal_url, open_journal
 __all__ = [
     "describe_journal",
     "endpoint_lines",
-    "loop_factory",
-    "run_serving",
     "serve",
     "stack",
     "stop_signals",
 ]
 
 T = TypeVar("T")
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's loop factory when uvloop is installed, else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
-
-
-def run_serving(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on the fastest loop available (see the module docstring)."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(main)
 
 
 def stack(http_parser: str = "auto") -> str:
@@ -293,7 +276,7 @@ def serve(
             shared.close()
         raise click.UsageError(str(exc)) from None
     try:
-        run_serving(_run(server))
+        run_main(_run(server))
     except ServerError as exc:
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
         raise click.ClickException(f"{exc}{cause}") from None

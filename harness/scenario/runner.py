@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness._loop import run_main
 from harness.errors import ConfigError, HarnessError
 from harness.journal import Entry, Journal, Kind, MemoryJournal
 from harness.records import (
@@ -714,5 +715,6 @@ async def run_scenarios(
 def run_scenarios_sync(
     scenarios: Sequence[Scenario], options: RunOptions | None = None
 ) -> list[ScenarioResult]:
-    """:func:`run_scenarios` for sync code (its own event loop)."""
-    return asyncio.run(run_scenarios(scenarios, options))
+    """:func:`run_scenarios` for sync code (its own event loop: uvloop when installed, as for
+    ``harness serve``)."""
+    return run_main(run_scenarios(scenarios, options))

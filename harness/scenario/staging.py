@@ -17,8 +17,8 @@ from typing import Any
 
 import click
 
-from harness._loop import freeze_startup_objects
-from harness.clevertap.serve import endpoint_lines, run_serving, stop_signals
+from harness._loop import freeze_startup_objects, run_main
+from harness.clevertap.serve import endpoint_lines, stop_signals
 from harness.errors import ConfigError, ScenarioError, ServerError
 from harness.journal import open_journal
 from harness.scenario.loader import load_scenario
@@ -124,7 +124,7 @@ def serve_scenario(
     hosts have their ports, so that a real Postfix can be put in front of the fake MX hosts.
     """
     # The same loop as plain `harness serve`: uvloop when installed.
-    run_serving(_serve(world, scenario, echo, postfix_transport))
+    run_main(_serve(world, scenario, echo, postfix_transport))
 
 
 def write_postfix_transport(world: World, path: Path) -> Path:
