@@ -21,7 +21,6 @@ Usage: ``python bench/bench_e2e.py [--count 10000] [--connections 8] [--runs 3] 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import resource
@@ -34,6 +33,7 @@ import _report as report
 from rich.console import Console
 from rich.table import Table
 
+from harness._loop import run_main
 from harness.journal import Kind
 from harness.scenario.loader import load_scenario, parse_scenario
 from harness.scenario.runner import RunOptions, ScenarioResult, run_scenario
@@ -94,7 +94,8 @@ def _run(scenario_text: str | None, path: Path | None, connections: int) -> Scen
     scenario = (
         load_scenario(path) if path is not None else parse_scenario(scenario_text or "", source="x")
     )
-    return asyncio.run(run_scenario(scenario, RunOptions(connections=connections)))
+    # On the loop `harness run` uses (uvloop when installed).
+    return run_main(run_scenario(scenario, RunOptions(connections=connections)))
 
 
 def _children_cpu() -> float:
