@@ -227,19 +227,18 @@ def inspect(
     received in journal entry *seq* (the evidence later duplicates point to). Never raises on
     bad input: every problem is a violation.
     """
+    # Positional arguments: keywords cost these Python-level constructors a dict per call.
     walk = _Walk(
-        endpoint=endpoint if type(endpoint) is Endpoint else Endpoint(endpoint),
-        config=_DEFAULT_CONFIG if config is None else config,
-        now=time.time() if now is None else now,
+        endpoint if type(endpoint) is Endpoint else Endpoint(endpoint),
+        _DEFAULT_CONFIG if config is None else config,
+        time.time() if now is None else now,
     )
     walk.content_type(content_type)
     payload = walk.parse(body)
     if payload is _MISSING:
-        return Inspection(format=None, payload=None, violations=walk.violations)
+        return Inspection(None, None, [], walk.violations)
     fmt = walk.payload(payload)
-    inspection = Inspection(
-        format=fmt, payload=payload, events=walk.events, violations=walk.violations
-    )
+    inspection = Inspection(fmt, payload, walk.events, walk.violations)
     if history is not None and walk.keys:
         walk.duplicates_across(history)
         if inspection.ok:
