@@ -26,7 +26,8 @@ client never holds an answer for an entry the file lacks. Commits are grouped: e
 in one turn of the event loop is committed by one transaction at the end of it. Readers see only
 committed entries. The memory store goes one step further: it writes a turn's entries in one
 batch at the end of the turn (one ``executemany`` per table), and every read writes what is
-pending first, so its readers still see each entry from the moment it was appended.
+pending first, so its readers still see each entry from the moment it was appended; it commits
+only every few thousand entries (nobody but its own connection reads an in-memory database).
 
 A failed write (disk full, I/O error) raises :class:`JournalWriteError` to the producer, which
 answers "try again later" (HTTP 503, SMTP 451); the failure is counted
@@ -191,15 +192,24 @@ def address_index_key(address: str) -> int:
     return found
 
 
+_MEMORY_COMMIT_EVERY = 4096
+"""The memory store commits its open transaction once it holds this many entries."""
+
 _SEEN_BITS = 1 << 23
 """Bits of the memory store's filter of indexed addresses (1 MiB)."""
-_SEEN_MASK = _SEEN_BITS - 1
+_SEEN_LINES = _SEEN_BITS >> 9
+"""The filter in blocks of 512 bits, one CPU cache line each."""
 
 
 def _seen_slots(akey: int) -> tuple[int, int, int]:
-    """Three bit positions of an address key in the filter (the key is a hash already)."""
+    """Three bit positions of an address key in the filter (the key is a hash already).
+
+    All three in one 64-byte block (a blocked Bloom filter): a lookup costs one cache miss
+    instead of three, for a false-positive rate a little above the unblocked filter's.
+    """
     k = akey & 0xFFFF_FFFF_FFFF_FFFF
-    return k & _SEEN_MASK, (k >> 21) & _SEEN_MASK, (k >> 42) & _SEEN_MASK
+    block = (k % _SEEN_LINES) << 9
+    return block | (k >> 20) & 511, block | (k >> 29) & 511, block | (k >> 38) & 511
 
 
 class Entry(msgspec.Struct, frozen=True, gc=False):
@@ -459,6 +469,8 @@ class Journal:
         # empty (a file may hold events from before, PostgreSQL has other writers).
         self._seen: bytearray | None = None
         self._unflushed: list[_Batched] = []
+        self._written = 0
+        """Entries the memory store wrote in its open transaction (see :meth:`_end_turn`)."""
         self._db = self._open()
         self._finalizer = weakref.finalize(self, self._db.close)
 
@@ -639,6 +651,7 @@ class Journal:
                 self._db.execute("BEGIN")
                 self._in_tx = True
             self._write_rows(_Rows.of(unflushed))
+            self._written += len(unflushed)
         except sqlite3.Error as exc:
             # Out of memory, in practice (nothing else fails an in-memory database): these
             # were announced already, so they can only be counted and logged as lost.
@@ -654,9 +667,11 @@ class Journal:
         if seen is None:
             # Allocated at the first callback, not per journal: most journals hold none.
             seen = self._seen = bytearray(_SEEN_BITS // 8)
+        lines = _SEEN_LINES
         for akey, _ in keys:
             k = akey & 0xFFFF_FFFF_FFFF_FFFF  # _seen_slots(), inline: once per event appended
-            a, b, c = k & _SEEN_MASK, (k >> 21) & _SEEN_MASK, (k >> 42) & _SEEN_MASK
+            block = (k % lines) << 9
+            a, b, c = block | (k >> 20) & 511, block | (k >> 29) & 511, block | (k >> 38) & 511
             seen[a >> 3] |= 1 << (a & 7)
             seen[b >> 3] |= 1 << (b & 7)
             seen[c >> 3] |= 1 << (c & 7)
@@ -723,7 +738,25 @@ class Journal:
             scheduled = self._commit_scheduled
             self._commit_scheduled = True
         if not scheduled:
-            loop.call_soon(self.commit)
+            loop.call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        """The end of a loop turn that appended: commit its entries (a durable store), or write
+        them in one batch (the memory store), committing only every few thousand entries.
+
+        Why the memory store keeps its transaction open across turns: nothing outside this
+        connection sees the database, its readers (this connection) see the entries written,
+        and each COMMIT of an in-memory database walks SQLite's page-cache hash (measured at
+        6% of a callback's CPU with a commit per turn under the callback bench's load).
+        """
+        if self.durable:
+            self.commit()
+            return
+        with self._lock:
+            self._commit_scheduled = False
+            self._flush_locked()
+            if self._in_tx and self._written >= _MEMORY_COMMIT_EVERY:
+                self.commit()
 
     def commit(self) -> None:
         """Commit every pending append now (for a memory journal: end its transaction; its
@@ -739,6 +772,7 @@ class Journal:
                 self._write_failed(exc, "commit")
                 return
             self._in_tx = False
+            self._written = 0
             done = self._pending
             self._pending = []
             if done:
@@ -990,7 +1024,10 @@ class Journal:
                     if akey is None:
                         akey = address_index_key(key[1])
                     k = akey & 0xFFFF_FFFF_FFFF_FFFF  # _seen_slots(), inline
-                    a, b, c = k & _SEEN_MASK, (k >> 21) & _SEEN_MASK, (k >> 42) & _SEEN_MASK
+                    block = (k % _SEEN_LINES) << 9
+                    a = block | (k >> 20) & 511
+                    b = block | (k >> 29) & 511
+                    c = block | (k >> 38) & 511
                     if (
                         seen[a >> 3] >> (a & 7) & 1
                         and seen[b >> 3] >> (b & 7) & 1

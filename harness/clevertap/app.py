@@ -142,6 +142,8 @@ class CallbackResult:
 
 
 _NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
+_ENDPOINT_NAMES = {endpoint: endpoint.value for endpoint in Endpoint}
+"""Endpoint.value without the enum's property lookup, once per callback."""
 _RETRY_LATER = 5
 """Retry-After (seconds) of the 503 answered when the journal cannot record a request."""
 
@@ -236,7 +238,7 @@ def process_callback(
         error: str | None = None,
     ) -> CallbackResult:
         entry = _request_record(
-            endpoint.value,
+            _ENDPOINT_NAMES[endpoint],
             path,
             peer,
             content_type,
