@@ -121,10 +121,13 @@ def measure(count: int, connections: int, runs: int) -> dict[str, Any]:
             phases = _phases(result)
             phases["total"] = wall
             phases["messages"] = len(result.journal.entries(Kind.SENT))
-            # The runner's process (driver, fake MX, fake CleverTap, journal) and the
-            # integration's (a child, counted once it has been waited for).
+            # The runner's process (fake MX, fake CleverTap, journal; the campaign driver too
+            # for small campaigns), the driver's own process for large ones, and the
+            # integration's (children are counted once they have been waited for).
+            driver = result.driver_cpu or 0.0
             phases["runner cpu s"] = time.process_time() - cpu
-            phases["integration cpu s"] = _children_cpu() - children
+            phases["driver cpu s"] = driver
+            phases["integration cpu s"] = _children_cpu() - children - driver
             samples[name].append(phases)
     rows = []
     for name, runs_of in samples.items():

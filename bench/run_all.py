@@ -112,6 +112,14 @@ def _e2e(data: dict[str, Any]) -> Figures:
                 f"{_median(row['integration cpu s']):.1f} s",
             ),
         ]
+        if "driver cpu s" in row:
+            out.append(
+                (
+                    f"{key}.driver-cpu",
+                    f"{run}, CPU of the campaign driver's own process (0: it ran in the runner's)",
+                    f"{_median(row['driver cpu s']):.1f} s",
+                )
+            )
     return out
 
 

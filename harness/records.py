@@ -286,6 +286,9 @@ class SmtpReply(Record, frozen=True):
     cause: str | None = None
     """The recipient whose rule gave a DATA or end-of-DATA reply shared by all recipients."""
     bounce: ScheduledBounce | None = None
+    transaction: int | None = None
+    """The transaction in the session (1 from its first accepted MAIL on); None outside one
+    (a RCPT before MAIL). A client that reuses its connection makes several."""
 
     @property
     def failed(self) -> bool:
@@ -325,6 +328,8 @@ class SmtpMessage(Record, frozen=True):
     body_truncated: bool = False
     tls: str | None = None
     auth: str | None = None
+    transaction: int | None = None
+    """The transaction in the session that carried it (as in :class:`SmtpReply`)."""
 
     def has_recipient(self, address: str) -> bool:
         key = address_key(address)
@@ -349,6 +354,8 @@ class DroppedMessage(Nested, frozen=True):
     recipients: tuple[str, ...]
     after_dot: bool
     size: int | None = None
+    transaction: int | None = None
+    """The transaction in the session (as in :class:`SmtpReply`)."""
 
 
 class SmtpClose(Record, frozen=True):

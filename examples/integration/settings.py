@@ -92,6 +92,10 @@ class Settings:
     batch_window: float
     smtp_timeout: float
     mx_starttls: bool
+    mx_reuse: int
+    """Messages per outbound connection at most; 0: a new connection for every message."""
+    mx_reuse_idle: float
+    """Seconds an outbound connection stays open without a message to send."""
     bug: str | None
 
 
@@ -129,6 +133,15 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ConfigError(f"{name}: expected a non-negative number of seconds, got {value!r}")
     return seconds
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise ConfigError(f"{name}: expected a whole number >= 0, got {value!r}")
+    return int(value)
 
 
 def _schedule(env: Mapping[str, str], name: str, default: str) -> tuple[float, ...]:
@@ -280,5 +293,7 @@ def load_settings(env: Mapping[str, str], bug: str | None = None) -> Settings:
         batch_window=_seconds(env, "EXAMPLE_BATCH_WINDOW", 0.2),
         smtp_timeout=smtp_timeout,
         mx_starttls=_choice(env, "EXAMPLE_MX_STARTTLS", ("on", "off"), "on") == "on",
+        mx_reuse=_count(env, "EXAMPLE_MX_REUSE", 100),
+        mx_reuse_idle=_seconds(env, "EXAMPLE_MX_REUSE_IDLE", 1.0),
         bug=bug,
     )

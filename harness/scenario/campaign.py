@@ -27,7 +27,6 @@ from email.utils import formatdate
 
 import aiosmtplib
 
-from harness.journal import Journal
 from harness.records import Sent
 from harness.scenario.model import Campaign, Credentials
 
@@ -207,15 +206,17 @@ _FIELD_NAMES = {"to": "To", "date": "Date", "id": "Message-ID", "meta": "X-Cleve
 async def submit_campaign(
     campaign: Campaign,
     submission: Submission,
-    journal: Journal,
+    emit: Callable[[Sent], object],
     *,
     connections: int = 8,
     on_sent: Callable[[int], None] | None = None,
 ) -> int:
     """Submit every message of *campaign*; returns how many the integration accepted.
 
-    Failures never raise: each message's outcome (the reply, or what went wrong) is journaled.
-    *on_sent* is called with the running count of messages submitted (for progress).
+    Failures never raise: each message's outcome (the reply, or what went wrong) is given to
+    *emit* as a :class:`Sent` record the moment it is known (``journal.append``, or the pipe of
+    :mod:`harness.scenario.driver`). *on_sent* is called with the running count of messages
+    submitted (for progress).
     """
     recipients = campaign.recipients
     per = campaign.per_connection
@@ -232,7 +233,7 @@ async def submit_campaign(
 
     def record(n: int, recipient: str, meta: str, message_id: str, **outcome: object) -> None:
         reply, error = outcome.get("reply"), outcome.get("error")
-        journal.append(
+        emit(
             Sent(
                 message_id=message_id,
                 sender=campaign.sender,

@@ -34,6 +34,11 @@ What counts as "the real event" of a recipient, case by case:
   is the real event of a ``spam`` or ``unsubscribe`` callback, whichever the scenario's
   ``clevertap.complaint_as`` maps it to (CT521-CT523), as a click is for an unsubscribe.
 
+An attempt at an address is one SMTP transaction (MAIL to its end: the records'
+``transaction``), not one connection: an integration that keeps its connections open, as Postfix
+does, may retry on the connection that got the 4xx. A connection to a host that is down and
+never got to MAIL is an attempt too.
+
 Besides the accepted callbacks, three checks look at the whole run: callbacks resent too soon
 (CT511, over every request), temporary failures never retried (CT510, over every recipient) and
 complaints never reported (CT521).
@@ -138,10 +143,14 @@ class Observation:
     detail: str
     """A readable account: ``452 4.2.2 ... at rcpt (mailbox_full, attempt 2) on mx1``."""
     session: str | None = None
-    """The SMTP connection it happened in (one connection is one attempt); None for DSNs and
-    for a host seen down without a connection."""
+    """The SMTP connection it happened in; None for DSNs and for a host seen down without a
+    connection."""
     temporary: bool = False
     """A failure the contract says to retry: a 4xx reply, a dropped connection, a host down."""
+    transaction: int | None = None
+    """The transaction in ``session`` (MAIL to its end): one transaction is one attempt, and a
+    client that keeps its connection makes several in one session. None outside a transaction
+    (a RCPT before MAIL), and in journals older than the field: the session is the attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +384,15 @@ class Facts:
             self._add(
                 address,
                 Observation(
-                    entry.seq, "attempt", at, at, None, False, f"{text}, a DSN follows", session
+                    entry.seq,
+                    "attempt",
+                    at,
+                    at,
+                    None,
+                    False,
+                    f"{text}, a DSN follows",
+                    session,
+                    transaction=record.transaction,
                 ),
             )
         elif record.failed and record.bounce_class is not None:
@@ -391,6 +408,7 @@ class Facts:
                     text + where,
                     session,
                     temporary=record.code < 500,
+                    transaction=record.transaction,
                 ),
             )
         else:
@@ -398,7 +416,17 @@ class Facts:
             # protocol reply (503, 530) that decides nothing about the address: an attempt.
             self._add(
                 address,
-                Observation(entry.seq, "attempt", at, at, None, False, text + where, session),
+                Observation(
+                    entry.seq,
+                    "attempt",
+                    at,
+                    at,
+                    None,
+                    False,
+                    text + where,
+                    session,
+                    transaction=record.transaction,
+                ),
             )
 
     def _close(self, entry: Entry, record: SmtpClose) -> None:
@@ -425,6 +453,7 @@ class Facts:
                     f"connection dropped {when} ({record.variant}) on {record.host}",
                     record.session,
                     temporary=True,
+                    transaction=dropped.transaction,
                 ),
             )
 
@@ -446,6 +475,7 @@ class Facts:
                     False,
                     f"accepted as {record.id} on {record.host}",
                     record.session,
+                    transaction=record.transaction,
                 ),
             )
         self.messages[record.id] = (entry.seq, tuple(r.address for r in record.recipients))
@@ -669,13 +699,16 @@ class Facts:
         return found[-1] if found else None
 
     def attempts(self, address: str, at: float = math.inf) -> int | None:
-        """How many connections tried *address* up to *at*; None when that cannot be told (its
-        host refused every connection: refused connections leave no trace)."""
-        sessions = {
-            o.session
+        """How many times *address* was tried up to *at*: its SMTP transactions (a connection
+        reused for a retry makes a second one in the same session), and each connection to its
+        host while that host was down; None when that cannot be told (its host refused every
+        connection: refused connections leave no trace)."""
+        tried = {
+            (o.session, o.transaction)
             for o in self.observations.get(_canon(address), ())
             if o.session is not None and o.start <= at
         }
+        seen = {session for session, _ in tried}
         down = self._down_for(address)
         if down is not None:
             domain = address.rpartition("@")[2].lower()
@@ -691,10 +724,14 @@ class Facts:
                 ]
             )
             for host in hosts:
-                sessions.update(s for s, when in host.sessions.items() if when <= at)
-            if not sessions:
+                # A down host's connection with a transaction for the address is counted
+                # above; one that never got that far (a 421 greeting, a tarpit) is an attempt.
+                tried.update(
+                    (s, None) for s, when in host.sessions.items() if when <= at and s not in seen
+                )
+            if not tried:
                 return None
-        return len(sessions)
+        return len(tried)
 
     def spelling(self, address: str) -> tuple[str, int] | None:
         """How *address* was written where it was first seen, its IDN domain in either form:
@@ -1065,8 +1102,9 @@ NEVER_RETRIED = register(
         "second attempt), and the whole schedule fits in the retry budget "
         "(`HARNESS_RETRY_BUDGET`, section 4.4: `integration.retry_budget`, else `within` "
         "minus 5 s, at least half of `within`): past it, the second attempt is not late, it is "
-        "missing. One connection is one attempt. A host that refuses every connection leaves "
-        "no trace of the attempts, so it is not judged here.",
+        "missing. One SMTP transaction is one attempt (a retry may come on the same "
+        "connection), and so is a connection to a host that is down. A host that refuses every "
+        "connection leaves no trace of the attempts, so it is not judged here.",
     )
 )
 RESENT_TOO_SOON = register(

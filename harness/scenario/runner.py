@@ -39,9 +39,19 @@ from pathlib import Path
 
 from harness.errors import ConfigError, HarnessError
 from harness.journal import Entry, Journal, Kind, MemoryJournal
-from harness.records import Callback, Dsn, DsnSkipped, Note, Sent, SmtpMessage, SmtpReply
+from harness.records import (
+    Callback,
+    Dsn,
+    DsnSkipped,
+    Note,
+    Sent,
+    SmtpClose,
+    SmtpMessage,
+    SmtpReply,
+)
 from harness.scenario.campaign import Submission, submit_campaign
 from harness.scenario.clicks import ClickScope, click_notes, perform_click
+from harness.scenario.driver import PROCESS_THRESHOLD, DriverError, DriverProcess
 from harness.scenario.judge import ExpectationResult, Stopped, Verdict, judge, pending
 from harness.scenario.model import ReadyProbe, Scenario
 from harness.scenario.probes import probe_notes, run_probes
@@ -102,6 +112,9 @@ class RunOptions:
     stop_grace: float | None = None
     """Overrides every scenario's ``integration.stop_timeout``: seconds the integration gets to
     exit after SIGTERM before it is killed (and the scenario fails)."""
+    driver_process: bool | None = None
+    """Submit the campaign from a process of its own (:mod:`harness.scenario.driver`); None:
+    for campaigns of ``PROCESS_THRESHOLD`` (1,000) recipients or more."""
     on_progress: Callable[[Progress], None] | None = None
 
     def __post_init__(self) -> None:
@@ -137,6 +150,8 @@ class ScenarioResult:
     """The wait ended because the run settled (not at the deadline)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per phase: world, sut_start, submit, wait, stop, judge, total."""
+    driver_cpu: float | None = None
+    """CPU seconds of the campaign driver's own process, when it had one (large campaigns)."""
 
     @property
     def name(self) -> str:
@@ -174,9 +189,15 @@ async def run_scenario(
         result.sut_command = command[0]
     grace = options.stop_grace if options.stop_grace is not None else integration.stop_timeout
     report("starting", messages=len(scenario.recipients))
+    own_process = options.driver_process
+    if own_process is None:
+        own_process = len(scenario.recipients) >= PROCESS_THRESHOLD
+    driver = DriverProcess() if own_process else None
     with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
         sut: SutProcess | None = None
         try:
+            if driver is not None:
+                await driver.start()  # its imports overlap the world's and the SUT's start
             world = World.from_scenario(scenario, journal=journal)
             mark = time.monotonic()
             async with world:
@@ -193,7 +214,7 @@ async def run_scenario(
                 result.sut_addresses = addresses
                 try:
                     notes = await _drive(
-                        scenario, world, submission, addresses, options, result, report
+                        scenario, world, submission, addresses, options, result, report, driver
                     )
                 finally:
                     # Stopped while the world still runs, whatever happened: what it flushes
@@ -223,6 +244,7 @@ async def run_scenario(
         except HarnessError as exc:  # the world could not start, the journal is full, ...
             result.verdict = None
             result.error = str(exc)
+            result.harness_error = isinstance(exc, DriverError)
         except Exception as exc:  # one scenario's harness error is its own failure
             result.verdict = None
             result.error = harness_error_text(exc)
@@ -230,6 +252,8 @@ async def run_scenario(
         finally:
             if sut is not None:
                 await _stop_sut(sut, grace, result, None)
+            if driver is not None:
+                await driver.close()
             result.timings["total"] = time.monotonic() - began
             report("done", submitted=result.submitted, messages=len(scenario.recipients))
     return result
@@ -368,6 +392,7 @@ async def _drive(
     options: RunOptions,
     result: ScenarioResult,
     report: Callable[..., None],
+    driver: DriverProcess | None,
 ) -> list[str]:
     """Submit, click, and wait until the run settles or its time is up; returns notes for the
     verdict (what was still open when the wait ended at the deadline)."""
@@ -415,9 +440,23 @@ async def _drive(
             if count % 50 == 0 or count == total:
                 report("submitting", submitted=count, messages=total, callbacks=settling.callbacks)
 
-        result.accepted = await submit_campaign(
-            scenario.campaign, submission, journal, connections=options.connections, on_sent=sent
-        )
+        if driver is not None:
+            result.accepted = await driver.submit(
+                scenario.campaign,
+                submission,
+                journal.append,
+                connections=options.connections,
+                on_sent=sent,
+            )
+            result.driver_cpu = driver.cpu
+        else:
+            result.accepted = await submit_campaign(
+                scenario.campaign,
+                submission,
+                journal.append,
+                connections=options.connections,
+                on_sent=sent,
+            )
         result.timings["submit"] = time.monotonic() - mark
         notes.extend(await _probe(scenario, submission, journal))
         mark = time.monotonic()
@@ -511,7 +550,8 @@ class Settling:
         """Not judged before this (a DSN's consequence window, a Retry-After)."""
         self.dsn_hold = 0.0
         """The end of the last DSN's consequence window (the deadline does not cut it short)."""
-        self._later: dict[tuple[str, str], float] = {}
+        self._later: dict[tuple[str, int | None, str], float] = {}
+        """(session, transaction, recipient) accepted with a report to come -> its delay."""
         self.dsns_due: dict[tuple[str, str], float] = {}
         """(queue id, recipient) -> when its DSN is due."""
 
@@ -552,7 +592,11 @@ class Settling:
 
     def _see(self, entry: Entry) -> None:
         record = entry.data
-        self.last_activity = max(self.last_activity, entry.at)
+        # A connection's end says nothing new unless the server hung up on a transaction: an
+        # integration that keeps its connections to the MX open (a connection cache, as
+        # Postfix's) closes them once idle, and that must not extend the quiet period.
+        if not (isinstance(record, SmtpClose) and record.dropped_message is None):
+            self.last_activity = max(self.last_activity, entry.at)
         if isinstance(record, Callback):
             self.callbacks += 1
             for event in record.events:
@@ -561,14 +605,14 @@ class Settling:
                 self.hold_until = max(self.hold_until, entry.at + record.fault.retry_after)
         elif isinstance(record, SmtpReply):
             if record.stage == "later" and record.bounce is not None:
-                key = (record.session, address_key(record.recipient))
+                key = (record.session, record.transaction, address_key(record.recipient))
                 self._later[key] = record.bounce.after
         elif isinstance(record, SmtpMessage):
             # Journaled when the 250 is given, whether or not the client keeps the connection.
             for recipient in record.recipients:
                 address = address_key(recipient.address)
                 self.open.discard(address)
-                after = self._later.pop((record.session, address), None)
+                after = self._later.pop((record.session, record.transaction, address), None)
                 if after is not None:
                     self.dsns_due[(record.id, address)] = entry.at + after
         elif isinstance(record, Dsn):

@@ -180,6 +180,8 @@ class _Envelope(Envelope):
         self.recipients: list[Recipient] = []
         self.later: list[tuple[str, Outcome]] = []
         """Accepted recipients whose behaviour acts at DATA, end of DATA or by DSN."""
+        self.transaction: int | None = None
+        """Its number in the session, given when MAIL is accepted."""
 
 
 class _Transcript:
@@ -227,6 +229,7 @@ class _Record:
         "replies",
         "started",
         "tls",
+        "transactions",
         "variant",
     )
 
@@ -243,6 +246,8 @@ class _Record:
         self.messages: list[str] = []
         self.dropped: DroppedMessage | None = None
         self.end: str | None = None
+        self.transactions = 0
+        """MAIL commands accepted so far: a reused connection carries many transactions."""
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:
@@ -636,12 +641,21 @@ class _Session(SMTP):
             return reply
         journal = self.host.journal
         sender = self._sender()
+        transaction = self.env().transaction
         try:
             entry = None
             for rcpt in recipients:
                 entry = journal.append(
                     _decision(
-                        self.host.name, record.id, outcome, rcpt, sender, cause, stage, protocol
+                        self.host.name,
+                        record.id,
+                        outcome,
+                        rcpt,
+                        sender,
+                        cause,
+                        stage,
+                        protocol,
+                        transaction,
                     )
                 )
             if entry is not None and journal.durable:
@@ -832,6 +846,9 @@ class _Session(SMTP):
             return
         # aiosmtpd uses mail_from as "a transaction is open"; the null sender is kept as "<>".
         env.mail_from = sender or "<>"
+        if self.record is not None:
+            self.record.transactions += 1
+            env.transaction = self.record.transactions
         env.mail_options.extend(raw)
         env.smtp_utf8 = bool(values.get("SMTPUTF8"))
         env.params = values
@@ -1056,6 +1073,7 @@ class _Session(SMTP):
                 recipients=tuple(env.rcpt_tos),
                 after_dot=content is not None,
                 size=len(content) if content is not None else None,
+                transaction=env.transaction,
             )
 
     async def on_end_of_data(self) -> str:
@@ -1150,6 +1168,7 @@ def _decision(
     cause: str | None,
     stage: Stage | None = None,
     protocol: bool = False,
+    transaction: int | None = None,
 ) -> SmtpReply:
     reply = outcome.reply
     bounce = outcome.bounce
@@ -1179,6 +1198,7 @@ def _decision(
             final_recipient=bounce.final_recipient,
             style=bounce.style,
         ),
+        transaction=transaction,
     )
 
 
@@ -1736,6 +1756,7 @@ class MXHost:
                 body_truncated=len(body) > self.body_cap,
                 tls=record.tls if record else None,
                 auth=record.auth if record else None,
+                transaction=env.transaction,
             )
         )
 

@@ -72,6 +72,11 @@ class ScriptedMX:
     ``"rcpt:452 4.2.2 Mailbox full"`` answers RCPT, ``"data:554 5.7.1 Spam"`` answers the end
     of DATA, ``"accept"`` takes the message. Recipients not in the script are accepted.
     ``smtputf8=False`` plays a server without RFC 6531 (no SMTPUTF8 in its EHLO).
+
+    ``connections`` counts the connections it accepted; :meth:`hang_up` closes the open ones and
+    ``idle_421 = True`` answers MAIL on a connection that already carried a transaction with
+    Postfix's 421 for an idle connection it closes: what a client that reuses its connections
+    meets.
     """
 
     def __init__(
@@ -87,6 +92,10 @@ class ScriptedMX:
         self.received: list[Received] = []
         self.logins: list[tuple[str, bool]] = []
         """(user, over TLS) of each successful AUTH."""
+        self.connections = 0
+        self.idle_421 = False
+        self._transactions: dict[Session, int] = {}
+        self._live: set[SMTP] = set()
         self._tls = tls
         self._credentials = credentials
         self._smtputf8 = smtputf8
@@ -103,6 +112,28 @@ class ScriptedMX:
         if ok:
             self.logins.append((data.login.decode(), session.ssl is not None))
         return AuthResult(success=ok, handled=False)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        done = self._transactions.get(session, 0)
+        if self.idle_421 and done:
+            return "421 4.4.2 mx.example.com Error: timeout exceeded"
+        self._transactions[session] = done + 1
+        # What aiosmtpd does without this hook.
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._live)
+
+    def hang_up(self) -> None:
+        """Close every open connection, as a server restarting or timing out idle ones does."""
+        for protocol in list(self._live):
+            if protocol.transport is not None:
+                protocol.transport.close()
 
     def _reply(self, rcpt: str) -> str:
         replies = self.script.get(rcpt.lower(), ["accept"])
@@ -135,8 +166,21 @@ class ScriptedMX:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(*self._tls)
 
+        owner = self
+
+        class Counted(SMTP):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                if self not in owner._live:  # STARTTLS calls it again, for the TLS transport
+                    owner.connections += 1
+                    owner._live.add(self)
+                super().connection_made(transport)
+
+            def connection_lost(self, error: Exception | None) -> None:
+                owner._live.discard(self)
+                super().connection_lost(error)
+
         def factory() -> SMTP:
-            return SMTP(
+            return Counted(
                 self,
                 loop=loop,
                 hostname="mx.example.com",

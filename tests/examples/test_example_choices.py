@@ -1,9 +1,9 @@
 """The correct example passes the shipped scenarios under every choice the integration contract
 leaves open (docs/integration-contract.md): STARTTLS to MX hosts or not (section 2), SMTP
 timeouts across the documented range (section 4.4: more than the `slow` host's 1 s, and every
-attempt's timeout inside the retry budget), and retry schedules within HARNESS_RETRY_BUDGET,
+attempt's timeout inside the retry budget), retry schedules within HARNESS_RETRY_BUDGET,
 from one that fills the budget exactly to a production schedule of hours that the example
-scales down to it.
+scales down to it, and MX connections reused or not (section 4.1).
 
 Each case runs one shipped scenario end to end against the example as a subprocess; only the
 scenarios a choice can change are run.
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from example_peers import example_settings
 
+from harness.records import SmtpReply
 from harness.scenario.loader import load_scenario
 from harness.scenario.model import Integration
 from harness.scenario.runner import RunOptions, ScenarioResult, run_scenario
@@ -121,3 +122,27 @@ def test_retry_schedules_within_the_budget(name: str, schedule: str, used: str) 
     _assert_passed(result)
     ready = next(line for line in result.sut_log.splitlines() if " ready: " in line)
     assert f"retries after {used}" in ready
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("reuse", ["100", "0"], ids=["reused", "new-per-message"])
+@pytest.mark.parametrize(
+    ("name", "address", "attempts"),
+    [("mailbox-full", "full@example.com", 3), ("greylisting", "grey@example.com", 2)],
+)
+def test_mx_connections_reused_or_not(name: str, address: str, attempts: int, reuse: str) -> None:
+    # Reused, the retries come on the connection that got the 4xx: the cross-checks count
+    # them by transaction (no CT510), and the fake MX numbers them in one session.
+    result = _run(name, {"EXAMPLE_MX_REUSE": reuse, "EXAMPLE_MX_REUSE_IDLE": "30"})
+    _assert_passed(result)
+    tried = [
+        (e.data.session, e.data.transaction)
+        for e in result.journal.entries()
+        if isinstance(e.data, SmtpReply) and e.data.recipient == address
+    ]
+    assert len(set(tried)) == attempts, tried
+    sessions = {session for session, _ in tried}
+    # Reused, some retry came on a connection that had carried a transaction before (the
+    # other recipient's, maybe: the cache gives the most recently used).
+    assert (len(sessions) < attempts) if reuse != "0" else (len(sessions) == attempts), tried

@@ -216,6 +216,90 @@ async def test_relayed_copy_is_verp_addressed_with_one_click_headers(world: Worl
     assert len(tokens) == 2
 
 
+# -- connection reuse -------------------------------------------------------------------------
+
+
+async def submit_each(sut: SUT, mx: ScriptedMX, recipients: Sequence[str]) -> None:
+    """Submit one message per recipient, each after the previous one was delivered: they go
+    one after another, so a cached connection is there for the next one."""
+    for recipient in recipients:
+        before = len(mx.received)
+        await submit(sut, [recipient])
+        await eventually(lambda n=before + 1: len(mx.received) == n, sut.log)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("reuse", "connections"), [(None, 1), ("2", 2), ("0", 4)])
+async def test_connections_are_reused_up_to_the_cap(
+    world: World, reuse: str | None, connections: int
+) -> None:
+    # Four transactions: ok1, grey refused (451: the RSET after it leaves the connection fit
+    # for the next MAIL, else aiosmtpd answers 503 nested MAIL and grey bounces hard), grey
+    # retried, ok2. At most two messages per connection take two; none (0) takes four.
+    mx = await world.mx({"grey@example.com": ["rcpt:451 4.7.1 Greylisted", "accept"]})
+    receiver = await world.receiver()
+    env = {"EXAMPLE_MX_REUSE": reuse} if reuse is not None else {}
+    sut = await world.sut(
+        legacy(
+            receiver,
+            HARNESS_MX_MAP=mx_map(example_com=mx.address),
+            EXAMPLE_MX_REUSE_IDLE="30",
+            **env,
+        )
+    )
+
+    await submit_each(sut, mx, ["ok1@example.com", "grey@example.com", "ok2@example.com"])
+
+    assert mx.connections == connections, sut.log()
+    assert mx.attempts == {"ok1@example.com": 1, "grey@example.com": 2, "ok2@example.com": 1}
+    assert receiver.calls == []
+    assert "deferred grey@example.com (attempt 1): 451 4.7.1 Greylisted" in sut.log()
+
+
+async def test_idle_connections_are_closed_after_the_idle_time(world: World) -> None:
+    mx = await world.mx()
+    receiver = await world.receiver()
+    sut = await world.sut(
+        legacy(receiver, HARNESS_MX_MAP=mx_map(example_com=mx.address), EXAMPLE_MX_REUSE_IDLE="0.3")
+    )
+    await submit_each(sut, mx, ["a@example.com"])
+    await eventually(
+        lambda: mx.open_connections == 0, lambda: "the gateway kept its idle connection open"
+    )
+    await submit_each(sut, mx, ["b@example.com"])
+    assert mx.connections == 2
+
+
+async def test_a_cached_connection_the_server_closed_is_not_an_attempt(world: World) -> None:
+    # No retries at all: if the dead cached connection counted as the attempt, the message
+    # would bounce soft instead of going out over a new connection.
+    mx = await world.mx()
+    receiver = await world.receiver()
+    sut = await world.sut(
+        legacy(
+            receiver,
+            HARNESS_MX_MAP=mx_map(example_com=mx.address),
+            EXAMPLE_RETRY_DELAYS="",
+            EXAMPLE_MX_REUSE_IDLE="30",
+        )
+    )
+    await submit_each(sut, mx, ["first@example.com"])
+
+    mx.idle_421 = True  # the server timed the cached connection out: 421 to its next MAIL
+    await submit_each(sut, mx, ["second@example.com"])
+    assert mx.connections == 2
+    assert "cached connection to 127.0.0.1" in sut.log()
+
+    mx.idle_421 = False
+    mx.hang_up()  # the server went away and came back: the cached connection is dead
+    await submit_each(sut, mx, ["third@example.com"])
+    assert mx.connections == 3
+
+    assert mx.attempts == {"first@example.com": 1, "second@example.com": 1, "third@example.com": 1}
+    await asyncio.sleep(0.5)  # longer than the batch window: a bounce would be out by now
+    assert receiver.calls == [], receiver.describe()
+    assert "bounced" not in sut.log()
+
+
 # -- classification of live SMTP outcomes -----------------------------------------------------
 
 
@@ -729,8 +813,12 @@ async def test_relay_with_starttls_and_auth(world: World, tmp_path: Path) -> Non
     )
     await submit(sut, ["a@example.com"])
     await eventually(lambda: len(relay.received) == 1, sut.log)
+    await submit(sut, ["b@example.com"])
+    await eventually(lambda: len(relay.received) == 2, sut.log)
 
+    # The second message went over the first one's connection, already secured and logged in.
     assert relay.logins == [("gw", True)]
+    assert relay.connections == 1
     assert relay.received[0].mail_from == "bounces+a=example.com@sut.test"
 
 
@@ -754,6 +842,10 @@ async def test_relay_with_starttls_and_auth(world: World, tmp_path: Path) -> Non
         (
             {"HARNESS_MX_MAP": "{}", "EXAMPLE_RETRY_DELAYS": "1,soon"},
             "EXAMPLE_RETRY_DELAYS: item 2 ('soon') is not a number of seconds",
+        ),
+        (
+            {"HARNESS_MX_MAP": "{}", "EXAMPLE_MX_REUSE": "-1"},
+            "EXAMPLE_MX_REUSE: expected a whole number >= 0, got '-1'",
         ),
         (
             {"HARNESS_MX_MAP": "{}", "HARNESS_SUBMISSION_TLS": "starttls"},

@@ -5,6 +5,8 @@ nothing. Journals are built with the typed records, as in ``test_crosschecks``."
 
 from __future__ import annotations
 
+import msgspec
+
 from harness.checks import Severity, Violation
 from harness.records import SmtpMessage
 from harness.scenario.crosschecks import CrossCheckConfig, Facts, cross_check
@@ -158,6 +160,48 @@ def test_ct510_a_host_down_tried_once() -> None:
     assert codes(judged(run, scenario, finished=10)) == ["CT510"]
     run.session(4, host="down.test", variant="tarpit", duration=2)
     assert judged(run, scenario, finished=10) == []
+
+
+def test_ct510_counts_transactions_not_connections() -> None:
+    # An integration that keeps its connection (as Postfix does) retries on the one that got
+    # the 4xx: two transactions in one session are two attempts.
+    busy = rcpt("busy@example.com", 450, "soft", mode="throttle")
+    again = msgspec.structs.replace(busy, attempt=2, transaction=2)
+    run = Run()
+    run.session(1, msgspec.structs.replace(busy, transaction=1), again, duration=1)
+    run.legacy(2.5, "softbounce", ("busy@example.com", TS + 2))
+    assert Facts.from_entries(run.journal.entries(), started=T0).attempts("busy@example.com") == 2
+    assert run.check() == []
+    # The session's other transaction was another recipient's: busy@ was tried once.
+    run = Run()
+    other = rcpt("ok@example.com", 250, "none", mode="accept")
+    run.session(
+        1,
+        msgspec.structs.replace(busy, transaction=1),
+        msgspec.structs.replace(other, transaction=2),
+        duration=1,
+    )
+    run.legacy(2.5, "softbounce", ("busy@example.com", TS + 2))
+    assert codes(run.check()) == ["CT510"]
+
+
+def test_ct510_a_down_host_session_with_transactions_is_not_counted_twice() -> None:
+    # STARTTLS off, a tls_broken host refuses the plaintext mail at RCPT (530): the connection
+    # is a down host's, and its two transactions are the two attempts (not three).
+    refused = rcpt("a@down.test", 530, "soft", mode="tls_broken", reply="530 5.7.0 TLS first")
+    run = Run()
+    run.session(
+        1,
+        msgspec.structs.replace(refused, transaction=1),
+        msgspec.structs.replace(refused, attempt=2, transaction=2),
+        host="down.test",
+        variant="tls_broken",
+        duration=1,
+    )
+    run.session(3, host="down.test", variant="tls_broken")
+    facts = Facts.from_entries(run.journal.entries(), started=T0)
+    assert facts.attempts("a@down.test") == 3
+    assert facts.attempts("a@down.test", at=T0 + 2) == 2
 
 
 # --- CT511: a failed callback resent too soon ---------------------------------------------------

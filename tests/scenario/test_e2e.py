@@ -182,8 +182,12 @@ expect:
     assert (clicks["mailto"].ok, clicks["mailto"].status) == (True, 250)
 
 
-@pytest.mark.parametrize("tls", ["starttls", "implicit"])
-def test_submission_with_auth_and_tls(tmp_path: Path, tls: str) -> None:
+@pytest.mark.parametrize(
+    ("tls", "driver_process"), [("starttls", False), ("implicit", False), ("starttls", True)]
+)
+def test_submission_with_auth_and_tls(tmp_path: Path, tls: str, driver_process: bool) -> None:
+    # driver_process: the campaign submitted from a process of its own (large campaigns do),
+    # trusting the integration's certificate and logging in as the runner's own driver does.
     path = _write(
         tmp_path,
         tls,
@@ -201,7 +205,7 @@ expect:
   nothing_else: true
 """,
     )
-    result = _run_file(path)
+    result = _run_file(path, driver_process=driver_process)
     assert (result.error, result.passed) == (None, True)
     assert [s.ok for s in _records(result.journal, Kind.SENT, Sent)] == [True, True]
 

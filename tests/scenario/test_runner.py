@@ -25,6 +25,7 @@ from harness.records import Click as ClickRecord
 from harness.records import ClickStep, Sent, record_from_json
 from harness.scenario.campaign import Submission, build_message, submit_campaign
 from harness.scenario.clicks import ClickScope, list_unsubscribe_uris, perform_click
+from harness.scenario.driver import DriverError, DriverProcess
 from harness.scenario.loader import load_scenario, parse_scenario
 from harness.scenario.model import Click, Credentials
 from harness.scenario.sut import EXAMPLE, SutAddresses, SutError, find_example, resolve_command
@@ -191,15 +192,27 @@ def sent_records(journal: MemoryJournal) -> list[Sent]:
 @pytest.mark.asyncio
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 @pytest.mark.parametrize("inbox_server", ["none", "starttls", "implicit"], indirect=True)
-async def test_campaign_submission(inbox_server: tuple[Inbox, Submission]) -> None:
+@pytest.mark.parametrize("driver", ["inline", "process"])
+async def test_campaign_submission(inbox_server: tuple[Inbox, Submission], driver: str) -> None:
+    # The same messages, records and progress whether the driver runs in the runner's process
+    # or in one of its own (harness.scenario.driver: large campaigns).
     inbox, submission = inbox_server
     campaign = parse_scenario(CAMPAIGN, source="c.yaml").campaign
     journal = MemoryJournal()
     counted: list[int] = []
 
-    accepted = await submit_campaign(
-        campaign, submission, journal, connections=2, on_sent=counted.append
-    )
+    if driver == "inline":
+        accepted = await submit_campaign(
+            campaign, submission, journal.append, connections=2, on_sent=counted.append
+        )
+    else:
+        process = DriverProcess()
+        try:
+            accepted = await process.submit(
+                campaign, submission, journal.append, connections=2, on_sent=counted.append
+            )
+        finally:
+            await process.close()
 
     assert accepted == 4
     assert counted == [1, 2, 3, 4, 5]
@@ -239,12 +252,33 @@ async def test_unreachable_integration_is_journaled_per_message() -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-        accepted = await submit_campaign(campaign, Submission("127.0.0.1", port), journal)
+        accepted = await submit_campaign(campaign, Submission("127.0.0.1", port), journal.append)
     assert accepted == 0
     records = sent_records(journal)
     assert len(records) == 5
     assert all(r.ok is False and r.reply is None for r in records)
     assert all(r.error is not None and f"127.0.0.1:{port}" in r.error for r in records)
+
+
+@pytest.mark.asyncio
+async def test_a_driver_process_that_dies_is_a_harness_error_naming_why() -> None:
+    # Port 0 cannot be connected to, but that is journaled per message, not a crash: a crash is
+    # a job the child cannot read, here a campaign its model refuses.
+    campaign = parse_scenario(CAMPAIGN, source="c.yaml").campaign
+    broken = campaign.model_copy(update={"per_connection": 0})
+    journal = MemoryJournal()
+    process = DriverProcess()
+    try:
+        with pytest.raises(DriverError) as caught:
+            await process.submit(broken, Submission("127.0.0.1", 9), journal.append, connections=1)
+    finally:
+        await process.close()
+    message = str(caught.value)
+    assert message.startswith(
+        "the campaign driver's process exited with status 1 after 0 of 5 messages; its stderr:"
+    )
+    assert "per_connection" in message
+    assert sent_records(journal) == []
 
 
 def test_meta_is_never_folded() -> None:

@@ -8,18 +8,21 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from harness.journal import MemoryJournal
 from harness.records import (
     Callback,
     CallbackEvent,
+    DroppedMessage,
     Dsn,
     DsnRecipient,
     DsnSkipped,
     FaultHit,
     Recipient,
     ScheduledBounce,
+    SmtpClose,
     SmtpMessage,
     SmtpReply,
 )
@@ -115,6 +118,47 @@ def test_the_quiet_period_counts_from_the_last_entry() -> None:
     assert state.callbacks == 1
     assert not state.ready(T + 2.4, busy=False)
     assert state.ready(T + 2.5, busy=False)
+
+
+def test_an_idle_connection_closed_late_is_no_activity_but_a_hang_up_is() -> None:
+    # An integration with a connection cache (Postfix's, the example's) QUITs its idle
+    # connections a while after their last message: that says nothing new. A session whose
+    # end dropped a transaction does.
+    journal = MemoryJournal()
+    state = settling("a@example.com", quiet=1.5)
+    journal.append(message("Q1", "a@example.com"), at=T)
+    journal.append(SmtpClose(host="mx1", session="mx1-1", peer="127.0.0.1:1", end="quit"), at=T + 1)
+    state.update(journal)
+    assert state.ready(T + 1.5, busy=False)
+    dropped = DroppedMessage(sender="b@sut.test", recipients=("a@example.com",), after_dot=False)
+    journal.append(
+        SmtpClose(
+            host="mx1",
+            session="mx1-2",
+            peer="127.0.0.1:2",
+            end="server_dropped",
+            dropped_message=dropped,
+        ),
+        at=T + 1.2,
+    )
+    state.update(journal)
+    assert not state.ready(T + 2.6, busy=False)
+    assert state.ready(T + 2.7, busy=False)
+
+
+def test_a_report_to_come_is_matched_by_session_and_transaction_on_a_reused_connection() -> None:
+    # Two transactions on one connection for the same address: only the one accepted with a
+    # report to come (the second) schedules a DSN, due from its own message.
+    journal = MemoryJournal()
+    state = settling("late@example.com")
+    first = message("Q1", "late@example.com")
+    journal.append(msgspec.structs.replace(first, transaction=1), at=T)
+    journal.append(msgspec.structs.replace(later("late@example.com", 3.0), transaction=2), at=T + 1)
+    journal.append(
+        msgspec.structs.replace(message("Q2", "late@example.com"), transaction=2), at=T + 1.1
+    )
+    state.update(journal)
+    assert state.dsns_due == {("Q2", "late@example.com"): pytest.approx(T + 4.1)}
 
 
 def test_a_skipped_dsn_settles_without_a_window() -> None:

@@ -130,6 +130,7 @@ def test_drop_mid_data_hangs_up_before_the_final_dot(mx: Callable[..., MailWorld
         recipients=("a@example.com",),
         after_dot=False,
         size=None,
+        transaction=1,
     )
     assert session.replies[-1] == TranscriptLine(
         stage="data", reply="354 End data with <CR><LF>.<CR><LF>"
@@ -151,6 +152,7 @@ def test_drop_after_dot_hangs_up_without_a_reply(mx: Callable[..., MailWorld]) -
         recipients=("a@example.com",),
         after_dot=True,
         size=len(MSG),
+        transaction=1,
     )
     assert session.replies[-1].reply.startswith("354 ")
     assert messages(world) == []

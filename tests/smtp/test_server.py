@@ -69,6 +69,7 @@ def test_every_catalog_mode_replies_exactly_at_its_stage(
         rule=rcpt,
         bounce_class=str(mode.bounce_class),
         attempt=1,
+        transaction=1,
     )
     assert TranscriptLine(stage=str(mode.stage), reply=str(expected)) in session.replies
     assert messages(world) == []
@@ -231,6 +232,38 @@ def test_data_stage_and_end_of_data_rejections_cover_every_recipient(
         ("e@example.com", "end_of_data", "soft", None),
     ]
     assert messages(world) == []
+
+
+def test_transactions_on_one_connection_are_numbered(mx: Callable[..., MailWorld]) -> None:
+    # A client that keeps its connection (Postfix's cache, the example) makes many attempts in
+    # one session: the records say which transaction each decision and message belongs to.
+    world = mx({"full@example.com": "mailbox_full"})
+    with client(world) as c:
+        c.ehlo("client.test")
+        assert c.rcpt("early@example.com")[0] == 503  # before MAIL: no transaction
+        c.mail("news@brand.test")
+        assert c.rcpt("full@example.com")[0] == 452
+        c.rset()
+        c.mail("news@brand.test")
+        assert c.rcpt("full@example.com")[0] == 452
+        assert c.rcpt("ok@example.com")[0] == 250
+        assert c.data(MSG)[0] == 250
+        c.mail("news@brand.test")
+        assert c.rcpt("ok@example.com")[0] == 250
+        assert c.data(MSG)[0] == 250
+        c.quit()
+    (session,) = wait_session(world)
+    assert [(d.recipient, d.code, d.transaction) for d in decisions(world, session)] == [
+        ("early@example.com", 503, None),
+        ("full@example.com", 452, 1),
+        ("full@example.com", 452, 2),
+        ("ok@example.com", 250, 2),
+        ("ok@example.com", 250, 3),
+    ]
+    assert [(m.session, m.transaction) for m in messages(world)] == [
+        (session.session, 2),
+        (session.session, 3),
+    ]
 
 
 def test_mx_refuses_other_domains_and_relay_takes_every_domain(
