@@ -196,7 +196,8 @@ class Callback(Record, frozen=True):
     @property
     def ok(self) -> bool:
         """No violation of error severity."""
-        return not any(v.severity is Severity.ERROR for v in self.violations)
+        violations = self.violations
+        return not violations or not any(v.severity is Severity.ERROR for v in violations)
 
     @property
     def remembered(self) -> bool:

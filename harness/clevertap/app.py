@@ -36,7 +36,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.routing import Match
 
-from harness.checks import Severity
+from harness.checks import Severity, Violation
 from harness.clevertap.faults import FaultPlan, FaultRule
 from harness.clevertap.inspect import Endpoint, History, Inspection, JournalHistory, inspect
 from harness.clevertap.mailapi import MailControl, mail_router
@@ -142,6 +142,8 @@ class CallbackResult:
 
 
 _NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
+_ENDPOINT_NAMES = {endpoint: endpoint.value for endpoint in Endpoint}
+"""Endpoint.value without the enum's property lookup, once per callback."""
 _RETRY_LATER = 5
 """Retry-After (seconds) of the 503 answered when the journal cannot record a request."""
 
@@ -169,7 +171,12 @@ def _request_record(
     method: str,
     disconnected: bool,
     status: int | None,
-    **fields: Any,
+    *,
+    format: str | None = None,
+    events: tuple[CallbackEvent, ...] = (),
+    violations: tuple[Violation, ...] = (),
+    fault: FaultHit | None = None,
+    error: str | None = None,
 ) -> Callback:
     """The journal record of one request to the callback server, a callback or a stray one
     (*text* is its body as :func:`_body_text` gave it, at most *cap* bytes of *size*)."""
@@ -185,7 +192,11 @@ def _request_record(
         method=method,
         disconnected=disconnected,
         status=status,
-        **fields,
+        format=format,
+        events=events,
+        violations=violations,
+        fault=fault,
+        error=error,
     )
 
 
@@ -217,9 +228,17 @@ def process_callback(
     text, is_base64 = _body_text(body)
     journal = app.journal
 
-    def record(result: CallbackResult, **fields: Any) -> CallbackResult:
+    def record(
+        result: CallbackResult,
+        *,
+        format: str | None = None,
+        events: tuple[CallbackEvent, ...] = (),
+        violations: tuple[Violation, ...] = (),
+        fault: FaultHit | None = None,
+        error: str | None = None,
+    ) -> CallbackResult:
         entry = _request_record(
-            endpoint.value,
+            _ENDPOINT_NAMES[endpoint],
             path,
             peer,
             content_type,
@@ -230,7 +249,11 @@ def process_callback(
             method,
             disconnected,
             result.status,
-            **fields,
+            format=format,
+            events=events,
+            violations=violations,
+            fault=fault,
+            error=error,
         )
         try:
             result.entry = journal.append(entry, at=received)
@@ -268,13 +291,11 @@ def process_callback(
             error=f"inspect() raised {type(exc).__name__}: {exc}",
         )
 
-    found = {
-        "format": inspection.format,
-        "events": tuple(
-            CallbackEvent(intern(e.event), e.email, e.ts, e.meta) for e in inspection.events
-        ),
-        "violations": tuple(inspection.violations),
-    }
+    fmt = inspection.format
+    events = tuple(
+        [CallbackEvent(intern(e.event), e.email, e.ts, e.meta) for e in inspection.events]
+    )
+    violations = tuple(inspection.violations)
     hit = None
     if fault is not None:
         rule = fault.rule
@@ -292,15 +313,21 @@ def process_callback(
             answer = _error_body(f"fault injected by the harness: {rule.describe()}")
             return record(
                 CallbackResult("answer", status, answer, extra, rule.delay, None),
+                format=fmt,
+                events=events,
+                violations=violations,
                 fault=hit,
-                **found,
             )
         drop: Literal["close", "reset"] = "reset" if rule.action == "reset" else "close"
         return record(
-            CallbackResult(drop, None, b"", _NO_HEADERS, rule.delay, None), fault=hit, **found
+            CallbackResult(drop, None, b"", _NO_HEADERS, rule.delay, None),
+            format=fmt,
+            events=events,
+            violations=violations,
+            fault=hit,
         )
 
-    if settings.strict and not inspection.ok:
+    if violations and settings.strict and not inspection.ok:
         status = 400
         if endpoint is Endpoint.V2:
             message_text = _v2_message(inspection, settings.checks.max_v2_events)
@@ -311,10 +338,14 @@ def process_callback(
         )
     else:
         status = 200
-        answer = V2_SUCCESS if endpoint is Endpoint.V2 else _legacy_success(len(inspection.events))
+        answer = V2_SUCCESS if endpoint is Endpoint.V2 else _legacy_success(len(events))
     delay = fault.rule.delay if fault is not None else 0.0
     return record(
-        CallbackResult("answer", status, answer, _NO_HEADERS, delay, None), fault=hit, **found
+        CallbackResult("answer", status, answer, _NO_HEADERS, delay, None),
+        format=fmt,
+        events=events,
+        violations=violations,
+        fault=hit,
     )
 
 

@@ -305,8 +305,21 @@ class FastProtocol(Limits, HttpToolsProtocol):
     # -- parser callbacks -----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # What uvicorn's on_message_begin resets, without the ASGI scope it builds there (a dict
+        # and a copy of the app state per request): a callback needs none, so the scope is built
+        # in on_headers_complete, for the requests that go to the ASGI app.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._reading = "head"
+
+    def _to_app(self) -> None:
+        """Hand the request whose head is in to uvicorn (and so to the ASGI app)."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()  # the scope; it also resets what the head has set since
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+        super().on_headers_complete()
 
     def on_headers_complete(self) -> None:
         self._reading = "body"
@@ -320,7 +333,7 @@ class FastProtocol(Limits, HttpToolsProtocol):
         if route is None and (b"?" in self.url or b"%" in self.url):
             route = self._route_of(self.url)
         if route is None:
-            super().on_headers_complete()
+            self._to_app()
             return
         content_type = None
         for name, value in self.headers:
