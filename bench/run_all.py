@@ -256,7 +256,8 @@ BENCHES = [
         "bench_e2e.py",
         ("--runs", "3"),
         _e2e,
-        "Campaigns end to end through the example integration (runner and integration processes).",
+        "Campaigns end to end through the example integration (the runner's, the campaign "
+        "driver's and the integration's processes).",
     ),
     Bench(
         "callbacks",
