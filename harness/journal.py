@@ -463,11 +463,13 @@ class Journal:
         self._floor = 0
         self.write_failures = 0
         """Appends and commits that failed (disk full, I/O error) since the journal opened."""
-        # The memory store's Bloom filter of every address its events table holds: most
+        # A Bloom filter of every address the events table holds (remembered events): most
         # callbacks name addresses never seen, and the filter answers "no duplicate" for them
-        # without a query. Only where this process is the only writer and the table starts
-        # empty (a file may hold events from before, PostgreSQL has other writers).
+        # without a query. This process is the only writer of its SQLite database (PostgreSQL,
+        # with other writers, has none); a file's events from before are read into it at the
+        # first lookup (_filter).
         self._seen: bytearray | None = None
+        self._seen_loaded = self.path is None
         self._unflushed: list[_Batched] = []
         self._written = 0
         """Entries the memory store wrote in its open transaction (see :meth:`_end_turn`)."""
@@ -587,7 +589,15 @@ class Journal:
                     if not self._in_tx:
                         self._db.execute("BEGIN")
                         self._in_tx = True
-                    self._insert(entry, blob)
+                    if type(record) is Callback:
+                        keys = _event_keys(record)
+                        remembered = record.remembered
+                        self._write_rows(_Rows.of([(entry, blob, keys, remembered)]))
+                        # (A write that fails after this leaves a bit set: a "maybe", safe.)
+                        if remembered and keys and self._seen_loaded:
+                            self._remember(keys)
+                    else:
+                        self._insert(entry, blob)
                 except sqlite3.Error as exc:
                     self._write_failed(exc, "append")
                     raise JournalWriteError(
@@ -661,8 +671,7 @@ class Journal:
             log.error("journal batch write failed (%s); %d entries lost", exc, len(unflushed))
 
     def _remember(self, keys: EventKeys) -> None:
-        """Put the addresses of a callback's (address, event) keys in the filter (memory store,
-        lock held)."""
+        """Put the addresses of a callback's (address, event) keys in the filter (lock held)."""
         seen = self._seen
         if seen is None:
             # Allocated at the first callback, not per journal: most journals hold none.
@@ -676,11 +685,20 @@ class Journal:
             seen[b >> 3] |= 1 << (b & 7)
             seen[c >> 3] |= 1 << (c & 7)
 
+    def _filter(self) -> bytearray | None:
+        """The filter (lock held), filled first from a file's events from before; None while
+        no remembered event was ever indexed."""
+        if not self._seen_loaded:
+            self._seen_loaded = True
+            rows = self._db.execute("SELECT DISTINCT akey FROM events WHERE remembered = 1")
+            keys = [(akey, 0) for (akey,) in rows]
+            if keys:
+                self._remember(keys)
+        return self._seen
+
     def _never_seen(self, akey: int) -> bool:
-        """Whether no event of this address was ever indexed (memory store; False: maybe)."""
-        if self.path is not None:
-            return False
-        seen = self._seen
+        """Whether no event of this address was ever indexed (False: maybe)."""
+        seen = self._filter()
         if seen is None:
             return True
         a, b, c = _seen_slots(akey)
@@ -1006,15 +1024,15 @@ class Journal:
     ) -> dict[tuple[str, str], tuple[float, int | None]]:
         """:meth:`last_remembered` for each (event, address) of *keys*: the hits, by key.
 
-        The lookup of CT402, once per callback. The memory store asks its filter first, for
+        The lookup of CT402, once per callback. An SQLite store asks its filter first, for
         all the keys under one lock: an address it never indexed (most of them) costs no query.
         """
         found: dict[tuple[str, str], tuple[float, int | None]] = {}
-        # Only the SQLite memory store has the filter (a store that answers last_remembered
-        # its own way, PostgreSQL's, has none).
-        if self.path is None and type(self).last_remembered is Journal.last_remembered:
+        # Only the SQLite stores have the filter (a store that answers last_remembered its own
+        # way, PostgreSQL's, has none).
+        if type(self).last_remembered is Journal.last_remembered:
             with self._lock:
-                seen = self._seen
+                seen = self._filter()
                 if seen is None:
                     return found
                 maybe = []

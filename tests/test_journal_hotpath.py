@@ -76,11 +76,30 @@ def test_reset_forgets_the_filter_and_faulted_callbacks_never_enter_it() -> None
     assert journal.last_remembered("hardbounce", "kept@example.com", after=0) is not None
 
 
-def test_a_file_journal_has_no_filter(tmp_path: object) -> None:
-    # A file may hold events written before this process opened it.
-    with Journal(f"{tmp_path}/j.sqlite") as journal:
-        journal.append(callback("x@example.com"), at=NOW)
-        assert not journal._never_seen(address_index_key("never@example.com"))
+def test_a_file_journal_filters_too_with_the_events_written_before_it_was_opened(
+    tmp_path: object,
+) -> None:
+    # A file may hold events written before this process opened it (a restart): they are read
+    # into the filter at the first lookup, so a duplicate across the restart is still found.
+    path = f"{tmp_path}/j.sqlite"
+    with Journal(path) as journal:
+        before = journal.append(callback("x@example.com"), at=NOW)
+        journal.append(callback("faulted@example.com", remembered=False), at=NOW)
+    with Journal(path) as journal:
+        assert journal._never_seen(address_index_key("never@example.com"))
+        assert not journal._never_seen(address_index_key("x@example.com"))
+        # Not remembered (a faulted request): not in the filter, not a duplicate.
+        assert journal._never_seen(address_index_key("faulted@example.com"))
+        hits = journal.remembered_many(
+            [("hardbounce", "x@example.com"), ("hardbounce", "new@example.com")], after=0
+        )
+        assert hits == {("hardbounce", "x@example.com"): (NOW, before.seq)}
+        # And what this process appends goes into the filter as it is written.
+        later = journal.append(callback("new@example.com"), at=NOW + 1)
+        assert journal.last_remembered("hardbounce", "new@example.com", after=0) == (
+            NOW + 1,
+            later.seq,
+        )
 
 
 def test_the_address_key_cache_is_bounded_and_keys_follow_the_address_rules() -> None:
