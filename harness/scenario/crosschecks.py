@@ -378,56 +378,33 @@ class Facts:
         )
         text = f"{record.reply} at {record.stage}" + (f" ({how})" if how else "")
         where = f" on {record.host}"
-        session = record.session
+
+        def seen(kind: str, detail: str, bounce: str | None = None) -> None:
+            self._add(
+                address,
+                Observation(
+                    entry.seq,
+                    kind,
+                    at,
+                    at,
+                    bounce,
+                    bounce is not None,
+                    detail,
+                    record.session,
+                    temporary=bounce is not None and record.code < 500,
+                    transaction=record.transaction,
+                ),
+            )
+
         if record.stage == "later":
             later_class[address] = str(record.bounce_class)
-            self._add(
-                address,
-                Observation(
-                    entry.seq,
-                    "attempt",
-                    at,
-                    at,
-                    None,
-                    False,
-                    f"{text}, a DSN follows",
-                    session,
-                    transaction=record.transaction,
-                ),
-            )
+            seen("attempt", f"{text}, a DSN follows")
         elif record.failed and record.bounce_class is not None:
-            self._add(
-                address,
-                Observation(
-                    entry.seq,
-                    "reply",
-                    at,
-                    at,
-                    record.bounce_class,
-                    True,
-                    text + where,
-                    session,
-                    temporary=record.code < 500,
-                    transaction=record.transaction,
-                ),
-            )
+            seen("reply", text + where, record.bounce_class)
         else:
             # Accepted at RCPT (acceptance of the message is its SmtpMessage record), or a
             # protocol reply (503, 530) that decides nothing about the address: an attempt.
-            self._add(
-                address,
-                Observation(
-                    entry.seq,
-                    "attempt",
-                    at,
-                    at,
-                    None,
-                    False,
-                    text + where,
-                    session,
-                    transaction=record.transaction,
-                ),
-            )
+            seen("attempt", text + where)
 
     def _close(self, entry: Entry, record: SmtpClose) -> None:
         slow = self.slow_hosts.get(record.host) if record.variant == _SLOW else None
