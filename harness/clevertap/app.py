@@ -456,41 +456,46 @@ class _Callback:
         self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        received = time.time()
-        cap = self.app.settings.max_body
+        request = await _read_request(scope, receive, self.app.settings.max_body)
+        result = process_callback(self.app, self.endpoint, self.path, **request)
+        await _answer(send, self.app.journal, result)
 
-        content_type: str | None = None
-        for key, value in scope["headers"]:
-            if key == b"content-type":
-                content_type = value.decode("latin-1")
-                break
 
-        body, size, disconnected = await read_body(receive, cap)
+async def _read_request(scope: Scope, receive: Receive, cap: int) -> dict[str, Any]:
+    """What :func:`process_callback` and :func:`process_stray` take of an ASGI request, as
+    keyword arguments: its body (at most *cap* bytes kept) and its head."""
+    received = time.time()
+    content_type: str | None = None
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            content_type = value.decode("latin-1")
+            break
+    body, size, disconnected = await read_body(receive, cap)
+    client = scope.get("client")
+    return {
+        "body": body,
+        "size": size,
+        "method": scope["method"],
+        "content_type": content_type,
+        "peer": f"{client[0]}:{client[1]}" if client else None,
+        "received": received,
+        "disconnected": disconnected,
+    }
 
-        client = scope.get("client")
-        result = process_callback(
-            self.app,
-            self.endpoint,
-            self.path,
-            body,
-            size=size,
-            method=scope["method"],
-            content_type=content_type,
-            peer=f"{client[0]}:{client[1]}" if client else None,
-            received=received,
-            disconnected=disconnected,
-        )
-        if result.entry is not None and self.app.journal.durable:
-            try:
-                await self.app.journal.committed(result.entry)
-            except JournalWriteError:
-                result = journal_failed_result()
-        if result.delay:
-            await asyncio.sleep(result.delay)
-        if result.action == "answer":
-            await _send(send, result.status or 500, result.body, result.headers)
-        elif result.action != "none":
-            await _drop_connection(send, reset=result.action == "reset")
+
+async def _answer(send: Send, journal: Journal, result: CallbackResult) -> None:
+    """Send *result* once its entry is in the file (a durable journal), after its delay."""
+    if result.entry is not None and journal.durable:
+        try:
+            await journal.committed(result.entry)
+        except JournalWriteError:
+            result = journal_failed_result()
+    if result.delay:
+        await asyncio.sleep(result.delay)
+    if result.action == "answer":
+        await _send(send, result.status or 500, result.body, result.headers)
+    elif result.action != "none":
+        await _drop_connection(send, reset=result.action == "reset")
 
 
 async def _send(
@@ -909,34 +914,9 @@ class CleverTapApp(FastAPI):
             # The control API's own unknown paths stay plain 404s: nobody posts callbacks there.
             await self._not_found(scope, receive, send)
             return
-        received = time.time()
-        cap = self.settings.max_body
-        content_type: str | None = None
-        for key, value in scope["headers"]:
-            if key == b"content-type":
-                content_type = value.decode("latin-1")
-                break
-        body, size, disconnected = await read_body(receive, cap)
-        client = scope.get("client")
-        result = process_stray(
-            self,
-            scope["path"],
-            body,
-            paths=self.stray_paths,
-            size=size,
-            method=scope["method"],
-            content_type=content_type,
-            peer=f"{client[0]}:{client[1]}" if client else None,
-            received=received,
-            disconnected=disconnected,
-        )
-        if result.entry is not None and self.journal.durable:
-            try:
-                await self.journal.committed(result.entry)
-            except JournalWriteError:
-                result = journal_failed_result()
-        if result.action == "answer":
-            await _send(send, result.status or 500, result.body, result.headers)
+        request = await _read_request(scope, receive, self.settings.max_body)
+        result = process_stray(self, scope["path"], paths=self.stray_paths, **request)
+        await _answer(send, self.journal, result)
 
     @property
     def journal(self) -> Journal:

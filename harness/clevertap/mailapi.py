@@ -224,6 +224,15 @@ class HostDown(BaseModel):
     delay: float | None = Field(None, ge=0, description="`slow` only: seconds per reply.")
 
 
+def _eml(raw: bytes, name: str) -> Response:
+    """*raw* as the download ``<name>.eml``."""
+    return Response(
+        raw,
+        media_type="message/rfc822",
+        headers={"content-disposition": f'attachment; filename="{name}.eml"'},
+    )
+
+
 def _model(entry: Entry) -> MailEntry:
     return MailEntry(seq=entry.seq, at=entry.at, kind=str(entry.kind), data=record_json(entry.data))
 
@@ -337,24 +346,31 @@ def mail_router(app: "CleverTapApp") -> APIRouter:
             limit=limit,
         )
 
-    @router.get(
+    def eml_route(
+        path: str, summary: str, found: str, missing: str
+    ) -> Callable[[Callable[[int], Response]], Callable[[int], Response]]:
+        """The GET route of one journaled mail as a downloadable .eml file."""
+        return router.get(
+            path,
+            summary=summary,
+            response_class=Response,
+            responses={
+                200: {"content": {"message/rfc822": {}}, "description": found},
+                404: {"description": missing},
+            },
+        )
+
+    @eml_route(
         "/messages/{seq}.eml",
-        summary="One message as an .eml file",
-        response_class=Response,
-        responses={
-            200: {"content": {"message/rfc822": {}}, "description": "The raw message."},
-            404: {"description": "No message entry with that seq."},
-        },
+        "One message as an .eml file",
+        "The raw message.",
+        "No message entry with that seq.",
     )
     def message_eml(seq: int) -> Response:
         found = app.journal.get(seq)
         if found is None or not isinstance(found.data, SmtpMessage):
             raise HTTPException(404, f"journal entry {seq} is not an accepted message")
-        return Response(
-            found.data.eml(),
-            media_type="message/rfc822",
-            headers={"content-disposition": f'attachment; filename="{found.data.id}.eml"'},
-        )
+        return _eml(found.data.eml(), found.data.id)
 
     @router.get("/dsns", response_model=MailPage, summary="DSNs sent, and those not sent")
     def dsns(
@@ -375,14 +391,11 @@ def mail_router(app: "CleverTapApp") -> APIRouter:
             limit=limit,
         )
 
-    @router.get(
+    @eml_route(
         "/dsns/{seq}.eml",
-        summary="One DSN as delivered (Maildir intakes)",
-        response_class=Response,
-        responses={
-            200: {"content": {"message/rfc822": {}}, "description": "The DSN as delivered."},
-            404: {"description": "No DSN with that seq kept in a Maildir."},
-        },
+        "One DSN as delivered (Maildir intakes)",
+        "The DSN as delivered.",
+        "No DSN with that seq kept in a Maildir.",
     )
     def dsn_eml(seq: int) -> Response:
         """The raw DSN, when it was delivered into a Maildir intake (one delivered over SMTP is
@@ -391,11 +404,7 @@ def mail_router(app: "CleverTapApp") -> APIRouter:
         raw = dsn_bytes(found.data) if found is not None and isinstance(found.data, Dsn) else None
         if raw is None:
             raise HTTPException(404, f"journal entry {seq} is no DSN kept in a Maildir")
-        return Response(
-            raw,
-            media_type="message/rfc822",
-            headers={"content-disposition": f'attachment; filename="dsn-{seq}.eml"'},
-        )
+        return _eml(raw, f"dsn-{seq}")
 
     @router.get("/decisions", response_model=MailPage, summary="SMTP replies that decided")
     def decisions(
