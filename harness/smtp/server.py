@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import inspect
 import itertools
 import logging
 import re
@@ -47,7 +46,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from types import MethodType
+from typing import Any, ClassVar, cast
 
 import idna
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
@@ -287,16 +287,20 @@ class _Handler:
         return _INTERNAL
 
     def __dir__(self) -> list[str]:
-        # aiosmtpd looks for ``handle_*`` hooks with dir() and for ``auth_*`` ones with
-        # inspect.getmembers() on every new connection (see _Session.__dir__).
-        return ["handle_DATA", "handle_EHLO", "handle_exception"]
+        # Nothing for aiosmtpd's per-connection introspection (dir() for ``handle_*`` hooks,
+        # inspect.getmembers() for ``auth_*`` ones, inspect.signature() of the EHLO hook) to
+        # find: each session is handed the finished table, _HOOKS (see _Session.__init__).
+        return []
 
 
-# aiosmtpd takes inspect.signature() of the EHLO hook on every new connection to tell its old
-# 4-argument form from the new one; a precomputed signature (the documented __signature__
-# protocol) spares the introspection, about 40 us a connection.
-_Handler.handle_EHLO.__signature__ = inspect.signature(_Handler.handle_EHLO)  # type: ignore[attr-defined]
 _HANDLER = _Handler()
+_HOOKS: dict[str, Callable[..., Any]] = {
+    "DATA": _HANDLER.handle_DATA,
+    "EHLO": _HANDLER.handle_EHLO,
+    "exception": _HANDLER.handle_exception,
+}
+"""aiosmtpd's hook table for the handler: what its dir() would find (tests/smtp/test_wire.py
+pins it). handle_EHLO is the 5-argument ("new") form."""
 
 # Stage recorded for the reply to each command.
 _STAGES = {
@@ -390,6 +394,9 @@ class _Session(SMTP):
         # aiosmtpd sizes its line reader (commands and message lines alike) by this attribute;
         # without a configured limit, any message line fits, as with Postfix.
         self.line_length_limit = host.line_length_limit or max(host.size_limit, 1 << 20) + 2
+        tables = _TABLES.get(type(self))
+        self._tables_known = tables is not None
+        """While aiosmtpd's __init__ runs: its tables come from _TABLES (see __dir__)."""
         super().__init__(
             _HANDLER,
             hostname=host.hostname,
@@ -409,6 +416,13 @@ class _Session(SMTP):
             authenticator=host._authenticate,
             loop=host.loop,
         )
+        if tables is None:
+            _TABLES[type(self)] = _Tables.of(self)
+        else:
+            tables.bind(self)
+        self._tables_known = False
+        self._handle_hooks = _HOOKS
+        self._ehlo_hook_ver = "new"
         self.host = host
         self.variant = variant
         self._idle_deadline = 0.0
@@ -420,19 +434,28 @@ class _Session(SMTP):
         self._silent = False
         self._delay = host._slow_delay if variant == "slow" else 0.0
         self._done: asyncio.Future[None] = host.loop.create_future()
-        self._session_timer: asyncio.TimerHandle | None = None
+        self._released = False
+        self._session_end = host.loop.time() + host.session_timeout
+        """The session's own deadline, whatever the client does; the idle timer's handle
+        serves both (see _reset_timeout)."""
         self._chunks: list[bytes] | None = None
         """BDAT chunks of the transaction so far; None when no BDAT transfer is under way."""
         self._chunk_bytes = 0
 
     def __dir__(self) -> list[str]:
-        """The session's ``smtp_*`` and ``auth_*`` methods only, listed once per class.
+        """The session's ``smtp_*`` and ``auth_*`` methods only, listed once per class; none
+        while aiosmtpd's ``__init__`` runs once the class's tables are known.
 
         aiosmtpd's ``__init__`` finds its command and AUTH methods with ``dir(self)`` and
         ``inspect.getmembers(self)`` on every new connection; over the full ``dir()``, which
-        also reads every other attribute, that cost 122-158 us per connection (issue 15).
-        Those names are all it looks for (pinned by tests/smtp/test_wire.py).
+        also reads every other attribute, that cost 122-158 us per connection (issue 15), and
+        about 12 us over the hook names alone. Those names are all it looks for, and what it
+        finds depends on the class only: the first session of a class lets it look, the
+        others get the same tables bound to themselves (:class:`_Tables`; pinned by
+        tests/smtp/test_wire.py).
         """
+        if self.__dict__.get("_tables_known"):
+            return []
         return list(_hook_names(type(self)))
 
     # Methods, not properties: aiosmtpd's __init__ runs inspect.getmembers() on the session,
@@ -461,43 +484,67 @@ class _Session(SMTP):
         if first:
             tls = "implicit" if transport.get_extra_info("ssl_object") is not None else None
             self.record = self.host._open_record(self, _peer(transport), self.variant, tls)
-            self._session_timer = self.host.loop.call_later(self.host.session_timeout, self._expire)
         elif self.record is not None and self.sess().ssl is not None:
             # aiosmtpd calls connection_made again once the STARTTLS handshake is done.
             self.record.tls = "starttls"
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._session_timer is not None:
-            self._session_timer.cancel()
+        if self._released:
+            return
         super().connection_lost(error)
-        # aiosmtpd cancels its per-connection task here; the host waits for it at stop so that
-        # no task is left pending when the loop closes.
-        task = getattr(self, "_handler_coroutine", None)
-        if isinstance(task, asyncio.Task) and not task.done():
-            self.host._unwinding.add(task)
-            task.add_done_callback(self.host._unwinding.discard)
         record = self.record
         if record is not None and record.end is None:
             record.end = "client_dropped"
         self.host._close_record(self, record)
         if not self._done.done():
             self._done.set_result(None)
+        # aiosmtpd cancels its per-connection task here; the host waits for it at stop so that
+        # no task is left pending when the loop closes.
+        task = self._handler_coroutine
+        if isinstance(task, asyncio.Task) and not task.done():
+            self.host._unwinding.add(task)
+            task.add_done_callback(self.host._unwinding.discard)
+            task.add_done_callback(self._release)
+        else:
+            self._release()
+
+    def _release(self, _: object = None) -> None:
+        """Drop the session's references to itself, once nothing runs on it any more.
+
+        aiosmtpd's tables hold bound methods of the session, its stream writer points back at
+        it, and a cancelled command loop keeps its frames (``self`` included) in the task's
+        exception: every connection ends as a reference cycle. Only the cyclic garbage
+        collector frees those, after promoting them to the older generations whose
+        collections walk the whole heap: about 100 us a connection (issue 15). Cut here, a
+        finished session is freed as soon as the host forgets it.
+        """
+        self._released = True
+        self._smtp_methods = {}
+        self._auth_methods = {}
+        self._client_connected_cb = None
+        self._writer = None  # type: ignore[assignment]
+        self._handler_coroutine = None
+        self._tls_protocol = None
+        self._original_transport = None
 
     def _reset_timeout(self, duration: float | None = None) -> None:
-        """aiosmtpd's idle timer, re-armed lazily.
+        """aiosmtpd's idle timer, re-armed lazily, and the session's deadline on the same one.
 
         aiosmtpd (a private method: there is no public hook for its idle timer) cancels its
         timer and schedules a new one on every command: a handle made and a cancelled one left
         in the loop's heap, four or more times a message. Here a command only moves the
         deadline; the one timer, when it fires early, sleeps again for what is left. The same
-        timeout, to the same instant (tests/smtp/test_hostile.py times it).
+        timeout, to the same instant (tests/smtp/test_hostile.py times it). The whole
+        session's timeout (``session_timeout``) caps that deadline rather than keeping a
+        second timer per connection: both say 421 and hang up.
         """
-        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = deadline = min(deadline, self._session_end)
         handle = self._timeout_handle
-        if handle is None or handle.cancelled() or handle.when() > self._idle_deadline:
+        if handle is None or handle.cancelled() or handle.when() > deadline:
             if handle is not None:
                 handle.cancel()
-            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+            self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
 
     def _idle_check(self) -> None:
         if self.loop.time() < self._idle_deadline:
@@ -760,9 +807,16 @@ class _Session(SMTP):
     async def smtp_QUIT(self, arg: str) -> None:
         if not await self._start("QUIT", arg):
             return
-        if self.record is not None and not arg:
+        if arg:
+            await super().smtp_QUIT(arg)  # 501
+            return
+        if self.record is not None:
             self.record.end = "quit"
-        await super().smtp_QUIT(arg)
+        await self.push("221 Bye")
+        # aiosmtpd's QUIT cancels its own command loop, which then unwinds through a
+        # CancelledError (logged, its frames kept in the task); with the transport gone, the
+        # loop ends by itself after this command, as it does after drop().
+        self.drop("quit")
 
     async def smtp_STARTTLS(self, arg: str) -> None:
         if not await self._start("STARTTLS", arg):
@@ -1105,6 +1159,43 @@ class _Session(SMTP):
 
 
 _HOOK_NAMES: dict[type[SMTP], tuple[str, ...]] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    """aiosmtpd's command and AUTH tables of one session class, as plain functions.
+
+    aiosmtpd's ``__init__`` builds them by introspection for every connection (``smtp_*``
+    methods by command name, ``auth_*`` ones by mechanism name with its own record type); they
+    depend only on the class, so they are taken from its first session and bound to each
+    later one.
+    """
+
+    commands: tuple[tuple[str, Callable[..., Any]], ...]
+    mechanisms: tuple[tuple[str, Any, Callable[..., Any]], ...]
+    """(mechanism, aiosmtpd's record of it, its function)."""
+
+    @classmethod
+    def of(cls, session: SMTP) -> _Tables:
+        return cls(
+            tuple(
+                (name, cast(MethodType, method).__func__)
+                for name, method in session._smtp_methods.items()
+            ),
+            tuple(
+                (name, attr, cast(MethodType, attr.method).__func__)
+                for name, attr in session._auth_methods.items()
+            ),
+        )
+
+    def bind(self, session: SMTP) -> None:
+        session._smtp_methods = {name: MethodType(f, session) for name, f in self.commands}
+        session._auth_methods = {
+            name: attr._replace(method=MethodType(f, session)) for name, attr, f in self.mechanisms
+        }
+
+
+_TABLES: dict[type[SMTP], _Tables] = {}
 
 
 def _hook_names(cls: type[SMTP]) -> tuple[str, ...]:

@@ -10,8 +10,11 @@ pinned against full introspection.
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
 import random
 import time
+import weakref
 from email.parser import HeaderParser
 from typing import Any
 
@@ -20,7 +23,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from harness.journal import Kind, MemoryJournal
 from harness.records import SmtpMessage
-from harness.smtp.server import MXHost, _Session, _split_message
+from harness.smtp.server import _HANDLER, _HOOKS, MXHost, _Session, _split_message
 from harness.smtp.wire import parse_headers
 
 SEED = 1529
@@ -203,20 +206,73 @@ def test_header_blocks_parse_as_the_stdlib_parses_them() -> None:
 
 @pytest.mark.asyncio
 async def test_session_hooks_are_those_full_introspection_finds() -> None:
-    """_Session.__dir__ lists only the hook names aiosmtpd looks for: what it finds must be
-    what it would find over the full dir() (every command, every AUTH mechanism, the handler's
-    hooks, the new EHLO hook form)."""
+    """aiosmtpd's tables for a session (commands, AUTH mechanisms, handler hooks, the EHLO
+    hook's form) are what its introspection would find over the full dir(), for the first
+    session of the class (which aiosmtpd introspects) and for later ones (which get the
+    first one's tables, bound to themselves)."""
     async with MXHost("mx1", auth={"u": "p"}) as host:
-        session = _Session(host, None)
-        names = object.__dir__(session)
-        smtp = {n[5:] for n in names if n.startswith("smtp_")}
-        auth = {n[5:] for n in names if n.startswith("auth_")}
-        handler: Any = session.event_handler
+        handler: Any = _HANDLER
         hooks = {n[7:] for n in object.__dir__(handler) if n.startswith("handle_")}
-        assert set(session._smtp_methods) == smtp
-        assert set(session._auth_methods) == auth
-        assert set(session._handle_hooks) == hooks
-        assert session._ehlo_hook_ver == "new"
+        assert set(_HOOKS) == hooks
+        assert all(_HOOKS[name] == getattr(handler, f"handle_{name}") for name in hooks)
+        # aiosmtpd's "new" EHLO hook form: server, session, envelope, hostname, lines.
+        assert len(inspect.signature(handler.handle_EHLO).parameters) == 5
+        for session in (_Session(host, None), _Session(host, None)):
+            names = object.__dir__(session)
+            smtp = {n[5:]: getattr(session, n) for n in names if n.startswith("smtp_")}
+            auth = {n[5:]: getattr(session, n) for n in names if n.startswith("auth_")}
+            assert session._smtp_methods == smtp
+            assert {k: v.method for k, v in session._auth_methods.items()} == auth
+            assert all(v.is_builtin for v in session._auth_methods.values())
+            assert all(m.__self__ is session for m in session._smtp_methods.values())
+            assert session._handle_hooks == _HOOKS
+            assert session._ehlo_hook_ver == "new"
+            assert set(dir(session)) == {f"smtp_{n}" for n in smtp} | {f"auth_{n}" for n in auth}
+
+
+async def _session_then(port: int, ending: bytes) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert (await reader.readline()).startswith(b"220")
+    writer.write(b"HELO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\n" + ending)
+    await writer.drain()
+    for _ in range(3):
+        assert (await reader.readline())[:1] == b"2"
+    if ending.startswith(b"QUIT"):
+        assert (await reader.readline()).startswith(b"221")
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("ending", [b"QUIT\r\n", b"", b"DATA\r\nSubject: cut short\r\n"])
+async def test_a_finished_session_is_freed_without_the_cycle_collector(ending: bytes) -> None:
+    """Once a connection is over (QUIT, the client hanging up, or hanging up mid-DATA), its
+    session is freed by reference counting alone: no reference cycle is left for the cyclic
+    collector, whose full collections walk the whole heap (issue 15)."""
+    host = MXHost("mx1", domains=["example.com"])
+    made: list[weakref.ref[asyncio.Protocol]] = []
+    factory = host._factory
+
+    def recording() -> asyncio.Protocol:
+        session = factory()
+        made.append(weakref.ref(session))
+        return session
+
+    host._factory = recording  # type: ignore[method-assign]
+    async with host:
+        await _session_then(host.port, b"QUIT\r\n")  # the class's first session, introspected
+        gc.collect()
+        gc.disable()
+        try:
+            await _session_then(host.port, ending)
+            for _ in range(100):
+                if made[-1]() is None:
+                    break
+                await asyncio.sleep(0.001)
+            assert len(made) == 2
+            assert made[-1]() is None, gc.get_referrers(made[-1]())
+        finally:
+            gc.enable()
 
 
 @pytest.mark.asyncio
