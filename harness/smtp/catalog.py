@@ -78,6 +78,8 @@ class FailureMode:
     def text(self, flavour: str = "postfix", **values: str) -> str:
         """The text of this mode in *flavour* (falling back to ``postfix``), placeholders filled."""
         text = self.texts.get(flavour) or self.texts.get("postfix") or self.description
+        if "{" not in text:
+            return text  # most texts have no placeholder: this runs for every recipient
         for key, value in values.items():
             text = text.replace("{" + key + "}", value)
         return text

@@ -155,6 +155,8 @@ class Context:
     now: float
     values: Mapping[str, str] = field(default_factory=dict)
     """Placeholder values for reply texts (``rcpt``, ``peer``, ``host``)."""
+    rule: str | None = None
+    """The rule key that matched the recipient: every outcome carries it."""
 
 
 # -- behaviours ----------------------------------------------------------------------------------
@@ -191,10 +193,10 @@ class _Fixed(Behaviour):
             reply = self.mode.reply(self.flavour, **ctx.values)
             if reply is None:  # pragma: no cover - excluded at parse time
                 raise AssertionError(f"mode {self.mode.name} has no reply")
-            return Outcome(self.stage, reply, self.bounce_class, self.mode.name)
+            return Outcome(self.stage, reply, self.bounce_class, self.mode.name, ctx.rule)
         if self.raw is None:  # pragma: no cover - one of the two is always set
             raise AssertionError("a fixed behaviour without a reply")
-        return Outcome(self.stage, self.raw, self.bounce_class)
+        return Outcome(self.stage, self.raw, self.bounce_class, rule=ctx.rule)
 
     def describe(self) -> str:
         what = self.mode.name if self.mode else str(self.raw)
@@ -324,6 +326,7 @@ class _AcceptThenBounce(Behaviour):
             _ACCEPT_REPLY,
             self.bounce_class,
             self.mode.name if self.mode else None,
+            ctx.rule,
             bounce=bounce,
         )
 
@@ -358,7 +361,9 @@ class _AcceptThenReport(Behaviour):
             self.action,
             final_recipient=self.final_recipient,
         )
-        return Outcome(Stage.LATER, _ACCEPT_REPLY, BounceClass.NONE, "accept", bounce=bounce)
+        return Outcome(
+            Stage.LATER, _ACCEPT_REPLY, BounceClass.NONE, "accept", ctx.rule, bounce=bounce
+        )
 
     def describe(self) -> str:
         alias = f" for {self.final_recipient}" if self.final_recipient else ""
@@ -381,7 +386,9 @@ class _AcceptThenMail(Behaviour):
 
     def decide(self, ctx: Context) -> Outcome:
         bounce = Bounce("", None, self.after, "", "", report=self.report, style=self.style)
-        return Outcome(Stage.LATER, _ACCEPT_REPLY, BounceClass.NONE, "accept", bounce=bounce)
+        return Outcome(
+            Stage.LATER, _ACCEPT_REPLY, BounceClass.NONE, "accept", ctx.rule, bounce=bounce
+        )
 
     def describe(self) -> str:
         what = "an auto-reply" if self.report is MailReport.AUTO_REPLY else "a complaint"
@@ -889,8 +896,7 @@ class Rules:
     ) -> Outcome:
         """The outcome of this attempt of *sender* to reach *recipient*."""
         key, behaviour = self.match(recipient)
-        outcome = behaviour.decide(Context(sender, recipient, now, values or {}))
-        return replace(outcome, rule=key)
+        return behaviour.decide(Context(sender, recipient, now, values or {}, key))
 
     def verify(self, recipient: str, *, values: Mapping[str, str] | None = None) -> Reply | None:
         """The permanent refusal *recipient* always gets at RCPT, for VRFY; None otherwise.
