@@ -250,6 +250,14 @@ class _Record:
         """MAIL commands accepted so far: a reused connection carries many transactions."""
 
 
+def _write(transport: asyncio.BaseTransport | None, data: bytes) -> None:
+    """Write *data* on a connection's transport, whichever loop made it: uvloop's transports
+    (the loop of ``harness run``) write like asyncio's but are no ``asyncio.WriteTransport``
+    subclasses, so no isinstance() check here."""
+    if transport is not None:
+        cast(asyncio.WriteTransport, transport).write(data)
+
+
 def _peer(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
@@ -563,8 +571,8 @@ class _Session(SMTP):
         line = f"421 4.4.2 {self.host.hostname} Error: timeout exceeded"
         if self.record is not None:
             self.record.replies.append(TranscriptLine(stage="timeout", reply=line))
-        if isinstance(self.transport, asyncio.WriteTransport) and not self._silent:
-            self.transport.write(line.encode() + b"\r\n")
+        if not self._silent:
+            _write(self.transport, line.encode() + b"\r\n")
         self.drop("timeout")
 
     def drop(self, reason: str) -> None:
@@ -830,8 +838,7 @@ class _Session(SMTP):
             # for certain. (Closing with the hello unread would send a reset instead.)
             with contextlib.suppress(TimeoutError, ConnectionError):
                 await asyncio.wait_for(self._reader.read(65536), self.host.timeout)
-            if isinstance(self.transport, asyncio.WriteTransport):
-                self.transport.write(_TLS_ALERT)
+            _write(self.transport, _TLS_ALERT)
             self.drop("server_dropped")
             return
         try:
@@ -1326,8 +1333,7 @@ class _Silent(asyncio.Protocol):
         if self.variant == "greeting_421":
             reply = self.host._greeting_421
             self.record.replies.append(TranscriptLine(stage="greeting", reply=str(reply)))
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.write(f"{reply}\r\n".encode())
+            _write(transport, f"{reply}\r\n".encode())
             self.drop("server_dropped")
 
     def data_received(self, data: bytes) -> None:

@@ -1,0 +1,85 @@
+"""The fake MX says the same on uvloop as on asyncio's own loop.
+
+``harness run`` and ``harness serve`` run the hosts on uvloop (harness._loop.run_main), whose
+transports write like asyncio's but are not ``asyncio.WriteTransport`` subclasses: the lines a
+host writes just before it hangs up (a 421 greeting, a timeout, a failed TLS handshake's alert)
+must reach the client there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from harness.smtp.server import MXHost
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+def _run(loop: str, main: Callable[[], Coroutine[Any, Any, bytes]]) -> bytes:
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main())
+
+
+async def _greeting(host: MXHost) -> bytes:
+    async with host:
+        reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
+        try:
+            return await asyncio.wait_for(reader.read(1000), 5)
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_greeting_421_reaches_the_client(loop: str) -> None:
+    host = MXHost("mx1", domains=["example.com"], server_down="greeting_421")
+    line = _run(loop, lambda: _greeting(host))
+    assert line.startswith(b"421 4.3.2 mx1.example.com "), line
+    assert line.endswith(b"\r\n"), line
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_idle_timeout_421_reaches_the_client(loop: str) -> None:
+    async def main() -> bytes:
+        async with MXHost("mx1", domains=["example.com"], timeout=0.2) as host:
+            reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
+            try:
+                assert (await reader.readline()).startswith(b"220")
+                return await asyncio.wait_for(reader.read(1000), 5)
+            finally:
+                writer.close()
+
+    assert _run(loop, main) == b"421 4.4.2 mx1.example.com Error: timeout exceeded\r\n"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_tls_broken_alert_reaches_the_client(loop: str) -> None:
+    async def main() -> bytes:
+        async with MXHost("mx1", domains=["example.com"], server_down="tls_broken") as host:
+            reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
+            try:
+                assert (await reader.readline()).startswith(b"220")
+                writer.write(b"EHLO c.test\r\n")
+                while (await reader.readline())[3:4] == b"-":
+                    pass
+                writer.write(b"STARTTLS\r\n")
+                assert (await reader.readline()).startswith(b"220 2.0.0")
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+                    await writer.start_tls(context)
+                return b"failed"
+            finally:
+                writer.close()
+
+    assert _run(loop, main) == b"failed"
