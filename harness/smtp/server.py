@@ -434,6 +434,9 @@ class _Session(SMTP):
         self.host = host
         self.variant = variant
         self._idle_deadline = 0.0
+        self._timer_at = float("inf")
+        """When the armed timer fires (inf: none armed), kept here rather than asked of the
+        handle: two method calls per command on asyncio's loop."""
         self.record: _Record | None = None
         self._stage = "greeting"
         self._answered = False
@@ -548,15 +551,16 @@ class _Session(SMTP):
         """
         deadline = self.loop.time() + (duration or self._timeout_duration)
         self._idle_deadline = deadline = min(deadline, self._session_end)
-        handle = self._timeout_handle
-        if handle is None or handle.cancelled() or handle.when() > deadline:
-            if handle is not None:
-                handle.cancel()
+        if deadline < self._timer_at:
+            if self._timeout_handle is not None:
+                self._timeout_handle.cancel()
             self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
+            self._timer_at = deadline
 
     def _idle_check(self) -> None:
         if self.loop.time() < self._idle_deadline:
             self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+            self._timer_at = self._idle_deadline
             return
         self._timeout_cb()
 
