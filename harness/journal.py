@@ -743,6 +743,12 @@ class Journal:
     def _schedule_commit(self) -> None:
         """Commit at the end of this turn of the event loop (all its appends in one
         transaction), or at once when called outside a loop."""
+        if self._commit_scheduled and not self.durable:
+            # The end of a turn will write this entry too, and a memory store's readers flush
+            # first anyway, so where the append came from does not matter. Checked before the
+            # loop lookup: get_running_loop() makes a getpid() system call on every call
+            # (CPython 3.11's fork check), a few us per append on a virtual machine.
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
