@@ -515,6 +515,10 @@ class Journal:
             # spill to); past the default 2 MB cap SQLite keeps trying to recycle pages that
             # cannot be, a cost that showed as pauses of tens of ms at a few 100k entries.
             db.execute("PRAGMA cache_size=-4000000")
+            # Pages of 16 KiB rather than 4: the B-trees of random address keys fill them as
+            # well, with fewer page headers and interior cells (376 B per entry instead of 418
+            # in bench_journal.py at 200,000 callbacks; the same CPU per insert).
+            db.execute("PRAGMA page_size=16384")
             for statement in _SCHEMA:
                 db.execute(statement)
             return db
