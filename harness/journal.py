@@ -24,10 +24,11 @@ synced: it survives a killed process, not a crashed machine). Producers that ans
 a client (200 to a callback, 250 to a message) ``await journal.committed(entry)`` first, so a
 client never holds an answer for an entry the file lacks. Commits are grouped: every append made
 in one turn of the event loop is committed by one transaction at the end of it. Readers see only
-committed entries. The memory store goes one step further: it writes a turn's entries in one
-batch at the end of the turn (one ``executemany`` per table), and every read writes what is
-pending first, so its readers still see each entry from the moment it was appended; it commits
-only every few thousand entries (nobody but its own connection reads an in-memory database).
+committed entries. The memory store goes one step further: it writes its entries in batches of
+at least :data:`_MEMORY_BATCH` (at the end of the loop turn that fills one; one ``executemany``
+per table), and every read writes what is pending first, so its readers still see each entry
+from the moment it was appended; it commits only every few thousand entries (nobody but its own
+connection reads an in-memory database).
 
 A failed write (disk full, I/O error) raises :class:`JournalWriteError` to the producer, which
 answers "try again later" (HTTP 503, SMTP 451); the failure is counted
@@ -205,6 +206,11 @@ AddressKey = Callable[[str], int]
 """How a store keys an address: :func:`address_index_key` (stable: files, PostgreSQL) or
 :func:`process_address_key` (the memory store)."""
 
+_MEMORY_BATCH = 100
+"""The memory store writes its pending entries at the end of a loop turn once there are this many
+(or before any read). Fewer, larger batches keep SQLite's code and pages in the caches between
+callbacks: 2 to 3 us less CPU per callback than a batch per turn (about 20 entries) under
+bench_callbacks' load, where a batch of 100 holds the loop about 1 ms (p99 unchanged)."""
 _MEMORY_COMMIT_EVERY = 4096
 """The memory store commits its open transaction once it holds this many entries."""
 
@@ -636,9 +642,9 @@ class Journal:
                         f"the journal could not record a {kind} entry: {exc}"
                     ) from exc
             else:
-                # The memory store writes a turn's entries in one batch (its readers flush
-                # first, so they see every entry from its append on): one executemany per
-                # table instead of statements per entry, and SQLite's pages stay warm.
+                # The memory store writes its entries in batches (its readers flush first, so
+                # they see every entry from its append on): one executemany per table instead
+                # of statements per entry, and SQLite's code and pages stay warm.
                 # A callback's keys are computed once, for the filter and for its index rows.
                 if type(record) is Callback:
                     keys = _event_keys(record, self._address_key)
@@ -798,7 +804,8 @@ class Journal:
 
     def _end_turn(self) -> None:
         """The end of a loop turn that appended: commit its entries (a durable store), or write
-        them in one batch (the memory store), committing only every few thousand entries.
+        what is pending once it makes a batch (the memory store), committing only every few
+        thousand entries.
 
         Why the memory store keeps its transaction open across turns: nothing outside this
         connection sees the database, its readers (this connection) see the entries written,
@@ -810,7 +817,8 @@ class Journal:
             return
         with self._lock:
             self._commit_scheduled = False
-            self._flush_locked()
+            if len(self._unflushed) >= _MEMORY_BATCH:
+                self._flush_locked()
             if self._in_tx and self._written >= _MEMORY_COMMIT_EVERY:
                 self.commit()
 

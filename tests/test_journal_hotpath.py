@@ -128,3 +128,19 @@ def test_the_memory_store_keys_addresses_by_the_process_hash_with_the_address_ru
     assert journal.last_remembered("hardbounce", "SOMEONE@example.com", after=0) is not None
     assert [e.seq for e in journal.callbacks(address="someone@Example.com")] == [1]
     assert [e.seq for e in journal.about("someone@example.COM")] == [1]
+
+
+@pytest.mark.asyncio
+async def test_the_memory_store_writes_in_batches_and_readers_never_wait_for_one() -> None:
+    journal = MemoryJournal()
+    few = [journal.append(callback(f"f{i}@example.com"), at=NOW) for i in range(3)]
+    await asyncio.sleep(0)  # a turn ends with less than a batch: it stays pending...
+    assert len(journal._unflushed) == 3
+    # ... and every read writes it first.
+    assert [e.seq for e in journal.callbacks(address="f1@example.com")] == [few[1].seq]
+    assert journal._unflushed == []
+    for i in range(journal_module._MEMORY_BATCH):
+        journal.append(callback(f"m{i}@example.com"), at=NOW)
+    await asyncio.sleep(0)  # a turn that fills a batch writes it at its end
+    assert journal._unflushed == []
+    assert journal.count(Kind.CALLBACK) == 3 + journal_module._MEMORY_BATCH
