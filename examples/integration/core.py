@@ -9,7 +9,6 @@ import logging
 import re
 import secrets
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -76,12 +75,17 @@ def with_unsubscribe_headers(raw: bytes, url: str, mailto: str, *, one_click: bo
     The rest of the message stays byte for byte as submitted (X-CleverTap_META included): it is
     prepended to, never re-serialised.
     """
+    added = f"List-Unsubscribe: <{url}>, <mailto:{mailto}>\r\n".encode("ascii")
+    if one_click:
+        added += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
     match = _HEADER_END.search(raw)
     if match is None:
         head, rest = raw, b""
     else:
         cut = match.start() + (2 if match.group().startswith(b"\r") else 1)
         head, rest = raw[:cut], raw[cut:]
+    if b"list-unsubscribe" not in head.lower():
+        return added + raw  # nothing to replace: most messages, and no need to read their lines
     kept: list[bytes] = []
     skipping = False
     for line in head.splitlines(keepends=True):
@@ -92,9 +96,6 @@ def with_unsubscribe_headers(raw: bytes, url: str, mailto: str, *, one_click: bo
         skipping = line.split(b":", 1)[0].strip().lower() in _REPLACED_HEADERS
         if not skipping:
             kept.append(line)
-    added = f"List-Unsubscribe: <{url}>, <mailto:{mailto}>\r\n".encode("ascii")
-    if one_click:
-        added += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
     return added + b"".join(kept) + rest
 
 
@@ -130,13 +131,15 @@ class Gateway:
 
     def accept(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> str:
         """Queue one submitted message for each recipient; returns the queue id."""
-        queue_id = uuid.uuid4().hex[:12]
+        queue_id = secrets.token_hex(6)
         meta = clevertap_meta(raw)
         if meta is None:
             log.warning(
-                "queued %s without an X-CleverTap_META header; v2 meta will be empty", queue_id
+                "%s: queued without an X-CleverTap_META header; v2 meta will be empty", queue_id
             )
-        log.info("queued %s from %s for %d recipient(s)", queue_id, mail_from, len(recipients))
+        # The INFO line of each copy is its outcome (relayed, bounced), after the queue id as
+        # Postfix writes it: one line per message in a campaign.
+        log.debug("%s: queued from %s for %d recipient(s)", queue_id, mail_from, len(recipients))
         self._last_meta = meta or ""
         for recipient in recipients:
             delivery = Delivery(queue_id, recipient, meta or "", new_token(), int(time.time()))
@@ -186,7 +189,8 @@ class Gateway:
                 self._bounce(delivery, Verdict.SOFT, outcome.description, int(time.time()), 1)
             if attempt_no < len(delays):
                 log.info(
-                    "deferred %s (attempt %d): %s; retry in %g s",
+                    "%s: deferred %s (attempt %d): %s; retry in %g s",
+                    delivery.queue_id,
                     rcpt,
                     attempt_no + 1,
                     outcome.description,
@@ -195,7 +199,9 @@ class Gateway:
                 await asyncio.sleep(delays[attempt_no])
         where = f"{target[0]}:{target[1]}" if target else "nowhere"
         if outcome.verdict is Verdict.DELIVERED:
-            log.info("relayed %s via %s: %s", rcpt, where, outcome.description)
+            log.info(
+                "%s: relayed %s via %s: %s", delivery.queue_id, rcpt, where, outcome.description
+            )
             self._delivered(delivery, outcome.description)
             return
         verdict = Verdict.SOFT if outcome.verdict is Verdict.TEMPORARY else outcome.verdict
@@ -233,7 +239,8 @@ class Gateway:
             soft = not soft
         kind = "softbounce" if soft else "hardbounce"
         log.info(
-            "bounced %s %s after %d attempt(s): %s",
+            "%s: bounced %s %s after %d attempt(s): %s",
+            delivery.queue_id,
             delivery.recipient,
             "soft" if verdict is Verdict.SOFT else "hard",
             attempts,
