@@ -11,7 +11,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from core import Gateway
+from core import Gateway, unquote_local
 from settings import Settings
 
 __all__ = ["start_intake", "start_submission"]
@@ -77,7 +77,7 @@ class _Intake:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        local = address.rpartition("@")[0].lower()
+        local = unquote_local(address.rpartition("@")[0]).lower()
         if local.startswith("unsubscribe+"):
             if self._gateway.lookup(local.partition("+")[2]) is None:
                 return "550 5.1.1 unknown unsubscribe token"
