@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from harness._loop import gc_paused
 from harness.checks import Severity, Violation
 from harness.expect import nearness
 from harness.journal import Entry, Journal, Kind
@@ -199,6 +200,19 @@ def judge(
     Appends each cross-check violation to the journal as a ``Kind.VIOLATION`` entry (once, even
     when called again on the same run). See the module docstring for what counts.
     """
+    with gc_paused():
+        return _judge(scenario, journal, started, finished, config, stopped, notes)
+
+
+def _judge(
+    scenario: Scenario,
+    journal: Journal,
+    started: float,
+    finished: float | None,
+    config: CrossCheckConfig | None,
+    stopped: Stopped | None,
+    notes: Sequence[str],
+) -> Verdict:
     end = time.time() if finished is None else finished
     entries = _run_entries(journal, started, end)
     facts = Facts.from_entries(entries, scenario=scenario, started=started, finished=end)

@@ -476,8 +476,11 @@ async def _drive(
             report(
                 "waiting", submitted=result.submitted, messages=total, callbacks=settling.callbacks
             )
+            # Woken by the next entry; else at the next moment the run could settle.
+            wake = settling.ready_at(busy=bool(clicking) or missing)
+            wake = now + 0.1 if wake is None else wake
             await journal.wait_for_async(
-                lambda e: True, min(0.1, max(0.0, limit - now)), since=journal.last_seq
+                lambda e: True, max(0.0, min(wake, limit) - now), since=journal.last_seq
             )
         result.timings["wait"] = time.monotonic() - mark
     finally:
@@ -563,9 +566,15 @@ class Settling:
 
     def ready(self, now: float, *, busy: bool) -> bool:
         """True when the run can be judged at *now*."""
+        at = self.ready_at(busy=busy)
+        return at is not None and now >= at
+
+    def ready_at(self, *, busy: bool) -> float | None:
+        """When the run will be ready if nothing new happens, or None while something is still
+        open (then only a new entry, or the passing of time for a click, can change that)."""
         if busy or self.open or self.dsns_due:
-            return False
-        return now >= max(self.last_activity + self.quiet, self.hold_until)
+            return None
+        return max(self.last_activity + self.quiet, self.hold_until)
 
     def limit(self, deadline: float) -> float:
         """When waiting ends whatever is open: the deadline, later only for DSNs still due and

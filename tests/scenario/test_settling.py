@@ -91,6 +91,7 @@ def test_a_scheduled_dsn_keeps_the_run_open_until_sent_and_its_window_over() -> 
     assert state.open == set()
     assert state.dsns_due == {("Q1", "late@example.com"): pytest.approx(T + 3.1)}
     assert not state.ready(T + 60, busy=False)
+    assert state.ready_at(busy=False) is None
     assert state.limit(T + 1) == pytest.approx(T + 3.1 + 2.0 + DSN_SLACK)
     assert state.open_items() == [
         "judged when the time was up, not settled: 1 DSN(s) due but never sent"
@@ -112,12 +113,16 @@ def test_the_quiet_period_counts_from_the_last_entry() -> None:
     state.update(journal)
     assert not state.ready(T + 1.4, busy=False)
     assert state.ready(T + 1.5, busy=False)
+    # The runner sleeps until then (a new entry wakes it earlier); nothing to wait for while busy.
+    assert state.ready_at(busy=False) == pytest.approx(T + 1.5)
+    assert state.ready_at(busy=True) is None
     event = CallbackEvent("hardbounce", "a@example.com", int(T))
     journal.append(Callback(endpoint="bounce", path="/b", status=200, events=(event,)), at=T + 1)
     state.update(journal)
     assert state.callbacks == 1
     assert not state.ready(T + 2.4, busy=False)
     assert state.ready(T + 2.5, busy=False)
+    assert state.ready_at(busy=False) == pytest.approx(T + 2.5)
 
 
 def test_an_idle_connection_closed_late_is_no_activity_but_a_hang_up_is() -> None:
