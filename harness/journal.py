@@ -24,10 +24,11 @@ synced: it survives a killed process, not a crashed machine). Producers that ans
 a client (200 to a callback, 250 to a message) ``await journal.committed(entry)`` first, so a
 client never holds an answer for an entry the file lacks. Commits are grouped: every append made
 in one turn of the event loop is committed by one transaction at the end of it. Readers see only
-committed entries. The memory store goes one step further: it writes a turn's entries in one
-batch at the end of the turn (one ``executemany`` per table), and every read writes what is
-pending first, so its readers still see each entry from the moment it was appended; it commits
-only every few thousand entries (nobody but its own connection reads an in-memory database).
+committed entries. The memory store goes one step further: it writes its entries in batches of
+at least :data:`_MEMORY_BATCH` (at the end of the loop turn that fills one; one ``executemany``
+per table), and every read writes what is pending first, so its readers still see each entry
+from the moment it was appended; it commits only every few thousand entries (nobody but its own
+connection reads an in-memory database).
 
 A failed write (disk full, I/O error) raises :class:`JournalWriteError` to the producer, which
 answers "try again later" (HTTP 503, SMTP 451); the failure is counted
@@ -192,6 +193,24 @@ def address_index_key(address: str) -> int:
     return found
 
 
+def process_address_key(address: str) -> int:
+    """The memory store's key of an address: Python's own string hash of its
+    :func:`~harness.vocab.address_key`. Salted per process (``PYTHONHASHSEED``), so it keys only
+    what never leaves the process, an in-memory database; a fraction of the cost of the stable
+    :func:`address_index_key` (a BLAKE2 digest), which CT402's lookup and the events index pay for
+    every address of every callback."""
+    return hash(address_key(address))
+
+
+AddressKey = Callable[[str], int]
+"""How a store keys an address: :func:`address_index_key` (stable: files, PostgreSQL) or
+:func:`process_address_key` (the memory store)."""
+
+_MEMORY_BATCH = 100
+"""The memory store writes its pending entries at the end of a loop turn once there are this many
+(or before any read). Fewer, larger batches keep SQLite's code and pages in the caches between
+callbacks: 2 to 3 us less CPU per callback than a batch per turn (about 20 entries) under
+bench_callbacks' load, where a batch of 100 holds the loop about 1 ms (p99 unchanged)."""
 _MEMORY_COMMIT_EVERY = 4096
 """The memory store commits its open transaction once it holds this many entries."""
 
@@ -271,9 +290,9 @@ def address_query(dialect: SqlDialect) -> str:
     )
 
 
-def address_keys(record: Record) -> set[int]:
+def address_keys(record: Record, key: AddressKey = address_index_key) -> set[int]:
     """The address-table keys of a record that is not a callback (one per distinct address)."""
-    return {address_index_key(a) for a in addresses_of(record)}
+    return {key(a) for a in addresses_of(record)}
 
 
 def candidate_query(
@@ -284,6 +303,7 @@ def candidate_query(
     endpoint: str | None,
     accepted: bool | None,
     flagged: bool,
+    key: AddressKey = address_index_key,
 ) -> tuple[str, list[Any]]:
     """The one plan of the callback reads, for every SQL store: start from the most selective
     index (the address's or the event's events, a code's callbacks, else the callbacks
@@ -307,7 +327,7 @@ def candidate_query(
     if address is not None or event is not None:
         if address is not None:
             where.append(f"v.akey = {p}")
-            args.append(address_index_key(address))
+            args.append(key(address))
         if event is not None:
             where.append(f"v.ekey = {p}")
             args.append(event_key(event))
@@ -361,16 +381,17 @@ class _Rows:
     addresses: list[tuple[Any, ...]]
 
     @classmethod
-    def of(cls, batch: Sequence[_Batched]) -> _Rows:
+    def of(cls, batch: Sequence[_Batched], key: AddressKey) -> _Rows:
         """The rows of *batch*: (entry, its MessagePack, and for a callback whose append
-        computed them already its :func:`_event_keys` and :attr:`~Callback.remembered`)."""
+        computed them already its :func:`_event_keys` and :attr:`~Callback.remembered`), with
+        addresses keyed by *key*."""
         rows = cls([], [], [], [], [])
         for entry, blob, keys, remembered in batch:
             record = entry.data
             seq, at = entry.seq, entry.at
             if not isinstance(record, Callback):
                 rows.others.append((seq, KIND_CODE[entry.kind], at, blob))
-                rows.addresses.extend((k, seq) for k in address_keys(record))
+                rows.addresses.extend((k, seq) for k in address_keys(record, key))
                 continue
             endpoint = ENDPOINT_CODE.get(record.endpoint) if record.endpoint else None
             rows.callbacks.append(
@@ -385,7 +406,7 @@ class _Rows:
                 )
             )
             if keys is None:
-                keys, remembered = _event_keys(record), record.remembered
+                keys, remembered = _event_keys(record, key), record.remembered
             flag = int(remembered)
             # Each (address, event) once per request: twice in one payload is CT401's.
             rows.events.extend([(akey, ekey, seq, at, flag) for akey, ekey in keys])
@@ -401,8 +422,13 @@ _Batched = tuple["Entry", bytes, EventKeys | None, bool]
 :meth:`_Rows.of`."""
 
 
-def _event_keys(record: Callback) -> EventKeys:
+def _event_keys(record: Callback, key: AddressKey) -> EventKeys:
     events = record.events
+    if key is not address_index_key:
+        # The memory store's key costs less than a look in the cache below.
+        if len(events) == 1:
+            return [(key(events[0].email), event_key(events[0].event))]
+        return {(key(e.email), event_key(e.event)) for e in events}
     if len(events) == 1:
         return [(address_index_key(events[0].email), event_key(events[0].event))]
     # Once per callback appended: the caches are read here without a call per key.
@@ -444,10 +470,16 @@ class Journal:
     See the module docstring. Use :func:`open_journal` or the two subclasses by name.
     """
 
+    # The stable key unless __init__ says otherwise (a store that sets itself up, PostgreSQL's,
+    # keeps it).
+    _address_key: AddressKey = staticmethod(address_index_key)
+
     def __init__(self, path: str | Path | None = None) -> None:
         self.path: Path | None = None if path is None or str(path) == ":memory:" else Path(path)
         self.durable = self.path is not None
         """True for a file journal: appends must be committed before they are answered."""
+        if not self.durable:
+            self._address_key = process_address_key
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._waiters = 0
@@ -489,6 +521,10 @@ class Journal:
             # spill to); past the default 2 MB cap SQLite keeps trying to recycle pages that
             # cannot be, a cost that showed as pauses of tens of ms at a few 100k entries.
             db.execute("PRAGMA cache_size=-4000000")
+            # Pages of 16 KiB rather than 4: the B-trees of random address keys fill them as
+            # well, with fewer page headers and interior cells (376 B per entry instead of 418
+            # in bench_journal.py at 200,000 callbacks; the same CPU per insert).
+            db.execute("PRAGMA page_size=16384")
             for statement in _SCHEMA:
                 db.execute(statement)
             return db
@@ -590,9 +626,11 @@ class Journal:
                         self._db.execute("BEGIN")
                         self._in_tx = True
                     if type(record) is Callback:
-                        keys = _event_keys(record)
+                        keys = _event_keys(record, self._address_key)
                         remembered = record.remembered
-                        self._write_rows(_Rows.of([(entry, blob, keys, remembered)]))
+                        self._write_rows(
+                            _Rows.of([(entry, blob, keys, remembered)], self._address_key)
+                        )
                         # (A write that fails after this leaves a bit set: a "maybe", safe.)
                         if remembered and keys and self._seen_loaded:
                             self._remember(keys)
@@ -604,12 +642,12 @@ class Journal:
                         f"the journal could not record a {kind} entry: {exc}"
                     ) from exc
             else:
-                # The memory store writes a turn's entries in one batch (its readers flush
-                # first, so they see every entry from its append on): one executemany per
-                # table instead of statements per entry, and SQLite's pages stay warm.
+                # The memory store writes its entries in batches (its readers flush first, so
+                # they see every entry from its append on): one executemany per table instead
+                # of statements per entry, and SQLite's code and pages stay warm.
                 # A callback's keys are computed once, for the filter and for its index rows.
                 if type(record) is Callback:
-                    keys = _event_keys(record)
+                    keys = _event_keys(record, self._address_key)
                     remembered = record.remembered
                     if remembered and keys:
                         self._remember(keys)
@@ -632,7 +670,7 @@ class Journal:
 
     def _insert(self, entry: Entry, blob: bytes) -> None:
         """Insert one entry and its index rows now (file store)."""
-        self._write_rows(_Rows.of([(entry, blob, None, False)]))
+        self._write_rows(_Rows.of([(entry, blob, None, False)], self._address_key))
 
     def _write_rows(self, rows: _Rows) -> None:
         db = self._db
@@ -660,7 +698,7 @@ class Journal:
             if not self._in_tx:
                 self._db.execute("BEGIN")
                 self._in_tx = True
-            self._write_rows(_Rows.of(unflushed))
+            self._write_rows(_Rows.of(unflushed, self._address_key))
             self._written += len(unflushed)
         except sqlite3.Error as exc:
             # Out of memory, in practice (nothing else fails an in-memory database): these
@@ -743,6 +781,12 @@ class Journal:
     def _schedule_commit(self) -> None:
         """Commit at the end of this turn of the event loop (all its appends in one
         transaction), or at once when called outside a loop."""
+        if self._commit_scheduled and not self.durable:
+            # The end of a turn will write this entry too, and a memory store's readers flush
+            # first anyway, so where the append came from does not matter. Checked before the
+            # loop lookup: get_running_loop() makes a getpid() system call on every call
+            # (CPython 3.11's fork check), a few us per append on a virtual machine.
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -760,7 +804,8 @@ class Journal:
 
     def _end_turn(self) -> None:
         """The end of a loop turn that appended: commit its entries (a durable store), or write
-        them in one batch (the memory store), committing only every few thousand entries.
+        what is pending once it makes a batch (the memory store), committing only every few
+        thousand entries.
 
         Why the memory store keeps its transaction open across turns: nothing outside this
         connection sees the database, its readers (this connection) see the entries written,
@@ -772,7 +817,8 @@ class Journal:
             return
         with self._lock:
             self._commit_scheduled = False
-            self._flush_locked()
+            if len(self._unflushed) >= _MEMORY_BATCH:
+                self._flush_locked()
             if self._in_tx and self._written >= _MEMORY_COMMIT_EVERY:
                 self.commit()
 
@@ -950,7 +996,9 @@ class Journal:
         since: int,
     ) -> Iterator[Entry]:
         """Candidates in seq order from the most selective index; callbacks() checks them."""
-        sql, args = candidate_query(SQLITE, event, address, code, endpoint, accepted, flagged)
+        sql, args = candidate_query(
+            SQLITE, event, address, code, endpoint, accepted, flagged, self._address_key
+        )
         return self._select(sql, (*args, since, None))
 
     def about(
@@ -992,14 +1040,14 @@ class Journal:
 
     def _address_candidates(self, address: str, since: int) -> Iterator[Entry]:
         """Entries of the address table for *address* after *since*, in seq order."""
-        return self._select(address_query(SQLITE), (address_index_key(address), since, None))
+        return self._select(address_query(SQLITE), (self._address_key(address), since, None))
 
     def last_remembered(
         self, event: str, address: str, *, after: float, since: int = 0
     ) -> tuple[float, int] | None:
         """The newest callback at or after *after* (a time) that reported *event* for *address*
         and counts for duplicates (:attr:`~harness.records.Callback.remembered`): (at, seq)."""
-        akey = address_index_key(address)
+        akey = self._address_key(address)
         with self._lock:
             if self._never_seen(akey):
                 return None
@@ -1036,12 +1084,9 @@ class Journal:
                 if seen is None:
                     return found
                 maybe = []
-                akeys = _ADDRESS_KEYS
+                akey_of = self._address_key
                 for key in keys:
-                    akey = akeys.get(key[1])
-                    if akey is None:
-                        akey = address_index_key(key[1])
-                    k = akey & 0xFFFF_FFFF_FFFF_FFFF  # _seen_slots(), inline
+                    k = akey_of(key[1]) & 0xFFFF_FFFF_FFFF_FFFF  # _seen_slots(), inline
                     block = (k % _SEEN_LINES) << 9
                     a = block | (k >> 20) & 511
                     b = block | (k >> 29) & 511

@@ -10,7 +10,13 @@ import time
 import pytest
 
 from harness import journal as journal_module
-from harness.journal import Journal, Kind, MemoryJournal, address_index_key
+from harness.journal import (
+    Journal,
+    Kind,
+    MemoryJournal,
+    address_index_key,
+    process_address_key,
+)
 from harness.records import Callback, CallbackEvent, FaultHit, Note
 
 NOW = time.time()
@@ -54,11 +60,11 @@ def test_addresses_never_indexed_skip_the_query_and_indexed_ones_never_do() -> N
     for start in range(0, len(indexed), 2):
         journal.append(callback(*indexed[start : start + 2]), at=NOW)
     # A Bloom filter: never a false "never seen" (duplicates would be missed) ...
-    assert not any(journal._never_seen(address_index_key(a)) for a in indexed)
+    assert not any(journal._never_seen(journal._address_key(a)) for a in indexed)
     assert journal.last_remembered("hardbounce", indexed[-1], after=0) is not None
     # ... and few false "maybe" (each costs one query) at this size.
     unseen = [f"other{i}@example.org" for i in range(20_000)]
-    maybe = sum(not journal._never_seen(address_index_key(a)) for a in unseen)
+    maybe = sum(not journal._never_seen(journal._address_key(a)) for a in unseen)
     assert maybe < 200
     assert all(journal.last_remembered("hardbounce", a, after=0) is None for a in unseen[:500])
 
@@ -67,11 +73,11 @@ def test_reset_forgets_the_filter_and_faulted_callbacks_never_enter_it() -> None
     journal = MemoryJournal()
     journal.append(callback("kept@example.com"), at=NOW)
     journal.append(callback("faulted@example.com", remembered=False), at=NOW)
-    assert not journal._never_seen(address_index_key("kept@example.com"))
-    assert journal._never_seen(address_index_key("faulted@example.com"))
+    assert not journal._never_seen(journal._address_key("kept@example.com"))
+    assert journal._never_seen(journal._address_key("faulted@example.com"))
     assert journal.last_remembered("hardbounce", "faulted@example.com", after=0) is None
     journal.reset()
-    assert journal._never_seen(address_index_key("kept@example.com"))
+    assert journal._never_seen(journal._address_key("kept@example.com"))
     journal.append(callback("kept@example.com"), at=NOW)
     assert journal.last_remembered("hardbounce", "kept@example.com", after=0) is not None
 
@@ -83,13 +89,15 @@ def test_a_file_journal_filters_too_with_the_events_written_before_it_was_opened
     # into the filter at the first lookup, so a duplicate across the restart is still found.
     path = f"{tmp_path}/j.sqlite"
     with Journal(path) as journal:
+        # A file outlives the process: its keys are the stable ones, not the process's hash.
+        assert journal._address_key is address_index_key
         before = journal.append(callback("x@example.com"), at=NOW)
         journal.append(callback("faulted@example.com", remembered=False), at=NOW)
     with Journal(path) as journal:
-        assert journal._never_seen(address_index_key("never@example.com"))
-        assert not journal._never_seen(address_index_key("x@example.com"))
+        assert journal._never_seen(journal._address_key("never@example.com"))
+        assert not journal._never_seen(journal._address_key("x@example.com"))
         # Not remembered (a faulted request): not in the filter, not a duplicate.
-        assert journal._never_seen(address_index_key("faulted@example.com"))
+        assert journal._never_seen(journal._address_key("faulted@example.com"))
         hits = journal.remembered_many(
             [("hardbounce", "x@example.com"), ("hardbounce", "new@example.com")], after=0
         )
@@ -108,3 +116,31 @@ def test_the_address_key_cache_is_bounded_and_keys_follow_the_address_rules() ->
     assert len(journal_module._ADDRESS_KEYS) <= journal_module._ADDRESS_KEYS_MAX
     # The same key as an address that compares equal (the domain's case does not matter).
     assert address_index_key("Someone@EXAMPLE.com") == address_index_key("Someone@example.com")
+
+
+def test_the_memory_store_keys_addresses_by_the_process_hash_with_the_address_rules() -> None:
+    journal = MemoryJournal()
+    assert journal._address_key is process_address_key
+    assert process_address_key("Someone@EXAMPLE.com") == process_address_key("someone@example.com")
+    journal.append(callback("Someone@EXAMPLE.com"), at=NOW)
+    # Every read that keys an address keys it the same way: filter, index, address reads.
+    assert not journal._never_seen(process_address_key("someone@example.com"))
+    assert journal.last_remembered("hardbounce", "SOMEONE@example.com", after=0) is not None
+    assert [e.seq for e in journal.callbacks(address="someone@Example.com")] == [1]
+    assert [e.seq for e in journal.about("someone@example.COM")] == [1]
+
+
+@pytest.mark.asyncio
+async def test_the_memory_store_writes_in_batches_and_readers_never_wait_for_one() -> None:
+    journal = MemoryJournal()
+    few = [journal.append(callback(f"f{i}@example.com"), at=NOW) for i in range(3)]
+    await asyncio.sleep(0)  # a turn ends with less than a batch: it stays pending...
+    assert len(journal._unflushed) == 3
+    # ... and every read writes it first.
+    assert [e.seq for e in journal.callbacks(address="f1@example.com")] == [few[1].seq]
+    assert journal._unflushed == []
+    for i in range(journal_module._MEMORY_BATCH):
+        journal.append(callback(f"m{i}@example.com"), at=NOW)
+    await asyncio.sleep(0)  # a turn that fills a batch writes it at its end
+    assert journal._unflushed == []
+    assert journal.count(Kind.CALLBACK) == 3 + journal_module._MEMORY_BATCH

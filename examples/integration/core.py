@@ -9,7 +9,6 @@ import logging
 import re
 import secrets
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,7 +18,14 @@ from dsn import AutoReply, Complaint, RecipientBlock, Report, explanation_for, r
 from relay import Attempt, Relay, route
 from settings import Settings
 
-__all__ = ["Delivery", "Gateway", "decode_verp", "with_unsubscribe_headers"]
+__all__ = [
+    "Delivery",
+    "Gateway",
+    "decode_verp",
+    "encode_verp",
+    "unquote_local",
+    "with_unsubscribe_headers",
+]
 
 log = logging.getLogger("gateway")
 
@@ -52,14 +58,47 @@ def new_token() -> str:
     return base64.b32encode(secrets.token_bytes(15)).decode("ascii").lower()
 
 
+# RFC 5321 4.1.2 Dot-string: atext (RFC 5322 3.2.3, UTF-8 too with SMTPUTF8) between dots.
+# Any other local part travels as a Quoted-string.
+_ATEXT = r"[^\x00-\x20\x7f()<>\[\]:;@\\,.\"]+"
+_DOT_STRING = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def unquote_local(local: str) -> str:
+    """A local part as its mailbox reads it: ``"john doe"`` -> ``john doe``."""
+    if len(local) >= 2 and local[0] == local[-1] == '"':
+        return _QUOTED_PAIR.sub(r"\1", local[1:-1])
+    return local
+
+
+def quote_local(local: str) -> str:
+    """A local part as SMTP writes it: quoted unless it is a plain Dot-string."""
+    if _DOT_STRING.fullmatch(local):
+        return local
+    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def mailbox_key(address: str) -> str:
+    """One key per mailbox however the address was written (``"jane.doe"@Example.com`` and
+    ``jane.doe@example.com`` are the same mailbox, RFC 5321 4.1.2), for finding a copy by what
+    a DSN names."""
+    local, _, domain = address.rpartition("@")
+    return f"{quote_local(unquote_local(local))}@{domain}".lower()
+
+
 def encode_verp(recipient: str, domain: str) -> str:
+    """``user@example.com`` -> ``bounces+user=example.com@sut.test``; a recipient whose local
+    part had to be quoted (``"john doe"@example.com``) gets a quoted VERP address
+    (``"bounces+john doe=example.com"@sut.test``): a quote in the middle of a local part is no
+    address at all, and a client library refuses to send it."""
     local, _, rcpt_domain = recipient.rpartition("@")
-    return f"bounces+{local}={rcpt_domain}@{domain}"
+    return f"{quote_local(f'bounces+{unquote_local(local)}={rcpt_domain}')}@{domain}"
 
 
 def decode_verp(address: str) -> str | None:
     """``bounces+user=example.com@sut.test`` -> ``user@example.com``; None if not VERP."""
-    local = address.rpartition("@")[0]
+    local = unquote_local(address.rpartition("@")[0])
     prefix, plus, encoded = local.partition("+")
     if prefix.lower() != "bounces" or not plus:
         return None
@@ -67,7 +106,7 @@ def decode_verp(address: str) -> str | None:
     user, equals, domain = encoded.rpartition("=")
     if not equals or not user or not domain:
         return None
-    return f"{user}@{domain}"
+    return f"{quote_local(user)}@{domain}"
 
 
 def with_unsubscribe_headers(raw: bytes, url: str, mailto: str, *, one_click: bool = True) -> bytes:
@@ -76,12 +115,17 @@ def with_unsubscribe_headers(raw: bytes, url: str, mailto: str, *, one_click: bo
     The rest of the message stays byte for byte as submitted (X-CleverTap_META included): it is
     prepended to, never re-serialised.
     """
+    added = f"List-Unsubscribe: <{url}>, <mailto:{mailto}>\r\n".encode("ascii")
+    if one_click:
+        added += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
     match = _HEADER_END.search(raw)
     if match is None:
         head, rest = raw, b""
     else:
         cut = match.start() + (2 if match.group().startswith(b"\r") else 1)
         head, rest = raw[:cut], raw[cut:]
+    if b"list-unsubscribe" not in head.lower():
+        return added + raw  # nothing to replace: most messages, and no need to read their lines
     kept: list[bytes] = []
     skipping = False
     for line in head.splitlines(keepends=True):
@@ -92,9 +136,6 @@ def with_unsubscribe_headers(raw: bytes, url: str, mailto: str, *, one_click: bo
         skipping = line.split(b":", 1)[0].strip().lower() in _REPLACED_HEADERS
         if not skipping:
             kept.append(line)
-    added = f"List-Unsubscribe: <{url}>, <mailto:{mailto}>\r\n".encode("ascii")
-    if one_click:
-        added += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
     return added + b"".join(kept) + rest
 
 
@@ -130,17 +171,19 @@ class Gateway:
 
     def accept(self, mail_from: str, recipients: Sequence[str], raw: bytes) -> str:
         """Queue one submitted message for each recipient; returns the queue id."""
-        queue_id = uuid.uuid4().hex[:12]
+        queue_id = secrets.token_hex(6)
         meta = clevertap_meta(raw)
         if meta is None:
             log.warning(
-                "queued %s without an X-CleverTap_META header; v2 meta will be empty", queue_id
+                "%s: queued without an X-CleverTap_META header; v2 meta will be empty", queue_id
             )
-        log.info("queued %s from %s for %d recipient(s)", queue_id, mail_from, len(recipients))
+        # The INFO line of each copy is its outcome (relayed, bounced), after the queue id as
+        # Postfix writes it: one line per message in a campaign.
+        log.debug("%s: queued from %s for %d recipient(s)", queue_id, mail_from, len(recipients))
         self._last_meta = meta or ""
         for recipient in recipients:
             delivery = Delivery(queue_id, recipient, meta or "", new_token(), int(time.time()))
-            self._by_recipient.setdefault(recipient.lower(), []).append(delivery)
+            self._by_recipient.setdefault(mailbox_key(recipient), []).append(delivery)
             self._by_token[delivery.token] = delivery
             message = with_unsubscribe_headers(
                 raw,
@@ -186,7 +229,8 @@ class Gateway:
                 self._bounce(delivery, Verdict.SOFT, outcome.description, int(time.time()), 1)
             if attempt_no < len(delays):
                 log.info(
-                    "deferred %s (attempt %d): %s; retry in %g s",
+                    "%s: deferred %s (attempt %d): %s; retry in %g s",
+                    delivery.queue_id,
                     rcpt,
                     attempt_no + 1,
                     outcome.description,
@@ -195,7 +239,9 @@ class Gateway:
                 await asyncio.sleep(delays[attempt_no])
         where = f"{target[0]}:{target[1]}" if target else "nowhere"
         if outcome.verdict is Verdict.DELIVERED:
-            log.info("relayed %s via %s: %s", rcpt, where, outcome.description)
+            log.info(
+                "%s: relayed %s via %s: %s", delivery.queue_id, rcpt, where, outcome.description
+            )
             self._delivered(delivery, outcome.description)
             return
         verdict = Verdict.SOFT if outcome.verdict is Verdict.TEMPORARY else outcome.verdict
@@ -233,7 +279,8 @@ class Gateway:
             soft = not soft
         kind = "softbounce" if soft else "hardbounce"
         log.info(
-            "bounced %s %s after %d attempt(s): %s",
+            "%s: bounced %s %s after %d attempt(s): %s",
+            delivery.queue_id,
             delivery.recipient,
             "soft" if verdict is Verdict.SOFT else "hard",
             attempts,
@@ -346,7 +393,7 @@ class Gateway:
         if address is None:
             log.warning("intake: feedback report names no recipient; ignored")
             return
-        candidates = self._by_recipient.get(address.lower(), [])
+        candidates = self._by_recipient.get(mailbox_key(address), [])
         if not candidates:
             log.warning("intake: complaint about %s, never sent to; ignored", address)
             return
@@ -370,7 +417,9 @@ class Gateway:
     def _find(self, address: str, meta: str | None, category: str) -> Delivery | None:
         """The copy a DSN is about: the returned META picks it, else the latest unreported."""
         candidates = [
-            d for d in self._by_recipient.get(address.lower(), []) if category not in d.reported
+            d
+            for d in self._by_recipient.get(mailbox_key(address), [])
+            if category not in d.reported
         ]
         if meta is not None:
             for delivery in candidates:

@@ -145,9 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(BUGS),
     )
     args = parser.parse_args(argv)
+    try:
+        settings = load_settings(os.environ, args.bug)
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         stream=sys.stderr,
-        level=logging.INFO,
+        level=settings.log_level.upper(),
         format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
@@ -157,11 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     # AUTH without TLS is what HARNESS_SUBMISSION_TLS=none asks for (loopback tests); aiosmtpd
     # warns about it once per connection.
     warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS", UserWarning)
-    try:
-        settings = load_settings(os.environ, args.bug)
-    except ConfigError as exc:
-        print(f"gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
     try:
         asyncio.run(run(settings))
     except OSError as exc:

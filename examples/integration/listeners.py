@@ -5,17 +5,53 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import ssl
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from core import Gateway
+from core import Gateway, unquote_local
 from settings import Settings
 
 __all__ = ["start_intake", "start_submission"]
 
 log = logging.getLogger("gateway")
+
+# RFC 5322 atext, with \w for the letters and digits of every script (RFC 6531); dot-atoms of it
+# on both sides of the "@", in angle brackets: the shape of nearly every MAIL and RCPT argument.
+_ATEXT = r"[\w!#$%&'*+/=?^`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"<({_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*)>")
+
+
+class _SMTP(SMTP):
+    """aiosmtpd's server, with a quicker reading of the plain addresses in MAIL and RCPT.
+
+    aiosmtpd parses every address with the email package's RFC 5322 header parser, which builds
+    a token tree (~80 us per address, the largest cost of a submission in a campaign). An
+    address of the plain shape above gives the same result whatever parses it, so it is read
+    with one regular expression; anything else (quoted local parts, comments, source routes,
+    address literals, ``<>``, malformed input) still goes to aiosmtpd's parser. aiosmtpd has no
+    public hook for this: ``_getaddr`` is its private method, and
+    tests/examples/test_example_addresses.py checks that both readings agree.
+    """
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        match = _PLAIN_ADDRESS.match(arg)
+        rest = arg[match.end() :] if match else ""
+        if match is None or "(" in rest:  # a comment after the address: the parser's to strip
+            try:
+                return super()._getaddr(arg)
+            except Exception:
+                # The email package's parser crashes on some malformed addresses (IndexError,
+                # AttributeError on ``<"`` or ``<9@[``) where it should raise
+                # HeaderParseError; aiosmtpd would answer with the exception's text.
+                return None, None  # 553 5.1.3 Error: malformed address
+        address = match.group(1)
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        # Like the parser, skip the blanks between the address and its parameters.
+        return address, rest.lstrip() if rest[:1] in (" ", "\t") else rest
 
 
 class _Submission:
@@ -41,7 +77,7 @@ class _Intake:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        local = address.rpartition("@")[0].lower()
+        local = unquote_local(address.rpartition("@")[0]).lower()
         if local.startswith("unsubscribe+"):
             if self._gateway.lookup(local.partition("+")[2]) is None:
                 return "550 5.1.1 unknown unsubscribe token"
@@ -100,7 +136,7 @@ async def start_submission(settings: Settings, gateway: Gateway) -> asyncio.Serv
         return AuthResult(success=ok, handled=False)
 
     def factory() -> SMTP:
-        return SMTP(
+        return _SMTP(
             handler,
             loop=loop,
             hostname=settings.domain,
@@ -120,7 +156,7 @@ async def start_submission(settings: Settings, gateway: Gateway) -> asyncio.Serv
     )
 
 
-class _LenientSMTP(SMTP):
+class _LenientSMTP(_SMTP):
     # A bounce must never be refused: some senders write bare LF line ends (a report copied out
     # of a mailbox file, a home-made bounce tool), and aiosmtpd reads DATA up to CRLF, so such
     # a message is one "line" that the RFC 5321 limit of 1001 octets would answer with "500

@@ -96,6 +96,8 @@ class Settings:
     """Messages per outbound connection at most; 0: a new connection for every message."""
     mx_reuse_idle: float
     """Seconds an outbound connection stays open without a message to send."""
+    log_level: str
+    """debug | info | warning: what the gateway logs to stderr."""
     bug: str | None
 
 
@@ -295,5 +297,6 @@ def load_settings(env: Mapping[str, str], bug: str | None = None) -> Settings:
         mx_starttls=_choice(env, "EXAMPLE_MX_STARTTLS", ("on", "off"), "on") == "on",
         mx_reuse=_count(env, "EXAMPLE_MX_REUSE", 100),
         mx_reuse_idle=_seconds(env, "EXAMPLE_MX_REUSE_IDLE", 1.0),
+        log_level=_choice(env, "EXAMPLE_LOG_LEVEL", ("debug", "info", "warning"), "info"),
         bug=bug,
     )

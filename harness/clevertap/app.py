@@ -38,7 +38,15 @@ from starlette.routing import Match
 
 from harness.checks import Severity, Violation
 from harness.clevertap.faults import FaultPlan, FaultRule
-from harness.clevertap.inspect import Endpoint, History, Inspection, JournalHistory, inspect
+from harness.clevertap.inspect import (
+    CheckConfig,
+    Endpoint,
+    History,
+    Inspection,
+    JournalHistory,
+    inspect,
+    quick_inspect,
+)
 from harness.clevertap.mailapi import MailControl, mail_router
 from harness.clevertap.openapi import callback_paths, mount_docs
 from harness.clevertap.settings import ServerSettings
@@ -200,6 +208,39 @@ def _request_record(
     )
 
 
+def _checked(
+    body: bytes,
+    endpoint: Endpoint,
+    content_type: str | None,
+    config: CheckConfig,
+    history: History | None,
+    now: float,
+    *,
+    utf8: bool,
+) -> tuple[str | None, tuple[CallbackEvent, ...], tuple[Violation, ...], Inspection | None]:
+    """The format, events and violations of a callback body, and the full inspection when one
+    was made. A clean callback (nearly every one) is decoded by type and only its values are
+    checked; anything else gets the full inspection, which finds and explains every violation."""
+    if utf8:
+        clean = quick_inspect(
+            body,
+            endpoint=endpoint,
+            content_type=content_type,
+            config=config,
+            history=history,
+            now=now,
+        )
+        if clean is not None:
+            return clean[0], clean[1], (), None
+    inspection = inspect(
+        body, endpoint=endpoint, content_type=content_type, config=config, history=history, now=now
+    )
+    events = tuple(
+        [CallbackEvent(intern(e.event), e.email, e.ts, e.meta) for e in inspection.events]
+    )
+    return inspection.format, events, tuple(inspection.violations), inspection
+
+
 def process_callback(
     app: "CallbackState",
     endpoint: Endpoint,
@@ -276,13 +317,8 @@ def process_callback(
     # (its entry says it does not count: Callback.remembered).
     history = app.duplicates if fault is None or fault.rule.action == "delay" else None
     try:
-        inspection = inspect(
-            body,
-            endpoint=endpoint,
-            content_type=content_type,
-            config=settings.checks,
-            history=history,
-            now=received,
+        fmt, events, violations, inspection = _checked(
+            body, endpoint, content_type, settings.checks, history, received, utf8=not is_base64
         )
     except Exception as exc:  # a bug in a check must not lose the request
         answer = _error_body("the harness failed to check this payload")
@@ -290,12 +326,6 @@ def process_callback(
             CallbackResult("answer", 500, answer, _NO_HEADERS, 0.0, None),
             error=f"inspect() raised {type(exc).__name__}: {exc}",
         )
-
-    fmt = inspection.format
-    events = tuple(
-        [CallbackEvent(intern(e.event), e.email, e.ts, e.meta) for e in inspection.events]
-    )
-    violations = tuple(inspection.violations)
     hit = None
     if fault is not None:
         rule = fault.rule
@@ -327,7 +357,7 @@ def process_callback(
             fault=hit,
         )
 
-    if violations and settings.strict and not inspection.ok:
+    if violations and settings.strict and inspection is not None and not inspection.ok:
         status = 400
         if endpoint is Endpoint.V2:
             message_text = _v2_message(inspection, settings.checks.max_v2_events)

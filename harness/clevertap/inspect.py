@@ -29,6 +29,7 @@ from harness.addresses import address_problem
 from harness.checks import Check, Severity, Violation
 from harness.clevertap import checks as c
 from harness.errors import did_you_mean
+from harness.records import CallbackEvent
 from harness.vocab import (
     LEGACY_BOUNCE_EVENTS,
     LEGACY_EVENTS,
@@ -49,6 +50,7 @@ __all__ = [
     "Inspection",
     "inspect",
     "key_path",
+    "quick_inspect",
 ]
 
 
@@ -244,6 +246,131 @@ def inspect(
         if inspection.ok:
             history.record(walk.keys, walk.now, seq)
     return inspection
+
+
+# -- the clean callback, decoded by type ----------------------------------------------------------
+#
+# Nearly every callback an integration sends is clean: well-formed, every value in range, no
+# violation. For those, quick_inspect() lets msgspec decode the body straight into the structs
+# below (which refuse any other shape: a missing or unknown key, a value of another JSON type)
+# and checks only the values. The walk above stays the one that explains: whatever the structs
+# refuse, or a value check doubts, goes to inspect(), so every violation and message comes from
+# one place. tests/clevertap/test_quick.py holds the two to the same verdicts.
+
+
+class _LegacyItem(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    e: str
+    ts: int
+
+
+class _LegacyEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    event: str
+    data: list[_LegacyItem]
+
+
+class _V2Item(msgspec.Struct, gc=False):
+    # Unknown keys of a v2 item are ignored, as CleverTap documents (and the walk does).
+    type: str
+    email: str
+    meta: str
+    description: str | None = None
+
+
+class _V2Lists(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    # An unknown list ("failure") is refused: the walk reports it (CT206).
+    success: list[_V2Item] = msgspec.field(default_factory=list)
+    failed: list[_V2Item] = msgspec.field(default_factory=list)
+
+
+class _V2Payload(msgspec.Struct, gc=False):
+    version: str
+    events: _V2Lists
+
+
+_LEGACY_DECODER = msgspec.json.Decoder(list[_LegacyEvent])
+_V2_DECODER = msgspec.json.Decoder(_V2Payload)
+# The event names each legacy URL takes, mapped to themselves: one lookup both checks a name and
+# gives the interned string (one copy of "hardbounce" for all the events that name it).
+_LEGACY_TAKES = {
+    Endpoint.BOUNCE: {name: name for name in LEGACY_BOUNCE_EVENTS},
+    Endpoint.UNSUBSCRIBE: {name: name for name in LEGACY_UNSUBSCRIBE_EVENTS},
+}
+_V2_TAKES = {name: name for name in V2_TYPES}
+Clean = tuple[Literal["legacy", "v2"], tuple[CallbackEvent, ...]]
+"""What :func:`quick_inspect` finds in a clean callback: its format and its events."""
+
+
+def quick_inspect(
+    body: bytes,
+    *,
+    endpoint: Endpoint,
+    content_type: str | None,
+    config: CheckConfig,
+    history: History | None,
+    now: float,
+    seq: int | None = None,
+) -> Clean | None:
+    """The format and events of a callback in which :func:`inspect` would find no violation at
+    all, or None when it may find one (then ask :func:`inspect`, which explains).
+
+    *body* must be valid UTF-8 (the caller has decoded it already). Looks the events up in
+    *history* and records them there (as received in journal entry *seq*), as :func:`inspect`
+    does.
+    """
+    if _content_type_problems(content_type):
+        return None
+    low = now - config.max_age
+    high = min(now + config.max_future_skew, 10**11 - 1)
+    keys: dict[tuple[str, str], None] = {}
+    found: list[CallbackEvent] = []
+    add = found.append
+    try:
+        if endpoint is Endpoint.V2:
+            fmt: Literal["legacy", "v2"] = "v2"
+            v2 = _V2_DECODER.decode(body)
+            lists = v2.events
+            total = len(lists.success) + len(lists.failed)
+            if v2.version != "v2" or not total or total > config.max_v2_events:
+                return None
+            for items in (lists.success, lists.failed):
+                for v2_item in items:
+                    kind = _V2_TAKES.get(v2_item.type)
+                    email = v2_item.email
+                    if kind is None or not v2_item.meta or address_problem(email) is not None:
+                        return None
+                    key = (kind, address_key(email))
+                    if key in keys:
+                        return None
+                    keys[key] = None
+                    add(CallbackEvent(kind, email, None, v2_item.meta))
+        else:
+            fmt = "legacy"
+            events = _LEGACY_DECODER.decode(body)
+            takes = _LEGACY_TAKES[endpoint]
+            if not events:
+                return None
+            for event in events:
+                name = takes.get(event.event)
+                if name is None or not event.data:
+                    return None
+                for item in event.data:
+                    email, ts = item.e, item.ts
+                    if not low <= ts <= high or address_problem(email) is not None:
+                        return None
+                    key = (name, address_key(email))
+                    if key in keys:
+                        return None
+                    keys[key] = None
+                    add(CallbackEvent(name, email, ts))
+    except (msgspec.DecodeError, RecursionError):
+        # Malformed, a shape the structs refuse, or nesting too deep (in a key they skip): the
+        # walk tells which.
+        return None
+    if history is not None:
+        if history.lookup(keys, now, config.duplicate_window):
+            return None  # a resend (CT402): the walk writes the violation
+        history.record(keys, now, seq)
+    return fmt, tuple(found)
 
 
 class _Walk:

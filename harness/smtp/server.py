@@ -127,7 +127,9 @@ def _parse_path(arg: str | None, keyword: str) -> tuple[str, list[str]] | None:
         return None
     rest = arg[len(keyword) :].lstrip()
     if rest.startswith("<"):
-        end = rest.find(">")
+        # A quoted local part may hold spaces and ">" (RFC 5321 4.1.2 Quoted-string).
+        quoted = _QUOTED_LOCAL.match(rest, 1)
+        end = rest.find(">", quoted.end() if quoted else 1)
         if end < 0:
             return None
         address, params = rest[1:end], rest[end + 1 :]
@@ -137,13 +139,16 @@ def _parse_path(arg: str | None, keyword: str) -> tuple[str, list[str]] | None:
         address, _, params = rest.partition(" ")
     if ":" in address and address.startswith("@"):
         address = address.partition(":")[2]
-    if _NOT_IN_ADDRESS.search(address):
+    quoted = _QUOTED_LOCAL.match(address)
+    if _NOT_IN_ADDRESS.search(address, quoted.end() if quoted else 0):
         return None
     return address, params.split()
 
 
 _NOT_IN_ADDRESS = re.compile(r"[\s<>]")
 """White space (str.isspace()'s, as ``\\s`` is for str patterns) and angle brackets."""
+_QUOTED_LOCAL = re.compile(r'"(?:[^"\\\r\n]|\\[^\r\n])*"(?=@)')
+"""A Quoted-string local part (``"john doe"@``): what Postfix takes in MAIL and RCPT."""
 
 
 @dataclass(slots=True)

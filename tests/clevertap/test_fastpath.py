@@ -156,6 +156,39 @@ def test_many_pipelined_callbacks_in_one_write(ct: CleverTapServer) -> None:
     assert [c.events[0].email for c in callbacks(ct)] == [f"u{i}@example.com" for i in range(300)]
 
 
+def test_answers_wait_for_the_end_of_the_turn_and_nothing_overtakes_them(
+    ct: CleverTapServer,
+) -> None:
+    # A turn's answers go out together at its end (_Answers). What uvicorn writes itself on the
+    # same connection in that turn (here the 400 of a request it cannot parse, then the close)
+    # goes after them.
+    with connect(ct) as sock:
+        sock.sendall(
+            post(ct.settings.bounce_path, bounce("first@example.com")) + b"NOT HTTP\r\n\r\n"
+        )
+        received = b""
+        sock.settimeout(5)
+        while chunk := sock.recv(65536):  # until the server closes
+            received += chunk
+    first, _, rest = received.partition(b"HTTP/1.1 400 ")
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert first.endswith(b'{"status":"success","accepted":1}')
+    assert rest  # the 400 came, after the answer
+    # Many connections answered in one turn: each gets its own answer.
+    socks = [connect(ct) for _ in range(20)]
+    try:
+        for n, sock in enumerate(socks):
+            events = [{"e": f"c{n}-{k}@example.com", "ts": NOW} for k in range(n % 3 + 1)]
+            body = json.dumps([{"event": "softbounce", "data": events}]).encode()
+            sock.sendall(post(ct.settings.bounce_path, body))
+        for n, sock in enumerate(socks):
+            ((status, _, body),) = responses(sock, 1)
+            assert (status, json.loads(body)["accepted"]) == (200, n % 3 + 1)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_expect_100_continue_gets_its_interim_answer(ct: CleverTapServer) -> None:
     body = bounce("wait@example.com")
     with connect(ct) as sock:

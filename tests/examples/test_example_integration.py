@@ -216,6 +216,24 @@ async def test_relayed_copy_is_verp_addressed_with_one_click_headers(world: Worl
     assert len(tokens) == 2
 
 
+@pytest.mark.parametrize("level", ["info", "debug"])
+async def test_one_info_line_per_copy_names_its_queue_id(world: World, level: str) -> None:
+    mx = await world.mx()
+    receiver = await world.receiver()
+    env = legacy(receiver, HARNESS_MX_MAP=mx_map(example_com=mx.address))
+    sut = await world.sut({**env, "EXAMPLE_LOG_LEVEL": level})
+
+    reply = await submit(sut, ["ann@example.com", "bob@example.com"])
+
+    queue_id = reply.removeprefix("2.0.0 Ok: queued as ")
+    await eventually(lambda: sut.log().count(f"{queue_id}: relayed ") == 2, sut.log)
+    log = sut.log()
+    assert f"INFO {queue_id}: relayed ann@example.com via 127.0.0.1:" in log
+    assert f"INFO {queue_id}: relayed bob@example.com via 127.0.0.1:" in log
+    queued = f"DEBUG {queue_id}: queued from news@brand.test for 2 recipient(s)"
+    assert (queued in log) == (level == "debug")
+
+
 # -- connection reuse -------------------------------------------------------------------------
 
 
@@ -850,6 +868,10 @@ async def test_relay_with_starttls_and_auth(world: World, tmp_path: Path) -> Non
         (
             {"HARNESS_MX_MAP": "{}", "HARNESS_SUBMISSION_TLS": "starttls"},
             "HARNESS_SUBMISSION_TLS=starttls needs HARNESS_TLS_CERT and HARNESS_TLS_KEY",
+        ),
+        (
+            {"HARNESS_MX_MAP": "{}", "EXAMPLE_LOG_LEVEL": "loud"},
+            "EXAMPLE_LOG_LEVEL: expected one of debug, info, warning; got 'loud'",
         ),
     ],
 )

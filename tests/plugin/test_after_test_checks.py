@@ -175,6 +175,7 @@ def test_server_errors_surface_in_the_test_that_caused_them(project: pytest.Pyte
 
 
         def test_http_server_error(ct_world, monkeypatch):
+            monkeypatch.setattr(harness.clevertap.app, "quick_inspect", boom)
             monkeypatch.setattr(harness.clevertap.app, "inspect", boom)
             r = httpx.post(ct_world.urls.bounce, content=legacy("hardbounce", "a@example.com"),
                            headers=JSON)
@@ -189,6 +190,7 @@ def test_server_errors_surface_in_the_test_that_caused_them(project: pytest.Pyte
 
 
         def test_body_failure_keeps_its_error_and_shows_the_server_one(ct_world, monkeypatch):
+            monkeypatch.setattr(harness.clevertap.app, "quick_inspect", boom)
             monkeypatch.setattr(harness.clevertap.app, "inspect", boom)
             r = httpx.post(ct_world.urls.bounce, content=legacy("hardbounce", "a@example.com"),
                            headers=JSON)

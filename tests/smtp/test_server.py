@@ -328,6 +328,11 @@ def test_too_many_recipients_and_421_closes_the_channel(mx: Callable[..., MailWo
         ("MAIL FROM:<a@b.test> SIZE=abc", (501, b"5.5.4 Bad message size syntax")),
         ("MAIL FROM:a@b.test>", (501, b"5.5.4 Syntax: MAIL FROM:<address>")),
         ("MAIL FROM:<>", (250, b"2.1.0 Ok")),
+        # A quoted local part may hold spaces and ">", as Postfix takes it; outside it, not.
+        ('MAIL FROM:<"bounces+john doe=example.com"@b.test>', (250, b"2.1.0 Ok")),
+        ('MAIL FROM:<"a>b"@b.test> RET=HDRS', (250, b"2.1.0 Ok")),
+        ('MAIL FROM:<"a b"@b c.test>', (501, b"5.5.4 Syntax: MAIL FROM:<address>")),
+        ("MAIL FROM:<a b@b.test>", (501, b"5.5.4 Syntax: MAIL FROM:<address>")),
     ],
 )
 def test_mail_parameters_are_validated(
