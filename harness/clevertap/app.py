@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from sys import intern
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, cast
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -542,8 +542,11 @@ def abort_transport(transport: asyncio.BaseTransport, *, reset: bool) -> None:
         if sock is not None:
             # SO_LINGER on with a zero timeout makes close() send RST instead of FIN.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        if isinstance(transport, asyncio.Transport):
-            transport.abort()
+        # By what it does, not its class: uvloop's transports (the loop of `harness serve`
+        # and `harness run`) are no asyncio.Transport subclasses.
+        abort = getattr(transport, "abort", None)
+        if abort is not None:
+            abort()
             return
     transport.close()
 
@@ -558,9 +561,10 @@ async def _drop_connection(send: Send, *, reset: bool) -> None:
     """
     cycle = getattr(send, "__self__", None)
     transport = getattr(cycle, "transport", None)
-    if not isinstance(transport, asyncio.Transport):
+    if transport is None or not hasattr(transport, "close"):
         raise ConnectionAbortedError("fault: drop the connection (no transport to close)")
-    abort_transport(transport, reset=reset)
+    # Any transport that closes: uvloop's are no asyncio.BaseTransport subclasses.
+    abort_transport(cast(asyncio.BaseTransport, transport), reset=reset)
     # Let connection_lost() run so that uvicorn marks the cycle disconnected and neither answers
     # 500 nor logs "returned without starting response".
     for _ in range(5):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -197,3 +198,35 @@ def test_plan_without_rules_decides_nothing() -> None:
     plan = FaultPlan()
     assert not plan
     assert plan.decide(Endpoint.BOUNCE) is None
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+@pytest.mark.parametrize("action", ["close", "reset"])
+def test_drop_faults_drop_the_connection_on_uvloop(parser: str, action: str) -> None:
+    # `harness serve` and `harness run` serve on uvloop, whose transports are no
+    # asyncio.Transport subclasses: a drop must still drop there, never answer 500.
+    uvloop = pytest.importorskip("uvloop")
+    if parser == "httptools":
+        pytest.importorskip("httptools")
+
+    async def main() -> str:
+        server = CleverTapServer(ServerSettings(http_parser=parser))  # type: ignore[arg-type]
+        server.set_faults(parse_fault(f"{action},first=1"))
+        await server.start()
+        try:
+            async with httpx.AsyncClient() as client:
+                try:
+                    answer = await client.post(server.urls.bounce, content=BODY, headers=JSON)
+                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                    dropped = type(exc).__name__
+                else:
+                    dropped = f"answered {answer.status_code}"
+                again = await client.post(server.urls.bounce, content=BODY, headers=JSON)
+                assert again.status_code == 200
+            return dropped
+        finally:
+            await server.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        dropped = runner.run(main())
+    assert dropped == ("RemoteProtocolError" if action == "close" else "ReadError")
