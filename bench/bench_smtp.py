@@ -1,6 +1,6 @@
 """Messages per second through a harness MX against a bare aiosmtpd server, side by side.
 
-    python bench/bench_smtp.py [--messages 2000] [--rounds 5] [--json OUT]
+    python bench/bench_smtp.py [--messages 2000] [--rounds 5] [--loop asyncio|uvloop] [--json OUT]
 
 The harness MX has 20 rules (exact addresses, patterns, domains) and journals every session and
 message in memory; the bare server is aiosmtpd with a handler that only counts. Each server runs
@@ -10,7 +10,9 @@ one command at a time, over 1 and 20 concurrent connections, reusing connections
 per message. Rounds alternate between the two servers, so that drift in the machine's load hits
 both alike; each cell shows the median msg/s with min..max, and each server's CPU time per
 message (its own process time, which holds steady when throughput swings on a shared machine).
-The ratio is the harness's median over the bare server's.
+The ratio is the harness's median over the bare server's. ``--loop`` is the servers' event loop,
+the same for both: asyncio's own (the default, as in a test session's fixtures), or uvloop (what
+``harness run`` and ``harness serve`` serve on).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ if len(RULES) != 20:
 # -- the servers (each in its own process) -------------------------------------------------
 
 
-def _serve(kind: str, pipe: Connection) -> None:
+def _serve(kind: str, loop_name: str, pipe: Connection) -> None:
     """Serve until told to stop; answer "cpu" with the process's CPU seconds so far."""
 
     async def main() -> None:
@@ -97,7 +99,12 @@ def _serve(kind: str, pipe: Connection) -> None:
             pipe.send(await stop())
             return
 
-    asyncio.run(main())
+    if loop_name == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 # -- the load generator (its own process) ---------------------------------------------------
@@ -211,8 +218,8 @@ class _Process:
 class Server(_Process):
     """One server process of *kind* ("bare" or "harness")."""
 
-    def __init__(self, kind: str) -> None:
-        super().__init__(_serve, kind)
+    def __init__(self, kind: str, loop: str) -> None:
+        super().__init__(_serve, kind, loop)
         self.kind = kind
         self.port: int = self.pipe.recv()
         self.sent = 0
@@ -235,10 +242,10 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def measure(messages: int, rounds: int) -> dict[str, Any]:
+def measure(messages: int, rounds: int, loop: str = "asyncio") -> dict[str, Any]:
     """Every cell, both servers, interleaved rounds; the figures as a JSON-ready dict."""
     load_before = os.getloadavg()
-    servers = [Server("bare"), Server("harness")]
+    servers = [Server("bare", loop), Server("harness", loop)]
     loadgen = _Process(_load)
     rows: list[dict[str, Any]] = []
     try:
@@ -311,9 +318,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per run (reuse)")
     parser.add_argument("--rounds", type=int, default=5, help="runs per cell and server")
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="the servers' event loop"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
-    result = measure(args.messages, args.rounds)
+    result = measure(args.messages, args.rounds, args.loop)
     from rich.console import Console
 
     console = Console()
@@ -322,7 +332,9 @@ def main() -> None:
     console.print(
         f"load average {before[0]:.2f} before, {after[0]:.2f} after ({result['cpus']} CPUs)"
     )
-    report.write(args.json, "smtp", result["rows"], load=result["load"], rounds=args.rounds)
+    report.write(
+        args.json, "smtp", result["rows"], load=result["load"], rounds=args.rounds, loop=args.loop
+    )
 
 
 if __name__ == "__main__":

@@ -60,10 +60,11 @@ def _slug(text: str) -> str:
 
 def _smtp(data: dict[str, Any]) -> Figures:
     out: Figures = []
+    uvloop = data.get("loop") == "uvloop"
     for row in data["rows"]:
         mode = "reuse" if row["mode"] == "reuse" else "new"
-        key = f"smtp.{mode}-{row['connections']}"
-        where = f"{row['connections']} connections, {row['mode']}"
+        key = f"smtp{'-uvloop' if uvloop else ''}.{mode}-{row['connections']}"
+        where = f"{row['connections']} connections, {row['mode']}" + (", uvloop" if uvloop else "")
         out += [
             (
                 f"{key}.ratio",
@@ -249,7 +250,16 @@ BENCHES = [
         "bench_smtp.py",
         ("--messages", "2000", "--rounds", "5"),
         _smtp,
-        "Harness MX (20 rules, journal in memory) against bare aiosmtpd, 1 KB messages.",
+        "Harness MX (20 rules, journal in memory) against bare aiosmtpd, 1 KB messages; both "
+        "servers on asyncio's own loop (as in a test session's fixtures).",
+    ),
+    Bench(
+        "smtp-uvloop",
+        "bench_smtp.py",
+        ("--messages", "2000", "--rounds", "5", "--loop", "uvloop"),
+        _smtp,
+        "The same with both servers on uvloop, the loop `harness run` and `harness serve` "
+        "serve the fake mail world on.",
     ),
     Bench(
         "e2e",

@@ -14,9 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.timeout(180)
-def test_smtp_bench_writes_its_figures(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_smtp_bench_writes_its_figures(tmp_path: Path, loop: str) -> None:
     out = tmp_path / "smtp.json"
-    argv = ["bench/bench_smtp.py", "--messages", "40", "--rounds", "1", "--json", str(out)]
+    argv = ["bench/bench_smtp.py", "--messages", "40", "--rounds", "1", "--loop", loop]
+    argv += ["--json", str(out)]
     done = subprocess.run(
         [sys.executable, *argv],
         cwd=ROOT,
@@ -27,7 +29,7 @@ def test_smtp_bench_writes_its_figures(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     data = json.loads(out.read_text())
-    assert data["bench"] == "smtp"
+    assert (data["bench"], data["loop"]) == ("smtp", loop)
     assert data["command"].startswith("python bench/bench_smtp.py --messages 40")
     cells = {(row["connections"], row["mode"]) for row in data["rows"]}
     assert cells == {(1, "reuse"), (1, "new per message"), (20, "reuse"), (20, "new per message")}
