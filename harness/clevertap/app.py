@@ -65,6 +65,7 @@ __all__ = [
     "process_callback",
     "process_stray",
     "read_body",
+    "when_due",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -513,8 +514,9 @@ async def _read_request(scope: Scope, receive: Receive, cap: int) -> dict[str, A
     }
 
 
-async def _answer(send: Send, journal: Journal, result: CallbackResult) -> None:
-    """Send *result* once its entry is in the file (a durable journal), after its delay."""
+async def when_due(journal: Journal, result: CallbackResult) -> CallbackResult:
+    """*result* once it may be acted on: its entry in the file (a durable journal; the failed
+    write's answer instead when it could not be), its delay fault waited."""
     if result.entry is not None and journal.durable:
         try:
             await journal.committed(result.entry)
@@ -522,6 +524,12 @@ async def _answer(send: Send, journal: Journal, result: CallbackResult) -> None:
             result = journal_failed_result()
     if result.delay:
         await asyncio.sleep(result.delay)
+    return result
+
+
+async def _answer(send: Send, journal: Journal, result: CallbackResult) -> None:
+    """Send *result* once it is due (:func:`when_due`)."""
+    result = await when_due(journal, result)
     if result.action == "answer":
         await _send(send, result.status or 500, result.body, result.headers)
     elif result.action != "none":

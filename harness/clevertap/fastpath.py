@@ -46,13 +46,12 @@ from uvicorn.protocols.http.httptools_impl import (
 from harness.clevertap.app import (
     CallbackResult,
     abort_transport,
-    journal_failed_result,
     process_callback,
+    when_due,
 )
 from harness.clevertap.deadlines import Limits, Phase, raw_response
 from harness.clevertap.inspect import Endpoint
 from harness.clevertap.settings import ServerSettings
-from harness.errors import JournalWriteError
 
 if TYPE_CHECKING:
     from harness.clevertap.app import CleverTapApp
@@ -305,15 +304,7 @@ class _CallbackCycle:
             self.act(result)
 
     async def _finish(self, result: CallbackResult) -> None:
-        journal = self.protocol.clevertap.journal
-        if result.entry is not None and journal.durable:
-            try:
-                await journal.committed(result.entry)
-            except JournalWriteError:
-                result = journal_failed_result()
-        if result.delay:
-            await asyncio.sleep(result.delay)
-        self.act(result)
+        self.act(await when_due(self.protocol.clevertap.journal, result))
 
     def act(self, result: CallbackResult) -> None:
         protocol = self.protocol
