@@ -25,7 +25,7 @@ a client (200 to a callback, 250 to a message) ``await journal.committed(entry)`
 client never holds an answer for an entry the file lacks. Commits are grouped: every append made
 in one turn of the event loop is committed by one transaction at the end of it. Readers see only
 committed entries. The memory store goes one step further: it writes its entries in batches of
-at least :data:`_MEMORY_BATCH` (at the end of the loop turn that fills one; one ``executemany``
+at least :data:`_MEMORY_BATCH` (at the end of the loop turn that fills one; a few multi-row INSERTs
 per table), and every read writes what is pending first, so its readers still see each entry
 from the moment it was appended; it commits only every few thousand entries (nobody but its own
 connection reads an in-memory database).
@@ -42,6 +42,7 @@ writers in between.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import heapq
 import logging
@@ -415,6 +416,42 @@ class _Rows:
         return rows
 
 
+_VALUES_CHUNKS = (64, 16, 4)
+"""The row counts of the multi-row INSERT statements :func:`_insert_rows` uses: a few fixed sizes,
+so that each stays prepared in sqlite3's statement cache."""
+
+
+@functools.cache
+def _values_sql(head: str, width: int, count: int) -> str:
+    """``head VALUES (?, ...), ...``: *count* rows of *width* values."""
+    row = "(" + ", ".join(["?"] * width) + ")"
+    return f"{head} VALUES {', '.join([row] * count)}"
+
+
+def _insert_rows(
+    db: sqlite3.Connection, head: str, width: int, rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert *rows* (each *width* values) with *head* (``INSERT ... INTO table``): up to 64 rows
+    per statement, one statement per row only for the last few.
+
+    Why: ``executemany`` resets and steps its statement once per row; a multi-row VALUES binds
+    the same values but runs the statement once per chunk. For the memory store's batches of
+    100 callbacks (an entry and two events each, 200,000 callbacks into the indexed tables):
+    5.0 to 5.7 us per callback against 7.9 to 8.2, and about 4% of a callback's CPU under
+    bench_callbacks' load."""
+    start, left = 0, len(rows)
+    for count in _VALUES_CHUNKS:
+        if left < count:
+            continue
+        sql = _values_sql(head, width, count)
+        while left >= count:
+            db.execute(sql, [value for row in rows[start : start + count] for value in row])
+            start += count
+            left -= count
+    if left:
+        db.executemany(_values_sql(head, width, 1), rows[start:])
+
+
 EventKeys = set[tuple[int, int]] | list[tuple[int, int]]
 """The (address key, event key) pairs of a callback's events, each once."""
 _Batched = tuple["Entry", bytes, EventKeys | None, bool]
@@ -675,17 +712,15 @@ class Journal:
     def _write_rows(self, rows: _Rows) -> None:
         db = self._db
         if rows.callbacks:
-            db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", rows.callbacks)
+            _insert_rows(db, "INSERT INTO entries", 7, rows.callbacks)
         if rows.others:
-            db.executemany(
-                "INSERT INTO entries (seq, kind, at, data) VALUES (?, ?, ?, ?)", rows.others
-            )
+            _insert_rows(db, "INSERT INTO entries (seq, kind, at, data)", 4, rows.others)
         if rows.events:
-            db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", rows.events)
+            _insert_rows(db, "INSERT OR IGNORE INTO events", 5, rows.events)
         if rows.codes:
-            db.executemany("INSERT OR IGNORE INTO codes VALUES (?, ?)", rows.codes)
+            _insert_rows(db, "INSERT OR IGNORE INTO codes", 2, rows.codes)
         if rows.addresses:
-            db.executemany("INSERT OR IGNORE INTO addresses VALUES (?, ?)", rows.addresses)
+            _insert_rows(db, "INSERT OR IGNORE INTO addresses", 2, rows.addresses)
 
     def _flush_locked(self) -> None:
         """Write the memory store's entries appended since the last flush (lock held): in one
