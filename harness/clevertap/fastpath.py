@@ -77,19 +77,55 @@ _NO_EVENT = _NoEvent()
 
 
 class _Turn:
-    """The connections with answers to send at the end of this turn of the event loop."""
+    """What a turn of the event loop leaves to its end: the callbacks whose requests came in
+    whole, to process, then the connections with answers to send.
 
-    __slots__ = ("waiting",)
+    Why at the end: a turn under load reads a request on each of many connections. Processed
+    as each is parsed, the checks and the journal run between the parser and the socket reads,
+    and each part keeps evicting the others' code and data from the processor's caches;
+    processed back to back once the reads are done, they run warm (about 13% less CPU per
+    callback at 20 clients, measured with bench_callbacks). Then the answers go out back to
+    back too (see :class:`_Answers`).
+    """
+
+    __slots__ = ("cycles", "scheduled", "waiting")
 
     def __init__(self) -> None:
+        self.cycles: list[_CallbackCycle] = []
         self.waiting: list[_Answers] = []
+        self.scheduled = False
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self.end)
+
+    def process(self, cycle: _CallbackCycle, loop: asyncio.AbstractEventLoop) -> None:
+        """Process *cycle* at the end of this turn."""
+        self._schedule(loop)
+        self.cycles.append(cycle)
 
     def add(self, answers: _Answers, loop: asyncio.AbstractEventLoop) -> None:
-        if not self.waiting:
-            loop.call_soon(self.send)
+        """Send what *answers* holds at the end of this turn."""
+        self._schedule(loop)
         self.waiting.append(answers)
 
-    def send(self) -> None:
+    def process_now(self, protocol: FastProtocol) -> None:
+        """Process the waiting callbacks of *protocol* now (its connection is gone)."""
+        for cycle in self.cycles:
+            if cycle.protocol is protocol:
+                cycle.run()  # marks it processed: end() passes it by
+
+    def end(self) -> None:
+        while self.cycles:  # processing one may start another (a pipelined request)
+            cycles = self.cycles
+            self.cycles = []
+            for cycle in cycles:
+                try:
+                    cycle.run()
+                except Exception:  # a bug: one callback's must not hold back the others
+                    log.exception("answering a callback to %s failed", cycle.path)
+        self.scheduled = False
         waiting = self.waiting
         self.waiting = []
         for answers in waiting:
@@ -107,17 +143,23 @@ class _Answers(asyncio.Transport):
     answer wakes a client up (an inter-processor interrupt, a costly exit on a virtual
     machine); written back to back at the end of the turn, most find it awake (about 7 us of
     CPU less per callback at 20 clients, measured). Every other use of the transport (any
-    write, the end of the connection) sends what is pending first, so the bytes on a
-    connection keep their order whoever writes them: the protocol, uvicorn, the ASGI app.
+    write, the end of the connection) first answers the connection's callbacks waiting for the
+    end of the turn and sends what is pending, so the bytes on a connection keep their order
+    whoever writes them: the protocol, uvicorn, the ASGI app.
     """
 
-    __slots__ = ("_loop", "_pending", "_transport", "_turn")
+    __slots__ = ("_loop", "_pending", "_protocol", "_transport", "_turn")
 
     def __init__(
-        self, transport: asyncio.Transport, turn: _Turn, loop: asyncio.AbstractEventLoop
+        self,
+        transport: asyncio.Transport,
+        protocol: FastProtocol,
+        turn: _Turn,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         super().__init__()
         self._transport = transport
+        self._protocol = protocol
         self._turn = turn
         self._loop = loop
         self._pending: list[bytes] | None = None
@@ -131,6 +173,13 @@ class _Answers(asyncio.Transport):
         else:
             pending.append(data)
 
+    def _settle(self) -> None:
+        """Answer what came before, then send it: the callbacks of this connection waiting
+        for the end of the turn, and the answers pending."""
+        if self._turn.cycles:
+            self._turn.process_now(self._protocol)
+        self.flush()
+
     def flush(self) -> None:
         pending = self._pending
         if pending is not None:
@@ -138,29 +187,29 @@ class _Answers(asyncio.Transport):
             if not self._transport.is_closing():
                 self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
-    # -- asyncio.Transport, forwarded (after what is pending, where order matters) ----------
+    # -- asyncio.Transport, forwarded (after what came before, where order matters) --------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.flush()
+        self._settle()
         self._transport.write(data)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        self.flush()
+        self._settle()
         self._transport.writelines(list_of_data)
 
     def write_eof(self) -> None:
-        self.flush()
+        self._settle()
         self._transport.write_eof()
 
     def can_write_eof(self) -> bool:
         return self._transport.can_write_eof()
 
     def close(self) -> None:
-        self.flush()
+        self._settle()
         self._transport.close()
 
     def abort(self) -> None:
-        self.flush()
+        self._settle()
         self._transport.abort()
 
     def is_closing(self) -> bool:
@@ -263,11 +312,15 @@ class _CallbackCycle:
         """Its turn on the connection: answer now if the body is in, else once it is."""
         self.current = True
         if self.complete:
-            self.process()
+            self.run()
 
-    def process(self, *, disconnected: bool = False) -> None:
-        """Check and journal the request, then answer (at once, or from a task when something
-        must be awaited first)."""
+    def process(self) -> None:
+        """Check and journal the request, then answer, at the end of this loop turn."""
+        self.protocol._turn.process(self, self.protocol.loop)
+
+    def run(self, *, disconnected: bool = False) -> None:
+        """Check and journal the request now, then answer (at once, or from a task when
+        something must be awaited first)."""
         if self.processed:
             return
         self.processed = True
@@ -365,7 +418,7 @@ class FastProtocol(Limits, HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if self._over_cap(transport):
             return
-        super().connection_made(_Answers(transport, self._turn, self.loop))
+        super().connection_made(_Answers(transport, self, self._turn, self.loop))
         client = self.client
         self.peer = f"{client[0]}:{client[1]}" if client else None
         self._follow()
@@ -377,13 +430,16 @@ class FastProtocol(Limits, HttpToolsProtocol):
         self._deadline = self._send_deadline = None
         if self._refused:
             return
-        # A callback whose head was read is journaled even when its body never came whole (a
-        # client gone, a body deadline, a broken chunk): nothing received is lost.
+        # A callback that came in whole and waits for the end of the turn is processed as it
+        # would have been (its answer goes nowhere). One whose head was read is journaled even
+        # when its body never came whole (a client gone, a body deadline, a broken chunk):
+        # nothing received is lost.
+        self._turn.process_now(self)
         waiting = [c for c, _ in self.pipeline if isinstance(c, _CallbackCycle)]
         if isinstance(self.cycle, _CallbackCycle) and self.cycle not in waiting:
             waiting.append(self.cycle)
         for cycle in sorted(waiting, key=lambda c: c.received):
-            cycle.process(disconnected=True)
+            cycle.run(disconnected=True)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -272,6 +273,22 @@ def test_a_client_gone_mid_body_is_journaled_as_disconnected(ct: CleverTapServer
     assert isinstance(entry.data, Callback)
     assert (entry.data.disconnected, entry.data.status) == (True, None)
     assert entry.data.body == body[:-5].decode()
+
+
+def test_a_whole_callback_from_a_client_gone_at_once_counts_as_received(
+    ct: CleverTapServer,
+) -> None:
+    # Callbacks are processed at the end of the loop turn that read them (_Turn): a client that
+    # resets the connection right after its request still had it received whole, so it is
+    # checked and journaled as any other, not as a disconnected one.
+    with connect(ct) as sock:
+        sock.sendall(post(ct.settings.bounce_path, bounce("hasty@example.com")))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+    entry = ct.journal.wait_for(lambda e: e.kind is Kind.CALLBACK, timeout=5)
+    assert entry is not None
+    assert isinstance(entry.data, Callback)
+    assert (entry.data.disconnected, entry.data.status, entry.data.accepted) == (False, 200, True)
+    assert [e.email for e in entry.data.events] == ["hasty@example.com"]
 
 
 def test_a_request_line_without_version_is_refused_and_not_journaled(ct: CleverTapServer) -> None:
