@@ -3,12 +3,13 @@
 A callback is the hot path: an integration may send thousands a second. Through ASGI each one
 costs a task, an event, two ``send`` messages and two socket writes, more than the checks and
 the journal together (issue 15's profile). :class:`FastProtocol` is uvicorn's httptools
-protocol with the callback endpoints answered where the request is parsed: the body is
-collected as it arrives (up to the cap), :func:`~harness.clevertap.app.process_callback` checks
-and journals it without leaving ``data_received`` when nothing has to be awaited (a memory
-journal, no delay fault), and the whole answer goes out in one write at the end of the loop
-turn, back to back with the other connections' answers (:class:`_Answers`). Every other request
-(control API, dashboard, docs, wrong paths) goes to the ASGI app as uvicorn sends it.
+protocol with the callback endpoints answered in the protocol: the body is collected as it
+arrives (up to the cap); at the end of the loop turn that completed it,
+:func:`~harness.clevertap.app.process_callback` checks and journals it, back to back with the
+other callbacks of that turn, without a task when nothing has to be awaited (a memory journal,
+no delay fault) (:class:`_Turn`); then the whole answer goes out in one write, back to back with
+the other connections' answers (:class:`_Answers`). Every other request (control API,
+dashboard, docs, wrong paths) goes to the ASGI app as uvicorn sends it.
 
 It keeps every limit of docs/limits.md, as the h11 protocol in :mod:`.server` does: deadlines for
 the head, the body and idle connections (totals, not reset by bytes arriving), the unread-answer
@@ -33,7 +34,6 @@ import logging
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import httptools
@@ -43,6 +43,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from harness._turn import HeldWrites, Turn
 from harness.clevertap.app import (
     CallbackResult,
     abort_transport,
@@ -76,42 +77,31 @@ class _NoEvent:
 _NO_EVENT = _NoEvent()
 
 
-class _Turn:
+class _Turn(Turn):
     """What a turn of the event loop leaves to its end: the callbacks whose requests came in
-    whole, to process, then the connections with answers to send.
+    whole, to process, then the connections with answers to send (:class:`~harness._turn.Turn`).
 
-    Why at the end: a turn under load reads a request on each of many connections. Processed
-    as each is parsed, the checks and the journal run between the parser and the socket reads,
-    and each part keeps evicting the others' code and data from the processor's caches;
-    processed back to back once the reads are done, they run warm (about 13% less CPU per
-    callback at 20 clients, measured with bench_callbacks). Then the answers go out back to
-    back too (see :class:`_Answers`).
+    Why process at the end: a turn under load reads a request on each of many connections.
+    Processed as each is parsed, the checks and the journal run between the parser and the
+    socket reads, and each part keeps evicting the others' code and data from the processor's
+    caches; processed back to back once the reads are done, they run warm (about 12% less CPU
+    per callback at 20 clients, measured with bench_callbacks).
     """
 
-    __slots__ = ("cycles", "scheduled", "waiting")
+    __slots__ = ("cycles",)
 
     def __init__(self) -> None:
+        super().__init__()
         self.cycles: list[_CallbackCycle] = []
-        self.waiting: list[_Answers] = []
-        self.scheduled = False
-
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self.scheduled:
-            self.scheduled = True
-            loop.call_soon(self.end)
 
     def process(self, cycle: _CallbackCycle, loop: asyncio.AbstractEventLoop) -> None:
         """Process *cycle* at the end of this turn."""
-        self._schedule(loop)
+        self.schedule(loop)
         self.cycles.append(cycle)
 
-    def add(self, answers: _Answers, loop: asyncio.AbstractEventLoop) -> None:
-        """Send what *answers* holds at the end of this turn."""
-        self._schedule(loop)
-        self.waiting.append(answers)
-
     def process_now(self, protocol: FastProtocol) -> None:
-        """Process the waiting callbacks of *protocol* now (its connection is gone)."""
+        """Process the waiting callbacks of *protocol* now (before anything else is done with
+        its connection)."""
         for cycle in self.cycles:
             if cycle.protocol is protocol:
                 cycle.run()  # marks it processed: end() passes it by
@@ -125,30 +115,19 @@ class _Turn:
                     cycle.run()
                 except Exception:  # a bug: one callback's must not hold back the others
                     log.exception("answering a callback to %s failed", cycle.path)
-        self.scheduled = False
-        waiting = self.waiting
-        self.waiting = []
-        for answers in waiting:
-            try:
-                answers.flush()
-            except Exception:  # one connection's failure must not hold back the others'
-                log.exception("sending a callback answer failed")
+        super().end()
 
 
-class _Answers(asyncio.Transport):
-    """A connection's transport that sends its callback answers at the end of the loop turn.
-
-    Why: a turn under load answers a callback on each of many connections, and the client side
-    sleeps between answers. Written one by one, between the checks of the next callbacks, each
-    answer wakes a client up (an inter-processor interrupt, a costly exit on a virtual
-    machine); written back to back at the end of the turn, most find it awake (about 7 us of
-    CPU less per callback at 20 clients, measured). Every other use of the transport (any
-    write, the end of the connection) first answers the connection's callbacks waiting for the
-    end of the turn and sends what is pending, so the bytes on a connection keep their order
-    whoever writes them: the protocol, uvicorn, the ASGI app.
+class _Answers(HeldWrites):
+    """A connection's transport that holds its callback answers until the end of the loop turn
+    (:class:`~harness._turn.HeldWrites`). Every other use of the transport (any write, the end
+    of the connection) first answers the connection's callbacks waiting for the end of the turn
+    and sends what is held, so the bytes on a connection keep their order whoever writes them:
+    the protocol, uvicorn, the ASGI app.
     """
 
-    __slots__ = ("_loop", "_pending", "_protocol", "_transport", "_turn")
+    __slots__ = ("_protocol",)
+    _turn: _Turn
 
     def __init__(
         self,
@@ -157,90 +136,13 @@ class _Answers(asyncio.Transport):
         turn: _Turn,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        super().__init__()
-        self._transport = transport
+        super().__init__(transport, turn, loop)
         self._protocol = protocol
-        self._turn = turn
-        self._loop = loop
-        self._pending: list[bytes] | None = None
 
-    def answer(self, data: bytes) -> None:
-        """Send *data* at the end of this loop turn (or before anything else written)."""
-        pending = self._pending
-        if pending is None:
-            self._pending = [data]
-            self._turn.add(self, self._loop)
-        else:
-            pending.append(data)
-
-    def _settle(self) -> None:
-        """Answer what came before, then send it: the callbacks of this connection waiting
-        for the end of the turn, and the answers pending."""
+    def settle(self) -> None:
         if self._turn.cycles:
             self._turn.process_now(self._protocol)
         self.flush()
-
-    def flush(self) -> None:
-        pending = self._pending
-        if pending is not None:
-            self._pending = None
-            if not self._transport.is_closing():
-                self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-
-    # -- asyncio.Transport, forwarded (after what came before, where order matters) --------
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self._settle()
-        self._transport.write(data)
-
-    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        self._settle()
-        self._transport.writelines(list_of_data)
-
-    def write_eof(self) -> None:
-        self._settle()
-        self._transport.write_eof()
-
-    def can_write_eof(self) -> bool:
-        return self._transport.can_write_eof()
-
-    def close(self) -> None:
-        self._settle()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._settle()
-        self._transport.abort()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._transport.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._transport.get_protocol()
-
-    def is_reading(self) -> bool:
-        return self._transport.is_reading()
-
-    def pause_reading(self) -> None:
-        self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._transport.resume_reading()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._transport.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size()
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._transport.get_write_buffer_limits()
 
 
 class _CallbackCycle:
@@ -368,7 +270,7 @@ class _CallbackCycle:
             return
         if result.action == "answer":
             body = b"" if self.method == "HEAD" else result.body
-            transport.answer(
+            transport.hold(
                 protocol.response_head(result.status or 500, len(result.body), result.headers)
                 + (b"" if self.keep_alive else b"connection: close\r\n")
                 + b"\r\n"
