@@ -52,6 +52,7 @@ from typing import Any, ClassVar, cast
 import idna
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
+from harness._turn import HeldWrites, Turn
 from harness.errors import ConfigError, JournalWriteError, ServerError, UnknownNameError
 from harness.journal import Entry, Journal, MemoryJournal
 from harness.records import (
@@ -261,6 +262,21 @@ def _write(transport: asyncio.BaseTransport | None, data: bytes) -> None:
     subclasses, so no isinstance() check here."""
     if transport is not None:
         cast(asyncio.WriteTransport, transport).write(data)
+
+
+class _HeldReplies(HeldWrites):
+    """A session's transport: everything written on it (replies, TLS records) goes out at the
+    end of the loop turn, back to back with the other sessions' (:mod:`harness._turn`: about
+    12% less CPU per message at 20 reused connections on asyncio's loop, bench_smtp). Closing
+    it, aborting it or handing it to another protocol (STARTTLS) sends what it holds first.
+
+    The client sees no difference: it waits for each reply before its next command (or, with
+    PIPELINING, for the group's replies, which then go out in one write)."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.hold(bytes(data))
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:
@@ -496,6 +512,8 @@ class _Session(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.record is None
+        if first:
+            transport = _HeldReplies(transport, self.host._turn, self.loop)
         super().connection_made(transport)
         if first:
             tls = "implicit" if transport.get_extra_info("ssl_object") is not None else None
@@ -1499,6 +1517,8 @@ class MXHost:
         self._old_servers: list[asyncio.Server] = []
         self._live: set[_Conn] = set()
         self._unwinding: set[asyncio.Task[Any]] = set()
+        self._turn = Turn()
+        """The sessions' replies held until the end of the loop turn (:class:`_HeldReplies`)."""
         self._pending_dsns: dict[asyncio.TimerHandle, _DsnJob] = {}
         self._dsn_tasks: set[asyncio.Task[Any]] = set()
         self._starttls_context: ssl.SSLContext | None = None
