@@ -186,7 +186,7 @@ def _startup(data: dict[str, Any]) -> Figures:
             (
                 "startup.unused-package-cpu",
                 "pytest start-up cost of the package installed but unused, CPU",
-                f"+{with_pkg - bare:.0f} ms",
+                _signed_ms(with_pkg - bare),
             )
         )
     no_plugin = cpu.get("same, -p no:ctharness")
@@ -195,7 +195,7 @@ def _startup(data: dict[str, Any]) -> Figures:
             (
                 "startup.plugin-cpu",
                 "pytest start-up cost of the ctharness plugin itself (vs -p no:ctharness), CPU",
-                f"{with_pkg - no_plugin:+.0f} ms",
+                _signed_ms(with_pkg - no_plugin),
             )
         )
     if with_pkg is not None and httpx is not None:
@@ -205,10 +205,15 @@ def _startup(data: dict[str, Any]) -> Figures:
                 "startup.unused-package-vs-httpx-cpu",
                 "pytest start-up cost of the package installed but unused, CPU, against "
                 "pytest + httpx",
-                f"{with_pkg - httpx:+.0f} ms",
+                _signed_ms(with_pkg - httpx),
             )
         )
     return out
+
+
+def _signed_ms(ms: float) -> str:
+    """A difference in ms with its sign; a difference that rounds to 0 is "+0" (not "-0")."""
+    return f"{round(ms):+d} ms"
 
 
 def _journal(data: dict[str, Any]) -> Figures:
