@@ -1570,6 +1570,9 @@ class MXHost:
         if self._sock is not None:
             return self
         self._loop = asyncio.get_running_loop()
+        # A new one per start: a loop closed before the end of its last turn leaves its own
+        # mid-turn, and this start may be on another loop.
+        self._turn = Turn()
         if self.tls is not None:
             cert = self.certificate or make_certificate((self.hostname, "localhost"))
             self.certificate = cert

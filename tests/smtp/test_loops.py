@@ -3,7 +3,8 @@
 ``harness run`` and ``harness serve`` run the hosts on uvloop (harness._loop.run_main), whose
 transports write like asyncio's but are not ``asyncio.WriteTransport`` subclasses: the lines a
 host writes just before it hangs up (a 421 greeting, a timeout, a failed TLS handshake's alert)
-must reach the client there too.
+must reach the client there too. Replies are held until the end of the loop turn
+(harness._turn) on both: pipelined replies, the close after QUIT and STARTTLS keep their order.
 """
 
 from __future__ import annotations
@@ -83,3 +84,58 @@ def test_tls_broken_alert_reaches_the_client(loop: str) -> None:
                 writer.close()
 
     assert _run(loop, main) == b"failed"
+
+
+async def _ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"EHLO c.test\r\n")
+    while (await reader.readline())[3:4] == b"-":
+        pass
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_pipelined_commands_get_every_reply_in_order_then_the_close(loop: str) -> None:
+    # A host holds its replies until the end of the loop turn (harness._turn); a pipelined
+    # group's replies, the QUIT after the final dot (as Postfix sends it) and the close that
+    # follows must still come in order.
+    async def main() -> bytes:
+        async with MXHost("mx1", domains=["example.com"]) as host:
+            reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
+            try:
+                assert (await reader.readline()).startswith(b"220")
+                await _ehlo(reader, writer)
+                writer.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n")
+                assert [(await reader.readline())[:3] for _ in range(3)] == [
+                    b"250",
+                    b"250",
+                    b"354",
+                ]
+                writer.write(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+                return await asyncio.wait_for(reader.read(), 5)  # up to the close
+            finally:
+                writer.close()
+
+    replies = _run(loop, main).split(b"\r\n")
+    assert [line[:3] for line in replies] == [b"250", b"221", b""], replies
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_starttls_ready_comes_before_the_handshake_and_the_session_goes_on(loop: str) -> None:
+    async def main() -> bytes:
+        async with MXHost("mx1", domains=["example.com"], tls="starttls") as host:
+            reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
+            try:
+                assert (await reader.readline()).startswith(b"220")
+                await _ehlo(reader, writer)
+                writer.write(b"STARTTLS\r\n")
+                assert (await reader.readline()).startswith(b"220 2.0.0")
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+                await writer.start_tls(context)
+                await _ehlo(reader, writer)
+                writer.write(b"MAIL FROM:<a@b.test>\r\n")
+                return await asyncio.wait_for(reader.readline(), 5)
+            finally:
+                writer.close()
+
+    assert _run(loop, main).startswith(b"250 ")
