@@ -25,10 +25,10 @@ a client (200 to a callback, 250 to a message) ``await journal.committed(entry)`
 client never holds an answer for an entry the file lacks. Commits are grouped: every append made
 in one turn of the event loop is committed by one transaction at the end of it. Readers see only
 committed entries. The memory store goes one step further: it writes its entries in batches of
-at least :data:`_MEMORY_BATCH` (at the end of the loop turn that fills one; a few multi-row INSERTs
-per table), and every read writes what is pending first, so its readers still see each entry
-from the moment it was appended; it commits only every few thousand entries (nobody but its own
-connection reads an in-memory database).
+at least :data:`_MEMORY_BATCH` (at the end of the loop turn that fills one; a few multi-row
+INSERTs per table), and every read writes what is pending first, so its readers still see each
+entry from the moment it was appended; it commits only every few thousand entries (nobody but
+its own connection reads an in-memory database).
 
 A failed write (disk full, I/O error) raises :class:`JournalWriteError` to the producer, which
 answers "try again later" (HTTP 503, SMTP 451); the failure is counted

@@ -107,14 +107,18 @@ class _Turn(Turn):
                 cycle.run()  # marks it processed: end() passes it by
 
     def end(self) -> None:
-        while self.cycles:  # processing one may start another (a pipelined request)
-            cycles = self.cycles
-            self.cycles = []
-            for cycle in cycles:
-                try:
-                    cycle.run()
-                except Exception:  # a bug: one callback's must not hold back the others
-                    log.exception("answering a callback to %s failed", cycle.path)
+        # By index, the list kept in place until all are done: one added meanwhile is processed
+        # too, and process_now() sees those still waiting.
+        cycles = self.cycles
+        i = 0
+        while i < len(cycles):
+            cycle = cycles[i]
+            i += 1
+            try:
+                cycle.run()
+            except Exception:  # a bug: one callback's must not hold back the others
+                log.exception("answering a callback to %s failed", cycle.path)
+        self.cycles = []
         super().end()
 
 
