@@ -40,6 +40,26 @@ async def _greeting(host: MXHost) -> bytes:
             writer.close()
 
 
+async def _ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"EHLO c.test\r\n")
+    while (await reader.readline())[3:4] == b"-":
+        pass
+
+
+async def _starttls_ready(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> ssl.SSLContext:
+    """Greeting, EHLO, STARTTLS and its 220; a client context that trusts the host's certificate."""
+    assert (await reader.readline()).startswith(b"220")
+    await _ehlo(reader, writer)
+    writer.write(b"STARTTLS\r\n")
+    assert (await reader.readline()).startswith(b"220 2.0.0")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_greeting_421_reaches_the_client(loop: str) -> None:
     host = MXHost("mx1", domains=["example.com"], server_down="greeting_421")
@@ -68,15 +88,7 @@ def test_tls_broken_alert_reaches_the_client(loop: str) -> None:
         async with MXHost("mx1", domains=["example.com"], server_down="tls_broken") as host:
             reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
             try:
-                assert (await reader.readline()).startswith(b"220")
-                writer.write(b"EHLO c.test\r\n")
-                while (await reader.readline())[3:4] == b"-":
-                    pass
-                writer.write(b"STARTTLS\r\n")
-                assert (await reader.readline()).startswith(b"220 2.0.0")
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+                context = await _starttls_ready(reader, writer)
                 with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
                     await writer.start_tls(context)
                 return b"failed"
@@ -84,12 +96,6 @@ def test_tls_broken_alert_reaches_the_client(loop: str) -> None:
                 writer.close()
 
     assert _run(loop, main) == b"failed"
-
-
-async def _ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(b"EHLO c.test\r\n")
-    while (await reader.readline())[3:4] == b"-":
-        pass
 
 
 @pytest.mark.parametrize("loop", LOOPS)
@@ -124,14 +130,7 @@ def test_starttls_ready_comes_before_the_handshake_and_the_session_goes_on(loop:
         async with MXHost("mx1", domains=["example.com"], tls="starttls") as host:
             reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
             try:
-                assert (await reader.readline()).startswith(b"220")
-                await _ehlo(reader, writer)
-                writer.write(b"STARTTLS\r\n")
-                assert (await reader.readline()).startswith(b"220 2.0.0")
-                context = ssl.create_default_context()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-                await writer.start_tls(context)
+                await writer.start_tls(await _starttls_ready(reader, writer))
                 await _ehlo(reader, writer)
                 writer.write(b"MAIL FROM:<a@b.test>\r\n")
                 return await asyncio.wait_for(reader.readline(), 5)
