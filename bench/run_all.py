@@ -411,6 +411,14 @@ def render(data: dict[str, Any]) -> str:
             lines.append("|" + "---|" * len(columns))
             for row in rows:
                 lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
+        spreads = result.get("ratio_spreads") or {}
+        if spreads:
+            lines += ["", "| ratio, within each round | median | min..max |", "|---|---|---|"]
+            for what, spread in spreads.items():
+                lines.append(
+                    f"| {what} | {spread['median']:.2f}x | "
+                    f"{spread['min']:.2f}x..{spread['max']:.2f}x |"
+                )
     return "\n".join(lines) + "\n"
 
 
