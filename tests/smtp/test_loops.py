@@ -10,8 +10,9 @@ must reach the client there too. Replies are held until the end of the loop turn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -31,13 +32,23 @@ def _run(loop: str, main: Callable[[], Coroutine[Any, Any, bytes]]) -> bytes:
         return runner.run(main())
 
 
-async def _greeting(host: MXHost) -> bytes:
+Client = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@contextlib.asynccontextmanager
+async def _client(host: MXHost) -> AsyncIterator[Client]:
+    """*host* started, and a connection to it (closed, then the host stopped, at the end)."""
     async with host:
         reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
         try:
-            return await asyncio.wait_for(reader.read(1000), 5)
+            yield reader, writer
         finally:
             writer.close()
+
+
+async def _greeting(host: MXHost) -> bytes:
+    async with _client(host) as (reader, _):
+        return await asyncio.wait_for(reader.read(1000), 5)
 
 
 async def _ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -71,13 +82,10 @@ def test_greeting_421_reaches_the_client(loop: str) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_idle_timeout_421_reaches_the_client(loop: str) -> None:
     async def main() -> bytes:
-        async with MXHost("mx1", domains=["example.com"], timeout=0.2) as host:
-            reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
-            try:
-                assert (await reader.readline()).startswith(b"220")
-                return await asyncio.wait_for(reader.read(1000), 5)
-            finally:
-                writer.close()
+        host = MXHost("mx1", domains=["example.com"], timeout=0.2)
+        async with _client(host) as (reader, _):
+            assert (await reader.readline()).startswith(b"220")
+            return await asyncio.wait_for(reader.read(1000), 5)
 
     assert _run(loop, main) == b"421 4.4.2 mx1.example.com Error: timeout exceeded\r\n"
 
@@ -85,15 +93,12 @@ def test_idle_timeout_421_reaches_the_client(loop: str) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_tls_broken_alert_reaches_the_client(loop: str) -> None:
     async def main() -> bytes:
-        async with MXHost("mx1", domains=["example.com"], server_down="tls_broken") as host:
-            reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
-            try:
-                context = await _starttls_ready(reader, writer)
-                with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
-                    await writer.start_tls(context)
-                return b"failed"
-            finally:
-                writer.close()
+        host = MXHost("mx1", domains=["example.com"], server_down="tls_broken")
+        async with _client(host) as (reader, writer):
+            context = await _starttls_ready(reader, writer)
+            with pytest.raises(ssl.SSLError, match="HANDSHAKE_FAILURE"):
+                await writer.start_tls(context)
+            return b"failed"
 
     assert _run(loop, main) == b"failed"
 
@@ -104,21 +109,18 @@ def test_pipelined_commands_get_every_reply_in_order_then_the_close(loop: str) -
     # group's replies, the QUIT after the final dot (as Postfix sends it) and the close that
     # follows must still come in order.
     async def main() -> bytes:
-        async with MXHost("mx1", domains=["example.com"]) as host:
-            reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
-            try:
-                assert (await reader.readline()).startswith(b"220")
-                await _ehlo(reader, writer)
-                writer.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n")
-                assert [(await reader.readline())[:3] for _ in range(3)] == [
-                    b"250",
-                    b"250",
-                    b"354",
-                ]
-                writer.write(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n")
-                return await asyncio.wait_for(reader.read(), 5)  # up to the close
-            finally:
-                writer.close()
+        host = MXHost("mx1", domains=["example.com"])
+        async with _client(host) as (reader, writer):
+            assert (await reader.readline()).startswith(b"220")
+            await _ehlo(reader, writer)
+            writer.write(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n")
+            assert [(await reader.readline())[:3] for _ in range(3)] == [
+                b"250",
+                b"250",
+                b"354",
+            ]
+            writer.write(b"Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+            return await asyncio.wait_for(reader.read(), 5)  # up to the close
 
     replies = _run(loop, main).split(b"\r\n")
     assert [line[:3] for line in replies] == [b"250", b"221", b""], replies
@@ -127,14 +129,11 @@ def test_pipelined_commands_get_every_reply_in_order_then_the_close(loop: str) -
 @pytest.mark.parametrize("loop", LOOPS)
 def test_starttls_ready_comes_before_the_handshake_and_the_session_goes_on(loop: str) -> None:
     async def main() -> bytes:
-        async with MXHost("mx1", domains=["example.com"], tls="starttls") as host:
-            reader, writer = await asyncio.open_connection("127.0.0.1", host.port)
-            try:
-                await writer.start_tls(await _starttls_ready(reader, writer))
-                await _ehlo(reader, writer)
-                writer.write(b"MAIL FROM:<a@b.test>\r\n")
-                return await asyncio.wait_for(reader.readline(), 5)
-            finally:
-                writer.close()
+        host = MXHost("mx1", domains=["example.com"], tls="starttls")
+        async with _client(host) as (reader, writer):
+            await writer.start_tls(await _starttls_ready(reader, writer))
+            await _ehlo(reader, writer)
+            writer.write(b"MAIL FROM:<a@b.test>\r\n")
+            return await asyncio.wait_for(reader.readline(), 5)
 
     assert _run(loop, main).startswith(b"250 ")
