@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 from starlette.routing import Match
 
 from harness.checks import Severity, Violation
-from harness.clevertap.faults import FaultPlan, FaultRule
+from harness.clevertap.faults import FaultDecision, FaultPlan, FaultRule
 from harness.clevertap.inspect import (
     CheckConfig,
     Endpoint,
@@ -268,72 +268,79 @@ def process_callback(
     if size > cap and len(body) > cap:
         body = body[:cap]
     text, is_base64 = _body_text(body)
-    journal = app.journal
-
-    def record(
-        result: CallbackResult,
-        *,
-        format: str | None = None,
-        events: tuple[CallbackEvent, ...] = (),
-        violations: tuple[Violation, ...] = (),
-        fault: FaultHit | None = None,
-        error: str | None = None,
-    ) -> CallbackResult:
-        entry = _request_record(
-            _ENDPOINT_NAMES[endpoint],
-            path,
-            peer,
-            content_type,
-            size,
-            text,
-            is_base64,
-            cap,
-            method,
-            disconnected,
-            result.status,
-            format=format,
-            events=events,
-            violations=violations,
-            fault=fault,
-            error=error,
-        )
-        try:
-            result.entry = journal.append(entry, at=received)
-        except JournalWriteError:
-            return journal_failed_result()
-        return result
-
+    fmt: str | None = None
+    events: tuple[CallbackEvent, ...] = ()
+    violations: tuple[Violation, ...] = ()
+    hit: FaultHit | None = None
+    error: str | None = None
+    # Every branch decides the answer; the one exit below journals the request with it.
     if disconnected:
-        return record(CallbackResult("none", None, b"", _NO_HEADERS, 0.0, None))
-    if method != "POST":
+        result = CallbackResult("none", None, b"", _NO_HEADERS, 0.0, None)
+    elif method != "POST":
         answer = _error_body(f"method {method} not allowed; callbacks are POSTed")
-        return record(CallbackResult("answer", 405, answer, ((b"allow", b"POST"),), 0.0, None))
-    if size > cap:
+        result = CallbackResult("answer", 405, answer, ((b"allow", b"POST"),), 0.0, None)
+    elif size > cap:
         answer = _error_body("payload too large", limit=cap, size=size)
-        return record(CallbackResult("answer", 413, answer, _NO_HEADERS, 0.0, None))
-
-    fault = app.faults.decide(endpoint)
-    # A faulted request was never processed, as far as the integration can tell: it must
-    # resend, and the resend is not a duplicate. So it is not looked up in the history either
-    # (its entry says it does not count: Callback.remembered).
-    history = app.duplicates if fault is None or fault.rule.action == "delay" else None
+        result = CallbackResult("answer", 413, answer, _NO_HEADERS, 0.0, None)
+    else:
+        fault = app.faults.decide(endpoint)
+        # A faulted request was never processed, as far as the integration can tell: it must
+        # resend, and the resend is not a duplicate. So it is not looked up in the history
+        # either (its entry says it does not count: Callback.remembered).
+        history = app.duplicates if fault is None or fault.rule.action == "delay" else None
+        try:
+            fmt, events, violations, inspection = _checked(
+                body, endpoint, content_type, settings.checks, history, received, utf8=not is_base64
+            )
+        except Exception as exc:  # a bug in a check must not lose the request
+            answer = _error_body("the harness failed to check this payload")
+            result = CallbackResult("answer", 500, answer, _NO_HEADERS, 0.0, None)
+            error = f"inspect() raised {type(exc).__name__}: {exc}"
+        else:
+            result = _checked_answer(endpoint, settings, fault, violations, inspection, len(events))
+            if fault is not None:
+                rule = fault.rule
+                hit = FaultHit(
+                    rule=fault.index,
+                    action=rule.action,
+                    spec=rule.describe(),
+                    retry_after=rule.retry_after,
+                )
+    record = _request_record(
+        _ENDPOINT_NAMES[endpoint],
+        path,
+        peer,
+        content_type,
+        size,
+        text,
+        is_base64,
+        cap,
+        method,
+        disconnected,
+        result.status,
+        format=fmt,
+        events=events,
+        violations=violations,
+        fault=hit,
+        error=error,
+    )
     try:
-        fmt, events, violations, inspection = _checked(
-            body, endpoint, content_type, settings.checks, history, received, utf8=not is_base64
-        )
-    except Exception as exc:  # a bug in a check must not lose the request
-        answer = _error_body("the harness failed to check this payload")
-        return record(
-            CallbackResult("answer", 500, answer, _NO_HEADERS, 0.0, None),
-            error=f"inspect() raised {type(exc).__name__}: {exc}",
-        )
-    hit = None
-    if fault is not None:
-        rule = fault.rule
-        hit = FaultHit(
-            rule=fault.index, action=rule.action, spec=rule.describe(), retry_after=rule.retry_after
-        )
+        result.entry = app.journal.append(record, at=received)
+    except JournalWriteError:
+        return journal_failed_result()
+    return result
 
+
+def _checked_answer(
+    endpoint: Endpoint,
+    settings: ServerSettings,
+    fault: FaultDecision | None,
+    violations: tuple[Violation, ...],
+    inspection: Inspection | None,
+    accepted: int,
+) -> CallbackResult:
+    """The answer to a callback that was checked: a fault's, 400 for a payload with errors
+    (strict), else 200 with the count of events *accepted*."""
     if fault is not None and fault.rule.action != "delay":
         rule = fault.rule
         if rule.action == "status":
@@ -342,24 +349,10 @@ def process_callback(
             if rule.retry_after is not None:
                 extra = ((b"retry-after", str(rule.retry_after).encode()),)
             answer = _error_body(f"fault injected by the harness: {rule.describe()}")
-            return record(
-                CallbackResult("answer", status, answer, extra, rule.delay, None),
-                format=fmt,
-                events=events,
-                violations=violations,
-                fault=hit,
-            )
+            return CallbackResult("answer", status, answer, extra, rule.delay, None)
         drop: Literal["close", "reset"] = "reset" if rule.action == "reset" else "close"
-        return record(
-            CallbackResult(drop, None, b"", _NO_HEADERS, rule.delay, None),
-            format=fmt,
-            events=events,
-            violations=violations,
-            fault=hit,
-        )
-
+        return CallbackResult(drop, None, b"", _NO_HEADERS, rule.delay, None)
     if violations and settings.strict and inspection is not None and not inspection.ok:
-        status = 400
         if endpoint is Endpoint.V2:
             message_text = _v2_message(inspection, settings.checks.max_v2_events)
         else:
@@ -367,17 +360,12 @@ def process_callback(
         answer = _error_body(
             message_text, violations=[scrub(v.to_json()) for v in inspection.violations]
         )
+        status = 400
     else:
         status = 200
-        answer = V2_SUCCESS if endpoint is Endpoint.V2 else _legacy_success(len(events))
+        answer = V2_SUCCESS if endpoint is Endpoint.V2 else _legacy_success(accepted)
     delay = fault.rule.delay if fault is not None else 0.0
-    return record(
-        CallbackResult("answer", status, answer, _NO_HEADERS, delay, None),
-        format=fmt,
-        events=events,
-        violations=violations,
-        fault=hit,
-    )
+    return CallbackResult("answer", status, answer, _NO_HEADERS, delay, None)
 
 
 STRAY_STATUS = 404
