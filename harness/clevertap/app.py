@@ -25,6 +25,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
+from functools import lru_cache
 from sys import intern
 from typing import Annotated, Any, Literal, Protocol, cast
 
@@ -88,7 +89,10 @@ def _headers(body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> list[t
     return [(b"content-type", _JSON), (b"content-length", str(len(body)).encode()), *extra]
 
 
+@lru_cache(maxsize=1024)
 def _legacy_success(accepted: int) -> bytes:
+    # Cached: the same few bodies again and again, each one object (the answers built from
+    # it are cached by it, fastpath.FastProtocol.response).
     return b'{"status":"success","accepted":' + str(accepted).encode() + b"}"
 
 

@@ -62,6 +62,10 @@ __all__ = ["FastProtocol", "protocol_for"]
 
 log = logging.getLogger("harness.clevertap")
 
+_ANSWERS_CACHED = 32
+_ANSWER_CACHED_SIZE = 256
+"""Distinct answers (status and body, bodies of at most 256 bytes) kept built per second of the
+Date header."""
 _FAILED = b'{"status":"error","message":"the harness failed to process this callback"}'
 
 
@@ -273,12 +277,14 @@ class _CallbackCycle:
         if self.disconnected or transport.is_closing():
             return
         if result.action == "answer":
-            body = b"" if self.method == "HEAD" else result.body
             transport.hold(
-                protocol.response_head(result.status or 500, len(result.body), result.headers)
-                + (b"" if self.keep_alive else b"connection: close\r\n")
-                + b"\r\n"
-                + body
+                protocol.response(
+                    result.status or 500,
+                    result.body,
+                    result.headers,
+                    keep_alive=self.keep_alive,
+                    head_only=self.method == "HEAD",
+                )
             )
             if not self.keep_alive:
                 transport.close()
@@ -300,7 +306,11 @@ class FastProtocol(Limits, HttpToolsProtocol):
     transport: _Answers  # narrowed: connection_made wraps the transport
     _turn: ClassVar[_Turn]
     _timeouts: ClassVar[dict[Phase, float]]
-    _default_headers: ClassVar[tuple[object, bytes]] = (None, b"")
+    _default_headers: ClassVar[tuple[object, bytes, dict[tuple[int, bytes, bool, bool], bytes]]] = (
+        None,
+        b"",
+        {},
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -485,26 +495,53 @@ class FastProtocol(Limits, HttpToolsProtocol):
 
     # -- answers ---------------------------------------------------------------------------------
 
-    def response_head(
-        self, status: int, length: int, extra: tuple[tuple[bytes, bytes], ...]
+    def response(
+        self,
+        status: int,
+        body: bytes,
+        extra: tuple[tuple[bytes, bytes], ...],
+        *,
+        keep_alive: bool,
+        head_only: bool,
     ) -> bytes:
-        """Status line and headers of a callback answer, up to (without) the blank line."""
+        """The bytes of a callback answer: status line, headers, blank line, body (none for a
+        HEAD request)."""
         source = self.server_state.default_headers
         cached = FastProtocol._default_headers
         if cached[0] is not source:
             # uvicorn replaces the list (a new Date) once a second.
-            cached = (source, b"".join(name + b": " + value + b"\r\n" for name, value in source))
+            cached = (
+                source,
+                b"".join(name + b": " + value + b"\r\n" for name, value in source),
+                {},
+            )
             FastProtocol._default_headers = cached
+        # Nearly every answer is the same bytes as the one before within that second (a 200
+        # and its small JSON body): those are built once.
+        key = (status, body, keep_alive, head_only)
+        small = not extra and len(body) <= _ANSWER_CACHED_SIZE
+        if small:
+            found = cached[2].get(key)
+            if found is not None:
+                return found
         head = (
             STATUS_LINE[status]
             + cached[1]
             + b"content-type: application/json\r\ncontent-length: "
-            + str(length).encode()
+            + str(len(body)).encode()
             + b"\r\n"
         )
         for name, value in extra:
             head += name + b": " + value + b"\r\n"
-        return head
+        answer = (
+            head
+            + (b"" if keep_alive else b"connection: close\r\n")
+            + b"\r\n"
+            + (b"" if head_only else body)
+        )
+        if small and len(cached[2]) < _ANSWERS_CACHED:
+            cached[2][key] = answer
+        return answer
 
     # -- deadlines -------------------------------------------------------------------------------
 
