@@ -1107,7 +1107,7 @@ class Journal:
         # way, PostgreSQL's, has none).
         if type(self).last_remembered is Journal.last_remembered:
             with self._lock:
-                seen = self._filter()
+                seen = self._seen if self._seen_loaded else self._filter()
                 if seen is None:
                     return found
                 maybe = []
@@ -1117,6 +1117,8 @@ class Journal:
                     bits = 1 << (k & 7) | 1 << (k >> 3 & 7)
                     if seen[k >> 6 & _SEEN_MASK] & bits == bits:
                         maybe.append(key)
+            if not maybe:
+                return found
         else:
             maybe = list(keys)
         for event, address in maybe:
