@@ -39,6 +39,8 @@ LOCALS = st.text(
 @example(local="a..b", domain="example.com")
 @example(local=".a", domain="example.com")
 @example(local="a.", domain="example.com")
+@example(local="Abc019", domain="example.com")  # letters and digits: no pattern needed
+@example(local="\u00e9t\u00e9", domain="example.com")  # letters, not ASCII: the validator's
 def test_fast_path_agrees_with_the_full_validator(local: str, domain: str) -> None:
     address = f"{local}@{domain}"
     assert (address_problem(address) is None) == (addresses._full_problem(address) is None)

@@ -24,11 +24,11 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass
 from functools import lru_cache
 from sys import intern
 from typing import Annotated, Any, Literal, Protocol, cast
 
+import msgspec
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -137,9 +137,11 @@ def _body_text(body: bytes) -> tuple[str, bool]:
         return base64.b64encode(body).decode("ascii"), True
 
 
-@dataclass(slots=True)
-class CallbackResult:
-    """What to do with one callback request, decided by :func:`process_callback`."""
+class CallbackResult(msgspec.Struct, gc=False):
+    """What to do with one callback request, decided by :func:`process_callback`.
+
+    (A struct rather than a dataclass: one is made per callback, and msgspec makes it in a
+    third of the time.)"""
 
     action: Literal["answer", "close", "reset", "none"]
     """``answer``: send ``status`` and ``body``; ``close``/``reset``: drop the connection (a
