@@ -9,11 +9,10 @@ from harness.records import Dsn, Kind, SmtpClose
 __all__ = [
     "dsns",
     "opened",
-    "session_durations",
-    "session_ends",
     "session_peers",
     "session_replies",
     "session_texts",
+    "sessions_without_quit",
 ]
 
 
@@ -36,15 +35,13 @@ def session_replies(journal: Journal) -> list[str]:
     return [r.reply for c in _closes(journal) for r in c.replies]
 
 
-def session_ends(journal: Journal) -> dict[tuple[str, str], str]:
-    """(MX host, client ``host:port``) -> how its session ended (``quit``, ``timeout``, ...)."""
-    return {(c.host, c.peer): c.end for c in _closes(journal)}
-
-
-def session_durations(journal: Journal) -> dict[tuple[str, str], float]:
-    """(MX host, client ``host:port``) -> how long the session lasted, as the server measured
-    it. (One client port may serve connections to two hosts at once.)"""
-    return {(c.host, c.peer): c.duration for c in _closes(journal)}
+def sessions_without_quit(journal: Journal) -> dict[tuple[str, str], SmtpClose]:
+    """(MX host, client ``host:port``) -> the session from that port that did not end with the
+    client's QUIT (a timeout, a drop). A hostile client never sends QUIT, and a well-behaved one
+    always does: once a hostile connection is closed, the kernel may give its port to a
+    well-behaved client's next connection, whose session must not stand in for it. (One client
+    port may also serve connections to two hosts at once.)"""
+    return {(c.host, c.peer): c for c in _closes(journal) if c.end != "quit"}
 
 
 def session_texts(journal: Journal) -> list[str]:

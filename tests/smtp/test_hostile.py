@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from harness.smtp.world import MailWorld
-from tests.smtp.journal_reads import opened, session_durations, session_ends, session_peers
+from tests.smtp.journal_reads import opened, session_peers, sessions_without_quit
 
 IDLE, SESSION, TARPIT = 1.0, 3.0, 1.5
 SLACK = 2.0
@@ -132,18 +132,17 @@ def _round() -> tuple[float, float, int]:
         while len(session_peers(world.journal)) < len(closed) + len(quiet) + len(latencies):
             assert time.monotonic() < deadline, "not every session was journaled"
             time.sleep(0.05)
-        ends = session_ends(world.journal)
-        durations = session_durations(world.journal)
+        hostile = sessions_without_quit(world.journal)
     bounds = {"idle": IDLE, "tarpit": TARPIT, "slow_commands": SESSION, "drip": IDLE}
     # The server's view: each one held at least its bound and closed soon after it (slack for
     # a loaded machine); the clients saw every one closed (they returned).
-    served = {(k, p): durations[_host(k), p] for k, _, p in closed}
+    served = {(k, p): hostile[_host(k), p].duration for k, _, p in closed}
     late = [(k, round(d, 2)) for (k, _), d in served.items() if d > bounds[k] + SLACK]
     # (The idle timer starts a moment before the record of the session does.)
     early = [(k, round(d, 3)) for (k, _), d in served.items() if d < bounds[k] - 0.05]
     assert late == [], late
     assert early == [], early
-    assert {ends[_host(kind), local] for kind, _, local in closed} == {"timeout"}
+    assert {hostile[_host(kind), local].end for kind, _, local in closed} == {"timeout"}
     # One descriptor per hostile connection while held, and all of them back afterwards.
     assert held <= before + sum(COUNTS.values()) + 20, (before, held)
     assert _fds() <= before + 5, (before, held, _fds())
